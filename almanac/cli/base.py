@@ -1,0 +1,105 @@
+"""What every command shares: the environment object, output helpers, error mapping."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from almanac.exitcodes import ExitCode
+from almanac.paths import Home
+
+
+class Env:
+    """Per-invocation state: the home, and the catalog opened on first use."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self._catalog = None
+
+    def catalog(self):  # noqa: ANN201 - avoids importing SQLAlchemy for --help
+        if self._catalog is None:
+            from catalog.db import Catalog
+
+            self.home.ensure()
+            self._catalog = Catalog.at(self.home.catalog_db)
+        return self._catalog
+
+    def close(self) -> None:
+        if self._catalog is not None:
+            self._catalog.close()
+
+
+pass_env = click.make_pass_decorator(Env)
+
+json_option = click.option("json_", "--json", is_flag=True, help="Print JSON on stdout.")
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def warn(message: str) -> None:
+    click.echo(message, err=True)
+
+
+class AlmanacError(click.ClickException):
+    """A user-facing error with an exit code of our choosing."""
+
+    def __init__(self, message: str, code: int = ExitCode.ERROR) -> None:
+        super().__init__(message)
+        self.exit_code = int(code)
+
+
+def _translate(exc: BaseException) -> click.ClickException | None:
+    """The one place where exceptions from the rooms become exit codes."""
+    from catalog.db import CatalogError
+    from catalog.seed import SeedError
+    from catalog.store import UnknownModelError
+
+    if isinstance(exc, UnknownModelError):
+        return AlmanacError(str(exc), ExitCode.ERROR)
+    if isinstance(exc, SeedError):
+        return AlmanacError(str(exc), ExitCode.USAGE)
+    if isinstance(exc, CatalogError):
+        return AlmanacError(str(exc), ExitCode.ERROR)
+    for translate in _EXTRA_TRANSLATORS:
+        if (out := translate(exc)) is not None:
+            return out
+    return None
+
+
+_EXTRA_TRANSLATORS: list = []
+
+
+def add_translator(func) -> None:  # noqa: ANN001
+    """Rooms loaded later (batch, server) register how their errors map to exit codes."""
+    _EXTRA_TRANSLATORS.append(func)
+
+
+class AlmanacGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            translated = _translate(exc)
+            if translated is None:
+                raise
+            raise translated from exc
+
+
+def echo_table(rows: list[list[str]], headers: list[str]) -> None:
+    """A plain aligned table; stdout stays data."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    click.echo(line.rstrip())
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    if not rows:
+        click.echo("(none)", err=sys.stderr.isatty())

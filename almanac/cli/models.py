@@ -1,0 +1,153 @@
+"""`almanac models list|show|remove|export`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+
+import click
+
+from almanac.cli.base import Env, echo_table, emit_json, json_option, pass_env, warn
+
+EXPORT_COLUMNS = [
+    "ref", "repo_id", "revision", "name", "parameters", "context_length", "dtype", "license",
+    "task", "base_model", "relation", "adapter_rank", "source", "local_path", "gated",
+    "downloads", "likes", "domains", "languages", "tags", "description",
+]
+
+
+@click.group()
+def models() -> None:
+    """Browse and maintain the model catalog."""
+
+
+def _sizes(value: str | None, parse) -> int | None:  # noqa: ANN001
+    if value is None:
+        return None
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@models.command("list")
+@click.option("--domain", "domains", multiple=True, help="Domain slug; includes its children (code → code/sql).")
+@click.option("--language", "languages", multiple=True, help="ISO 639 code or group (sea).")
+@click.option("--min-params", help="At least this many parameters (7B, 1.1B, 350M).")
+@click.option("--max-params", help="At most this many parameters.")
+@click.option("--license", "licenses", multiple=True, help="License id (apache-2.0, mit, llama2…).")
+@click.option("--fits", "fits", help="Weights fit in this memory (24GB), with 20% headroom.")
+@click.option("--quant", type=click.Choice(["int4", "int8", "fp16"]), help="Assume this quantization for --fits.")
+@click.option("--search", help="Full-text search over name, description, tags and card.")
+@click.option("--source", type=click.Choice(["seed", "hub", "cache", "local"]))
+@click.option("--sort", default="name", show_default=True,
+              type=click.Choice(["name", "params", "-params", "downloads", "likes", "updated", "license", "relevance"]))
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many models.")
+@click.option("--offset", type=click.IntRange(min=0), default=0)
+@json_option
+@pass_env
+def list_(env: Env, domains, languages, min_params, max_params, licenses, fits, quant,  # noqa: ANN001
+          search, source, sort, limit, offset, json_: bool) -> None:
+    """List catalog models, filtered and sorted."""
+    from catalog import sizes
+    from catalog.search import ModelFilter, list_models
+    from catalog.taxonomy import TaxonomyError
+
+    try:
+        f = ModelFilter(
+            domains=list(domains), languages=list(languages),
+            min_params=_sizes(min_params, sizes.parse_params),
+            max_params=_sizes(max_params, sizes.parse_params),
+            licenses=list(licenses), fits_bytes=_sizes(fits, sizes.parse_memory), quant=quant,
+            search=search, source=source, sort=sort, limit=limit, offset=offset,
+        )
+        with env.catalog().sessions() as s:
+            records = list_models(s, f)
+    except TaxonomyError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if json_:
+        emit_json([r.to_json() for r in records])
+        return
+    echo_table(
+        [[r.ref, sizes.format_params(r.parameters), ",".join(r.domains), ",".join(r.languages),
+          r.license or "?", f"{r.performance.tokens_per_s:.0f}" if r.performance and r.performance.tokens_per_s else ""]
+         for r in records],
+        ["MODEL", "PARAMS", "DOMAINS", "LANGUAGES", "LICENSE", "TOK/S"],
+    )
+
+
+@models.command()
+@click.argument("ref")
+@json_option
+@pass_env
+def show(env: Env, ref: str, json_: bool) -> None:
+    """Everything the catalog knows about one model: lineage, evals, measured speed."""
+    from catalog import sizes
+    from catalog.store import get_model, to_record
+
+    with env.catalog().sessions() as s:
+        record = to_record(s, get_model(s, ref), detail=True)
+    if json_:
+        emit_json(record.to_json())
+        return
+    lines = [
+        ("model", record.ref), ("name", record.name), ("source", record.source),
+        ("revision", record.revision), ("parameters", sizes.format_params(record.parameters)),
+        ("architecture", record.architecture), ("context", record.context_length),
+        ("dtype", record.dtype), ("license", record.license), ("task", record.task),
+        ("base model", f"{record.base_model} ({record.relation})" if record.base_model else None),
+        ("adapter rank", record.adapter_rank), ("adapters", ", ".join(record.adapters) or None),
+        ("domains", ", ".join(record.domains)), ("languages", ", ".join(record.languages)),
+        ("tags", ", ".join(record.tags) or None), ("local path", record.local_path),
+        ("gated", "yes" if record.gated else None), ("downloads", record.downloads), ("likes", record.likes),
+    ]
+    for label, value in lines:
+        if value not in (None, ""):
+            click.echo(f"{label:>13}: {value}")
+    for e in record.evals:
+        click.echo(f"{'eval':>13}: {e.benchmark} {e.metric} = {e.value:g}" + (f"  ({e.source})" if e.source else ""))
+    if p := record.performance:
+        click.echo(f"{'measured':>13}: {p.tokens_per_s:.1f} tokens/s, engine start {p.engine_start_s or 0:.1f} s on {p.hardware} ({p.runs} runs)")
+    if record.description:
+        click.echo("\n" + record.description)
+
+
+@models.command()
+@click.argument("ref")
+@pass_env
+def remove(env: Env, ref: str) -> None:
+    """Remove a model from the catalog (its cached predictions stay)."""
+    from catalog.store import remove_model
+
+    with env.catalog().sessions.begin() as s:
+        removed = remove_model(s, ref)
+    warn(f"removed {removed}")
+
+
+@models.command()
+@click.option("--format", "format_", type=click.Choice(["json", "csv"]), default="json", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="File to write; default stdout.")
+@pass_env
+def export(env: Env, format_: str, output: str | None) -> None:
+    """Export the whole catalog."""
+    from catalog.search import ModelFilter, list_models
+
+    with env.catalog().sessions() as s:
+        records = list_models(s, ModelFilter(sort="name"))
+    out = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
+    try:
+        if format_ == "json":
+            json.dump([r.to_json() for r in records], out, indent=2, ensure_ascii=False)
+            out.write("\n")
+        else:
+            writer = csv.writer(out)
+            writer.writerow(EXPORT_COLUMNS)
+            for r in records:
+                row = r.to_json()
+                writer.writerow([";".join(row[c]) if isinstance(row[c], list) else row[c] for c in EXPORT_COLUMNS])
+    finally:
+        if output:
+            out.close()
+    if output:
+        warn(f"wrote {len(records)} models to {output}")

@@ -1,0 +1,126 @@
+"""`almanac models add` and `almanac models scan-cache`: bringing models into the catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from almanac.cli.base import AlmanacError, Env, add_translator, emit_json, json_option, pass_env, warn
+from almanac.exitcodes import ExitCode
+from catalog.records import ModelRecord  # plain dataclasses: no SQLAlchemy behind --help
+
+
+def _domains(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> list[str]:
+    from catalog.taxonomy import TaxonomyError, normalize_domain
+
+    try:
+        return list(dict.fromkeys(normalize_domain(v) for v in values))
+    except TaxonomyError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _languages(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> list[str]:
+    from catalog.taxonomy import TaxonomyError, expand_languages
+
+    try:
+        return expand_languages(values)
+    except TaxonomyError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command()
+@click.argument("repo_id", required=False)
+@click.option("--path", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A local model directory (config.json or a PEFT adapter_config.json).")
+@click.option("--name", help="Catalog name for --path (default: the directory name).")
+@click.option("--revision", help="Hub branch, tag or commit to pin (default: main).")
+@click.option("--domain", "domains", multiple=True, callback=_domains,
+              help="Domain slug; replaces the domains read from the Hub tags. Repeatable.")
+@click.option("--language", "languages", multiple=True, callback=_languages,
+              help="ISO 639 code or group (sea); replaces the card's languages. Repeatable.")
+@json_option
+@pass_env
+def add(env: Env, repo_id: str | None, path: Path | None, name: str | None, revision: str | None,
+        domains: list[str], languages: list[str], json_: bool) -> None:
+    """Add or refresh one model: REPO_ID from the Hub, or a local directory with --path."""
+    if (repo_id is None) == (path is None):
+        raise click.UsageError("give exactly one of REPO_ID or --path DIR")
+    if path is not None and revision:
+        raise click.UsageError("--revision applies to a Hub REPO_ID, not to --path")
+    if repo_id is not None and name:
+        raise click.UsageError("--name applies to --path; a Hub model is named by its repo id")
+    if repo_id is not None:
+        from catalog.hub import fetch_entry
+
+        entry = fetch_entry(repo_id, revision=revision)
+    else:
+        from catalog.localmodels import entry_from_directory
+
+        entry = entry_from_directory(path, name=name)
+    if domains:
+        entry.domains = domains
+    if languages:
+        entry.languages = languages
+
+    from catalog.store import to_record, upsert_model
+
+    with env.catalog().sessions.begin() as s:
+        record = to_record(s, upsert_model(s, entry))
+    where = f"the Hub at {record.revision}" if record.source == "hub" else record.local_path
+    warn(f"added {record.ref} from {where}")
+    if json_:
+        emit_json(record.to_json())
+    else:
+        click.echo(_line(record))
+
+
+@click.command("scan-cache")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Hugging Face hub cache (default: $HF_HUB_CACHE, else $HF_HOME/hub).")
+@json_option
+@pass_env
+def scan_cache(env: Env, cache_dir: Path | None, json_: bool) -> None:
+    """Add every model already in the local Hugging Face cache. No network."""
+    from catalog import hubcache
+    from catalog.store import to_record, upsert_model
+
+    cache_dir = cache_dir or hubcache.default_cache_dir()
+    entries, warnings = hubcache.scan_cache(cache_dir)
+    for message in warnings:
+        warn(f"warning: {message}")
+    with env.catalog().sessions.begin() as s:
+        records = [to_record(s, upsert_model(s, entry)) for entry in entries]
+    warn(f"{cache_dir}: {len(records)} models added or refreshed, {len(warnings)} skipped")
+    if json_:
+        emit_json({
+            "cache_dir": str(cache_dir),
+            "models": [r.to_json() for r in records],
+            "warnings": warnings,
+        })
+    else:
+        for record in records:
+            click.echo(_line(record))
+
+
+def _line(record: ModelRecord) -> str:
+    from catalog.sizes import format_params
+
+    return "  ".join([
+        record.ref, format_params(record.parameters),
+        ",".join(record.domains) or "-", ",".join(record.languages) or "-",
+    ])
+
+
+def _translate(exc: BaseException) -> click.ClickException | None:
+    # Imported here: the rooms load huggingface_hub, which `almanac --help` should not pay for.
+    from catalog.hub import HubError
+    from catalog.hubcache import CacheScanError
+    from catalog.localmodels import LocalModelError
+
+    if isinstance(exc, (HubError, CacheScanError, LocalModelError)):
+        return AlmanacError(str(exc), ExitCode.ERROR)
+    return None
+
+
+add_translator(_translate)

@@ -1,0 +1,57 @@
+"""The one place that decides where Almanac keeps its files."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+ENV_HOME = "ALMANAC_HOME"
+
+
+def resolve_home(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """`--home` beats `ALMANAC_HOME`, which beats the platform's user data dir."""
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    if env := os.environ.get(ENV_HOME):
+        return Path(env).expanduser().resolve()
+    return Path(platformdirs.user_data_dir("almanac", appauthor=False))
+
+
+@dataclass(frozen=True)
+class Home:
+    """The layout of an Almanac home directory."""
+
+    root: Path
+
+    @property
+    def catalog_db(self) -> Path:
+        return self.root / "catalog.db"
+
+    @property
+    def catalog_url(self) -> str:
+        return f"sqlite:///{self.catalog_db}"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def models(self) -> Path:
+        """Models Almanac builds itself (the demo specialist)."""
+        return self.root / "models"
+
+    def ensure(self) -> "Home":
+        for path in (self.root, self.predictions, self.locks, self.logs):
+            path.mkdir(parents=True, exist_ok=True)
+        return self

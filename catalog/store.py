@@ -1,0 +1,165 @@
+"""Writing and reading single models: upsert, lookup by reference, removal."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, or_, select, text
+from sqlalchemy.orm import Session
+
+from catalog import taxonomy
+from catalog.records import EvalRecord, ModelEntry, ModelRecord, PerformanceRecord
+from catalog.tables import (
+    RELATIONS,
+    SOURCES,
+    Eval,
+    Model,
+    ModelDomain,
+    ModelLanguage,
+    ModelTag,
+    Run,
+)
+
+_SCALARS = (
+    "repo_id", "revision", "name", "description", "architecture", "parameters",
+    "context_length", "dtype", "license", "task", "base_model", "relation",
+    "adapter_rank", "source", "local_path", "gated", "downloads", "likes", "card",
+)
+
+
+class UnknownModelError(LookupError):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"no model {ref!r} in the catalog (see `almanac models list`)")
+        self.ref = ref
+
+
+def validate_entry(entry: ModelEntry) -> ModelEntry:
+    """Normalize codes and slugs; raise ValueError naming the field that is wrong."""
+    if not entry.ref:
+        raise ValueError("ref: a model needs a repo id or a local name")
+    if entry.source not in SOURCES:
+        raise ValueError(f"source: {entry.source!r} is not one of {', '.join(SOURCES)}")
+    if entry.relation is not None and entry.relation not in RELATIONS:
+        raise ValueError(f"relation: {entry.relation!r} is not one of {', '.join(RELATIONS)}")
+    try:
+        entry.languages = taxonomy.expand_languages(entry.languages)
+    except taxonomy.TaxonomyError as exc:
+        raise ValueError(f"languages: {exc}") from None
+    try:
+        entry.domains = list(dict.fromkeys(taxonomy.normalize_domain(d) for d in entry.domains))
+    except taxonomy.TaxonomyError as exc:
+        raise ValueError(f"domains: {exc}") from None
+    entry.tags = list(dict.fromkeys(t.strip().lower() for t in entry.tags if t.strip()))
+    return entry
+
+
+def upsert_model(session: Session, entry: ModelEntry) -> Model:
+    """Insert or replace a model and everything hanging off it, in the caller's transaction."""
+    entry = validate_entry(entry)
+    model = session.scalar(select(Model).where(Model.ref == entry.ref))
+    if model is None:
+        model = Model(ref=entry.ref)
+        session.add(model)
+    for name in _SCALARS:
+        setattr(model, name, getattr(entry, name))
+    model.description = model.description or ""
+    model.card = model.card or ""
+    model.languages = [ModelLanguage(language=code) for code in entry.languages]
+    model.domains = [ModelDomain(domain=slug) for slug in entry.domains]
+    model.tags = [ModelTag(tag=tag) for tag in entry.tags]
+    model.evals = [
+        Eval(benchmark=e.benchmark, metric=e.metric, value=e.value, source=e.source)
+        for e in {(e.benchmark, e.metric): e for e in entry.evals}.values()
+    ]
+    session.flush()
+    _index_text(session, model, entry.tags)
+    return model
+
+
+def _index_text(session: Session, model: Model, tags: list[str]) -> None:
+    session.execute(text("DELETE FROM models_fts WHERE rowid = :id"), {"id": model.id})
+    session.execute(
+        text(
+            "INSERT INTO models_fts(rowid, ref, name, description, tags, card) "
+            "VALUES (:id, :ref, :name, :description, :tags, :card)"
+        ),
+        {
+            "id": model.id,
+            "ref": model.ref.replace("/", " ") + " " + model.ref,
+            "name": model.name,
+            "description": model.description,
+            "tags": " ".join(tags),
+            "card": model.card,
+        },
+    )
+
+
+def find_model(session: Session, ref: str) -> Model | None:
+    """By reference, then repo id, then a case-insensitive name; None if nothing matches."""
+    model = session.scalar(select(Model).where(Model.ref == ref))
+    if model is None:
+        model = session.scalar(
+            select(Model).where(or_(Model.repo_id == ref, func.lower(Model.ref) == ref.lower()))
+        )
+    if model is None:
+        matches = session.scalars(
+            select(Model).where(func.lower(Model.name) == ref.lower()).limit(2)
+        ).all()
+        model = matches[0] if len(matches) == 1 else None
+    return model
+
+
+def get_model(session: Session, ref: str) -> Model:
+    model = find_model(session, ref)
+    if model is None:
+        raise UnknownModelError(ref)
+    return model
+
+
+def remove_model(session: Session, ref: str) -> str:
+    model = get_model(session, ref)
+    session.execute(text("DELETE FROM models_fts WHERE rowid = :id"), {"id": model.id})
+    session.delete(model)
+    return model.ref
+
+
+def to_record(session: Session, model: Model, *, detail: bool = False) -> ModelRecord:
+    record = ModelRecord(
+        id=model.id,
+        ref=model.ref,
+        created_at=model.created_at,
+        updated_at=model.updated_at,
+        languages=sorted(lang.language for lang in model.languages),
+        domains=sorted(d.domain for d in model.domains),
+        tags=sorted(t.tag for t in model.tags),
+        evals=[EvalRecord(e.benchmark, e.metric, e.value, e.source) for e in model.evals],
+        **{name: getattr(model, name) for name in _SCALARS},
+    )
+    if detail:
+        record.adapters = list(
+            session.scalars(
+                select(Model.ref)
+                .where(or_(Model.base_model == model.ref, Model.base_model == model.repo_id))
+                .order_by(Model.ref)
+            )
+        )
+        record.performance = performance(session, model.id)
+    return record
+
+
+def performance(session: Session, model_id: int) -> PerformanceRecord | None:
+    """Median-free summary on purpose: the latest generating run is what users compare."""
+    runs = session.scalars(
+        select(Run)
+        .where(Run.model_id == model_id, Run.generated > 0, Run.tokens_per_s.is_not(None))
+        .order_by(Run.started_at.desc())
+    ).all()
+    if not runs:
+        return None
+    latest = runs[0]
+    return PerformanceRecord(
+        runs=len(runs),
+        tokens_per_s=latest.tokens_per_s,
+        engine_start_s=latest.engine_start_s,
+        hardware=latest.hardware,
+        last_run_at=latest.started_at,
+    )
+

@@ -1,0 +1,181 @@
+"""The catalog's tables, as SQLAlchemy 2.0 typed mappings.
+
+The database is created and upgraded by the Alembic revisions in
+`catalog/migrations`; these mappings describe it, they never create it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+RELATIONS = ("finetune", "adapter", "quantized", "merge")
+SOURCES = ("seed", "hub", "cache", "local")
+RUN_STATUSES = ("running", "ok", "failed_rows", "error", "interrupted")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Model(Base):
+    __tablename__ = "models"
+    __table_args__ = (
+        CheckConstraint(f"relation IN {RELATIONS}", name="ck_models_relation"),
+        CheckConstraint(f"source IN {SOURCES}", name="ck_models_source"),
+        # models list --sort params / --min-params / --max-params
+        Index("ix_models_parameters", "parameters"),
+        # models list --license
+        Index("ix_models_license", "license"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(300), unique=True)
+    repo_id: Mapped[str | None] = mapped_column(String(300))
+    revision: Mapped[str | None] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(300))
+    description: Mapped[str] = mapped_column(Text, default="")
+    architecture: Mapped[str | None] = mapped_column(String(200))
+    parameters: Mapped[int | None] = mapped_column(BigInteger)
+    context_length: Mapped[int | None] = mapped_column(Integer)
+    dtype: Mapped[str | None] = mapped_column(String(20))
+    license: Mapped[str | None] = mapped_column(String(100))
+    task: Mapped[str | None] = mapped_column(String(100))
+    base_model: Mapped[str | None] = mapped_column(String(300))
+    relation: Mapped[str | None] = mapped_column(String(20))
+    adapter_rank: Mapped[int | None] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(20))
+    local_path: Mapped[str | None] = mapped_column(Text)
+    gated: Mapped[bool] = mapped_column(default=False)
+    downloads: Mapped[int | None] = mapped_column(BigInteger)
+    likes: Mapped[int | None] = mapped_column(Integer)
+    card: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+    languages: Mapped[list[ModelLanguage]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin"
+    )
+    domains: Mapped[list[ModelDomain]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin"
+    )
+    tags: Mapped[list[ModelTag]] = relationship(cascade="all, delete-orphan", lazy="selectin")
+    evals: Mapped[list[Eval]] = relationship(cascade="all, delete-orphan", lazy="selectin")
+
+    def __repr__(self) -> str:
+        return f"Model(ref={self.ref!r}, parameters={self.parameters!r})"
+
+
+class ModelLanguage(Base):
+    __tablename__ = "model_languages"
+    __table_args__ = (
+        # models list --language: find models by language code
+        Index("ix_model_languages_language", "language", "model_id"),
+    )
+
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("models.id", ondelete="CASCADE"), primary_key=True
+    )
+    language: Mapped[str] = mapped_column(String(3), primary_key=True)
+
+    def __repr__(self) -> str:
+        return f"ModelLanguage({self.model_id}, {self.language!r})"
+
+
+class ModelDomain(Base):
+    __tablename__ = "model_domains"
+    __table_args__ = (
+        # models list --domain: slug = d OR slug LIKE 'd/%'
+        Index("ix_model_domains_domain", "domain", "model_id"),
+    )
+
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("models.id", ondelete="CASCADE"), primary_key=True
+    )
+    domain: Mapped[str] = mapped_column(String(100), primary_key=True)
+
+    def __repr__(self) -> str:
+        return f"ModelDomain({self.model_id}, {self.domain!r})"
+
+
+class ModelTag(Base):
+    __tablename__ = "model_tags"
+
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("models.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(100), primary_key=True)
+
+    def __repr__(self) -> str:
+        return f"ModelTag({self.model_id}, {self.tag!r})"
+
+
+class Eval(Base):
+    __tablename__ = "evals"
+    __table_args__ = (UniqueConstraint("model_id", "benchmark", "metric", name="uq_evals"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    benchmark: Mapped[str] = mapped_column(String(200))
+    metric: Mapped[str] = mapped_column(String(100))
+    value: Mapped[float] = mapped_column(Float)
+    source: Mapped[str | None] = mapped_column(Text)
+
+    def __repr__(self) -> str:
+        return f"Eval({self.benchmark!r}, {self.metric!r}={self.value!r})"
+
+
+class Run(Base):
+    """One batch run of one job; its figures double as the model's measured performance."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        CheckConstraint(f"status IN {RUN_STATUSES}", name="ck_runs_status"),
+        # almanac runs: newest first, optionally for one job
+        Index("ix_runs_job_started", "job", "started_at"),
+        # a model's measured throughput
+        Index("ix_runs_model", "model_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    job: Mapped[str] = mapped_column(String(200))
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id", ondelete="SET NULL"))
+    model_ref: Mapped[str] = mapped_column(String(300))
+    revision: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    inputs: Mapped[int] = mapped_column(Integer, default=0)
+    cached: Mapped[int] = mapped_column(Integer, default=0)
+    copied: Mapped[int] = mapped_column(Integer, default=0)
+    generated: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    engine_start_s: Mapped[float | None] = mapped_column(Float)
+    generation_s: Mapped[float | None] = mapped_column(Float)
+    tokens_per_s: Mapped[float | None] = mapped_column(Float)
+    hardware: Mapped[str | None] = mapped_column(String(300))
+    error: Mapped[str | None] = mapped_column(Text)
+
+    def __repr__(self) -> str:
+        return f"Run({self.id!r}, job={self.job!r}, status={self.status!r})"

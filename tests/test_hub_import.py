@@ -1,0 +1,520 @@
+"""Bringing models in: the Hugging Face cache, local directories and the Hub API.
+
+Real SQLite under tmp_path, real safetensors files, real subprocesses; the
+Hub itself is replaced by a small HTTP server on 127.0.0.1 or by ModelInfo
+objects built from the API's JSON (the network boundary).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+from huggingface_hub import HfApi
+from huggingface_hub.hf_api import ModelInfo
+from safetensors.numpy import save_file
+from sqlalchemy import func, select
+
+from almanac.cli import cli
+from catalog.db import Catalog
+from catalog.hub import HubError, entry_from_model_info, fetch_entry
+from catalog.localmodels import LocalModelError, entry_from_directory
+from catalog.store import validate_entry
+from catalog.tables import Model
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MAIN_SHA = "a" * 40
+OLD_SHA = "b" * 40
+CARD = """---
+language:
+- pl
+- en
+license: apache-2.0
+tags:
+- medical
+base_model: org/base
+pipeline_tag: text-generation
+---
+
+# Name
+
+A Polish and English clinical assistant, fine-tuned on [discharge notes](https://example.org).
+"""
+CONFIG = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "max_position_embeddings": 2048,
+    "torch_dtype": "float32",
+}
+# 16*8 + 8*8 + 8 = 200 parameters, plus a scalar that still counts as one.
+WEIGHTS = {
+    "model.embed_tokens.weight": np.zeros((16, 8), dtype=np.float32),
+    "model.layers.0.mlp.weight": np.zeros((8, 8), dtype=np.float32),
+    "model.norm.weight": np.zeros((8,), dtype=np.float32),
+    "model.scale": np.zeros((), dtype=np.float32),
+}
+PARAMETERS = 201
+
+
+# --- fixtures -----------------------------------------------------------------
+
+
+def write_snapshot(repo: Path, sha: str, files: dict[str, bytes | dict]) -> Path:
+    """Files go to blobs/ and the snapshot links to them, as huggingface_hub lays them out."""
+    snapshot = repo / "snapshots" / sha
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir(exist_ok=True)
+    for name, content in files.items():
+        data = json.dumps(content).encode() if isinstance(content, dict) else content
+        blob = repo / "blobs" / f"{sha[:8]}-{name}"
+        blob.write_bytes(data)
+        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
+    return snapshot
+
+
+def safetensors_bytes(tmp: Path, tensors: dict[str, np.ndarray]) -> bytes:
+    path = tmp / "weights.safetensors"
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+@dataclass
+class HfCache:
+    root: Path
+    snapshot: Path
+
+
+@pytest.fixture
+def hf_cache(tmp_path: Path) -> HfCache:
+    root = tmp_path / "hf" / "hub"
+    repo = root / "models--org--name"
+    snapshot = write_snapshot(repo, MAIN_SHA, {
+        "config.json": CONFIG,
+        "README.md": CARD.encode(),
+        "model.safetensors": safetensors_bytes(tmp_path, WEIGHTS),
+    })
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(MAIN_SHA)  # no newline: huggingface_hub writes none
+    # A repo downloaded only in part (no config.json) and a dataset: neither is a model entry.
+    write_snapshot(root / "models--org--broken", MAIN_SHA, {"tokenizer.json": b"{}"})
+    write_snapshot(root / "datasets--org--data", MAIN_SHA, {"data.csv": b"a,b\n"})
+    return HfCache(root=root, snapshot=snapshot)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def adapter_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "models" / "clinical-lora"
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text(json.dumps({
+        "base_model_name_or_path": "org/name",
+        "peft_type": "LORA",
+        "r": 8,
+        "lora_alpha": 16,
+        "target_modules": ["q_proj", "v_proj"],
+        "task_type": "CAUSAL_LM",
+    }))
+    save_file({
+        "base_model.model.layers.0.q_proj.lora_A.weight": np.zeros((8, 64), dtype=np.float32),
+        "base_model.model.layers.0.q_proj.lora_B.weight": np.zeros((64, 8), dtype=np.float32),
+    }, str(path / "adapter_model.safetensors"))
+    return path
+
+
+def almanac(home: Path, *args: str) -> Result:
+    return CliRunner().invoke(cli, ["--home", str(home), *args], catch_exceptions=False)
+
+
+def almanac_json(home: Path, *args: str):  # noqa: ANN201 - whatever the command prints
+    result = almanac(home, *args, "--json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def almanac_subprocess(home: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+    base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), base.get("PYTHONPATH")]))
+    base["HF_HOME"] = str(home.parent / "hf-home")  # no tokens or caches from the machine
+    return subprocess.run(
+        [sys.executable, "-m", "almanac", "--home", str(home), *args],
+        env={**base, **env}, capture_output=True, text=True, timeout=120, cwd=home.parent,
+    )
+
+
+def model_count(home: Path) -> int:
+    catalog = Catalog.at(home / "catalog.db")
+    try:
+        with catalog.sessions() as s:
+            return s.scalar(select(func.count(Model.id)))
+    finally:
+        catalog.close()
+
+
+def unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- the cache ------------------------------------------------------------------
+
+
+def test_scan_cache_adds_cached_model_with_card_languages_domains_and_exact_parameters(
+    hf_cache: HfCache, home: Path
+) -> None:
+    scanned = almanac_json(home, "models", "scan-cache", "--cache-dir", str(hf_cache.root))
+
+    assert [m["ref"] for m in scanned["models"]] == ["org/name"]
+    assert any("org/broken" in w and "config.json" in w for w in scanned["warnings"])
+    shown = almanac_json(home, "models", "show", "org/name")
+    assert shown["source"] == "cache"
+    assert shown["repo_id"] == "org/name"
+    assert shown["revision"] == MAIN_SHA
+    assert shown["local_path"] == str(hf_cache.snapshot)
+    assert shown["languages"] == ["en", "pl"]
+    assert shown["domains"] == ["medicine"]
+    assert shown["parameters"] == PARAMETERS
+    assert shown["architecture"] == "LlamaForCausalLM"
+    assert shown["context_length"] == 2048
+    assert shown["dtype"] == "float32"
+    assert shown["license"] == "apache-2.0"
+    assert shown["task"] == "text-generation"
+    assert shown["base_model"] == "org/base"
+    assert shown["description"].startswith("A Polish and English clinical assistant, fine-tuned on discharge notes")
+
+
+def test_scan_cache_takes_the_snapshot_refs_main_points_to_not_the_newest(
+    hf_cache: HfCache, home: Path, tmp_path: Path
+) -> None:
+    # A newer snapshot with a different model that main does not point to.
+    newer = write_snapshot(hf_cache.root / "models--org--name", OLD_SHA, {
+        "config.json": CONFIG,
+        "model.safetensors": safetensors_bytes(tmp_path, {"w": np.zeros((3, 3), dtype=np.float32)}),
+    })
+    os.utime(newer, (2**31, 2**31))
+
+    almanac_json(home, "models", "scan-cache", "--cache-dir", str(hf_cache.root))
+
+    shown = almanac_json(home, "models", "show", "org/name")
+    assert (shown["revision"], shown["parameters"]) == (MAIN_SHA, PARAMETERS)
+
+
+def test_scan_cache_runs_offline_in_a_real_subprocess(hf_cache: HfCache, home: Path) -> None:
+    env = {"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": f"http://127.0.0.1:{unused_port()}"}
+
+    proc = almanac_subprocess(home, "models", "scan-cache", "--cache-dir", str(hf_cache.root), "--json", env=env)
+
+    assert proc.returncode == 0, proc.stderr
+    assert [m["ref"] for m in json.loads(proc.stdout)["models"]] == ["org/name"]
+    assert "1 models added or refreshed, 1 skipped" in proc.stderr
+    assert model_count(home) == 1
+
+
+def test_scan_cache_of_a_missing_directory_is_an_error_naming_it(home: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-cache"
+
+    result = almanac(home, "models", "scan-cache", "--cache-dir", str(missing))
+
+    assert result.exit_code == 1
+    assert str(missing) in result.stderr
+
+
+# --- local directories ------------------------------------------------------------
+
+
+def test_add_path_records_a_peft_adapter_with_rank_base_and_adapter_parameters(
+    hf_cache: HfCache, adapter_dir: Path, home: Path
+) -> None:
+    almanac_json(home, "models", "scan-cache", "--cache-dir", str(hf_cache.root))
+
+    added = almanac_json(
+        home, "models", "add", "--path", str(adapter_dir), "--domain", "law", "--language", "de",
+    )
+
+    assert added["ref"] == "clinical-lora"
+    assert added["source"] == "local"
+    assert added["local_path"] == str(adapter_dir.resolve())
+    assert added["relation"] == "adapter"
+    assert added["base_model"] == "org/name"
+    assert added["adapter_rank"] == 8
+    assert added["parameters"] == 8 * 64 + 64 * 8
+    assert added["domains"] == ["law"]
+    assert added["languages"] == ["de"]
+    assert "lora" in added["tags"]
+    assert almanac_json(home, "models", "show", "org/name")["adapters"] == ["clinical-lora"]
+
+
+def test_add_path_name_option_names_the_entry(adapter_dir: Path, home: Path) -> None:
+    added = almanac_json(home, "models", "add", "--path", str(adapter_dir), "--name", "my-lora")
+
+    assert (added["ref"], added["name"]) == ("my-lora", "my-lora")
+
+
+def test_add_path_counts_every_shard_of_a_sharded_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "sharded"
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(CONFIG))
+    save_file({"a": np.zeros((4, 5), dtype=np.float16)}, str(path / "model-00001-of-00002.safetensors"))
+    save_file({"b": np.zeros((7,), dtype=np.float16)}, str(path / "model-00002-of-00002.safetensors"))
+    # Mistral-style duplicate of the same weights: must not be counted twice.
+    save_file({"a": np.zeros((4, 5), dtype=np.float16)}, str(path / "consolidated.safetensors"))
+    (path / "model.safetensors.index.json").write_text(json.dumps({
+        "metadata": {"total_size": 54},
+        "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"},
+    }))
+
+    entry = entry_from_directory(path)
+
+    assert entry.parameters == 27
+    assert entry.ref == "sharded"
+
+
+def test_partial_shards_leave_the_parameter_count_unknown(tmp_path: Path) -> None:
+    path = tmp_path / "partial"
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({**CONFIG, "torch_dtype": None}))
+    save_file({"a": np.zeros((4, 5), dtype=np.float16)}, str(path / "model-00001-of-00002.safetensors"))
+    (path / "model.safetensors.index.json").write_text(json.dumps({
+        "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"},
+    }))
+
+    assert entry_from_directory(path).parameters is None
+
+
+def test_add_path_without_config_json_fails_naming_the_directory(tmp_path: Path, home: Path) -> None:
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+
+    result = almanac(home, "models", "add", "--path", str(empty))
+
+    assert result.exit_code == 1
+    assert str(empty) in result.stderr and "config.json" in result.stderr
+    with pytest.raises(LocalModelError, match="not-a-model"):
+        entry_from_directory(empty)
+
+
+def test_add_rejects_an_unknown_domain_or_language_as_a_usage_error(adapter_dir: Path, home: Path) -> None:
+    bad_domain = almanac(home, "models", "add", "--path", str(adapter_dir), "--domain", "astrology")
+    bad_language = almanac(home, "models", "add", "--path", str(adapter_dir), "--language", "xx-klingon")
+
+    assert bad_domain.exit_code == 2 and "--domain" in bad_domain.stderr
+    assert bad_language.exit_code == 2 and "--language" in bad_language.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["org/name", "--path", "."]], ids=["neither", "both"])
+def test_add_needs_exactly_one_of_repo_id_or_path(args: list[str], home: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--home", str(home), "models", "add", *args])
+
+    assert result.exit_code == 2
+    assert "exactly one of REPO_ID or --path" in result.stderr
+
+
+# --- the Hub API ------------------------------------------------------------------------
+
+HUB_JSON = {
+    "_id": "65f0c0ffee",
+    "id": "org/clinical-7b",
+    "sha": "c" * 40,
+    "private": False,
+    "gated": "manual",
+    "downloads": 1234,
+    "likes": 56,
+    "pipeline_tag": "text-generation",
+    "library_name": "transformers",
+    "tags": [
+        "transformers", "safetensors", "llama", "text-generation", "medical", "clinical",
+        "pl", "en", "base_model:finetune:org/base-7b", "license:llama2", "region:us",
+    ],
+    "cardData": {
+        "language": ["pl", "en", "multilingual"],
+        "license": "llama2",
+        "tags": ["medical"],
+        "base_model": "org/base-7b",
+        "base_model_relation": "finetune",
+        "model-index": [{
+            "name": "clinical-7b",
+            "results": [{
+                "task": {"type": "text-generation"},
+                "dataset": {"type": "medmcqa", "name": "MedMCQA"},
+                "metrics": [{"type": "accuracy", "value": 0.512}],
+                "source": {"name": "Paper", "url": "https://example.org/paper"},
+            }],
+        }],
+    },
+    "config": {"architectures": ["LlamaForCausalLM"], "model_type": "llama"},
+    "safetensors": {"parameters": {"BF16": 6738415616}, "total": 6738415616},
+    "baseModels": {"relation": "finetune", "models": [{"id": "org/base-7b"}]},
+}
+
+
+def test_entry_from_model_info_maps_the_hub_api_json() -> None:
+    info = ModelInfo(**json.loads(json.dumps(HUB_JSON)))
+
+    entry = validate_entry(entry_from_model_info(info, card_text="\n# Clinical\n\nA clinical model.\n"))
+
+    assert (entry.ref, entry.repo_id, entry.name) == ("org/clinical-7b", "org/clinical-7b", "clinical-7b")
+    assert entry.source == "hub"
+    assert entry.revision == "c" * 40
+    assert entry.languages == ["pl", "en"]  # "multilingual" is not a language code
+    assert entry.domains == ["medicine"]
+    assert entry.parameters == 6738415616
+    assert entry.dtype == "bfloat16"
+    assert entry.architecture == "LlamaForCausalLM"
+    assert entry.license == "llama2"
+    assert entry.task == "text-generation"
+    assert (entry.base_model, entry.relation) == ("org/base-7b", "finetune")
+    assert entry.gated is True
+    assert (entry.downloads, entry.likes) == (1234, 56)
+    assert [(e.benchmark, e.metric, e.value, e.source) for e in entry.evals] == [
+        ("MedMCQA", "accuracy", 0.512, "https://example.org/paper")
+    ]
+    assert entry.description == "A clinical model."
+    assert "base_model:finetune:org/base-7b" not in entry.tags and "medical" in entry.tags
+
+
+def test_entry_from_model_info_falls_back_to_hub_lineage_and_license_tag() -> None:
+    data = {
+        "id": "org/sql-lora",
+        "sha": "d" * 40,
+        "tags": ["peft", "text-to-sql", "license:apache-2.0", "base_model:adapter:org/coder-7b"],
+        "cardData": {"language": "en"},
+    }
+
+    entry = entry_from_model_info(ModelInfo(**data))
+
+    assert (entry.base_model, entry.relation) == ("org/coder-7b", "adapter")
+    assert entry.license == "apache-2.0"
+    assert entry.domains == ["code/sql"]
+    assert entry.languages == ["en"]
+    assert entry.parameters is None
+
+
+class FakeHub:
+    """Just enough of the Hub's HTTP API for model_info and a README download."""
+
+    def __init__(self, models: dict[str, dict], readmes: dict[str, str]) -> None:
+        self.models = models
+        self.readmes = readmes
+        self.requests: list[str] = []
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                hub.requests.append(f"GET {self.path}")
+                self.respond(body=True)
+
+            def do_HEAD(self) -> None:
+                hub.requests.append(f"HEAD {self.path}")
+                self.respond(body=False)
+
+            def respond(self, body: bool) -> None:
+                path = urlsplit(self.path).path
+                if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/.+)?", path):
+                    data = hub.models.get(m[1])
+                    if data is None:
+                        return self.send(404, b'{"error": "Repository not found"}', {"X-Error-Code": "RepoNotFound"}, body)
+                    return self.send(200, json.dumps(data).encode(), {"Content-Type": "application/json"}, body)
+                if m := re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/README\.md", path):
+                    text = hub.readmes.get(m[1])
+                    if text is None:
+                        return self.send(404, b"", {"X-Error-Code": "EntryNotFound"}, body)
+                    headers = {"ETag": '"readme-etag"', "X-Repo-Commit": m[2]}
+                    return self.send(200, text.encode(), headers, body)
+                return self.send(404, b"", {}, body)
+
+            def send(self, status: int, payload: bytes, headers: dict[str, str], body: bool) -> None:
+                self.send_response(status)
+                for key, value in {**headers, "Content-Length": str(len(payload))}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                if body:
+                    self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass  # keeps the test output to what failed
+
+        return Handler
+
+
+@pytest.fixture
+def fake_hub() -> Iterator[tuple[str, FakeHub]]:
+    hub = FakeHub({"org/clinical-7b": HUB_JSON}, {"org/clinical-7b": CARD})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), hub.handler())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", hub
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_fetch_entry_pins_the_resolved_commit_and_reads_the_card(fake_hub: tuple[str, FakeHub]) -> None:
+    url, hub = fake_hub
+
+    entry = fetch_entry("org/clinical-7b", revision="main", api=HfApi(endpoint=url))
+
+    assert entry.revision == "c" * 40
+    assert entry.card.lstrip().startswith("# Name")
+    assert any(r.startswith("GET /org/clinical-7b/resolve/" + "c" * 40) for r in hub.requests)
+
+
+def test_fetch_entry_names_the_repo_when_the_hub_has_no_such_model(fake_hub: tuple[str, FakeHub]) -> None:
+    url, _hub = fake_hub
+
+    with pytest.raises(HubError, match=r"org/nothing-here: no such model on the Hub"):
+        fetch_entry("org/nothing-here", api=HfApi(endpoint=url))
+
+
+def test_add_repo_id_from_the_hub_in_a_subprocess(fake_hub: tuple[str, FakeHub], home: Path) -> None:
+    url, _hub = fake_hub
+
+    proc = almanac_subprocess(
+        home, "models", "add", "org/clinical-7b", "--language", "sea", "--json", env={"HF_ENDPOINT": url},
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    added = json.loads(proc.stdout)
+    assert (added["source"], added["revision"], added["parameters"]) == ("hub", "c" * 40, 6738415616)
+    assert "id" in added["languages"] and "th" in added["languages"]  # the group replaced pl, en
+    assert f"added org/clinical-7b from the Hub at {'c' * 40}" in proc.stderr
+
+
+@pytest.mark.parametrize("offline", [True, False], ids=["HF_HUB_OFFLINE", "unreachable-endpoint"])
+def test_network_failure_exits_1_naming_the_repo_and_leaves_the_catalog_unchanged(
+    offline: bool, adapter_dir: Path, home: Path
+) -> None:
+    almanac_json(home, "models", "add", "--path", str(adapter_dir))
+    before = model_count(home)
+    env = {"HF_ENDPOINT": f"http://127.0.0.1:{unused_port()}", "HF_HUB_OFFLINE": "1" if offline else "0"}
+
+    proc = almanac_subprocess(home, "models", "add", "org/clinical-7b", "--json", env=env)
+
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert "org/clinical-7b" in proc.stderr
+    assert ("offline mode" if offline else "cannot reach the Hub") in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert model_count(home) == before == 1
