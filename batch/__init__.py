@@ -1,0 +1,1 @@
+"""The batch room: job specs, prompt rendering, the vLLM engine, the Parquet prediction cache."""

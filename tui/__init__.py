@@ -1,0 +1,1 @@
+"""The TUI room: a Textual app over the catalog and cached predictions."""
