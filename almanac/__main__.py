@@ -1,3 +1,5 @@
 from almanac.cli import main
 
-main()
+# vLLM's engine starts its worker with spawn, which re-imports this module.
+if __name__ == "__main__":
+    main()

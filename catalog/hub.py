@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, ModelCard, constants
+from huggingface_hub import HfApi, constants
 from huggingface_hub.errors import (
     DisabledRepoError,
     EntryNotFoundError,
@@ -60,6 +60,9 @@ _DTYPES = {
 # config.json keys that hold the context length, most specific first.
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx")
 
+# The YAML block at the top of a card, as huggingface_hub.repocard matches it.
+_FRONT_MATTER = re.compile(r"\A\s*---[\r\n]+[\s\S]*?[\r\n]+---(?:\r\n|\n|\Z)")
+
 _BASE_MODEL_TAG = re.compile(r"^base_model:([a-z_-]+):(.+)$")
 
 
@@ -78,7 +81,7 @@ def fetch_entry(repo_id: str, *, revision: str | None = None, api: HfApi | None 
         info = api.model_info(repo_id, revision=revision, expand=EXPAND)
         card_text = _card_text(api, repo_id, info.sha or revision)
     except Exception as exc:
-        if (error := _hub_error(exc, repo_id, revision)) is not None:
+        if (error := _hub_error(exc, repo_id, revision, api.endpoint)) is not None:
             raise error from exc
         raise
     return entry_from_model_info(info, card_text=card_text)
@@ -94,10 +97,13 @@ def _card_text(api: HfApi, repo_id: str, revision: str | None) -> str:
             )
         except EntryNotFoundError:
             return ""  # a repo without a README is allowed; it just has no card
-        return ModelCard.load(Path(path), ignore_metadata_errors=True).text
+        content = Path(path).read_text(encoding="utf-8-sig", errors="replace")
+    # The metadata already came with model_info; only the body is wanted, so a
+    # card whose YAML the Hub tolerates but PyYAML rejects cannot fail the import.
+    return _FRONT_MATTER.sub("", content, count=1)
 
 
-def _hub_error(exc: Exception, repo_id: str, revision: str | None) -> HubError | None:
+def _hub_error(exc: Exception, repo_id: str, revision: str | None, endpoint: str) -> HubError | None:
     # Order matters: GatedRepoError is a RepositoryNotFoundError, and the
     # specific HTTP errors are all HfHubHTTPError.
     if isinstance(exc, GatedRepoError):
@@ -114,7 +120,7 @@ def _hub_error(exc: Exception, repo_id: str, revision: str | None) -> HubError |
         msg = (f"cannot ask the Hub about {repo_id}: offline mode is on (HF_HUB_OFFLINE); "
                "`almanac models scan-cache` adds models already downloaded")
     elif isinstance(exc, (TransportError, TimeoutError, ConnectionError)):
-        msg = f"cannot reach the Hub at {constants.ENDPOINT} for {repo_id}: {_first_line(exc)}"
+        msg = f"cannot reach the Hub at {endpoint} for {repo_id}: {_first_line(exc)}"
     elif isinstance(exc, HfHubHTTPError):
         msg = f"the Hub refused the request for {repo_id}: {_first_line(exc)}"
     elif isinstance(exc, HFValidationError):
@@ -147,8 +153,12 @@ def entry_from_model_info(info: ModelInfo, *, card_text: str = "") -> ModelEntry
 
     hub_tags = info.tags or []
     # Hub tags are a superset of the card's; key:value tags (license:, region:,
-    # base_model:, arxiv:) are machine data, not words anyone searches for.
-    entry.tags = _unique([*entry.tags, *(t for t in hub_tags if ":" not in t)])
+    # base_model:, arxiv:) are machine data and language codes have their own
+    # column, so neither is kept as a tag.
+    card_languages = set(_as_list(card.language))
+    entry.tags = _unique([
+        *entry.tags, *(t for t in hub_tags if ":" not in t and t not in card_languages)
+    ])
     entry.task = info.pipeline_tag or entry.task
     entry.domains = taxonomy.hub_domains([*hub_tags, *(card.tags or [])], entry.task)
     entry.license = entry.license or _tag_value(hub_tags, "license")
@@ -164,6 +174,7 @@ def entry_from_model_info(info: ModelInfo, *, card_text: str = "") -> ModelEntry
         entry.parameters = info.gguf.get("total")
         entry.context_length = entry.context_length or info.gguf.get("context_length")
     entry.evals = [*entry.evals, *_hub_evals(info)]
+    infer_relation(entry, info.config or {}, gguf=bool(info.gguf) and info.safetensors is None)
     return entry
 
 
@@ -202,6 +213,12 @@ def apply_config(entry: ModelEntry, config: dict[str, Any]) -> None:
     )
     dtype = config.get("torch_dtype") or config.get("dtype") or nested.get("torch_dtype")
     entry.dtype = str(dtype) if dtype else None
+
+
+def infer_relation(entry: ModelEntry, config: dict[str, Any], *, gguf: bool = False) -> None:
+    """A base model without a stated relation: what the Hub's model tree would assume."""
+    if entry.base_model and entry.relation is None:
+        entry.relation = "quantized" if gguf or config.get("quantization_config") else "finetune"
 
 
 def dtype_from_counts(counts: dict[str, int] | None) -> str | None:
@@ -288,6 +305,12 @@ def _number(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None  # "N/A" and friends appear in real cards; such a row says nothing
+
+
+def _as_list(value: Any) -> list[str]:
+    if not value:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
 def _unique(items: list[str]) -> list[str]:

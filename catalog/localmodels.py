@@ -15,7 +15,7 @@ import yaml
 from huggingface_hub import ModelCard, constants
 from huggingface_hub.repocard_data import ModelCardData
 
-from catalog.hub import apply_card, apply_config, dtype_from_counts
+from catalog.hub import apply_card, apply_config, dtype_from_counts, infer_relation
 from catalog.records import ModelEntry
 
 CONFIG = "config.json"
@@ -55,6 +55,7 @@ def entry_from_directory(path: Path, *, name: str | None = None, source: str = "
         entry.adapter_rank = rank if isinstance(rank, int) else None
         peft_type = str(adapter.get("peft_type") or "").lower()
         entry.tags = list(dict.fromkeys([*entry.tags, "peft", *([peft_type] if peft_type else [])]))
+    infer_relation(entry, config or {})
     counts = parameter_counts(path, adapter=adapter is not None)
     if counts is not None:
         entry.parameters = sum(counts.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 _SCALE = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
 _NUM = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBGT]?)\s*$", re.IGNORECASE)
@@ -19,14 +20,15 @@ BYTES_PER_PARAM = {
 }
 QUANTS = ("fp16", "int8", "int4")
 # Weights are not the whole story: activations, KV cache and runtime buffers.
-OVERHEAD = 1.2
+OVERHEAD = 1.0
 
 
 def parse_params(text: str) -> int:
     m = _NUM.match(str(text))
     if not m:
         raise ValueError(f"not a parameter count: {text!r} (try 7B, 1.1B or 350M)")
-    return int(float(m.group(1)) * _SCALE[m.group(2).upper()])
+    # Decimal, not float: int(4.1 * 10**9) is 4_099_999_999.
+    return int(Decimal(m.group(1)) * _SCALE[m.group(2).upper()])
 
 
 def parse_memory(text: str) -> int:
@@ -36,7 +38,7 @@ def parse_memory(text: str) -> int:
     if not m:
         raise ValueError(f"not a memory size: {text!r} (try 24GB or 512MB)")
     power = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}[m.group(2).upper()]
-    return int(float(m.group(1)) * 1024**power)
+    return int(Decimal(m.group(1)) * 1024**power)
 
 
 def format_params(n: int | None) -> str:

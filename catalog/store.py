@@ -16,6 +16,7 @@ from catalog.tables import (
     ModelLanguage,
     ModelTag,
     Run,
+    utcnow,
 )
 
 _SCALARS = (
@@ -58,6 +59,9 @@ def upsert_model(session: Session, entry: ModelEntry) -> Model:
     if model is None:
         model = Model(ref=entry.ref)
         session.add(model)
+        children_before = None
+    else:
+        children_before = _children(model)
     for name in _SCALARS:
         setattr(model, name, getattr(entry, name))
     model.description = model.description or ""
@@ -69,9 +73,22 @@ def upsert_model(session: Session, entry: ModelEntry) -> Model:
         Eval(benchmark=e.benchmark, metric=e.metric, value=e.value, source=e.source)
         for e in {(e.benchmark, e.metric): e for e in entry.evals}.values()
     ]
+    if children_before is not None and children_before != _children(model):
+        # onupdate only fires for the models row itself; a change to languages,
+        # domains, tags or evals alone is still an update of the model.
+        model.updated_at = utcnow()
     session.flush()
     _index_text(session, model, entry.tags)
     return model
+
+
+def _children(model: Model) -> tuple:
+    return (
+        sorted(lang.language for lang in model.languages),
+        sorted(d.domain for d in model.domains),
+        sorted(t.tag for t in model.tags),
+        sorted((e.benchmark, e.metric, e.value, e.source or "") for e in model.evals),
+    )
 
 
 def _index_text(session: Session, model: Model, tags: list[str]) -> None:
@@ -134,10 +151,13 @@ def to_record(session: Session, model: Model, *, detail: bool = False) -> ModelR
         **{name: getattr(model, name) for name in _SCALARS},
     )
     if detail:
+        # Only LoRA-style adapters: finetunes, quantizations and merges are not adapters.
+        # A local model has no repo id; `base_model == None` would match every root model.
+        bases = [b for b in (model.ref, model.repo_id) if b]
         record.adapters = list(
             session.scalars(
                 select(Model.ref)
-                .where(or_(Model.base_model == model.ref, Model.base_model == model.repo_id))
+                .where(Model.base_model.in_(bases), Model.relation == "adapter")
                 .order_by(Model.ref)
             )
         )

@@ -85,7 +85,7 @@ def scan_cache(env: Env, cache_dir: Path | None, json_: bool) -> None:
     from catalog import hubcache
     from catalog.store import to_record, upsert_model
 
-    cache_dir = cache_dir or hubcache.default_cache_dir()
+    cache_dir = (cache_dir or hubcache.default_cache_dir()).resolve()
     entries, warnings = hubcache.scan_cache(cache_dir)
     for message in warnings:
         warn(f"warning: {message}")

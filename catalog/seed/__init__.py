@@ -7,6 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 import schemas
+from catalog import taxonomy
 from catalog.records import EvalRecord, ModelEntry
 
 
@@ -28,6 +29,8 @@ def read_entries(path: Path | None = None) -> list[ModelEntry]:
         raise SeedError(f"{where}: not valid TOML: {exc}") from None
     items = data.get("model", [])
     problems = [f"model[{i}].{msg}" for i, item in enumerate(items) for msg in schemas.errors("model-entry", item)]
+    # The schema checks the shape of codes and slugs; the taxonomy knows which exist.
+    problems += [f"model[{i}].{msg}" for i, item in enumerate(items) for msg in _taxonomy_errors(item)]
     if problems:
         raise SeedError(f"{where}: " + "; ".join(problems))
     seen: set[str] = set()
@@ -38,6 +41,25 @@ def read_entries(path: Path | None = None) -> list[ModelEntry]:
         seen.add(item["repo_id"])
         entries.append(entry_from_dict(item, source="seed"))
     return entries
+
+
+def _taxonomy_errors(item: dict) -> list[str]:
+    out = []
+    for field, check in (
+        ("domains", taxonomy.normalize_domain),
+        ("languages", taxonomy.normalize_language),
+    ):
+        values = item.get(field)
+        if not isinstance(values, list):
+            continue  # the schema has already said so
+        for j, value in enumerate(values):
+            if not isinstance(value, str):
+                continue
+            try:
+                check(value)
+            except taxonomy.TaxonomyError as exc:
+                out.append(f"{field}[{j}]: {exc}")
+    return out
 
 
 def entry_from_dict(item: dict, *, source: str) -> ModelEntry:

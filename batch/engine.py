@@ -1,0 +1,269 @@
+"""The vLLM engine: the only module that imports vllm, and only when rows need generating.
+
+Requests go in through `LLM.enqueue` and come back through the engine's
+`step()` loop as they finish, so results stream into Parquet shards while
+the scheduler's batch stays full — not one small `generate` call per shard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+# vLLM logs to stdout by default; stdout is Almanac's data channel.
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+CPU_KV_CACHE_FRACTION = 0.1  # of host memory; vLLM's 0.92 default assumes a dedicated GPU
+
+
+@dataclass(frozen=True)
+class EngineTarget:
+    """What to load: enough to tell two engines apart in a pool."""
+
+    model: str  # a local directory or a Hub repo id
+    revision: str | None
+    options: tuple[tuple[str, Any], ...]  # sorted vllm.LLM keyword arguments
+    lora_rank: int | None = None
+
+    @classmethod
+    def make(cls, model: str, revision: str | None, options: dict[str, Any],
+             lora_rank: int | None = None) -> "EngineTarget":
+        return cls(model, revision, tuple(sorted((k, _freeze(v)) for k, v in options.items())),
+                   lora_rank)
+
+
+def _freeze(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+
+
+@dataclass
+class Completion:
+    """One finished request, reduced to what the cache keeps."""
+
+    texts: list[str]
+    finish_reason: str | None
+    prompt_tokens: int
+    output_tokens: int
+    logprobs: list[Any] | None = None
+    error: str | None = None
+
+
+@dataclass
+class Engine:
+    target: EngineTarget
+    llm: Any
+    start_seconds: float
+    max_model_len: int
+    _params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, target: EngineTarget) -> "Engine":
+        from vllm import LLM
+
+        options = {k: json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v
+                   for k, v in target.options}
+        if _on_cpu():
+            options.setdefault("gpu_memory_utilization", CPU_KV_CACHE_FRACTION)
+        if target.lora_rank is not None:
+            options.update(enable_lora=True, max_lora_rank=_lora_rank_slot(target.lora_rank))
+        options.setdefault("seed", 0)
+        began = time.perf_counter()
+        with stdout_to_stderr():
+            llm = LLM(model=target.model, revision=target.revision, **options)
+        seconds = time.perf_counter() - began
+        return cls(target, llm, seconds, llm.llm_engine.model_config.max_model_len)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.llm.get_tokenizer()
+
+    def token_ids(self, prompt: str | list[dict[str, Any]]) -> list[int]:
+        tok = self.tokenizer
+        if isinstance(prompt, list):
+            ids = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+            # transformers 5 returns a BatchEncoding here, 4.x a plain list
+            return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        return list(tok.encode(prompt))
+
+    def token_ids_many(self, prompts: list[str | list[dict[str, Any]]]) -> list[list[int]]:
+        """Plain prompts go through the fast tokenizer as one batch; chats one by one."""
+        texts = [p for p in prompts if isinstance(p, str)]
+        encoded = iter(self.tokenizer(texts)["input_ids"] if texts else [])
+        return [list(next(encoded)) if isinstance(p, str) else self.token_ids(p) for p in prompts]
+
+    def sampling_params(self, sampling: dict[str, Any]) -> Any:
+        """vllm.SamplingParams for normalized sampling settings, built once per distinct set."""
+        cache_key = json.dumps(sampling, sort_keys=True)
+        if cache_key not in self._params:
+            from vllm import SamplingParams
+            from vllm.sampling_params import StructuredOutputsParams
+
+            s = dict(sampling)
+            structured = None
+            if s.get("choice") is not None:
+                structured = StructuredOutputsParams(choice=s["choice"])
+            elif s.get("regex") is not None:
+                structured = StructuredOutputsParams(regex=s["regex"])
+            elif s.get("json_schema") is not None:
+                structured = StructuredOutputsParams(json=s["json_schema"])
+            self._params[cache_key] = SamplingParams(
+                n=s["n"], max_tokens=s["max_tokens"], temperature=s["temperature"],
+                top_p=s["top_p"], top_k=s["top_k"], min_p=s["min_p"], seed=s["seed"],
+                stop=s["stop"] or None, logprobs=s["logprobs"],
+                presence_penalty=s["presence_penalty"], frequency_penalty=s["frequency_penalty"],
+                repetition_penalty=s["repetition_penalty"], structured_outputs=structured,
+            )
+        return self._params[cache_key]
+
+    def stream(
+        self,
+        requests: Iterable[tuple[str, list[int], dict[str, Any]]],
+        *,
+        adapter_path: str | None = None,
+        window: int | None = None,
+    ) -> Iterator[tuple[str, Completion]]:
+        """Yield (our id, completion) as requests finish, in completion order.
+
+        Requests are fed `window` at a time and topped up whenever half have
+        finished, so the scheduler always has more work queued than it can
+        batch, while memory stays bounded on million-row jobs."""
+        from vllm.inputs import TokensPrompt
+        from vllm.lora.request import LoRARequest
+
+        lora = LoRARequest("adapter", 1, adapter_path) if adapter_path else None
+        max_seqs = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
+        window = window or max(4 * max_seqs, 1024)
+        pending = iter(requests)
+        ours: dict[str, str] = {}
+        engine = self.llm.llm_engine
+
+        rejected: list[tuple[str, Completion]] = []
+        exhausted = False
+
+        def enqueue(batch: list[tuple[str, list[int], dict[str, Any]]]) -> None:
+            ids = self.llm.enqueue(
+                [TokensPrompt(prompt_token_ids=tokens) for _, tokens, _ in batch],
+                [self.sampling_params(s) for _, _, s in batch],
+                lora_request=lora, use_tqdm=False,
+            )
+            for (our_id, _, _), vllm_id in zip(batch, ids):
+                ours[_external_id(vllm_id)] = our_id
+
+        def top_up(count: int) -> None:
+            nonlocal exhausted
+            batch = [r for _, r in zip(range(count), pending)]
+            exhausted = len(batch) < count
+            if not batch:
+                return
+            try:
+                enqueue(batch)
+            except Exception:  # noqa: BLE001 - vLLM validates per request but rejects the batch
+                # Find the bad request(s) one by one; the rest still run.
+                for request in batch:
+                    try:
+                        enqueue([request])
+                    except Exception as exc:  # noqa: BLE001
+                        message = f"rejected by the engine: {type(exc).__name__}: {exc}"
+                        rejected.append((request[0], Completion([], None, len(request[1]), 0,
+                                                                error=message.splitlines()[0])))
+
+        while True:
+            if len(ours) < window // 2:
+                top_up(window - len(ours))
+            while rejected:
+                yield rejected.pop()
+            if not ours:
+                if exhausted:
+                    break
+                continue  # a whole batch was rejected; enqueue the next one
+            for output in engine.step():
+                if output.finished:
+                    yield ours.pop(output.request_id), _completion(output)
+
+    def close(self) -> None:
+        with contextlib.suppress(AttributeError):
+            self.llm.llm_engine.engine_core.shutdown()
+        self.llm = None
+
+
+def _external_id(request_id: str) -> str:
+    """enqueue() returns the engine's internal id ("7-1a2b3c4d"); outputs carry the
+    caller-facing one ("7"), which LLM assigns from a counter."""
+    head, _, tail = request_id.rpartition("-")
+    return head if head.isdigit() and len(tail) == 8 else request_id
+
+
+def _completion(output: Any) -> Completion:
+    outs = output.outputs
+    logprobs = None
+    if outs and outs[0].logprobs is not None:
+        logprobs = [
+            [{"token_id": tid, "logprob": lp.logprob} for tid, lp in step.items() if tid == chosen]
+            for step, chosen in zip(outs[0].logprobs, outs[0].token_ids)
+        ]
+    return Completion(
+        texts=[o.text for o in outs],
+        finish_reason=outs[0].finish_reason if outs else None,
+        prompt_tokens=len(output.prompt_token_ids or []),
+        output_tokens=sum(len(o.token_ids) for o in outs),
+        logprobs=logprobs,
+    )
+
+
+def _lora_rank_slot(rank: int) -> int:
+    # vLLM accepts only these maximum ranks.
+    for slot in (8, 16, 32, 64, 128, 256, 320, 512):
+        if rank <= slot:
+            return slot
+    return rank
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send file descriptor 1 to stderr while the engine starts: its worker processes
+    and native libraries print there, and stdout must stay clean for --json."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+class EnginePool:
+    """Engines kept for the life of a process: one `almanac run a.toml b.toml`
+    with the same model, or a test session, starts the engine once."""
+
+    def __init__(self) -> None:
+        self._engines: dict[EngineTarget, Engine] = {}
+        self.starts = 0
+
+    def get(self, target: EngineTarget) -> Engine:
+        if target not in self._engines:
+            # Two engines rarely fit in memory beside each other.
+            self.close()
+            self._engines[target] = Engine.start(target)
+            self.starts += 1
+        return self._engines[target]
+
+    def close(self) -> None:
+        for engine in self._engines.values():
+            engine.close()
+        self._engines.clear()

@@ -1,0 +1,87 @@
+"""Content addresses: one key per request, and fingerprints of local weights.
+
+A key is the SHA-256 of everything that decides a request's output: the
+model's identity (repo id + resolved revision, or a fingerprint of a local
+directory's files), the adapter's identity, the rendered prompt or messages,
+and the normalized sampling parameters. Equal keys are generated once, ever.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+KEY_VERSION = 1
+# Files that cannot change a model's outputs.
+_IGNORED_SUFFIXES = (".md", ".txt", ".gitattributes", ".lock")
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def request_key(
+    model: str,
+    adapter: str | None,
+    prompt: str | list[dict[str, Any]],
+    sampling: dict[str, Any],
+) -> str:
+    payload = {
+        "v": KEY_VERSION,
+        "model": model,
+        "adapter": adapter,
+        "chat" if isinstance(prompt, list) else "prompt": prompt,
+        "sampling": sampling,
+    }
+    return hashlib.sha256(canonical(payload).encode()).hexdigest()
+
+
+def failure_key(job: str, input_id: str, error: str) -> str:
+    """Rows that never became a request still need a stable identity for the index."""
+    payload = {"v": KEY_VERSION, "failed": [job, input_id, error]}
+    return "x" + hashlib.sha256(canonical(payload).encode()).hexdigest()[1:]
+
+
+def weight_files(path: Path) -> list[Path]:
+    return sorted(
+        p for p in path.rglob("*")
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        and not p.name.lower().endswith(_IGNORED_SUFFIXES)
+    )
+
+
+def stat_signature(path: Path) -> str:
+    """Cheap to compute: changes whenever any file's name, size or mtime does."""
+    parts = [
+        f"{p.relative_to(path)}:{st.st_size}:{st.st_mtime_ns}"
+        for p in weight_files(path)
+        for st in [p.stat()]
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def fingerprint_dir(
+    path: Path,
+    cache_get: Callable[[str, str], str | None] | None = None,
+    cache_put: Callable[[str, str, str], None] | None = None,
+) -> str:
+    """SHA-256 over every file that can change outputs; cached per stat signature,
+    since hashing a 15 GB model once is fine but once per run is not."""
+    path = path.resolve()
+    signature = stat_signature(path)
+    if cache_get and (hit := cache_get(str(path), signature)):
+        return hit
+    digest = hashlib.sha256()
+    for file in weight_files(path):
+        digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with file.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    value = "sha256:" + digest.hexdigest()
+    if cache_put:
+        cache_put(str(path), signature, value)
+    return value

@@ -1,0 +1,42 @@
+"""One lock per job, so cron can start a run while the last one is still going."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+
+class JobLockedError(RuntimeError):
+    def __init__(self, job: str, holder: str) -> None:
+        super().__init__(f"job {job!r} is locked by another run ({holder}); nothing was written")
+        self.job = job
+
+
+class JobLock:
+    """An flock on `locks/<job>.lock`: released by the kernel even after `kill -9`."""
+
+    def __init__(self, locks_dir: Path, job: str) -> None:
+        locks_dir.mkdir(parents=True, exist_ok=True)
+        self.path = locks_dir / f"{job}.lock"
+        self.job = job
+        self._fd: int | None = None
+
+    def __enter__(self) -> "JobLock":
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise JobLockedError(self.job, holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

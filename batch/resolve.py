@@ -1,0 +1,96 @@
+"""From catalog references to what the engine loads and what the cache keys on."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from batch.keys import fingerprint_dir
+from batch.store import PredictionStore
+from catalog.store import find_model, get_model
+
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+class ResolveError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    ref: str  # catalog reference, the `model` column
+    load: str  # what vllm.LLM(model=...) gets: a directory or a repo id
+    revision: str | None  # pinned in every row: a commit sha or a weights fingerprint
+    identity: str  # the model part of every cache key
+    load_revision: str | None = None  # what vllm.LLM(revision=...) gets
+
+
+@dataclass(frozen=True)
+class ResolvedAdapter:
+    path: str
+    identity: str
+    rank: int
+
+
+def resolve_model(session: Session, ref: str, revision: str | None,
+                  store: PredictionStore) -> ResolvedModel:
+    model = get_model(session, ref)
+    if model.local_path and Path(model.local_path).is_dir():
+        if model.source == "cache" and model.revision and not revision:
+            # A Hub cache snapshot is immutable: its commit is its identity.
+            return ResolvedModel(model.ref, model.local_path, model.revision,
+                                 f"{model.repo_id or model.ref}@{model.revision}")
+        digest = fingerprint_dir(Path(model.local_path), store.fingerprint_get,
+                                 store.fingerprint_put)
+        return ResolvedModel(model.ref, model.local_path, digest, f"local:{digest}")
+    if not model.repo_id:
+        raise ResolveError(
+            f"model {model.ref!r} has no repo id and its local path "
+            f"{model.local_path!r} is not a directory"
+        )
+    sha = _resolve_hub_revision(model.repo_id, revision or model.revision)
+    return ResolvedModel(model.ref, model.repo_id, sha, f"{model.repo_id}@{sha}", sha)
+
+
+def _resolve_hub_revision(repo_id: str, revision: str | None) -> str:
+    if revision and _SHA.match(revision):
+        return revision
+    from huggingface_hub import HfApi, constants
+
+    # The local cache knows what a branch pointed to when it was downloaded.
+    ref_file = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs" / (revision or "main")
+    if ref_file.is_file():
+        return ref_file.read_text().strip()
+    try:
+        return HfApi().model_info(repo_id, revision=revision).sha
+    except Exception as exc:  # network, auth, missing repo: all end the same way here
+        raise ResolveError(
+            f"cannot resolve the revision of {repo_id!r} ({revision or 'main'}): "
+            f"{type(exc).__name__}: {exc}".splitlines()[0]
+        ) from exc
+
+
+def resolve_adapter(session: Session, adapter: str, store: PredictionStore) -> ResolvedAdapter:
+    path = Path(adapter)
+    if not path.is_dir():
+        entry = find_model(session, adapter)
+        if entry is not None and entry.local_path and Path(entry.local_path).is_dir():
+            path = Path(entry.local_path)
+        else:
+            try:
+                from huggingface_hub import snapshot_download
+
+                path = Path(snapshot_download(adapter))
+            except Exception as exc:
+                raise ResolveError(f"adapter {adapter!r} is neither a directory, a catalog "
+                                   f"model with a local path, nor downloadable: {exc}") from exc
+    config = path / "adapter_config.json"
+    if not config.is_file():
+        raise ResolveError(f"adapter {adapter!r}: no adapter_config.json in {path}")
+    rank = int(json.loads(config.read_text()).get("r", 8))
+    digest = fingerprint_dir(path, store.fingerprint_get, store.fingerprint_put)
+    return ResolvedAdapter(str(path), f"lora:{digest}", rank)

@@ -1,0 +1,167 @@
+"""Heavy dependencies stay in their rooms: `vllm` in the engine, `textual` in the TUI.
+
+The CLI checks run in a fresh interpreter: this test process has already
+imported whatever other tests needed, so its own `sys.modules` proves nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("almanac", "catalog", "batch", "tui", "schemas")
+HEAVY = {"vllm", "textual", "torch"}
+
+# Runs the click CLI in-process (standalone_mode=False) and reports what got imported.
+PROBE = """
+import json, sys
+from almanac.cli import cli
+
+out_path, runs = sys.argv[1], json.loads(sys.argv[2])
+codes = []
+for args in runs:
+    try:
+        cli.main(args, prog_name="almanac", standalone_mode=False)
+        codes.append(0)
+    except SystemExit as exc:
+        codes.append(exc.code)
+with open(out_path, "w") as fh:
+    json.dump({"codes": codes, "modules": sorted({m.split(".")[0] for m in sys.modules})}, fh)
+"""
+
+
+def _probe(tmp_path: Path, *runs: list[str]) -> tuple[list[int], set[str]]:
+    out = tmp_path / "probe.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(out), json.dumps(list(runs))],
+        cwd=tmp_path, capture_output=True, text=True, env=os.environ.copy(), timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    return data["codes"], set(data["modules"])
+
+
+def test_help_imports_no_engine_tui_or_torch(tmp_path: Path) -> None:
+    codes, modules = _probe(tmp_path, ["--help"], ["models", "--help"], ["models", "list", "--help"])
+    assert codes == [0, 0, 0]
+    assert "almanac" in modules and "click" in modules  # the probe really ran the CLI
+    assert modules & HEAVY == set()
+
+
+def test_help_does_not_import_the_database_layer(tmp_path: Path) -> None:
+    """almanac/cli/base.py and models_import.py defer SQLAlchemy so --help stays quick."""
+    codes, modules = _probe(tmp_path, ["--help"])
+    assert codes == [0]
+    assert modules & {"sqlalchemy", "alembic", "pyarrow", "huggingface_hub"} == set()
+
+
+def test_catalog_commands_import_no_engine_tui_or_torch(tmp_path: Path, home: Path) -> None:
+    codes, modules = _probe(
+        tmp_path,
+        ["init"],
+        ["models", "list", "--language", "pl", "--json"],
+        ["models", "show", "eryk-mazus/polka-1.1b"],
+        ["domains"],
+    )
+    assert codes == [0, 0, 0, 0]
+    assert (home / "catalog.db").exists()  # the probe used this test's home
+    assert "sqlalchemy" in modules  # the commands really touched the catalog
+    assert modules & HEAVY == set()
+
+
+def _console_script() -> Path:
+    beside = Path(sys.executable).parent / "almanac"
+    if beside.exists():
+        return beside
+    found = shutil.which("almanac")
+    if found is None:
+        pytest.fail("the `almanac` console script is not installed next to this Python or on PATH")
+    return Path(found)
+
+
+def test_console_script_help_exits_0(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [str(_console_script()), "--help"],
+        cwd=tmp_path, capture_output=True, text=True, env=os.environ.copy(), timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage: almanac" in proc.stdout
+    for command in ("init", "models", "domains", "languages"):
+        assert command in proc.stdout
+    assert proc.stderr == ""
+
+
+# --- static scan ----------------------------------------------------------------------------
+
+
+def _imported_roots(tree: ast.AST) -> set[str]:
+    """Top-level package names a module imports anywhere (also inside functions)."""
+    roots: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+        elif (
+            isinstance(node, ast.Call)
+            and (
+                (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
+                or (isinstance(node.func, ast.Name) and node.func.id in {"import_module", "__import__"})
+            )
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            roots.add(node.args[0].value.split(".")[0])
+    return roots
+
+
+def _sources() -> list[Path]:
+    files = [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
+    return sorted(p for p in files if "__pycache__" not in p.parts)
+
+
+def _allowed(module: str, rel: Path) -> bool:
+    if module == "textual":
+        return rel.parts[0] == "tui"
+    if module == "vllm":
+        return rel.as_posix() in {"batch/engine.py", "batch/tinymodel.py"}
+    return True
+
+
+def test_scanner_sees_every_kind_of_import() -> None:
+    tree = ast.parse(
+        "import vllm.sampling_params\n"
+        "def f():\n    from textual.app import App\n"
+        "importlib.import_module('torch')\n"
+        "from . import sibling\n"
+    )
+    assert _imported_roots(tree) == {"vllm", "textual", "torch"}
+
+
+def test_only_the_engine_imports_vllm_and_only_the_tui_imports_textual() -> None:
+    sources = _sources()
+    assert any(p.relative_to(ROOT).as_posix() == "catalog/db.py" for p in sources)
+    offenders = []
+    for path in sources:
+        rel = path.relative_to(ROOT)
+        roots = _imported_roots(ast.parse(path.read_text("utf-8"), filename=str(path)))
+        offenders += [f"{rel}: imports {m}" for m in sorted(roots & {"vllm", "textual"}) if not _allowed(m, rel)]
+    assert offenders == []
+
+
+def test_catalog_room_imports_nothing_above_it() -> None:
+    """Dependencies point one way: almanac -> tui -> batch -> catalog."""
+    offenders = []
+    for path in sorted((ROOT / "catalog").rglob("*.py")):
+        roots = _imported_roots(ast.parse(path.read_text("utf-8")))
+        offenders += [f"{path.relative_to(ROOT)}: imports {m}" for m in sorted(roots & {"almanac", "tui", "batch"})]
+    assert offenders == []
