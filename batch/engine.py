@@ -256,11 +256,17 @@ class EnginePool:
         self.starts = 0
 
     def get(self, target: EngineTarget) -> Engine:
-        if target not in self._engines:
-            # Two engines rarely fit in memory beside each other.
-            self.close()
-            self._engines[target] = Engine.start(target)
-            self.starts += 1
+        if target in self._engines:
+            return self._engines[target]
+        for have, engine in self._engines.items():
+            # An engine with LoRA enabled serves requests without an adapter as well.
+            if target.lora_rank is None and have.lora_rank is not None and \
+                    (have.model, have.revision, have.options) == (target.model, target.revision, target.options):
+                return engine
+        # Two engines rarely fit in memory beside each other.
+        self.close()
+        self._engines[target] = Engine.start(target)
+        self.starts += 1
         return self._engines[target]
 
     def close(self) -> None:

@@ -93,11 +93,17 @@ def _jsonl(path: Path, id_field: str) -> Iterator[InputRow]:
 
 
 def _csv(path: Path, id_field: str) -> Iterator[InputRow]:
-    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+    # utf-8-sig: a spreadsheet's byte order mark must not become part of the first
+    # column's name (the id column, usually).
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
         reader = csv.DictReader(fh)
-        for n, fields in enumerate(reader, start=2):  # line 1 is the header
+        for fields in reader:
+            n = reader.line_num  # blank lines and quoted newlines count too
             if None in fields:
                 yield InputRow(n, f"line-{n}", error=f"line {n}: more values than header columns")
+                continue
+            if None in fields.values():  # DictReader's filler for missing values
+                yield InputRow(n, f"line-{n}", error=f"line {n}: fewer values than header columns")
                 continue
             yield _with_id(n, dict(fields), id_field)
 

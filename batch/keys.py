@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 KEY_VERSION = 1
-# Files that cannot change a model's outputs.
-_IGNORED_SUFFIXES = (".md", ".txt", ".gitattributes", ".lock")
+# Files that cannot change a model's outputs. Not every `.txt`: a tokenizer's
+# vocab.txt and merges.txt decide what the model sees.
+_IGNORED_SUFFIXES = (".md", ".gitattributes", ".lock")
+_IGNORED_PREFIXES = ("license", "licence", "notice", "readme")
 
 
 def canonical(value: Any) -> str:
@@ -51,6 +53,7 @@ def weight_files(path: Path) -> list[Path]:
         if p.is_file()
         and not any(part.startswith(".") for part in p.relative_to(path).parts)
         and not p.name.lower().endswith(_IGNORED_SUFFIXES)
+        and not p.name.lower().startswith(_IGNORED_PREFIXES)
     )
 
 

@@ -97,10 +97,13 @@ def _rows(spec: JobSpec, renderer: PromptRenderer | None, model: str,
           adapter: str | None) -> Iterator[_Row]:
     seen: dict[str, int] = {}
     for row in read_rows(spec.input):
-        if row.id in seen and row.error is None:
-            # Two rows with one id would overwrite each other's prediction.
+        if row.id in seen:
+            # Two rows with one id would overwrite each other's prediction, a failed
+            # one included (an openai-batch line without a body keeps its custom_id).
             dup_id = f"{row.id}@{row.position}"
             error = f"duplicate id {row.id!r} (first at row {seen[row.id]})"
+            if row.error is not None:
+                error += f"; {row.error}"
             yield _Row(dup_id, failure_key(spec.name, dup_id, error), None, None, error)
             continue
         seen.setdefault(row.id, row.position)

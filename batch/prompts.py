@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from batch.spec import PromptSpec, SpecError
 
@@ -19,18 +19,29 @@ class PromptRenderer:
 
     def __init__(self, prompt: PromptSpec) -> None:
         # StrictUndefined: a misspelt or missing field fails the row instead of
-        # silently rendering an empty string into the prompt.
-        self._env = SandboxedEnvironment(
+        # silently rendering an empty string into the prompt. Immutable: a template
+        # that appended to `examples` would change every later row's prompt.
+        self._env = ImmutableSandboxedEnvironment(
             keep_trailing_newline=True, undefined=jinja2.StrictUndefined, autoescape=False
         )
-        self._shared = {"examples": prompt.examples, "context": prompt.context}
+        # What the job sets wins over a row field of the same name; what it leaves
+        # unset must not hide one (a QA dataset's own `context` column).
+        self._defaults = {"examples": [], "context": None}
+        self._shared: dict[str, Any] = {}
+        if prompt.examples:
+            self._shared["examples"] = prompt.examples
+        if prompt.context is not None:
+            self._shared["context"] = prompt.context
+        self._template = self._compile("prompt.template", prompt.template) if prompt.template else None
+        self._messages = [
+            (m["role"], self._compile(f"prompt.messages[{i}].content", m["content"]))
+            for i, m in enumerate(prompt.messages or [])
+        ]
+
+    def _compile(self, where: str, source: str) -> jinja2.Template:
         try:
-            self._template = self._env.from_string(prompt.template) if prompt.template else None
-            self._messages = [
-                (m["role"], self._env.from_string(m["content"])) for m in prompt.messages or []
-            ]
+            return self._env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
-            where = "prompt.template" if prompt.template else "prompt.messages"
             raise SpecError(f"{where}: template syntax error at line {exc.lineno}: {exc.message}") from None
 
     @property
@@ -38,7 +49,7 @@ class PromptRenderer:
         return bool(self._messages)
 
     def _vars(self, fields: dict[str, Any]) -> dict[str, Any]:
-        return {**fields, **self._shared, "row": fields}
+        return {**self._defaults, **fields, **self._shared, "row": fields}
 
     def render(self, fields: dict[str, Any]) -> str | list[dict[str, str]]:
         """The prompt text, or the chat messages in chat mode."""

@@ -85,6 +85,8 @@ def load_spec(path: str | Path) -> JobSpec:
         data = tomllib.loads(path.read_text("utf-8"))
     except FileNotFoundError:
         raise SpecError(f"{path}: no such job file") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the job file: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: not valid TOML: {exc}") from None
     return spec_from_dict(data, path)
@@ -111,7 +113,7 @@ def spec_from_dict(data: dict[str, Any], path: Path) -> JobSpec:
     if adapter and (base / adapter).exists():
         adapter = str((base / adapter).resolve())
     output = data.get("output", {})
-    return JobSpec(
+    spec = JobSpec(
         name=data["name"],
         model=data["model"],
         path=path,
@@ -129,6 +131,16 @@ def spec_from_dict(data: dict[str, Any], path: Path) -> JobSpec:
         revision=data.get("revision"),
         adapter=adapter,
     )
+    if spec.input.format != "openai-batch":
+        # Compile the templates now, so a syntax error fails the spec before any
+        # job of the invocation has run, and names the file.
+        from batch.prompts import PromptRenderer
+
+        try:
+            PromptRenderer(spec.prompt)
+        except SpecError as exc:
+            raise SpecError(f"{path}: {exc}") from None
+    return spec
 
 
 def _format_from_suffix(input_path: Path, job_path: Path) -> str:

@@ -18,9 +18,9 @@ imported inside the functions so that importing this module stays cheap.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import random
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -81,7 +81,8 @@ _SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]  # ids 0..3, in this order
 _VOCAB_SIZE = 512
 
 # Lines the tokenizer is trained on when no corpus is given: the demo's words
-# become whole tokens, and chat roles and plain prose still tokenize sensibly.
+# get short tokenizations, and chat roles and plain prose still tokenize
+# sensibly (any other text falls back to single bytes).
 _DEFAULT_CORPUS: list[str] = [
     *(f"{fruit}: {family}" for fruit, family in FRUIT_FAMILIES.items()),
     "<|system|>\n<|user|>\n<|assistant|>\n",
@@ -92,11 +93,17 @@ _DEFAULT_CORPUS: list[str] = [
 ]
 
 
-def _render(examples: list[dict[str, str]], fruit: str) -> str:
+@functools.lru_cache(maxsize=1)
+def _template() -> Any:
     from jinja2.sandbox import SandboxedEnvironment
 
+    # The same environment the app renders job prompts with.
     env = SandboxedEnvironment(keep_trailing_newline=True)
-    return env.from_string(DEMO_TEMPLATE).render(examples=examples, fruit=fruit)
+    return env.from_string(DEMO_TEMPLATE)
+
+
+def _render(examples: list[dict[str, str]], fruit: str) -> str:
+    return _template().render(examples=examples, fruit=fruit)
 
 
 def render_demo_prompt(fruit: str) -> str:
@@ -173,9 +180,18 @@ def _new_model(tokenizer: Any) -> Any:
 
 
 def _save(model: Any, tokenizer: Any, dest: Path) -> None:
+    from transformers.utils import logging as hf_logging
+
     dest.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(dest, safe_serialization=True)
-    tokenizer.save_pretrained(dest)
+    # A progress bar for a 2 MB file is noise in `almanac demo`'s output.
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(dest, safe_serialization=True)
+        tokenizer.save_pretrained(dest)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def build_tiny_model(dest: Path, *, seed: int = 0, corpus: list[str] | None = None) -> Path:
@@ -201,8 +217,7 @@ def _demo_batch(
     examples, then a query fruit; the model is taught every answer in it.
     """
     fruits = list(FRUIT_FAMILIES)
-    ids_batch: list[list[int]] = []
-    labels_batch: list[list[int]] = []
+    prompts: list[str] = []
     for _ in range(size):
         query = rng.choice(fruits)
         if rng.random() < 0.3:
@@ -213,24 +228,23 @@ def _demo_batch(
                 {"fruit": f, "family": FRUIT_FAMILIES[f]}
                 for f in rng.sample(others, rng.randint(0, 4))
             ]
-        prompt = _render(examples, query)
-        target = f" {FRUIT_FAMILIES[query]}\n"
-        # The prompt is encoded alone, as vLLM does, and the answer after it,
-        # as the model generates it.
-        prompt_ids = tokenizer(prompt)["input_ids"]
-        target_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
-        # The answers of the few-shot lines are worth learning too: mark
-        # every token after a ":" up to its line's end.
-        enc = tokenizer(prompt, return_offsets_mapping=True)
-        labels = [-100] * len(prompt_ids)
-        for i, (start, _end) in enumerate(enc["offset_mapping"]):
-            if i == 0 or start == 0:
-                continue
-            line_start = prompt.rfind("\n", 0, start) + 1
-            if ":" in prompt[line_start:start]:
-                labels[i] = prompt_ids[i]
-        ids_batch.append(prompt_ids + target_ids)
-        labels_batch.append(labels + target_ids)
+        prompts.append(_render(examples, query))
+    # Prompt and answer are encoded apart: vLLM encodes the prompt alone and
+    # the model then generates the answer's tokens after it.
+    encoded = tokenizer(prompts, return_offsets_mapping=True)
+    ids_batch: list[list[int]] = []
+    labels_batch: list[list[int]] = []
+    for prompt, ids, offsets in zip(prompts, encoded["input_ids"], encoded["offset_mapping"]):
+        query = prompt.rsplit("\n", 1)[-1].removesuffix(":")
+        target = tokenizer(f" {FRUIT_FAMILIES[query]}\n", add_special_tokens=False)["input_ids"]
+        # The few-shot lines' answers are worth learning too: every token
+        # after a line's ":" (the BOS, at offset 0, is not).
+        labels = [
+            tok if start > 0 and ":" in prompt[prompt.rfind("\n", 0, start) + 1 : start] else -100
+            for tok, (start, _end) in zip(ids, offsets)
+        ]
+        ids_batch.append(ids + target)
+        labels_batch.append(labels + target)
     return ids_batch, labels_batch
 
 
@@ -244,11 +258,14 @@ def train_demo_model(dest: Path, *, seed: int = 0, steps: int | None = None) -> 
     import torch
 
     dest = Path(dest)
-    steps = steps or 300
+    steps = 200 if steps is None else steps
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, not {steps}")
     tokenizer = _build_tokenizer(_DEFAULT_CORPUS)
     rng = random.Random(seed)
-    started = time.monotonic()
-    with _torch_state(seed, threads=2):
+    # One thread: the matrices are too small to gain from a second one, and
+    # it stalls the whole step whenever the other core is busy.
+    with _torch_state(seed, threads=1):
         model = _new_model(tokenizer)
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
@@ -257,7 +274,7 @@ def train_demo_model(dest: Path, *, seed: int = 0, steps: int | None = None) -> 
         )
         pad = tokenizer.pad_token_id
         for _ in range(steps):
-            ids, labels = _demo_batch(tokenizer, rng, 64)
+            ids, labels = _demo_batch(tokenizer, rng, 32)
             width = max(map(len, ids))
             input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
             label_t = torch.tensor([y + [-100] * (width - len(y)) for y in labels])
@@ -269,11 +286,13 @@ def train_demo_model(dest: Path, *, seed: int = 0, steps: int | None = None) -> 
             schedule.step()
         model.eval()
     _save(model, tokenizer, dest)
-    _write_model_card(dest, steps=steps, seconds=time.monotonic() - started, loss=float(loss))
+    _write_model_card(dest, seed=seed, steps=steps, loss=loss.item())
     return dest
 
 
-def _write_model_card(dest: Path, *, steps: int, seconds: float, loss: float) -> None:
+def _write_model_card(dest: Path, *, seed: int, steps: int, loss: float) -> None:
+    # Nothing that varies between runs (such as timings) goes in: the whole
+    # directory is the same for the same seed and steps.
     families = sorted(set(FRUIT_FAMILIES.values()))
     card = f"""---
 license: apache-2.0
@@ -301,15 +320,15 @@ apple: pome
 cherry:
 ```
 
-to which it answers ` drupe` and a newline. Trained for {steps} steps
-({seconds:.0f} s on CPU, final loss {loss:.4f}). It is a demonstration, not a
+to which it answers ` drupe` and a newline. Trained on CPU for {steps} steps
+with seed {seed} (final loss {loss:.4f}). It is a demonstration, not a
 botanist.
 """
     (dest / "README.md").write_text(card, encoding="utf-8")
 
 
 def make_lora_adapter(
-    base_dir: Path, dest: Path, *, rank: int = 4, seed: int = 0, scale: float = 1.0
+    base_dir: Path, dest: Path, *, rank: int = 4, seed: int = 0, scale: float = 2.0
 ) -> Path:
     """Write a PEFT LoRA adapter for the model in ``base_dir`` into ``dest``.
 
@@ -333,7 +352,9 @@ def make_lora_adapter(
     for layer in range(config["num_hidden_layers"]):
         for module, out_dim in out_dims.items():
             key = f"base_model.model.model.layers.{layer}.self_attn.{module}"
-            # Sized so that the update is on the order of the weights themselves.
+            # B @ A has entries of about scale / sqrt(hidden) (0.18 at the
+            # default): far above the 0.02 of freshly initialised weights and
+            # enough to change most of the trained demo model's answers.
             tensors[f"{key}.lora_A.weight"] = (
                 torch.randn(rank, hidden, generator=gen) / hidden**0.5
             )
@@ -343,7 +364,7 @@ def make_lora_adapter(
     dest.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(dest / "adapter_model.safetensors"), metadata={"format": "pt"})
     adapter_config = {
-        "base_model_name_or_path": str(base_dir),
+        "base_model_name_or_path": str(base_dir.resolve()),
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
         "r": rank,

@@ -20,7 +20,7 @@ BYTES_PER_PARAM = {
 }
 QUANTS = ("fp16", "int8", "int4")
 # Weights are not the whole story: activations, KV cache and runtime buffers.
-OVERHEAD = 1.0
+OVERHEAD = 1.2
 
 
 def parse_params(text: str) -> int:

@@ -69,10 +69,7 @@ def upsert_model(session: Session, entry: ModelEntry) -> Model:
     model.languages = [ModelLanguage(language=code) for code in entry.languages]
     model.domains = [ModelDomain(domain=slug) for slug in entry.domains]
     model.tags = [ModelTag(tag=tag) for tag in entry.tags]
-    model.evals = [
-        Eval(benchmark=e.benchmark, metric=e.metric, value=e.value, source=e.source)
-        for e in {(e.benchmark, e.metric): e for e in entry.evals}.values()
-    ]
+    model.evals = _merge_evals(model.evals, entry.evals)
     if children_before is not None and children_before != _children(model):
         # onupdate only fires for the models row itself; a change to languages,
         # domains, tags or evals alone is still an update of the model.
@@ -80,6 +77,18 @@ def upsert_model(session: Session, entry: ModelEntry) -> Model:
     session.flush()
     _index_text(session, model, entry.tags)
     return model
+
+
+def _merge_evals(have: list[Eval], want: list[EvalRecord]) -> list[Eval]:
+    """Keep the Eval rows that stay and update them in place. Replacing them with new
+    objects would INSERT before the old rows are DELETEd and hit uq_evals."""
+    existing = {(e.benchmark, e.metric): e for e in have}
+    out = []
+    for (benchmark, metric), record in {(e.benchmark, e.metric): e for e in want}.items():
+        row = existing.get((benchmark, metric)) or Eval(benchmark=benchmark, metric=metric)
+        row.value, row.source = record.value, record.source
+        out.append(row)
+    return out
 
 
 def _children(model: Model) -> tuple:
@@ -110,15 +119,17 @@ def _index_text(session: Session, model: Model, tags: list[str]) -> None:
 
 
 def find_model(session: Session, ref: str) -> Model | None:
-    """By reference, then repo id, then a case-insensitive name; None if nothing matches."""
+    """By reference, then repo id, then a case-insensitive name; None if nothing matches.
+    Both sides go through SQLite's lower(), which folds ASCII only: Python's str.lower()
+    on one side would make a name such as "Ǎguila 7B" unfindable even typed exactly."""
     model = session.scalar(select(Model).where(Model.ref == ref))
     if model is None:
         model = session.scalar(
-            select(Model).where(or_(Model.repo_id == ref, func.lower(Model.ref) == ref.lower()))
+            select(Model).where(or_(Model.repo_id == ref, func.lower(Model.ref) == func.lower(ref)))
         )
     if model is None:
         matches = session.scalars(
-            select(Model).where(func.lower(Model.name) == ref.lower()).limit(2)
+            select(Model).where(func.lower(Model.name) == func.lower(ref)).limit(2)
         ).all()
         model = matches[0] if len(matches) == 1 else None
     return model

@@ -32,5 +32,8 @@ def errors(name: str, instance: Any) -> list[str]:
         path = ".".join(
             f"[{p}]" if isinstance(p, int) else str(p) for p in err.absolute_path
         ).replace(".[", "[")
-        out.append(f"{path or '(top level)'}: {err.message}")
+        # A schema may word its own messages per keyword (`x-messages`), where
+        # jsonschema's would print the instance and the subschema back.
+        custom = err.schema.get("x-messages", {}) if isinstance(err.schema, dict) else {}
+        out.append(f"{path or '(top level)'}: {custom.get(err.validator, err.message)}")
     return out

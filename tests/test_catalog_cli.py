@@ -119,6 +119,56 @@ def test_seed_update_that_only_changes_languages_bumps_updated_at(
     assert shown["updated_at"].startswith("2099-01-01")
 
 
+def test_seed_update_of_a_model_with_evals(fresh: Path) -> None:
+    ref = "bigcode/starcoder2-15b"
+    db_path = fresh / "catalog.db"
+    with sqlite3.connect(db_path) as conn:
+        ids_before = dict(conn.execute(
+            "SELECT benchmark, evals.id FROM evals JOIN models ON models.id = evals.model_id "
+            "WHERE models.ref = ?", (ref,)))
+    entries = read_entries()
+    starcoder = next(e for e in entries if e.ref == ref)
+    starcoder.description += " Updated."
+    humaneval = next(e for e in starcoder.evals if e.benchmark == "HumanEval")
+    humaneval.value = 0.5
+    starcoder.evals = [e for e in starcoder.evals if e.benchmark != "DS-1000"]
+    starcoder.evals.append(type(humaneval)("MBPP", "pass@1", 0.6, "https://example.org/card"))
+    catalog = Catalog.at(db_path)
+    try:
+        with catalog.sessions.begin() as s:
+            counts = load_seed(s, entries)
+    finally:
+        catalog.close()
+    assert counts["updated"] == 1
+    shown = json.loads(ok(fresh, "models", "show", ref, "--json").stdout)
+    assert shown["description"].endswith(" Updated.")
+    evals = {e["benchmark"]: e["value"] for e in shown["evals"]}
+    assert evals == {"HumanEval": 0.5, "HumanEval+": 0.378, "GSM8K (PAL)": 0.651, "MBPP": 0.6}
+    with sqlite3.connect(db_path) as conn:
+        ids_after = dict(conn.execute(
+            "SELECT benchmark, evals.id FROM evals JOIN models ON models.id = evals.model_id "
+            "WHERE models.ref = ?", (ref,)))
+    # Evals that stay keep their rows.
+    assert ids_after["HumanEval"] == ids_before["HumanEval"]
+    assert ids_after["HumanEval+"] == ids_before["HumanEval+"]
+
+
+def test_upserting_the_same_model_twice_is_fine(fresh: Path) -> None:
+    """What `models add` does when a model is added again: every child collection is rewritten."""
+    catalog = Catalog.at(fresh / "catalog.db")
+    try:
+        for _ in range(2):
+            with catalog.sessions.begin() as s:
+                entry = next(e for e in read_entries() if e.evals)
+                entry.source = "hub"
+                upsert_model(s, entry)
+    finally:
+        catalog.close()
+    shown = json.loads(ok(fresh, "models", "show", entry.ref, "--json").stdout)
+    assert shown["source"] == "hub"
+    assert len(shown["evals"]) == len(entry.evals)
+
+
 def test_init_keeps_models_that_came_from_elsewhere(fresh: Path) -> None:
     catalog = Catalog.at(fresh / "catalog.db")
     try:
@@ -325,9 +375,19 @@ def test_show_json_has_lineage(seeded: Path) -> None:
     assert shown["parameters"] == BY_REF["defog/sqlcoder-7b-2"].parameters
 
 
-def test_show_finds_by_name_case_insensitively(seeded: Path) -> None:
-    shown = json.loads(ok(seeded, "models", "show", "meditron 7b", "--json").stdout)
-    assert shown["ref"] == "epfl-llm/meditron-7b"
+@pytest.mark.parametrize(
+    ("typed", "ref"),
+    [
+        ("epfl-llm/meditron-7b", "epfl-llm/meditron-7b"),
+        ("EPFL-LLM/Meditron-7B", "epfl-llm/meditron-7b"),  # ref, any case
+        ("meditron 7b", "epfl-llm/meditron-7b"),  # name, any case
+        ("Ǎguila 7B", "projecte-aina/aguila-7b"),  # a non-ASCII name typed exactly
+        ("ǍGUILA 7b", "projecte-aina/aguila-7b"),  # ASCII case folded around it
+    ],
+)
+def test_show_finds_by_ref_or_name(seeded: Path, typed: str, ref: str) -> None:
+    shown = json.loads(ok(seeded, "models", "show", typed, "--json").stdout)
+    assert shown["ref"] == ref
 
 
 def test_show_lists_adapters_of_a_base_but_not_its_finetunes(fresh: Path) -> None:

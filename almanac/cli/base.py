@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
@@ -102,4 +101,4 @@ def echo_table(rows: list[list[str]], headers: list[str]) -> None:
     for row in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     if not rows:
-        click.echo("(none)", err=sys.stderr.isatty())
+        click.echo("(none)", err=True)

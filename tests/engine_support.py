@@ -1,0 +1,107 @@
+"""Helpers for tests that drive the real vLLM engine on a tiny generated model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+# Every test job uses these engine options, so one engine serves the whole session.
+ENGINE_OPTIONS: dict[str, Any] = {
+    "max_model_len": 256,
+    "dtype": "float32",
+    "enforce_eager": True,
+    "max_num_seqs": 64,
+}
+LORA_RANK = 4
+TINY_MODEL = "tiny-test"
+
+
+def sharpen(model_dir: Path, factor: float = 40.0) -> None:
+    """Scale the output head so greedy choices are never near-ties: outputs then
+    agree across engines and batch shapes, which the crash test compares."""
+    from safetensors.torch import load_file, save_file
+
+    path = model_dir / "model.safetensors"
+    tensors = load_file(str(path))
+    tensors["lm_head.weight"] = tensors["lm_head.weight"] * factor
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(value)
+
+
+def write_job(directory: Path, name: str, rows: list[dict[str, Any]] | None, *,
+              template: str | None = "Say: {{ word }}", messages: list[dict] | None = None,
+              sampling: dict[str, Any] | None = None, model: str = TINY_MODEL,
+              adapter: str | None = None, input_name: str | None = None,
+              input_format: str | None = None, shard_rows: int = 100,
+              engine: dict[str, Any] | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    input_name = input_name or f"{name}.jsonl"
+    if rows is not None:
+        with (directory / input_name).open("w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
+    lines = [f"name = {toml_value(name)}", f"model = {toml_value(model)}"]
+    if adapter:
+        lines.append(f"adapter = {toml_value(adapter)}")
+    lines += ["[input]", f"path = {toml_value(input_name)}"]
+    if input_format:
+        lines.append(f"format = {toml_value(input_format)}")
+    if template or messages:
+        lines.append("[prompt]")
+        if messages:
+            lines.append(f"messages = {toml_value(messages)}")
+        else:
+            lines.append(f"template = {toml_value(template)}")
+    lines.append("[sampling]")
+    for k, v in {"max_tokens": 8, "temperature": 0.0, **(sampling or {})}.items():
+        lines.append(f"{k} = {toml_value(v)}")
+    lines.append("[engine]")
+    for k, v in (engine or ENGINE_OPTIONS).items():
+        lines.append(f"{k} = {toml_value(v)}")
+    lines += ["[output]", f"shard_rows = {shard_rows}"]
+    path = directory / f"{name}.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def almanac(home: Path, *args: str, **kwargs: Any) -> subprocess.CompletedProcess:
+    """The real command line, in a process of its own."""
+    env = {**os.environ, "ALMANAC_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "almanac", *args], env=env,
+                          capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def popen_almanac(home: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "ALMANAC_HOME": str(home)}
+    return subprocess.Popen([sys.executable, "-m", "almanac", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def runner_for(home: Path, pool: Any, model_dir: Path) -> Any:
+    """A Runner on `home`'s catalog and cache, with the tiny model registered."""
+    from batch.runner import Runner
+    from catalog.db import Catalog
+    from catalog.localmodels import entry_from_directory
+    from catalog.store import upsert_model
+
+    catalog = Catalog.at(home / "catalog.db")
+    with catalog.sessions.begin() as s:
+        upsert_model(s, entry_from_directory(model_dir, name=TINY_MODEL))
+    return Runner(catalog, home / "predictions", home / "locks", pool=pool)
