@@ -20,8 +20,14 @@ from typing import Any
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Keep the engine core in this process: with its own process, a `kill -9` of a
+# cron run orphans the engine and the memory it holds. Set it to 1 to overlap
+# our shard writing with the scheduler where that matters more.
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
-CPU_KV_CACHE_FRACTION = 0.1  # of host memory; vLLM's 0.92 default assumes a dedicated GPU
+# vLLM's default (92% of memory) assumes a dedicated GPU; on a shared CPU host
+# reserve a fixed KV cache unless the job says otherwise.
+CPU_KV_CACHE_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -70,8 +76,8 @@ class Engine:
 
         options = {k: json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v
                    for k, v in target.options}
-        if _on_cpu():
-            options.setdefault("gpu_memory_utilization", CPU_KV_CACHE_FRACTION)
+        if _on_cpu() and not {"gpu_memory_utilization", "kv_cache_memory_bytes"} & options.keys():
+            options["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
         if target.lora_rank is not None:
             options.update(enable_lora=True, max_lora_rank=_lora_rank_slot(target.lora_rank))
         options.setdefault("seed", 0)
@@ -185,8 +191,9 @@ class Engine:
                     break
                 continue  # a whole batch was rejected; enqueue the next one
             for output in engine.step():
-                if output.finished:
-                    yield ours.pop(output.request_id), _completion(output)
+                # Outputs of requests vLLM aborted while rejecting a batch are not ours.
+                if output.finished and (our_id := ours.pop(output.request_id, None)) is not None:
+                    yield our_id, _completion(output)
 
     def close(self) -> None:
         with contextlib.suppress(AttributeError):

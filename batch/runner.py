@@ -29,6 +29,7 @@ from catalog.db import Catalog
 
 log = logging.getLogger("almanac.batch")
 TOKENIZE_CHUNK = 1024
+COPY_CHUNK = 10_000  # copied rows read per batch of shard reads
 
 
 @dataclass
@@ -86,24 +87,15 @@ class Runner:
 
     def run(self, spec: JobSpec, *, dry_run: bool = False, limit: int | None = None,
             retry_failed: bool = False) -> RunResult:
+        if dry_run:
+            # Planning only reads; a dry run must work while cron holds the lock.
+            return self._plan(spec, time.perf_counter(), limit, retry_failed)[0]
         began = time.perf_counter()
         with JobLock(self.locks, spec.name):
-            if not dry_run:
-                recovered = self.store.recover(spec.name)
-                if any(recovered.values()):
-                    log.warning("recovered after an interrupted run: %s", recovered)
-            with self.catalog.sessions() as s:
-                model = resolve_model(s, spec.model, spec.revision, self.store)
-                adapter = resolve_adapter(s, spec.adapter, self.store) if spec.adapter else None
-            plan = make_plan(spec, self.store, model_identity=model.identity,
-                             revision=model.revision,
-                             adapter_identity=adapter.identity if adapter else None,
-                             limit=limit, retry_failed=retry_failed)
-            result = RunResult(spec.name, None, "planned", plan.summary(),
-                               plan_s=time.perf_counter() - began)
-            if dry_run:
-                result.total_s = time.perf_counter() - began
-                return result
+            recovered = self.store.recover(spec.name)
+            if any(recovered.values()):
+                log.warning("recovered after an interrupted run: %s", recovered)
+            result, plan, model, adapter = self._plan(spec, began, limit, retry_failed)
             result.run_id = uuid.uuid4().hex
             with self.catalog.sessions.begin() as s:
                 ops.start_run(s, result.run_id, spec.name, model.ref, model.revision)
@@ -120,6 +112,20 @@ class Runner:
                 result.total_s = time.perf_counter() - began
                 self._record(result)
         return result
+
+    def _plan(self, spec: JobSpec, began: float, limit: int | None,
+              retry_failed: bool) -> tuple[RunResult, Plan, Any, ResolvedAdapter | None]:
+        with self.catalog.sessions() as s:
+            model = resolve_model(s, spec.model, spec.revision, self.store)
+            adapter = resolve_adapter(s, spec.adapter, self.store) if spec.adapter else None
+        plan = make_plan(spec, self.store, model_identity=model.identity,
+                         revision=model.revision,
+                         adapter_identity=adapter.identity if adapter else None,
+                         limit=limit, retry_failed=retry_failed)
+        result = RunResult(spec.name, None, "planned", plan.summary(),
+                           plan_s=time.perf_counter() - began)
+        result.total_s = result.plan_s
+        return result, plan, model, adapter
 
     def _record(self, r: RunResult) -> None:
         assert r.run_id is not None
@@ -143,9 +149,11 @@ class Runner:
                          spec.row_group_rows) as writer:
             if plan.repoint:
                 self.store.repoint(spec.name, plan.repoint)
-            sources = self.store.read_rows([src for _, _, src in plan.copies])
-            for (input_id, _, _), source in zip(plan.copies, sources):
-                writer.add(rows.copy(source, input_id))
+            for i in range(0, len(plan.copies), COPY_CHUNK):
+                chunk = plan.copies[i : i + COPY_CHUNK]
+                for (input_id, _, _), source in zip(chunk, self.store.read_rows(
+                        [src for _, _, src in chunk])):
+                    writer.add(rows.copy(source, input_id))
             result.copied = len(plan.repoint) + len(plan.copies)
             for failure in plan.failures:
                 writer.add(rows.failed(failure))
@@ -250,8 +258,9 @@ class _RowFactory:
         return row
 
     def copy(self, source: dict[str, Any], input_id: str) -> dict[str, Any]:
-        return {**source, "job": self.job, "input_id": input_id, "run_id": self.run_id,
-                "created_at": datetime.now(timezone.utc)}
+        # Same key, same weights; the catalog name is this job's.
+        return {**source, "job": self.job, "input_id": input_id, "model": self.plan.model,
+                "run_id": self.run_id, "created_at": datetime.now(timezone.utc)}
 
 
 def configure_logging() -> None:

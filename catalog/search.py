@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from sqlalchemy import Select, case, func, literal, select, text
+from sqlalchemy import Select, case, distinct, func, literal, select, text, true, union_all
 from sqlalchemy.orm import Session
 
 from catalog import sizes, taxonomy
@@ -93,9 +93,16 @@ def _filtered(f: ModelFilter, *, skip: str | None = None) -> Select:
     return stmt
 
 
+def _within(column, ids: Select):  # noqa: ANN001, ANN202 - SQL expressions
+    """`column IN (ids)`, or no condition at all when nothing is filtered: SQLite would
+    otherwise build a temporary index of every model id for each query, which costs
+    more than the query itself on a large catalog."""
+    return column.in_(ids) if ids.whereclause is not None else true()
+
+
 def list_models(session: Session, f: ModelFilter) -> list[ModelRecord]:
     ids = _filtered(f)
-    stmt = select(Model).where(Model.id.in_(ids))
+    stmt = select(Model).where(_within(Model.id, ids))
     if f.sort == "relevance" and f.search and fts_query(f.search):
         rank = (
             select(text("rank")).select_from(text("models_fts"))
@@ -135,24 +142,38 @@ def _attach_throughput(session: Session, records: list[ModelRecord]) -> None:
 
 
 def domain_counts(session: Session, f: ModelFilter | None = None) -> dict[str, int]:
-    """Models per domain, a parent counting its children's models once each."""
+    """Models per domain, a parent counting its children's models once each.
+    Counted in SQL: one GROUP BY for exact slugs, then one COUNT(DISTINCT) per parent
+    over its subtree (a model tagged `code` and `code/sql` counts once for `code`)."""
     ids = _filtered(f or ModelFilter(), skip="domain")
-    rows = session.execute(
-        select(ModelDomain.domain, ModelDomain.model_id).where(ModelDomain.model_id.in_(ids))
-    ).all()
-    members: dict[str, set[int]] = {slug: set() for slug in taxonomy.DOMAINS}
-    for slug, model_id in rows:
+    where = _within(ModelDomain.model_id, ids)
+    counts = {slug: 0 for slug in taxonomy.DOMAINS}
+    counts.update(session.execute(
+        select(ModelDomain.domain, func.count()).where(where).group_by(ModelDomain.domain)
+    ).all())
+    subtrees: dict[str, list[str]] = {}
+    for slug in counts:
         parts = slug.split("/")
-        for i in range(1, len(parts) + 1):
-            members.setdefault("/".join(parts[:i]), set()).add(model_id)
-    return {slug: len(ids_) for slug, ids_ in members.items()}
+        for i in range(1, len(parts)):
+            subtrees.setdefault("/".join(parts[:i]), [])
+    for parent in subtrees:
+        counts.setdefault(parent, 0)
+        subtrees[parent] = [s for s in counts if s == parent or s.startswith(parent + "/")]
+    parents = [
+        select(literal(parent), func.count(distinct(ModelDomain.model_id)))
+        .where(ModelDomain.domain.in_(subtree), where)
+        for parent, subtree in subtrees.items() if any(counts[s] for s in subtree)
+    ]
+    if parents:
+        counts.update(session.execute(union_all(*parents)).all())
+    return counts
 
 
 def language_counts(session: Session, f: ModelFilter | None = None) -> dict[str, int]:
     ids = _filtered(f or ModelFilter(), skip="language")
     rows = session.execute(
         select(ModelLanguage.language, func.count())
-        .where(ModelLanguage.model_id.in_(ids))
+        .where(_within(ModelLanguage.model_id, ids))
         .group_by(ModelLanguage.language)
         .order_by(func.count().desc(), ModelLanguage.language)
     ).all()

@@ -88,10 +88,13 @@ def almanac(home: Path, *args: str, **kwargs: Any) -> subprocess.CompletedProces
                           capture_output=True, text=True, timeout=600, **kwargs)
 
 
-def popen_almanac(home: Path, *args: str) -> subprocess.Popen:
+def popen_almanac(home: Path, log: Path, *args: str) -> subprocess.Popen:
+    """A background run whose output goes to a file: a pipe would be held open by
+    any child process it leaves behind."""
     env = {**os.environ, "ALMANAC_HOME": str(home)}
-    return subprocess.Popen([sys.executable, "-m", "almanac", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with log.open("w") as fh:
+        return subprocess.Popen([sys.executable, "-m", "almanac", *args], env=env,
+                                stdout=fh, stderr=subprocess.STDOUT)
 
 
 def runner_for(home: Path, pool: Any, model_dir: Path) -> Any:

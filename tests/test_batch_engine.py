@@ -213,18 +213,19 @@ def test_kill_9_mid_run_then_rerun_gives_each_input_once_as_an_uninterrupted_run
     rows = [*words(n), {"id": "long", "word": "banana " * 300}]
     job = write_job(tmp_path, "crash", rows, shard_rows=25, sampling={"max_tokens": 24})
     job_dir = home / "predictions" / "crash"
-    first = popen_almanac(home, "run", str(job))
+    log = tmp_path / "first.log"
+    first = popen_almanac(home, log, "run", str(job))
     try:
         lock = home / "locks" / "crash.lock"
         while not (lock.exists() and lock.read_text().startswith(f"pid {first.pid}")):
-            assert first.poll() is None, first.communicate()
+            assert first.poll() is None, log.read_text()
             time.sleep(0.05)
         # A concurrent run of the same job: refused, and it writes nothing.
         concurrent = almanac(home, "run", str(job), "--json")
         assert concurrent.returncode == 75, concurrent.stderr
         assert "locked" in concurrent.stderr and concurrent.stdout == ""
         while not list(job_dir.glob("*.parquet")):
-            assert first.poll() is None, first.communicate()
+            assert first.poll() is None, log.read_text()
             time.sleep(0.01)
         first.send_signal(signal.SIGSTOP)  # freeze it, then check it is mid-job
         landed = len(read_job(home, "crash"))
@@ -234,7 +235,7 @@ def test_kill_9_mid_run_then_rerun_gives_each_input_once_as_an_uninterrupted_run
     finally:
         if first.poll() is None:
             first.kill()
-        first.communicate()
+            first.wait(timeout=60)
     assert first.returncode == -signal.SIGKILL
 
     rerun = almanac(home, "run", str(job), "--json")

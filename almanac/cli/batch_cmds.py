@@ -31,6 +31,8 @@ def _translate(exc: BaseException) -> click.ClickException | None:
 def _exit_code(statuses: list[str]) -> int:
     if "error" in statuses:
         return ExitCode.ERROR
+    if "locked" in statuses:
+        return ExitCode.LOCKED
     if "failed_rows" in statuses:
         return ExitCode.FAILED_ROWS
     return ExitCode.OK
@@ -73,11 +75,21 @@ def run(env: Env, jobs: tuple[str, ...], dry_run: bool, limit: int | None, retry
     configure_logging()
     specs = [load_spec(path) for path in jobs]  # every spec is checked before any work
     runner = Runner(env.catalog(), env.home.predictions, env.home.locks)
-    results = []
+    results, statuses = [], []
     try:
         for spec in specs:
-            result = runner.run(spec, dry_run=dry_run, limit=limit, retry_failed=retry_failed)
+            try:
+                result = runner.run(spec, dry_run=dry_run, limit=limit, retry_failed=retry_failed)
+            except Exception as exc:
+                translated = _translate(exc) if len(specs) > 1 else None
+                if translated is None:
+                    raise
+                # cron with several jobs: one job's problem must not hide the others' results
+                warn(f"{spec.name}: {translated.message}")
+                statuses.append("locked" if translated.exit_code == ExitCode.LOCKED else "error")
+                continue
             results.append(result)
+            statuses.append(result.status)
             if not json_:
                 click.echo(_human(result))
     finally:
@@ -87,7 +99,7 @@ def run(env: Env, jobs: tuple[str, ...], dry_run: bool, limit: int | None, retry
     if json_:
         data = [r.to_json() for r in results]
         emit_json(data[0] if len(data) == 1 else data)
-    code = _exit_code([r.status for r in results])
+    code = _exit_code(statuses)
     if code:
         sys.exit(code)
 
