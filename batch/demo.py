@@ -54,7 +54,8 @@ def register_demo_model(catalog: Catalog, path: Path) -> None:
 
 
 def run_demo(catalog: Catalog, home: Home, job_path: Path | None = None,
-             preview_rows: int = 8) -> tuple[RunResult, list[dict[str, Any]]]:
+             preview_rows: int = 8
+             ) -> tuple[RunResult, list[dict[str, Any]], tuple[int, int]]:
     configure_logging()
     with catalog.sessions.begin() as s:
         load_seed(s)
@@ -67,7 +68,8 @@ def run_demo(catalog: Catalog, home: Home, job_path: Path | None = None,
         if runner._pool is not None:
             runner.pool.close()
         runner.close()
-    return result, preview(home, spec.name, spec.input.path, preview_rows)
+    return result, preview(home, spec.name, spec.input.path, preview_rows), \
+        accuracy(home, spec.name, spec.input.path)
 
 
 def preview(home: Home, job: str, input_path: Path, rows: int) -> list[dict[str, Any]]:
@@ -85,10 +87,18 @@ def preview(home: Home, job: str, input_path: Path, rows: int) -> list[dict[str,
             if line.strip():
                 row = json.loads(line)
                 fruits[str(row.get("id"))] = row.get("fruit")
+    ids = list(fruits)
+    step = max(1, len(ids) // rows)  # spread over the file: it is grouped by family
     out = []
-    for input_id in list(fruits)[:rows]:
+    for input_id in ids[::step][:rows]:
         fruit = fruits[input_id]
         out.append({"input_id": input_id, "fruit": fruit,
                     "output": (latest.get(input_id) or "").strip(),
                     "expected": FRUIT_FAMILIES.get(fruit, "?")})
     return out
+
+
+def accuracy(home: Home, job: str, input_path: Path) -> tuple[int, int]:
+    """Correct answers over all rows, so the demo shows the specialist is right."""
+    rows = preview(home, job, input_path, rows=10**9)
+    return sum(r["output"] == r["expected"] for r in rows), len(rows)

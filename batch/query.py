@@ -41,6 +41,8 @@ from batch.records import arrow_schema
 
 CHUNK = 500  # SQLite host parameters per IN (...) query
 OPEN_SHARDS = 128  # ParquetFile objects kept open (one file descriptor each)
+# Flat string and integer columns: the ones whose Parquet statistics give back their value.
+_FLAT = frozenset(f.name for f in arrow_schema() if pa.types.is_string(f.type) or pa.types.is_integer(f.type))
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # as schemas/job.schema.json
 
 
@@ -109,7 +111,8 @@ def _chunks(items: list, size: int = CHUNK) -> Iterator[list]:
 
 
 class _Shard:
-    """An open shard and where each of its row groups starts."""
+    """An open shard, where each of its row groups starts, and which columns each
+    row group need not decode."""
 
     def __init__(self, path: Path) -> None:
         # memory_map: a row group read is then a slice of the page cache, not a read().
@@ -119,9 +122,58 @@ class _Shard:
         for i in range(meta.num_row_groups):
             self.starts.append(self.starts[-1] + meta.row_group(i).num_rows)
         self.num_rows = meta.num_rows
+        self._constants: dict[int, dict[str, Any]] = {}
 
     def group_of(self, row: int) -> int:
         return bisect.bisect_right(self.starts, row) - 1
+
+    def constants(self, group: int) -> dict[str, Any]:
+        """Columns whose statistics prove them all null, or one value throughout, in
+        this row group. Decoding a column chunk has a fixed cost (a zstd context, a
+        dictionary page) that dominates a one-row read, and a job's `job`, `model`,
+        `revision`, `run_id`, `adapter`, `logprobs`… rarely vary within 1024 rows."""
+        if (found := self._constants.get(group)) is not None:
+            return found
+        found = {}
+        meta = self.file.metadata.row_group(group)
+        for j in range(meta.num_columns):
+            chunk = meta.column(j)
+            name = chunk.path_in_schema
+            stats = chunk.statistics
+            if name not in _FLAT or stats is None or not stats.has_null_count:
+                continue
+            if stats.null_count == meta.num_rows:
+                found[name] = None
+            elif stats.null_count == 0 and stats.has_min_max and stats.min == stats.max:
+                # Equal min and max are exact: a writer truncating long values would
+                # have made them differ.
+                found[name] = stats.min
+        self._constants[group] = found
+        return found
+
+    def read(self, rows: list[int]) -> list[dict[str, Any]]:
+        groups = sorted({self.group_of(r) for r in rows})
+        constants = dict(self.constants(groups[0]))
+        for g in groups[1:]:
+            other = self.constants(g)
+            constants = {k: v for k, v in constants.items() if k in other and other[k] == v}
+        names = arrow_schema().names
+        wanted = [c for c in names if c not in constants]
+        # Only the row groups holding the rows: 1024 rows decoded, not the shard. Threads
+        # decode columns in parallel, which pays off even for one row group (measured).
+        table = self.file.read_row_groups(groups, columns=wanted, use_threads=True)
+        offsets, base = {}, 0
+        for g in groups:
+            offsets[g] = base
+            base += self.starts[g + 1] - self.starts[g]
+        take = [offsets[g] + r - self.starts[g] for r in rows for g in (self.group_of(r),)]
+        if len(take) == 1:
+            picked = table.slice(take[0], 1).to_pylist()
+        else:
+            picked = table.take(pa.array(take, pa.int64())).to_pylist()
+        if not constants:
+            return picked
+        return [{c: rec[c] if c in rec else constants[c] for c in names} for rec in picked]
 
     def close(self) -> None:
         self.file.close()
@@ -238,22 +290,11 @@ class CacheReader:
         if any(r < 0 or r >= shard.num_rows for r in rows):
             self._forget(path)
             raise _Mismatch(f"{path} has {shard.num_rows} rows; the index points past them")
-        groups = sorted({shard.group_of(r) for r in rows})
         try:
-            # Only the row groups holding the rows: 1024 rows decoded, not the shard.
-            # One group: no thread pool (its start-up costs more than the decode).
-            table = shard.file.read_row_groups(groups, use_threads=len(groups) > 1)
+            return shard.read(rows)
         except (OSError, pa.ArrowException) as exc:
             self._forget(path)
             raise _Mismatch(f"{path}: unreadable: {exc}") from exc
-        offsets, base = {}, 0
-        for g in groups:
-            offsets[g] = base
-            base += shard.starts[g + 1] - shard.starts[g]
-        take = [offsets[shard.group_of(r)] + r - shard.starts[shard.group_of(r)] for r in rows]
-        if len(take) == 1:
-            return table.slice(take[0], 1).to_pylist()
-        return table.take(pa.array(take, pa.int64())).to_pylist()
 
 
 class _Mismatch(Exception):

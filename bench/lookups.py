@@ -61,8 +61,8 @@ def record(i: int, rng: random.Random, when: datetime) -> dict[str, Any]:
         "key": hashlib.sha256(f"{i}:{prompt}".encode()).hexdigest(), "job": JOB,
         "input_id": input_id(i), "model": "almanac/fruit-specialist", "revision": "sha256:" + "0" * 16,
         "adapter": None, "prompt": prompt, "output": None if failed else expected_output(i),
-        "finish_reason": None if failed else "stop", "prompt_tokens": 61,
-        "output_tokens": None if failed else 7, "run_id": RUN, "created_at": when,
+        "finish_reason": None if failed else "stop", "prompt_tokens": 48 + i % 17,
+        "output_tokens": None if failed else 3 + i % 6, "run_id": RUN, "created_at": when,
         "error": "prompt is 300 tokens; the model's context (max_model_len) is 256" if failed else None,
         "outputs": None, "logprobs": None, "params": '{"max_tokens": 8, "temperature": 0.0}',
     }

@@ -140,13 +140,16 @@ def demo(env: Env, job_path: str | None, json_: bool) -> None:
     Run it again and every prediction comes from the cache, without starting the engine."""
     from batch.demo import run_demo
 
-    result, preview = run_demo(env.catalog(), env.home, Path(job_path) if job_path else None)
+    result, preview, (right, total) = run_demo(env.catalog(), env.home,
+                                               Path(job_path) if job_path else None)
     if json_:
-        emit_json({"run": result.to_json(), "predictions": preview})
+        emit_json({"run": result.to_json(), "predictions": preview,
+                   "accuracy": {"correct": right, "total": total}})
     else:
         click.echo(_human(result))
         echo_table([[p["input_id"], p["fruit"], p["output"], p["expected"]] for p in preview],
                    ["ID", "FRUIT", "PREDICTION", "EXPECTED"])
+        click.echo(f"{right}/{total} predictions match the expected fruit type")
         warn(f"predictions: {env.home.predictions / result.job} (a Parquet dataset)")
     code = _exit_code([result.status])
     if code:

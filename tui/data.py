@@ -1,0 +1,263 @@
+"""The TUI's only door to the catalog and the prediction cache.
+
+Screens call these methods from Textual thread workers and hand the plain
+records they return to widgets; no widget ever sees a session. Every call
+opens a short read-only session: the catalog is opened with SQLite's
+`mode=ro`, so the TUI can never write nor take the write lock a cron run
+needs, and in WAL mode it reads the last committed state while a run writes.
+Nothing here imports textual.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import distinct, event, func, select
+
+from catalog import sizes, taxonomy
+from catalog.db import Catalog, CatalogError
+from catalog.ops import run_record
+from catalog.records import ModelRecord, RunRecord
+from catalog.search import ModelFilter, count_models, domain_counts, language_counts, list_models
+from catalog.store import find_model, to_record
+from catalog.tables import Run
+
+PAGE = 50
+# A bigger page cache than SQLite's 2 MB default: facet and search queries on a
+# large catalog revisit the same index pages on every keystroke.
+CACHE_KIB = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ModelQuery:
+    """What the models screen shows: facets, search and size filters."""
+
+    domain: str | None = None
+    language: str | None = None
+    search: str = ""
+    min_params: int | None = None
+    max_params: int | None = None
+    fits_bytes: int | None = None
+
+    def to_filter(self, *, offset: int = 0, limit: int | None = None) -> ModelFilter:
+        return ModelFilter(
+            domains=[self.domain] if self.domain else [],
+            languages=[self.language] if self.language else [],
+            search=self.search.strip() or None,
+            min_params=self.min_params, max_params=self.max_params,
+            fits_bytes=self.fits_bytes, offset=offset, limit=limit,
+        )
+
+    def without(self, facet: str) -> "ModelQuery":
+        """The query a facet's own counts depend on (a facet ignores its own choice)."""
+        return replace(self, **{facet: None})
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    ref: str
+    name: str
+    domains: list[str]
+    languages: list[str]
+    parameters: int | None
+    license: str | None
+    tokens_per_s: float | None
+
+
+@dataclass(frozen=True)
+class FacetCount:
+    key: str  # a domain slug or a language code
+    label: str  # the domain's description or the language's name
+    count: int
+
+
+@dataclass(frozen=True)
+class JobUse:
+    """A job whose cached predictions came from a model."""
+
+    job: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    job: str
+    rows: int
+    failed: int
+    shards: int
+
+
+@dataclass(frozen=True)
+class PredictionQuery:
+    job: str
+    contains: str = ""
+    failed: bool | None = None
+
+    def args(self) -> dict[str, Any]:
+        return {"contains": self.contains or None, "failed": self.failed}
+
+
+@dataclass
+class Page:
+    """One page of rows and, when asked for, how many rows match in all."""
+
+    rows: list[Any]
+    offset: int
+    total: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_params_range(text: str) -> tuple[int | None, int | None]:
+    """`1B-8B`, `-8B`, `7B-`, `<8B`, `>1B`; blank means no bound. Raises ValueError."""
+    text = text.strip().replace(" ", "")
+    if not text:
+        return None, None
+    if text[0] in "<>":
+        bound = sizes.parse_params(text[1:])
+        return (None, bound) if text[0] == "<" else (bound, None)
+    low, sep, high = text.partition("-")
+    if not sep:
+        raise ValueError(f"not a parameter range: {text!r} (try 1B-8B, <8B or >1B)")
+    return (sizes.parse_params(low) if low else None, sizes.parse_params(high) if high else None)
+
+
+class Data:
+    """Read-only access to one Almanac home, safe to call from several threads."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = Path(home)
+        db = self.home / "catalog.db"
+        if not db.exists():
+            raise CatalogError(f"no catalog at {db}: run `almanac init` first")
+        self.catalog = Catalog(f"sqlite:///file:{db}?mode=ro&uri=true", migrate=False)
+        event.listen(self.catalog.engine, "connect", _reader_settings)
+        self._reader_lock = threading.Lock()
+        self._reader: Any = None
+
+    def close(self) -> None:
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+        self.catalog.close()
+
+    def refresh(self) -> None:
+        """Forget open prediction files: the next call sees jobs written since."""
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+    # -- models ---------------------------------------------------------------------------
+
+    def models(self, q: ModelQuery, offset: int = 0, limit: int = PAGE,
+               with_total: bool = False) -> Page:
+        with self.catalog.sessions() as s:
+            records = list_models(s, q.to_filter(offset=offset, limit=limit))
+            total = count_models(s, q.to_filter()) if with_total else None
+        rows = [
+            ModelRow(r.ref, r.name, r.domains, r.languages, r.parameters, r.license,
+                     r.performance.tokens_per_s if r.performance else None)
+            for r in records
+        ]
+        return Page(rows, offset, total)
+
+    def domain_facets(self, q: ModelQuery) -> list[FacetCount]:
+        """Every domain of the tree, in tree order, counted under the other filters."""
+        with self.catalog.sessions() as s:
+            counts = domain_counts(s, q.without("domain").to_filter())
+        return [FacetCount(slug, taxonomy.DOMAINS.get(slug, slug), n)
+                for slug, n in sorted(counts.items())]
+
+    def language_facets(self, q: ModelQuery) -> list[FacetCount]:
+        """Languages that have models under the other filters, most models first."""
+        with self.catalog.sessions() as s:
+            counts = language_counts(s, q.without("language").to_filter())
+        return [FacetCount(code, taxonomy.language_name(code), n) for code, n in counts.items()]
+
+    def total_models(self) -> int:
+        with self.catalog.sessions() as s:
+            return count_models(s, ModelFilter())
+
+    def model(self, ref: str) -> ModelRecord | None:
+        with self.catalog.sessions() as s:
+            model = find_model(s, ref)
+            return to_record(s, model, detail=True) if model is not None else None
+
+    def model_jobs(self, ref: str) -> list[JobUse]:
+        """Jobs with cached predictions from this model. The runs table names the
+        candidates (indexed, cheap); only those jobs' caches are then checked, so
+        the cost does not grow with the whole cache."""
+        with self.catalog.sessions() as s:
+            model = find_model(s, ref)
+            if model is None:
+                return []
+            candidates = list(s.scalars(
+                select(distinct(Run.job)).where(Run.model_id == model.id).order_by(Run.job)
+            ))
+        cached = {info.job for info in self._cache().jobs()}
+        uses = []
+        for job in candidates:
+            if job in cached:
+                rows = self._cache().job(job).count(model=ref)
+                if rows:
+                    uses.append(JobUse(job, rows))
+        return uses
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def runs(self, offset: int = 0, limit: int = PAGE, job: str | None = None,
+             with_total: bool = False) -> Page:
+        stmt = select(Run).order_by(Run.started_at.desc(), Run.id).offset(offset).limit(limit)
+        if job:
+            stmt = stmt.where(Run.job == job)
+        with self.catalog.sessions() as s:
+            rows: list[RunRecord] = [run_record(r) for r in s.scalars(stmt)]
+            total = None
+            if with_total:
+                count = select(func.count()).select_from(Run)
+                total = s.scalar(count.where(Run.job == job) if job else count)
+        return Page(rows, offset, total)
+
+    # -- predictions ----------------------------------------------------------------------
+
+    def jobs(self) -> list[JobSummary]:
+        return [JobSummary(i.job, i.rows, i.failed, i.shards) for i in self._cache().jobs()]
+
+    def predictions(self, q: PredictionQuery, offset: int = 0, limit: int = PAGE,
+                    with_total: bool = False) -> Page:
+        from batch.query import UnknownJobError
+
+        try:
+            view = self._cache().job(q.job)
+        except UnknownJobError:
+            return Page([], offset, 0)
+        rows = view.search(**q.args(), limit=limit, offset=offset)
+        total = view.count(**q.args()) if with_total else None
+        return Page(rows, offset, total)
+
+    def prediction(self, job: str, input_id: str) -> dict[str, Any] | None:
+        from batch.query import UnknownJobError
+
+        try:
+            return self._cache().job(job).get(input_id)
+        except UnknownJobError:
+            return None
+
+    def _cache(self) -> Any:
+        """One shared, thread-safe reader of the cache index and shards."""
+        from batch.query import CacheReader
+
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = CacheReader(self.home / "predictions")
+            return self._reader
+
+
+def _reader_settings(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+    cur.close()

@@ -1,0 +1,1 @@
+"""Screens: each loads its data in thread workers through `tui.data`."""

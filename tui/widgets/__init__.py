@@ -1,0 +1,1 @@
+"""Widgets: each gets plain records from its screen, never a session."""

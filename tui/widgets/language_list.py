@@ -1,0 +1,69 @@
+"""The language facet: languages with models under the other filters, with counts."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.message import Message
+from textual.widgets import OptionList
+from textual.widgets.option_list import Option
+
+from tui.data import FacetCount
+
+ALL = "All languages"
+
+
+class LanguageList(OptionList):
+    """Selecting a language filters by it; the first entry clears the filter."""
+
+    class Chosen(Message):
+        def __init__(self, code: str | None) -> None:
+            super().__init__()
+            self.code = code
+
+    def __init__(self, **kwargs) -> None:  # noqa: ANN003
+        super().__init__(**kwargs)
+        self.chosen: str | None = None
+        self._facets: list[FacetCount] = []
+
+    def show_counts(self, facets: list[FacetCount]) -> None:
+        self._facets = facets
+        self._rebuild()
+
+    def choose(self, code: str | None) -> None:
+        self.chosen = code
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        # Keep the highlight on the same language while counts and order change.
+        keep = None
+        if self.highlighted is not None and self.option_count:
+            keep = self.get_option_at_index(self.highlighted).id
+        facets = list(self._facets)
+        if self.chosen and all(f.key != self.chosen for f in facets):
+            # The chosen language has no models under the other filters: still show it,
+            # with its zero, so it can be seen and cleared.
+            facets.append(FacetCount(self.chosen, "", 0))
+        options = [Option(self._prompt(ALL, "", None, self.chosen is None), id="")]
+        options += [Option(self._prompt(f.key, f.label, f.count, f.key == self.chosen), id=f.key)
+                    for f in facets]
+        self.set_options(options)
+        ids = [o.id for o in options]
+        self.highlighted = ids.index(keep) if keep in ids else 0
+
+    @staticmethod
+    def _prompt(code: str, name: str, count: int | None, chosen: bool) -> Text:
+        style = "bold" if chosen else ""
+        text = Text("● " if chosen else "  ", style=style)
+        if count is None:
+            text.append(code, style=style)
+            return text
+        text.append(f"{code:<4}", style=style)
+        text.append(f"{name[:12]:<13}", style=style)
+        text.append(f"{count:>7,}", style="dim")
+        return text
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        code = event.option.id or None
+        self.choose(code)
+        self.post_message(self.Chosen(code))
