@@ -72,6 +72,9 @@ class Engine:
 
     @classmethod
     def start(cls, target: EngineTarget) -> "Engine":
+        """Import vLLM and load the model; the time reported covers both, as that is
+        what a run waits for before its first token."""
+        began = time.perf_counter()
         from vllm import LLM
 
         options = {k: json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v
@@ -81,7 +84,6 @@ class Engine:
         if target.lora_rank is not None:
             options.update(enable_lora=True, max_lora_rank=_lora_rank_slot(target.lora_rank))
         options.setdefault("seed", 0)
-        began = time.perf_counter()
         with stdout_to_stderr():
             llm = LLM(model=target.model, revision=target.revision, **options)
         seconds = time.perf_counter() - began

@@ -1,0 +1,51 @@
+"""What every screen shares: loading in thread workers without freezing the UI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+
+class DataScreen(Screen):
+    """Runs catalog and cache reads in thread workers and applies their results on the
+    UI thread. Each load belongs to a group; a newer load of a group supersedes an
+    older one still running (a thread cannot be stopped, but its answer is dropped)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._generation: dict[str, int] = {}
+        self._pending: dict[Worker, tuple[str, int, Callable[[Any], None]]] = {}
+
+    @property
+    def data(self) -> Any:  # tui.data.Data; screens reach it only through the app
+        return self.app.data
+
+    def load(self, group: str, fetch: Callable[[], Any], apply: Callable[[Any], None]) -> None:
+        generation = self._generation.get(group, 0) + 1
+        self._generation[group] = generation
+        # The result comes back as a worker state change on the UI thread, not through
+        # call_from_thread, which would block a thread forever once the app has exited.
+        worker = self.run_worker(fetch, thread=True, group=group, name=group,
+                                 exit_on_error=False)
+        self._pending[worker] = (group, generation, apply)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state not in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
+            return
+        entry = self._pending.pop(event.worker, None)
+        if entry is None:
+            return
+        group, generation, apply = entry
+        if self._generation.get(group) != generation:
+            return  # superseded by a newer load of the same group
+        if event.state == WorkerState.SUCCESS:
+            apply(event.worker.result)
+        elif event.state == WorkerState.ERROR:
+            self.app.report_load_error(group, event.worker.error)
+
+    @property
+    def loading_now(self) -> bool:
+        return bool(self._pending)
