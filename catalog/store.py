@@ -194,3 +194,22 @@ def performance(session: Session, model_id: int) -> PerformanceRecord | None:
         last_run_at=latest.started_at,
     )
 
+
+
+def fill_from_existing(session: Session, entry: ModelEntry) -> ModelEntry:
+    """What an import does not know, keep from the catalog: a model card that says
+    nothing about domain must not erase the curated `medicine/biomedical`."""
+    model = session.scalar(select(Model).where(Model.ref == entry.ref))
+    if model is None:
+        return entry
+    have = to_record(session, model)
+    for name in _SCALARS:
+        if getattr(entry, name) in (None, "") and getattr(have, name) not in (None, ""):
+            setattr(entry, name, getattr(have, name))
+    if entry.domains in ([], ["general"]) and have.domains:
+        entry.domains = have.domains
+    if not entry.languages:
+        entry.languages = have.languages
+    entry.tags = list(dict.fromkeys([*have.tags, *entry.tags]))
+    entry.evals = entry.evals or have.evals
+    return entry

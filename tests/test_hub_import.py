@@ -520,3 +520,30 @@ def test_network_failure_exits_1_naming_the_repo_and_leaves_the_catalog_unchange
     assert ("models scan-cache" if offline else "cannot reach the Hub") in proc.stderr
     assert "Traceback" not in proc.stderr
     assert model_count(home) == before == 1
+
+
+def test_scan_cache_keeps_what_the_curated_seed_knows_and_the_card_does_not(
+    tmp_path: Path, home: Path
+) -> None:
+    """A seed model found in the cache gains its local path and revision, but a bare
+    card (no tags, no languages) must not erase its curated domains and languages."""
+    root = tmp_path / "hf2" / "hub"
+    repo = root / "models--epfl-llm--meditron-7b"
+    write_snapshot(repo, MAIN_SHA, {
+        "config.json": CONFIG,
+        "README.md": b"---\nlicense: llama2\n---\nA model.\n",
+        "model.safetensors": safetensors_bytes(tmp_path, WEIGHTS),
+    })
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(MAIN_SHA)
+    assert almanac(home, "init").exit_code == 0
+    before = almanac_json(home, "models", "show", "epfl-llm/meditron-7b")
+
+    almanac_json(home, "models", "scan-cache", "--cache-dir", str(root))
+
+    after = almanac_json(home, "models", "show", "epfl-llm/meditron-7b")
+    assert (after["source"], after["revision"]) == ("cache", MAIN_SHA)
+    assert after["local_path"].endswith(MAIN_SHA)
+    assert after["domains"] == before["domains"] == ["medicine"]
+    assert after["languages"] == before["languages"] == ["en"]
+    assert set(before["tags"]) <= set(after["tags"])

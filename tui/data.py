@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import distinct, event, func, select
+from sqlalchemy import event, func, select
 
 from catalog import sizes, taxonomy
 from catalog.db import Catalog, CatalogError
@@ -196,7 +196,7 @@ class Data:
             if model is None:
                 return []
             candidates = list(s.scalars(
-                select(distinct(Run.job)).where(Run.model_id == model.id).order_by(Run.job)
+                select(Run.job).where(Run.model_id == model.id).distinct().order_by(Run.job)
             ))
         cached = {info.job for info in self._cache().jobs()}
         uses = []

@@ -63,10 +63,10 @@ def add(env: Env, repo_id: str | None, path: Path | None, name: str | None, revi
     if languages:
         entry.languages = languages
 
-    from catalog.store import to_record, upsert_model
+    from catalog.store import fill_from_existing, to_record, upsert_model
 
     with env.catalog().sessions.begin() as s:
-        record = to_record(s, upsert_model(s, entry))
+        record = to_record(s, upsert_model(s, fill_from_existing(s, entry)))
     where = f"the Hub at {record.revision}" if record.source == "hub" else record.local_path
     warn(f"added {record.ref} from {where}")
     if json_:
@@ -83,14 +83,14 @@ def add(env: Env, repo_id: str | None, path: Path | None, name: str | None, revi
 def scan_cache(env: Env, cache_dir: Path | None, json_: bool) -> None:
     """Add every model already in the local Hugging Face cache. No network."""
     from catalog import hubcache
-    from catalog.store import to_record, upsert_model
+    from catalog.store import fill_from_existing, to_record, upsert_model
 
     cache_dir = (cache_dir or hubcache.default_cache_dir()).resolve()
     entries, warnings = hubcache.scan_cache(cache_dir)
     for message in warnings:
         warn(f"warning: {message}")
     with env.catalog().sessions.begin() as s:
-        records = [to_record(s, upsert_model(s, entry)) for entry in entries]
+        records = [to_record(s, upsert_model(s, fill_from_existing(s, entry))) for entry in entries]
     warn(f"{cache_dir}: {len(records)} models added or refreshed, {len(warnings)} skipped")
     if json_:
         emit_json({

@@ -25,17 +25,17 @@ class DomainTree(Tree[str]):
         self.auto_expand = False
         self.guide_depth = 2
         self.chosen: str | None = None
-        self._nodes: dict[str, TreeNode[str]] = {}
+        self._by_slug: dict[str, TreeNode[str]] = {}
         self._counts: dict[str, int] = {}
 
     def show_counts(self, facets: list[FacetCount]) -> None:
         """Build the tree on first use, then only relabel: cursor and scroll stay put."""
         self._counts = {f.key: f.count for f in facets}
-        if not self._nodes:
+        if not self._by_slug:
             for f in facets:  # parents come before their children (sorted slugs)
                 parent_slug = f.key.rsplit("/", 1)[0] if "/" in f.key else None
-                parent = self._nodes.get(parent_slug, self.root) if parent_slug else self.root
-                self._nodes[f.key] = parent.add(f.key, data=f.key, expand=True)
+                parent = self._by_slug.get(parent_slug, self.root) if parent_slug else self.root
+                self._by_slug[f.key] = parent.add(f.key, data=f.key, expand=True)
             self.root.expand()
         self._relabel()
 
@@ -45,7 +45,7 @@ class DomainTree(Tree[str]):
 
     def _relabel(self) -> None:
         self.root.set_label(self._label(ALL, None, self.chosen is None))
-        for slug, node in self._nodes.items():
+        for slug, node in self._by_slug.items():
             node.set_label(self._label(slug.rsplit("/", 1)[-1], self._counts.get(slug, 0),
                                        slug == self.chosen))
 

@@ -25,6 +25,10 @@ class JobList(OptionList):
         self._jobs, self.chosen = jobs, chosen
         self._rebuild()
 
+    def choose(self, job: str) -> None:
+        self.chosen = job
+        self._rebuild()
+
     def _rebuild(self) -> None:
         self.set_options([Option(self._prompt(j), id=j.job) for j in self._jobs])
         ids = [j.job for j in self._jobs]

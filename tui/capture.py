@@ -1,0 +1,80 @@
+"""Captures of the screens as SVG and plain text, for the README and for reviewing
+snapshots without a browser:
+
+    python -m tui.capture HOME OUT_DIR     # writes OUT_DIR/<screen>.svg and .txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from textual.app import App
+
+SIZE = (100, 30)
+# What each capture shows: the screen to open and the keys pressed before capturing.
+SHOTS: dict[str, tuple[str, Sequence[str]]] = {
+    "models": ("models", ()),
+    "model-detail": ("models", ("enter",)),
+    "runs": ("runs", ()),
+    "predictions": ("predictions", ()),
+    "record": ("predictions", ("enter",)),
+}
+
+
+def screen_text(app: App) -> str:
+    """The current screen as plain text, as `App.export_screenshot` renders it for SVG
+    (the same compositor call; Textual has no public text export)."""
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True,
+                      color_system=None, record=True, legacy_windows=False, safe_box=False)
+    console.print(app.screen._compositor.render_update(
+        full=True, screen_stack=app._background_screens, simplify=True))
+    return "\n".join(line.rstrip() for line in console.export_text().splitlines())
+
+
+async def settle(pilot) -> None:  # noqa: ANN001 - textual.pilot.Pilot
+    """Wait until no screen is loading anything and the display has caught up."""
+    app = pilot.app
+    for _ in range(200):
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        if not any(getattr(s, "loading_now", False) for s in app.screen_stack) \
+                and not any(w.is_running for w in app.workers):
+            break
+    await pilot.wait_for_scheduled_animations()
+    await pilot.pause()
+
+
+async def capture(home: Path, screen: str, press: Sequence[str] = (),
+                  size: tuple[int, int] = SIZE) -> tuple[str, str]:
+    from tui.app import make_app
+
+    app = make_app(home, screen=screen)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        for key in press:
+            await pilot.press(key)
+            await settle(pilot)
+        return app.export_screenshot(title=f"almanac tui — {screen}"), screen_text(app)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("home", type=Path)
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, (screen, press) in SHOTS.items():
+        svg, text = asyncio.run(capture(args.home, screen, press))
+        (args.out / f"{name}.svg").write_text(svg, encoding="utf-8")
+        (args.out / f"{name}.txt").write_text(text + "\n", encoding="utf-8")
+        print(args.out / f"{name}.svg")
+
+
+if __name__ == "__main__":
+    main()

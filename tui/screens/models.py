@@ -1,0 +1,171 @@
+"""Models: a table of the catalog with domain and language facets, search and size filters."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from tui import format as fmt
+from tui.data import FacetCount, ModelQuery, Page
+from tui.screens.base import DataScreen
+from tui.widgets.domain_tree import DomainTree
+from tui.widgets.filter_bar import FilterBar
+from tui.widgets.language_list import LanguageList
+from tui.widgets.paged_table import PagedTable
+
+COLUMNS = [("Name", 30), ("Domain", 14), ("Lang", 8), ("Params", 6), ("License", 12),
+           ("tok/s", 7)]
+
+
+class ModelsScreen(DataScreen):
+    BINDINGS = [
+        Binding("slash", "search", "Search"),
+        Binding("r", "refresh", "Refresh"),
+        Binding("d", "focus('domains')", "Domains"),
+        Binding("l", "focus('languages')", "Languages"),
+        Binding("c", "clear", "Clear"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.query_now = ModelQuery()
+        # What is on screen, so a change reloads only what it affects and the
+        # benchmark can tell when a redraw is complete.
+        self.shown: ModelQuery | None = None
+        self.domains_for: ModelQuery | None = None
+        self.languages_for: ModelQuery | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield FilterBar(id="filters")
+        with Horizontal(id="body"):
+            with Vertical(id="facets"):
+                yield DomainTree(id="domains")
+                yield LanguageList(id="languages")
+            yield PagedTable(COLUMNS, id="models")
+        yield Static(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "Models"
+        self.query_one("#domains").border_title = "Domain"
+        self.query_one("#languages").border_title = "Language"
+        self.query_one("#models").loading = True
+        self.reload()
+        self.query_one("#models").focus()
+
+    # -- loading --------------------------------------------------------------------------
+
+    def reload(self, *, force: bool = False) -> None:
+        q = self.query_now
+        self.load("page", lambda: self.data.models(q, with_total=True),
+                  lambda page: self._show_page(q, page))
+        # A facet's counts ignore its own choice: picking a domain leaves them as they are.
+        if force or self.domains_for is None or self.domains_for.without("domain") \
+                != q.without("domain"):
+            self.load("domain-counts", lambda: self.data.domain_facets(q),
+                      lambda facets: self._show_domains(q, facets))
+        if force or self.languages_for is None or self.languages_for.without("language") \
+                != q.without("language"):
+            self.load("language-counts", lambda: self.data.language_facets(q),
+                      lambda facets: self._show_languages(q, facets))
+
+    def _show_page(self, q: ModelQuery, page: Page) -> None:
+        table = self.query_one("#models", PagedTable)
+        table.loading = False
+        table.show([self._cells(r) for r in page.rows], [r.ref for r in page.rows], page.total)
+        self.shown = q
+        self._status(page.total)
+
+    def _show_domains(self, q: ModelQuery, facets: list[FacetCount]) -> None:
+        self.query_one("#domains", DomainTree).show_counts(facets)
+        self.domains_for = q
+
+    def _show_languages(self, q: ModelQuery, facets: list[FacetCount]) -> None:
+        self.query_one("#languages", LanguageList).show_counts(facets)
+        self.languages_for = q
+
+    @on(PagedTable.NeedMore, "#models")
+    def _more(self, event: PagedTable.NeedMore) -> None:
+        q, offset = self.query_now, event.offset
+        self.load("more", lambda: self.data.models(q, offset=offset),
+                  lambda page: self._extend(q, page))
+
+    def _extend(self, q: ModelQuery, page: Page) -> None:
+        if q == self.shown:
+            self.query_one("#models", PagedTable).extend(
+                page.offset, [self._cells(r) for r in page.rows], [r.ref for r in page.rows])
+
+    @staticmethod
+    def _cells(r) -> tuple:  # noqa: ANN001 - tui.data.ModelRow
+        return (fmt.clip(r.name, 30), fmt.clip(", ".join(r.domains), 14),
+                fmt.clip(" ".join(r.languages), 8), fmt.params(r.parameters),
+                fmt.clip(r.license, 12), fmt.rate(r.tokens_per_s))
+
+    def _status(self, total: int | None) -> None:
+        q = self.query_now
+        parts = [f"{fmt.count(total)} models"]
+        if q.domain:
+            parts.append(f"domain {q.domain}")
+        if q.language:
+            parts.append(f"language {q.language}")
+        if q.search.strip():
+            parts.append(f"matching “{fmt.clip(q.search.strip(), 20)}”")
+        if q.min_params is not None or q.max_params is not None:
+            parts.append(f"params {fmt.params(q.min_params) or '0'}–{fmt.params(q.max_params) or '∞'}")
+        if q.fits_bytes is not None:
+            parts.append(f"fits {q.fits_bytes / 1024**3:g} GiB")
+        self.query_one("#status", Static).update(" · ".join(parts))
+
+    def set_query(self, q: ModelQuery) -> None:
+        if q != self.query_now:
+            self.query_now = q
+            self.reload()
+
+    # -- events ---------------------------------------------------------------------------
+
+    @on(DomainTree.Chosen)
+    def _domain(self, event: DomainTree.Chosen) -> None:
+        self.set_query(replace(self.query_now, domain=event.slug))
+
+    @on(LanguageList.Chosen)
+    def _language(self, event: LanguageList.Chosen) -> None:
+        self.set_query(replace(self.query_now, language=event.code))
+
+    @on(FilterBar.Changed)
+    def _filters(self, event: FilterBar.Changed) -> None:
+        f = event.filters
+        self.set_query(replace(self.query_now, search=f.search, min_params=f.min_params,
+                               max_params=f.max_params, fits_bytes=f.fits_bytes))
+
+    @on(Input.Submitted)
+    def _to_results(self) -> None:
+        self.query_one("#models").focus()
+
+    @on(DataTable.RowSelected, "#models")
+    def _open(self, event: DataTable.RowSelected) -> None:
+        self.app.open_model(event.row_key.value)
+
+    # -- actions --------------------------------------------------------------------------
+
+    def action_search(self) -> None:
+        self.query_one(FilterBar).focus_search()
+
+    def action_focus(self, widget_id: str) -> None:
+        self.query_one(f"#{widget_id}").focus()
+
+    def action_refresh(self) -> None:
+        self.data.refresh()
+        self.reload(force=True)
+
+    def action_clear(self) -> None:
+        for field in self.query(Input):
+            field.value = ""  # posts Changed; the FilterBar then clears the search and sizes
+        self.query_one(DomainTree).choose(None)
+        self.query_one(LanguageList).choose(None)
+        self.set_query(ModelQuery())
