@@ -264,6 +264,8 @@ class _RowFactory:
 
 
 def configure_logging() -> None:
+    if log.handlers:  # several jobs, or the demo, in one process
+        return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
