@@ -1,1 +1,1 @@
-"""Benchmark commands (`python -m bench.<name>`) and their recorded results in bench/results/."""
+"""Benchmark commands (`python -m bench.NAME`) and their recorded results."""

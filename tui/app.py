@@ -38,7 +38,7 @@ class AlmanacApp(App):
         self.data = data
         self.start_screen = screen
         self.start_job = job
-        self.load_errors: list[tuple[str, BaseException]] = []
+        self.load_errors: list[tuple[str, BaseException | None]] = []
 
     def on_mount(self) -> None:
         self.switch_mode(self.start_screen)
@@ -77,7 +77,7 @@ class AlmanacApp(App):
         self.push_screen(RecordScreen(record))
 
     def report_load_error(self, what: str, error: BaseException | None) -> None:
-        self.load_errors.append((what, error))  # type: ignore[arg-type]
+        self.load_errors.append((what, error))
         self.notify(f"Could not load {what}: {error}", severity="error", timeout=10)
 
     # -- command palette --------------------------------------------------------------------
@@ -91,6 +91,7 @@ class AlmanacApp(App):
             ("refresh", "Refresh", "Reload what this screen shows"),
             ("search", "Search", "Focus the search box"),
             ("clear", "Clear filters", "Clear facets, search and size filters"),
+            ("facets", "Toggle facets", "Hide or show the domain and language facets"),
             ("failed", "Failed only", "Show only failed predictions (toggle)"),
             ("model", "Open model", "The model of the current prediction"),
             ("predictions", "Predictions of job", "Cached predictions of the highlighted run"),

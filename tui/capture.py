@@ -2,6 +2,11 @@
 snapshots without a browser:
 
     python -m tui.capture HOME OUT_DIR     # writes OUT_DIR/<screen>.svg and .txt
+
+Also the helpers tests and the benchmark drive the app with. They reach into a few
+private Textual attributes (the compositor, the driver, the screen's dirty set):
+Textual has no public text export, no way to send a key without Pilot's idle waits,
+and no public "painted" flag. Nothing in the app itself depends on them.
 """
 
 from __future__ import annotations
@@ -13,13 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from textual import events
 from textual.app import App
 
 SIZE = (100, 30)
 # What each capture shows: the screen to open and the keys pressed before capturing.
 SHOTS: dict[str, tuple[str, Sequence[str]]] = {
     "models": ("models", ()),
-    "model-detail": ("models", ("enter",)),
+    "model-detail": ("models", ("slash", *"sqlcoder", "enter", "enter")),
     "runs": ("runs", ()),
     "predictions": ("predictions", ()),
     "record": ("predictions", ("enter",)),
@@ -35,6 +41,18 @@ def screen_text(app: App) -> str:
     console.print(app.screen._compositor.render_update(
         full=True, screen_stack=app._background_screens, simplify=True))
     return "\n".join(line.rstrip() for line in console.export_text().splitlines())
+
+
+def send_key(app: App, key: str, character: str | None = None) -> None:
+    """Deliver a key the way the terminal driver does. Pilot.press also waits for the
+    process to go idle, which on a busy machine measures the machine, not the app."""
+    app._driver.send_message(events.Key(key, character))
+
+
+def painted(app: App) -> bool:
+    """True once the screen has no layout or widget waiting for its next update."""
+    screen = app.screen
+    return not screen._layout_required and not screen._dirty_widgets
 
 
 async def settle(pilot) -> None:  # noqa: ANN001 - textual.pilot.Pilot

@@ -11,11 +11,11 @@ Nothing here imports textual.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, or_, select
 
 from catalog import sizes, taxonomy
 from catalog.db import Catalog, CatalogError
@@ -107,7 +107,6 @@ class Page:
     rows: list[Any]
     offset: int
     total: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_params_range(text: str) -> tuple[int | None, int | None]:
@@ -138,14 +137,12 @@ class Data:
         self._reader: Any = None
 
     def close(self) -> None:
-        with self._reader_lock:
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
+        self.refresh()
         self.catalog.close()
 
     def refresh(self) -> None:
-        """Forget open prediction files: the next call sees jobs written since."""
+        """Forget open prediction files: the next call sees jobs written since. (The
+        catalog needs nothing: every call is a new read transaction.)"""
         with self._reader_lock:
             if self._reader is not None:
                 self._reader.close()
@@ -165,6 +162,10 @@ class Data:
         ]
         return Page(rows, offset, total)
 
+    def count(self, q: ModelQuery) -> int:
+        with self.catalog.sessions() as s:
+            return count_models(s, q.to_filter())
+
     def domain_facets(self, q: ModelQuery) -> list[FacetCount]:
         """Every domain of the tree, in tree order, counted under the other filters."""
         with self.catalog.sessions() as s:
@@ -177,10 +178,6 @@ class Data:
         with self.catalog.sessions() as s:
             counts = language_counts(s, q.without("language").to_filter())
         return [FacetCount(code, taxonomy.language_name(code), n) for code, n in counts.items()]
-
-    def total_models(self) -> int:
-        with self.catalog.sessions() as s:
-            return count_models(s, ModelFilter())
 
     def model(self, ref: str) -> ModelRecord | None:
         with self.catalog.sessions() as s:
@@ -196,7 +193,9 @@ class Data:
             if model is None:
                 return []
             candidates = list(s.scalars(
-                select(Run.job).where(Run.model_id == model.id).distinct().order_by(Run.job)
+                select(Run.job)
+                .where(or_(Run.model_id == model.id, Run.model_ref == model.ref))
+                .distinct().order_by(Run.job)
             ))
         cached = {info.job for info in self._cache().jobs()}
         uses = []
@@ -239,16 +238,9 @@ class Data:
         total = view.count(**q.args()) if with_total else None
         return Page(rows, offset, total)
 
-    def prediction(self, job: str, input_id: str) -> dict[str, Any] | None:
-        from batch.query import UnknownJobError
-
-        try:
-            return self._cache().job(job).get(input_id)
-        except UnknownJobError:
-            return None
-
     def _cache(self) -> Any:
-        """One shared, thread-safe reader of the cache index and shards."""
+        """One shared, thread-safe reader of the cache index and shards. batch.query
+        (and pyarrow) load on first use: the models screen starts without them."""
         from batch.query import CacheReader
 
         with self._reader_lock:

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 from catalog.sizes import format_params
 
-__all__ = ["clip", "count", "duration", "params", "rate", "when"]
+__all__ = ["clip", "count", "counted", "duration", "params", "rate", "when"]
 
 
 def params(n: int | None) -> str:
@@ -21,8 +21,13 @@ def count(n: int | None) -> str:
     return "" if n is None else f"{n:,}"
 
 
-def rate(tokens_per_s: float | None) -> str:
-    return "" if tokens_per_s is None else f"{tokens_per_s:,.1f}"
+def counted(n: int | None, noun: str) -> str:
+    """`1 record`, `2 records`, `1,204 models`."""
+    return f"{count(n)} {noun}{'' if n == 1 else 's'}"
+
+
+def rate(tokens_per_s: float | None, decimals: int = 1) -> str:
+    return "" if tokens_per_s is None else f"{tokens_per_s:,.{decimals}f}"
 
 
 def duration(seconds: float | None) -> str:

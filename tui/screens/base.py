@@ -44,6 +44,8 @@ class DataScreen(Screen):
         if event.state == WorkerState.SUCCESS:
             apply(event.worker.result)
         elif event.state == WorkerState.ERROR:
+            for widget in self.query("*"):  # no spinner waits for an answer that failed
+                widget.loading = False
             self.app.report_load_error(group, event.worker.error)
 
     @property

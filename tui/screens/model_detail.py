@@ -7,7 +7,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import Footer, Header, OptionList, Static
+from textual.widgets import Footer, Header, OptionList
 from textual.widgets.option_list import Option
 
 from catalog.records import ModelRecord
@@ -17,6 +17,7 @@ from tui.widgets.model_card import ModelCard
 
 
 class ModelDetailScreen(DataScreen):
+    AUTO_FOCUS = "#detail"
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("b", "base", "Base model"),
@@ -34,14 +35,13 @@ class ModelDetailScreen(DataScreen):
         with VerticalScroll(id="detail"):
             yield ModelCard(id="card")
         yield OptionList(id="jobs")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = self.ref
         self.query_one("#jobs").border_title = "Jobs with predictions from this model"
         self.query_one("#detail").loading = True
         self.reload()
-        self.query_one("#detail").focus()
 
     def reload(self) -> None:
         ref = self.ref
@@ -65,6 +65,7 @@ class ModelDetailScreen(DataScreen):
         if jobs:
             options.set_options([Option(Text.assemble((j.job, "bold"), f"  {j.rows:,} rows"),
                                         id=j.job) for j in jobs])
+            options.highlighted = 0
         else:
             options.set_options([Option(Text("none: no cached predictions from this model",
                                              style="dim"), disabled=True)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -11,24 +12,27 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from tui import format as fmt
-from tui.data import FacetCount, ModelQuery, Page
+from tui.data import ModelQuery, Page
 from tui.screens.base import DataScreen
 from tui.widgets.domain_tree import DomainTree
 from tui.widgets.filter_bar import FilterBar
 from tui.widgets.language_list import LanguageList
 from tui.widgets.paged_table import PagedTable
 
-COLUMNS = [("Name", 30), ("Domain", 14), ("Lang", 8), ("Params", 6), ("License", 12),
-           ("tok/s", 7)]
+# Sized so the facets and every column fit 100 columns; `f` hides the facets at 80.
+COLUMNS = [("Name", 24), ("Domain", 11), ("Lang", 5), ("Params", 6), ("License", 9),
+           ("tok/s", 5)]
 
 
 class ModelsScreen(DataScreen):
+    AUTO_FOCUS = "#models"
     BINDINGS = [
         Binding("slash", "search", "Search"),
         Binding("r", "refresh", "Refresh"),
-        Binding("d", "focus('domains')", "Domains"),
-        Binding("l", "focus('languages')", "Languages"),
+        Binding("d", "focus('domains')", "Domains", show=False),
+        Binding("l", "focus('languages')", "Languages", show=False),
         Binding("c", "clear", "Clear"),
+        Binding("f", "facets", "Facets"),
     ]
 
     def __init__(self) -> None:
@@ -39,6 +43,7 @@ class ModelsScreen(DataScreen):
         self.shown: ModelQuery | None = None
         self.domains_for: ModelQuery | None = None
         self.languages_for: ModelQuery | None = None
+        self._arriving: tuple[ModelQuery | None, dict, set] = (None, {}, set())
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -49,7 +54,9 @@ class ModelsScreen(DataScreen):
                 yield LanguageList(id="languages")
             yield PagedTable(COLUMNS, id="models")
         yield Static(id="status")
-        yield Footer()
+        # The palette stays on ctrl+p and the header's ⭘; its footer hint would push
+        # "q Quit" off an 80-column terminal.
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = "Models"
@@ -57,23 +64,42 @@ class ModelsScreen(DataScreen):
         self.query_one("#languages").border_title = "Language"
         self.query_one("#models").loading = True
         self.reload()
-        self.query_one("#models").focus()
 
     # -- loading --------------------------------------------------------------------------
 
     def reload(self, *, force: bool = False) -> None:
         q = self.query_now
-        self.load("page", lambda: self.data.models(q, with_total=True),
-                  lambda page: self._show_page(q, page))
+        parts = {"page": lambda: self.data.models(q), "total": lambda: self.data.count(q)}
         # A facet's counts ignore its own choice: picking a domain leaves them as they are.
-        if force or self.domains_for is None or self.domains_for.without("domain") \
-                != q.without("domain"):
-            self.load("domain-counts", lambda: self.data.domain_facets(q),
-                      lambda facets: self._show_domains(q, facets))
-        if force or self.languages_for is None or self.languages_for.without("language") \
-                != q.without("language"):
-            self.load("language-counts", lambda: self.data.language_facets(q),
-                      lambda facets: self._show_languages(q, facets))
+        if force or self.domains_for is None \
+                or self.domains_for.without("domain") != q.without("domain"):
+            parts["domains"] = lambda: self.data.domain_facets(q)
+        if force or self.languages_for is None \
+                or self.languages_for.without("language") != q.without("language"):
+            parts["languages"] = lambda: self.data.language_facets(q)
+        # The parts load in parallel (SQLite works outside the GIL) and are shown
+        # together: one repaint instead of one per part.
+        self._arriving = (q, {}, set(parts))
+        for name, fetch in parts.items():
+            self.load(name, fetch, lambda result, name=name: self._arrive(q, name, result))
+
+    def _arrive(self, q: ModelQuery, name: str, result: object) -> None:
+        waiting_for, arrived, wanted = self._arriving
+        if q != waiting_for:
+            return
+        arrived[name] = result
+        if set(arrived) != wanted:
+            return
+        with self.app.batch_update():
+            arrived["page"].total = arrived["total"]
+            self._show_page(q, arrived["page"])
+            self.query_one("#domains", DomainTree).show(arrived.get("domains"), q.domain)
+            self.query_one("#languages", LanguageList).show(arrived.get("languages"),
+                                                            q.language)
+            if "domains" in arrived:
+                self.domains_for = q
+            if "languages" in arrived:
+                self.languages_for = q
 
     def _show_page(self, q: ModelQuery, page: Page) -> None:
         table = self.query_one("#models", PagedTable)
@@ -81,14 +107,6 @@ class ModelsScreen(DataScreen):
         table.show([self._cells(r) for r in page.rows], [r.ref for r in page.rows], page.total)
         self.shown = q
         self._status(page.total)
-
-    def _show_domains(self, q: ModelQuery, facets: list[FacetCount]) -> None:
-        self.query_one("#domains", DomainTree).show_counts(facets)
-        self.domains_for = q
-
-    def _show_languages(self, q: ModelQuery, facets: list[FacetCount]) -> None:
-        self.query_one("#languages", LanguageList).show_counts(facets)
-        self.languages_for = q
 
     @on(PagedTable.NeedMore, "#models")
     def _more(self, event: PagedTable.NeedMore) -> None:
@@ -103,13 +121,13 @@ class ModelsScreen(DataScreen):
 
     @staticmethod
     def _cells(r) -> tuple:  # noqa: ANN001 - tui.data.ModelRow
-        return (fmt.clip(r.name, 30), fmt.clip(", ".join(r.domains), 14),
-                fmt.clip(" ".join(r.languages), 8), fmt.params(r.parameters),
-                fmt.clip(r.license, 12), fmt.rate(r.tokens_per_s))
+        return (fmt.clip(r.name, 24), fmt.clip(", ".join(r.domains), 11),
+                fmt.clip(" ".join(r.languages), 5), Text(fmt.params(r.parameters), justify="right"),
+                fmt.clip(r.license, 9), Text(fmt.rate(r.tokens_per_s, 0), justify="right"))
 
     def _status(self, total: int | None) -> None:
         q = self.query_now
-        parts = [f"{fmt.count(total)} models"]
+        parts = [fmt.counted(total, "model")]
         if q.domain:
             parts.append(f"domain {q.domain}")
         if q.language:
@@ -120,7 +138,7 @@ class ModelsScreen(DataScreen):
             parts.append(f"params {fmt.params(q.min_params) or '0'}–{fmt.params(q.max_params) or '∞'}")
         if q.fits_bytes is not None:
             parts.append(f"fits {q.fits_bytes / 1024**3:g} GiB")
-        self.query_one("#status", Static).update(" · ".join(parts))
+        self.query_one("#status", Static).update(Text(" · ".join(parts)))
 
     def set_query(self, q: ModelQuery) -> None:
         if q != self.query_now:
@@ -149,6 +167,8 @@ class ModelsScreen(DataScreen):
 
     @on(DataTable.RowSelected, "#models")
     def _open(self, event: DataTable.RowSelected) -> None:
+        if self.shown != self.query_now:
+            return  # the rows on screen are about to be replaced: Enter meant a new one
         self.app.open_model(event.row_key.value)
 
     # -- actions --------------------------------------------------------------------------
@@ -159,6 +179,10 @@ class ModelsScreen(DataScreen):
     def action_focus(self, widget_id: str) -> None:
         self.query_one(f"#{widget_id}").focus()
 
+    def action_facets(self) -> None:
+        facets = self.query_one("#facets")
+        facets.display = not facets.display
+
     def action_refresh(self) -> None:
         self.data.refresh()
         self.reload(force=True)
@@ -166,6 +190,4 @@ class ModelsScreen(DataScreen):
     def action_clear(self) -> None:
         for field in self.query(Input):
             field.value = ""  # posts Changed; the FilterBar then clears the search and sizes
-        self.query_one(DomainTree).choose(None)
-        self.query_one(LanguageList).choose(None)
         self.set_query(ModelQuery())

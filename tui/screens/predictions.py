@@ -22,9 +22,10 @@ COLUMNS = [("Input id", 14), ("Prompt", 24), ("Output", 24), ("Finish", 7)]
 
 
 class PredictionsScreen(DataScreen):
+    AUTO_FOCUS = "#predictions"
     BINDINGS = [
-        Binding("slash", "search", "Search outputs"),
-        Binding("f", "failed", "Failed only"),
+        Binding("slash", "search", "Search"),
+        Binding("f", "failed", "Failed"),
         Binding("m", "model", "Model"),
         Binding("j", "focus('jobs')", "Jobs", show=False),
         Binding("r", "refresh", "Refresh"),
@@ -44,14 +45,13 @@ class PredictionsScreen(DataScreen):
                 yield Input(placeholder="search outputs  ( / )", id="contains", compact=True)
                 yield PagedTable(COLUMNS, id="predictions")
                 yield Static(id="status")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = "Predictions"
         self.query_one("#jobs").border_title = "Jobs"
         self.query_one("#predictions").loading = True
         self.load_jobs(self.app.start_job)
-        self.query_one("#predictions").focus()
 
     # -- loading --------------------------------------------------------------------------
 
@@ -87,12 +87,12 @@ class PredictionsScreen(DataScreen):
         table.show([self._cells(r) for r in page.rows], [r["input_id"] for r in page.rows],
                    page.total)
         self.shown = q
-        parts = [f"{fmt.count(page.total)} records in {q.job}"]
+        parts = [f"{fmt.counted(page.total, 'record')} in {q.job}"]
         if q.contains:
             parts.append(f"output contains “{fmt.clip(q.contains, 20)}”")
         if q.failed:
             parts.append("failed only")
-        self.query_one("#status", Static).update(" · ".join(parts))
+        self.query_one("#status", Static).update(Text(" · ".join(parts)))
 
     @on(PagedTable.NeedMore, "#predictions")
     def _more(self, event: PagedTable.NeedMore) -> None:

@@ -16,6 +16,7 @@ from tui.widgets.record_view import RecordView
 class RecordScreen(Screen):
     """Shows a record the predictions screen already holds: no query of its own."""
 
+    AUTO_FOCUS = "#record"
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("m", "model", "Model"),
@@ -29,12 +30,11 @@ class RecordScreen(Screen):
         yield Header()
         with VerticalScroll(id="record"):
             yield RecordView(id="view")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = f"{self.record['job']} · {self.record['input_id']}"
         self.query_one(RecordView).show(self.record)
-        self.query_one("#record").focus()
 
     def action_model(self) -> None:
         self.app.open_model(self.record["model"])

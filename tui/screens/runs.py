@@ -21,9 +21,10 @@ COLUMNS = [("Started (UTC)", 16), ("Job", 16), ("Status", 11), ("Inputs", None),
 
 
 class RunsScreen(DataScreen):
+    AUTO_FOCUS = "#runs"
     BINDINGS = [
         Binding("r", "refresh", "Refresh"),
-        Binding("p", "predictions", "Predictions of job"),
+        Binding("p", "predictions", "Job's predictions"),
     ]
 
     def __init__(self) -> None:
@@ -35,13 +36,12 @@ class RunsScreen(DataScreen):
         yield Header()
         yield PagedTable(COLUMNS, id="runs")
         yield RunPanel(id="run")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = "Runs"
         self.query_one("#runs").loading = True
         self.reload()
-        self.query_one("#runs").focus()
 
     def reload(self) -> None:
         self.load("page", lambda: self.data.runs(with_total=True), self._show)

@@ -28,20 +28,27 @@ class DomainTree(Tree[str]):
         self._by_slug: dict[str, TreeNode[str]] = {}
         self._counts: dict[str, int] = {}
 
-    def show_counts(self, facets: list[FacetCount]) -> None:
-        """Build the tree on first use, then only relabel: cursor and scroll stay put."""
-        self._counts = {f.key: f.count for f in facets}
-        if not self._by_slug:
-            for f in facets:  # parents come before their children (sorted slugs)
-                parent_slug = f.key.rsplit("/", 1)[0] if "/" in f.key else None
-                parent = self._by_slug.get(parent_slug, self.root) if parent_slug else self.root
-                self._by_slug[f.key] = parent.add(f.key, data=f.key, expand=True)
-            self.root.expand()
+    def show(self, facets: list[FacetCount] | None, chosen: str | None) -> None:
+        """New counts (None: keep the ones shown) and the chosen domain, in one repaint.
+        The tree is built on first use, then only relabelled: cursor and scroll stay."""
+        if facets is None and chosen == self.chosen:
+            return
+        self.chosen = chosen
+        if facets is not None:
+            self._counts = {f.key: f.count for f in facets}
+            if not self._by_slug:
+                self._add_nodes([f.key for f in facets])
         self._relabel()
 
-    def choose(self, slug: str | None) -> None:
-        self.chosen = slug or None
-        self._relabel()
+    def _add_nodes(self, slugs: list[str]) -> None:
+        for slug in slugs:  # sorted: parents before their children
+            parent = self._by_slug.get(slug.rsplit("/", 1)[0], self.root) \
+                if "/" in slug else self.root
+            if any(s.startswith(slug + "/") for s in slugs):
+                self._by_slug[slug] = parent.add(slug, data=slug, expand=True)
+            else:
+                self._by_slug[slug] = parent.add_leaf(slug, data=slug)
+        self.root.expand()
 
     def _relabel(self) -> None:
         self.root.set_label(self._label(ALL, None, self.chosen is None))
@@ -59,6 +66,6 @@ class DomainTree(Tree[str]):
 
     def on_tree_node_selected(self, event: Tree.NodeSelected[str]) -> None:
         event.stop()
-        slug = event.node.data or None
-        self.choose(slug)
-        self.post_message(self.Chosen(slug))
+        # The screen marks the choice when it shows the counts that go with it: one
+        # repaint, not two (each costs tens of milliseconds on a slow machine).
+        self.post_message(self.Chosen(event.node.data or None))

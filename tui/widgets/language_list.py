@@ -8,6 +8,7 @@ from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
 from tui.data import FacetCount
+from tui.format import clip
 
 ALL = "All languages"
 
@@ -25,12 +26,13 @@ class LanguageList(OptionList):
         self.chosen: str | None = None
         self._facets: list[FacetCount] = []
 
-    def show_counts(self, facets: list[FacetCount]) -> None:
-        self._facets = facets
-        self._rebuild()
-
-    def choose(self, code: str | None) -> None:
-        self.chosen = code
+    def show(self, facets: list[FacetCount] | None, chosen: str | None) -> None:
+        """New counts (None: keep the ones shown) and the chosen language, in one repaint."""
+        if facets is None and chosen == self.chosen:
+            return
+        self.chosen = chosen
+        if facets is not None:
+            self._facets = facets
         self._rebuild()
 
     def _rebuild(self) -> None:
@@ -53,17 +55,17 @@ class LanguageList(OptionList):
     @staticmethod
     def _prompt(code: str, name: str, count: int | None, chosen: bool) -> Text:
         style = "bold" if chosen else ""
-        text = Text("● " if chosen else "  ", style=style)
+        # 21 columns: what the 26-column facet panel leaves inside its border and padding.
+        text = Text("●" if chosen else " ", style=style)
         if count is None:
-            text.append(code, style=style)
+            text.append(" " + code, style=style)
             return text
         text.append(f"{code:<4}", style=style)
-        text.append(f"{name[:12]:<13}", style=style)
+        text.append(f"{clip(name, 9):<9}", style=style)
         text.append(f"{count:>7,}", style="dim")
         return text
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
-        code = event.option.id or None
-        self.choose(code)
-        self.post_message(self.Chosen(code))
+        # Marked by the screen together with the new counts: one repaint, not two.
+        self.post_message(self.Chosen(event.option.id or None))

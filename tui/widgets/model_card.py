@@ -46,6 +46,23 @@ def render_model(m: ModelRecord) -> RenderableType:
             ("downloads", fmt.count(m.downloads)),
             ("likes", fmt.count(m.likes)),
         ]),
+    ]
+    # Measured throughput right after the facts: with size and license, it is what
+    # people compare when picking a specialist (cost, not just quality).
+    parts.append(_section("Measured performance"))
+    p = m.performance
+    if p is None:
+        parts.append(Text("not measured yet: no run of this model generated anything",
+                          style="dim"))
+    else:
+        parts.append(_facts([
+            ("tokens/s", fmt.rate(p.tokens_per_s)),
+            ("engine start", fmt.duration(p.engine_start_s)),
+            ("runs", fmt.count(p.runs)),
+            ("last run", fmt.when(p.last_run_at)),
+            ("hardware", p.hardware or ""),
+        ]))
+    parts += [
         _section("Lineage"),
         _facts([
             ("base model", f"{m.base_model} ({m.relation or 'derived'})" if m.base_model
@@ -71,19 +88,6 @@ def render_model(m: ModelRecord) -> RenderableType:
         parts.append(evals)
     else:
         parts.append(Text("none recorded", style="dim"))
-    parts.append(_section("Measured performance"))
-    p = m.performance
-    if p is None:
-        parts.append(Text("not measured yet: no run of this model generated anything",
-                          style="dim"))
-    else:
-        parts.append(_facts([
-            ("tokens/s", fmt.rate(p.tokens_per_s)),
-            ("engine start", fmt.duration(p.engine_start_s)),
-            ("runs", fmt.count(p.runs)),
-            ("last run", fmt.when(p.last_run_at)),
-            ("hardware", p.hardware or ""),
-        ]))
     return Group(*parts)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich.text import Text
 from textual import on
+from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
 
@@ -15,6 +17,13 @@ AHEAD = 10
 
 class PagedTable(DataTable):
     """Rows arrive in pages; `NeedMore` asks the screen for the next one."""
+
+    # Rows are what these tables move through: Home and End go to the first and last
+    # row (DataTable's own Home/End move between columns).
+    BINDINGS = [
+        Binding("home", "scroll_top", "First row", show=False),
+        Binding("end", "scroll_bottom", "Last row", show=False),
+    ]
 
     class NeedMore(Message):
         def __init__(self, table: "PagedTable", offset: int) -> None:
@@ -57,7 +66,9 @@ class PagedTable(DataTable):
             if key in seen or key in self.rows:
                 continue
             seen.add(key)
-            self.add_row(*row, key=key)
+            # Text, not str: DataTable reads a str as markup, and "[…]" is common in
+            # model names, prompts and outputs.
+            self.add_row(*(Text(c) if isinstance(c, str) else c for c in row), key=key)
 
     @property
     def has_more(self) -> bool:

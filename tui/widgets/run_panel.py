@@ -31,10 +31,14 @@ class RunPanel(Static):
                       run.model_ref)
         facts.add_row(Text("started", style="dim"), fmt.when(run.started_at),
                       Text("finished", style="dim"), fmt.when(run.finished_at))
+        facts.add_row(Text("cached", style="dim"), fmt.count(run.cached),
+                      Text("copied", style="dim"), fmt.count(run.copied))
         facts.add_row(Text("tokens in", style="dim"), fmt.count(run.prompt_tokens),
                       Text("tokens out", style="dim"), fmt.count(run.output_tokens))
         facts.add_row(Text("engine start", style="dim"), fmt.duration(run.engine_start_s),
                       Text("generation", style="dim"), fmt.duration(run.generation_s))
+        facts.add_row(Text("revision", style="dim"), run.revision or "",
+                      Text("hardware", style="dim"), run.hardware or "")
         head = Text.assemble((run.job, "bold"), "  ", status_text(run.status))
         parts = [head, facts]
         if run.error:

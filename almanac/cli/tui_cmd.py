@@ -1,0 +1,25 @@
+"""`almanac tui`: the terminal browser. Textual is imported only when it starts."""
+
+from __future__ import annotations
+
+import click
+
+from almanac.cli.base import Env, pass_env
+
+
+@click.command()
+@click.option("--screen", type=click.Choice(["models", "runs", "predictions"]),
+              help="Screen to open on. Default: models, or predictions with --job.")
+@click.option("--job", help="Open the predictions of this job.")
+@pass_env
+def tui(env: Env, screen: str | None, job: str | None) -> None:
+    """Browse the catalog, runs and cached predictions in the terminal.
+
+    Read-only: safe to keep open while a scheduled run writes."""
+    from catalog.db import CatalogError
+
+    if not env.home.catalog_db.exists():
+        raise CatalogError(f"no catalog in {env.home.root}: run `almanac init` first")
+    from tui.app import make_app
+
+    make_app(env.home.root, screen=screen, job=job).run()
