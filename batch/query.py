@@ -43,6 +43,7 @@ CHUNK = 500  # SQLite host parameters per IN (...) query
 OPEN_SHARDS = 128  # ParquetFile objects kept open (one file descriptor each)
 # Flat string and integer columns: the ones whose Parquet statistics give back their value.
 _FLAT = frozenset(f.name for f in arrow_schema() if pa.types.is_string(f.type) or pa.types.is_integer(f.type))
+_FROM_INDEX = frozenset({"input_id", "key"})
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # as schemas/job.schema.json
 
 
@@ -80,6 +81,7 @@ class _Loc:
     key: str
     shard: str
     row: int
+    failed: bool = False  # the index's flag: error IS NOT NULL
 
 
 def resolve_home(home: str | os.PathLike[str] | None) -> Path:
@@ -114,10 +116,21 @@ class _Shard:
     """An open shard, where each of its row groups starts, and which columns each
     row group need not decode."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, rows: int, size: int) -> None:
         # memory_map: a row group read is then a slice of the page cache, not a read().
-        self.file = pq.ParquetFile(path, memory_map=True)
-        meta = self.file.metadata
+        # Size and row count as indexed: a cheap sign that this is the file the index
+        # describes (`cache verify` compares checksums and every row).
+        self.source = pa.memory_map(str(path))
+        try:
+            if self.source.size() != size:
+                raise _Mismatch(f"{path} is {self.source.size()} bytes; the index recorded {size}")
+            self.file = pq.ParquetFile(self.source)
+            meta = self.file.metadata
+            if meta.num_rows != rows:
+                raise _Mismatch(f"{path} has {meta.num_rows} rows; the index recorded {rows}")
+        except BaseException:
+            self.source.close()
+            raise
         self.starts = [0]
         for i in range(meta.num_row_groups):
             self.starts.append(self.starts[-1] + meta.row_group(i).num_rows)
@@ -151,14 +164,21 @@ class _Shard:
         self._constants[group] = found
         return found
 
-    def read(self, rows: list[int]) -> list[dict[str, Any]]:
+    def read(self, locs: list[_Loc]) -> list[dict[str, Any]]:
+        """The records at `locs`. `input_id`, `key` and (for successes) the null `error`
+        come from the index, which was built from these very rows (shards are immutable
+        and never renamed): decoding them costs a third of a lookup, and `cache verify`
+        checks every row against the index."""
+        rows = [loc.row for loc in locs]
         groups = sorted({self.group_of(r) for r in rows})
         constants = dict(self.constants(groups[0]))
         for g in groups[1:]:
             other = self.constants(g)
             constants = {k: v for k, v in constants.items() if k in other and other[k] == v}
+        if not any(loc.failed for loc in locs):
+            constants["error"] = None  # the index's flag is `error IS NOT NULL`
         names = arrow_schema().names
-        wanted = [c for c in names if c not in constants]
+        wanted = [c for c in names if c not in constants and c not in _FROM_INDEX]
         # Only the row groups holding the rows: 1024 rows decoded, not the shard. Threads
         # decode columns in parallel, which pays off even for one row group (measured).
         table = self.file.read_row_groups(groups, columns=wanted, use_threads=True)
@@ -171,12 +191,15 @@ class _Shard:
             picked = table.slice(take[0], 1).to_pylist()
         else:
             picked = table.take(pa.array(take, pa.int64())).to_pylist()
-        if not constants:
-            return picked
-        return [{c: rec[c] if c in rec else constants[c] for c in names} for rec in picked]
+        out = []
+        for loc, rec in zip(locs, picked):
+            rec.update(constants, input_id=loc.input_id, key=loc.key)
+            out.append({c: rec[c] for c in names})  # the schema's column order
+        return out
 
     def close(self) -> None:
         self.file.close()
+        self.source.close()
 
 
 class CacheReader:
@@ -189,9 +212,14 @@ class CacheReader:
         self._lock = threading.RLock()
         self._shards: OrderedDict[Path, _Shard] = OrderedDict()
         self._open_shards = open_shards
-        index = self.root / "index.db"
         self.db: sqlite3.Connection | None = None
-        if index.exists():
+        self._connect()
+
+    def _connect(self) -> None:
+        """Opened when the index exists: a reader started before the first run (a
+        server on a new home) connects once a run has created it."""
+        index = self.root / "index.db"
+        if self.db is None and index.exists():
             # mode=ro: a reader can never write, nor take the write lock a run needs;
             # in WAL mode it reads the last committed state while a run appends.
             self.db = sqlite3.connect(f"file:{index}?mode=ro", uri=True, isolation_level=None,
@@ -217,9 +245,10 @@ class CacheReader:
 
     def sql(self, query: str, params: Iterable[Any] = ()) -> list[tuple]:
         """Every row at once, so no statement (and no read snapshot) stays open."""
-        if self.db is None:
-            return []
         with self._lock:
+            self._connect()
+            if self.db is None:
+                return []
             return self.db.execute(query, tuple(params)).fetchall()
 
     def has_job(self, job: str) -> bool:
@@ -236,6 +265,23 @@ class CacheReader:
                         datetime.fromisoformat(last) if last else None)
                 for job, n, size, last in shards]
 
+    def by_key(self, key: str, job: str | None = None) -> dict[str, Any] | None:
+        """A record with this content address, in `job` or in any job: a success if
+        there is one, else the newest."""
+        where, params = ("key = ? AND job = ?", (key, job)) if job else ("key = ?", (key,))
+        for attempt in range(2):
+            rows = self.sql(f"SELECT job, input_id, key, shard, row, failed FROM records WHERE {where} "
+                            "ORDER BY failed, shard DESC LIMIT 1", params)
+            if not rows:
+                return None
+            found_job, input_id, found_key, shard, row, failed = rows[0]
+            try:
+                return self.read(found_job, [_Loc(input_id, found_key, shard, row, bool(failed))])[0]
+            except (FileNotFoundError, _Mismatch) as exc:
+                if attempt:
+                    raise _unavailable(found_job, exc) from exc
+        raise AssertionError("unreachable")
+
     def job(self, job: str) -> "Predictions":
         if not self.has_job(job):
             raise UnknownJobError(job)
@@ -243,62 +289,64 @@ class CacheReader:
 
     # -- the shards --------------------------------------------------------------------------
 
-    def _open(self, path: Path) -> _Shard:
+    def _open(self, job: str, name: str) -> _Shard:
+        path = self.root / job / name
         shard = self._shards.get(path)
         if shard is not None:
             self._shards.move_to_end(path)
             return shard
-        shard = _Shard(path)
+        listed = self.sql("SELECT rows, bytes FROM shards WHERE job = ? AND name = ?", (job, name))
+        if not listed:
+            raise _Mismatch(f"{path} is no longer in the index")
+        try:
+            shard = _Shard(path, *listed[0])
+        except FileNotFoundError:
+            raise  # gone (a gc): the caller re-reads the index
+        except (OSError, pa.ArrowException) as exc:
+            raise _Mismatch(f"{path}: unreadable: {exc}") from exc
         self._shards[path] = shard
         if len(self._shards) > self._open_shards:
             _, evicted = self._shards.popitem(last=False)
             evicted.close()
         return shard
 
-    def _forget(self, path: Path) -> None:
-        shard = self._shards.pop(path, None)
+    def _forget(self, job: str, name: str) -> None:
+        shard = self._shards.pop(self.root / job / name, None)
         if shard is not None:
             shard.close()
 
     def read(self, job: str, locs: list[_Loc]) -> list[dict[str, Any]]:
         """The records at `locs`, in order. Raises FileNotFoundError or _Mismatch when a
-        shard is gone or does not hold the row the index promised (the caller re-reads
-        the index once: a gc may have moved things in between)."""
+        shard is gone or is not the one the index describes (the caller re-reads the
+        index once: a gc may have moved things in between)."""
         by_shard: dict[str, list[int]] = {}
         for i, loc in enumerate(locs):
             by_shard.setdefault(loc.shard, []).append(i)
         out: list[dict[str, Any] | None] = [None] * len(locs)
         with self._lock:
             for name, positions in by_shard.items():
-                path = self.root / job / name
+                shard = self._open(job, name)
+                picked = [locs[i] for i in positions]
+                if any(loc.row < 0 or loc.row >= shard.num_rows for loc in picked):
+                    raise _Mismatch(f"{name} has {shard.num_rows} rows; the index points past them")
                 try:
-                    shard = self._open(path)
-                except FileNotFoundError:
-                    raise
+                    records = shard.read(picked)
                 except (OSError, pa.ArrowException) as exc:
-                    raise _Mismatch(f"{path}: unreadable: {exc}") from exc
-                rows = [locs[i].row for i in positions]
-                for i, record in zip(positions, self._rows(shard, path, rows)):
-                    loc = locs[i]
-                    if record["input_id"] != loc.input_id or record["key"] != loc.key:
-                        self._forget(path)
-                        raise _Mismatch(f"{path} row {loc.row} is not {loc.input_id!r}")
+                    self._forget(job, name)
+                    raise _Mismatch(f"{name}: unreadable: {exc}") from exc
+                for i, record in zip(positions, records):
                     out[i] = record
         return out  # type: ignore[return-value]
-
-    def _rows(self, shard: _Shard, path: Path, rows: list[int]) -> list[dict[str, Any]]:
-        if any(r < 0 or r >= shard.num_rows for r in rows):
-            self._forget(path)
-            raise _Mismatch(f"{path} has {shard.num_rows} rows; the index points past them")
-        try:
-            return shard.read(rows)
-        except (OSError, pa.ArrowException) as exc:
-            self._forget(path)
-            raise _Mismatch(f"{path}: unreadable: {exc}") from exc
 
 
 class _Mismatch(Exception):
     """Internal: the index and a shard disagree (retried once, then ShardUnavailableError)."""
+
+
+def _unavailable(job: str, exc: Exception) -> ShardUnavailableError:
+    return ShardUnavailableError(
+        f"job {job!r}: the index points at a shard that is missing or damaged ({exc}); "
+        f"run `almanac cache verify {job}`")
 
 
 class Predictions:
@@ -348,33 +396,24 @@ class Predictions:
     def versions(self, input_id: str) -> list[dict[str, Any]]:
         """Every cached version of one input, oldest first."""
         return self._resolve(lambda: self._locate(
-            "SELECT input_id, key, shard, row FROM records WHERE job = ? AND input_id = ? "
+            "SELECT input_id, key, shard, row, failed FROM records WHERE job = ? AND input_id = ? "
             "ORDER BY shard, row", (self.job, input_id)))
 
     def by_key(self, key: str) -> dict[str, Any] | None:
         """A record of this job with this content address (a success if there is one,
         else the newest)."""
-        found = self._resolve(lambda: self._locate(
-            "SELECT input_id, key, shard, row FROM records WHERE key = ? AND job = ? "
-            "ORDER BY failed, shard DESC LIMIT 1", (key, self.job)))
-        return found[0] if found else None
+        return self.reader.by_key(key, self.job)
 
     def search(self, *, contains: str | None = None, failed: bool | None = None,
                model: str | None = None, all_versions: bool = False, limit: int = 50,
                offset: int = 0) -> list[dict[str, Any]]:
         """Records in input id order. `contains`: a case-insensitive substring of the
         output; `failed`: True only failures, False only successes; `model`: the model
-        reference; `all_versions`: every version, not just the latest of each input."""
-        if limit < 0 or offset < 0:
-            raise ValueError("limit and offset must not be negative")
-
-        def page() -> list[_Loc]:
-            if contains is None and model is None:
-                return self._locate(*self._index_query(failed, all_versions, "input_id, key, "
-                                    "shard, row", f"LIMIT {int(limit)} OFFSET {int(offset)}"))
-            return self._scan(contains, failed, model, all_versions)[offset : offset + limit]
-
-        return self._resolve(page)
+        reference; `all_versions`: every version, not just the latest of each input.
+        Filters on `failed` alone page through the index; `contains` and `model` read
+        those columns of every shard of the job (about a second per million rows)."""
+        return self.page(contains=contains, failed=failed, model=model,
+                         all_versions=all_versions, limit=limit, offset=offset, total=False)[0]
 
     def count(self, *, contains: str | None = None, failed: bool | None = None,
               model: str | None = None, all_versions: bool = False) -> int:
@@ -383,6 +422,27 @@ class Predictions:
             query, params = self._index_query(failed, all_versions, "count(*)", "")
             return self.reader.sql(query, params)[0][0]
         return len(self._scan(contains, failed, model, all_versions))
+
+    def page(self, *, contains: str | None = None, failed: bool | None = None,
+             model: str | None = None, all_versions: bool = False, limit: int = 50,
+             offset: int = 0, total: bool = True) -> tuple[list[dict[str, Any]], int | None]:
+        """`search` and `count` at once: one pass over the shards when filtering on text."""
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset must not be negative")
+        if contains is None and model is None:
+            found = self._resolve(lambda: self._locate(*self._index_query(
+                failed, all_versions, "input_id, key, shard, row, failed",
+                f"LIMIT {int(limit)} OFFSET {int(offset)}")))
+            n = self.count(failed=failed, all_versions=all_versions) if total else None
+            return found, n
+        hits: list[_Loc] = []
+
+        def locate() -> list[_Loc]:
+            hits[:] = self._scan(contains, failed, model, all_versions)
+            return hits[offset : offset + limit]
+
+        found = self._resolve(locate)
+        return found, len(hits) if total else None
 
     def info(self) -> JobInfo:
         for info in self.reader.jobs():
@@ -400,22 +460,20 @@ class Predictions:
                 return self.reader.read(self.job, locate())
             except (FileNotFoundError, _Mismatch) as exc:
                 if attempt:
-                    raise ShardUnavailableError(
-                        f"job {self.job!r}: the index points at a shard that is missing or "
-                        f"damaged ({exc}); run `almanac cache verify {self.job}`") from exc
+                    raise _unavailable(self.job, exc) from exc
         raise AssertionError("unreachable")
 
     def _locate(self, query: str, params: tuple) -> list[_Loc]:
-        return [_Loc(*row) for row in self.reader.sql(query, params)]
+        return [_Loc(i, k, s, r, bool(f)) for i, k, s, r, f in self.reader.sql(query, params)]
 
     def _latest(self, ids: list[str]) -> list[_Loc]:
         found: dict[str, _Loc] = {}
         for part in _chunks(ids):
             marks = ",".join("?" * len(part))
             for row in self.reader.sql(
-                f"SELECT input_id, key, shard, row FROM latest WHERE job = ? "
+                f"SELECT input_id, key, shard, row, failed FROM latest WHERE job = ? "
                 f"AND input_id IN ({marks})", (self.job, *part)):
-                found[row[0]] = _Loc(*row)
+                found[row[0]] = _Loc(*row[:4], bool(row[4]))
         return [found[i] for i in ids if i in found]
 
     def _index_query(self, failed: bool | None, all_versions: bool, columns: str,
@@ -431,45 +489,44 @@ class Predictions:
     def _scan(self, contains: str | None, failed: bool | None, model: str | None,
               all_versions: bool) -> list[_Loc]:
         """Filters on Parquet columns: scan the job's shards (only the filtered columns),
-        then keep the matches the index still lists. Costs a pass over the job."""
+        then keep the matches the index still lists, in input id order."""
         shards = [r[0] for r in self.reader.sql(
             "SELECT name FROM shards WHERE job = ? ORDER BY name", (self.job,))]
-        hits: list[_Loc] = []
+        wanted = ["input_id"] + (["output"] if contains is not None else []) + \
+            (["model"] if model is not None else [])
+        candidates: set[tuple[str, str, int]] = set()
         for name in shards:
-            path = self.reader.root / self.job / name
             try:
-                table = pq.read_table(path, columns=["input_id", "key", "output", "model",
-                                                     "error"])
+                table = pq.read_table(self.reader.root / self.job / name, columns=wanted)
             except FileNotFoundError:
                 continue  # collected since the index was read: its rows are not current
-            mask = pa.array([True] * table.num_rows)
+            mask = None
             if contains is not None:
-                mask = pc.and_(mask, pc.fill_null(pc.match_substring(
-                    table["output"], contains, ignore_case=True), False))
+                mask = pc.fill_null(pc.match_substring(table["output"], contains,
+                                                       ignore_case=True), False)
             if model is not None:
-                mask = pc.and_(mask, pc.equal(table["model"], model))
-            if failed is not None:
-                mask = pc.and_(mask, pc.is_valid(table["error"]) if failed
-                               else pc.is_null(table["error"]))
+                same = pc.fill_null(pc.equal(table["model"], model), False)
+                mask = same if mask is None else pc.and_(mask, same)
             rows = pc.indices_nonzero(mask).to_pylist()
-            picked = table.select(["input_id", "key"]).take(pa.array(rows, pa.int64()))
-            hits += [_Loc(i, k, name, r) for i, k, r in zip(
-                picked["input_id"].to_pylist(), picked["key"].to_pylist(), rows)]
-        hits = self._current(hits, all_versions)
-        hits.sort(key=lambda h: (h.input_id, h.shard, h.row))
-        return hits
+            ids = table["input_id"].take(pa.array(rows, pa.int64())).to_pylist()
+            candidates.update((i, name, r) for i, r in zip(ids, rows))
+        return self._listed(candidates, failed, all_versions)
 
-    def _current(self, hits: list[_Loc], all_versions: bool) -> list[_Loc]:
-        """Only rows the index still points at (a shard may hold superseded rows)."""
+    def _listed(self, candidates: set[tuple[str, str, int]], failed: bool | None,
+                all_versions: bool) -> list[_Loc]:
+        """The candidates the index lists (a shard also holds superseded rows), with the
+        index's failure flag applied."""
         table = "records" if all_versions else "latest"
-        listed: set[tuple[str, str, int]] = set()
-        ids = sorted({h.input_id for h in hits})
-        for part in _chunks(ids):
+        out: list[_Loc] = []
+        for part in _chunks(sorted({c[0] for c in candidates})):
             marks = ",".join("?" * len(part))
-            listed.update((i, s, r) for i, s, r in self.reader.sql(
-                f"SELECT input_id, shard, row FROM {table} WHERE job = ? "
-                f"AND input_id IN ({marks})", (self.job, *part)))
-        return [h for h in hits if (h.input_id, h.shard, h.row) in listed]
+            for input_id, key, shard, row, fail in self.reader.sql(
+                f"SELECT input_id, key, shard, row, failed FROM {table} WHERE job = ? "
+                f"AND input_id IN ({marks})", (self.job, *part)):
+                if (input_id, shard, row) in candidates and (failed is None or bool(fail) == failed):
+                    out.append(_Loc(input_id, key, shard, row, bool(fail)))
+        out.sort(key=lambda h: (h.input_id, h.shard, h.row))
+        return out
 
 
 def list_jobs(predictions_root: Path) -> list[JobInfo]:

@@ -146,7 +146,7 @@ class Runner:
         assert run_id is not None
         rows = _RowFactory(spec.name, plan, run_id)
         with ShardWriter(self.store, spec.name, run_id, spec.shard_rows,
-                         spec.row_group_rows) as writer:
+                         spec.row_group_rows, spec.compression) as writer:
             if plan.repoint:
                 self.store.repoint(spec.name, plan.repoint)
             for i in range(0, len(plan.copies), COPY_CHUNK):

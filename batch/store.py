@@ -168,7 +168,7 @@ class PredictionStore:
     # -- writing ------------------------------------------------------------------------------
 
     def write_shard(self, job: str, run_id: str, seq: int, records: list[dict[str, Any]],
-                    row_group_rows: int) -> str:
+                    row_group_rows: int, compression: str = "lz4") -> str:
         """Write one immutable shard and index it; returns its file name."""
         directory = self.job_dir(job)
         directory.mkdir(parents=True, exist_ok=True)
@@ -177,7 +177,7 @@ class PredictionStore:
         tmp = directory / f".{name}.tmp"
         table = pa.Table.from_pylist(records, schema=arrow_schema())
         with tmp.open("wb") as fh:
-            pq.write_table(table, fh, row_group_size=row_group_rows, compression="zstd")
+            pq.write_table(table, fh, row_group_size=row_group_rows, compression=compression)
             fh.flush()
             os.fsync(fh.fileno())
         digest = file_sha256(tmp)
@@ -247,9 +247,10 @@ class ShardWriter:
     written everything it was given."""
 
     def __init__(self, store: PredictionStore, job: str, run_id: str, shard_rows: int,
-                 row_group_rows: int) -> None:
+                 row_group_rows: int, compression: str = "lz4") -> None:
         self.store, self.job, self.run_id = store, job, run_id
         self.shard_rows, self.row_group_rows = shard_rows, row_group_rows
+        self.compression = compression
         self.buffer: list[dict[str, Any]] = []
         self.shards: list[str] = []
         self.rows_written = 0
@@ -263,7 +264,7 @@ class ShardWriter:
         if not self.buffer:
             return
         name = self.store.write_shard(self.job, self.run_id, len(self.shards), self.buffer,
-                                      self.row_group_rows)
+                                      self.row_group_rows, self.compression)
         self.shards.append(name)
         self.rows_written += len(self.buffer)
         self.buffer = []

@@ -33,7 +33,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.machine import machine
+from bench.machine import load_average, machine, wait_for_quiet
 
 JOB = "bench-lookups"
 RUN = "b" * 32
@@ -222,7 +222,10 @@ def _table(results: dict[str, Any]) -> str:
     api, http, naive = results["api"], results.get("http"), results.get("pyarrow_filter")
     lines = [
         f"rows {results['rows']:,} in {results['shards']} shards "
-        f"(row groups of {results['row_group_rows']}), written in {results['fill_s']:.1f} s",
+        f"(row groups of {results['row_group_rows']}), "
+        + (f"written in {results['fill_s']:.1f} s" if results["fill_s"] is not None else "reused"),
+        f"load average before {results['load_before']}, after {results['load_after']} "
+        f"({results['machine']['cores']} cores)",
         f"{'measure':<38}{'p50 ms':>10}{'p99 ms':>10}{'target':>22}",
         f"{'python get(id)':<38}{api['single']['p50_ms']:>10.3f}{api['single']['p99_ms']:>10.3f}"
         f"{'p50 <= 2, p99 <= 10':>22}",
@@ -231,9 +234,10 @@ def _table(results: dict[str, Any]) -> str:
         lines.append(f"{'pyarrow dataset filter':<38}{naive['p50_ms']:>10.1f}{naive['p99_ms']:>10.1f}"
                      f"{'>= 100x slower':>22}")
         lines.append(f"{'  ratio (filter p50 / get p50)':<38}{results['speedup_vs_pyarrow']:>10.0f}x")
-    lines.append(f"{'get_many(10,000 random ids)':<38}{api['get_many']['median_s'] * 1000:>10.1f}"
+    n = api["get_many"]["ids"]
+    lines.append(f"{f'get_many({n:,} random ids)':<38}{api['get_many']['median_s'] * 1000:>10.1f}"
                  f"{'':>10}{'<= 1000':>22}")
-    lines.append(f"{'get_many(10,000 contiguous ids)':<38}{api['get_many_contiguous_s'] * 1000:>10.1f}")
+    lines.append(f"{f'get_many({n:,} contiguous ids)':<38}{api['get_many_contiguous_s'] * 1000:>10.1f}")
     if http:
         lines.append(f"{'http GET one prediction':<38}{http['single']['p50_ms']:>10.3f}"
                      f"{http['single']['p99_ms']:>10.3f}{'p99 <= 20':>22}")
@@ -251,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-http", action="store_true")
     parser.add_argument("--output", type=Path, help=f"where to write the figures (default {RESULTS}; "
                                                     "--smoke: nowhere)")
+    parser.add_argument("--quiet-below", type=float, metavar="LOAD",
+                        help="before timing, wait (up to 30 min) for the 1-minute load average "
+                             "to drop below LOAD")
     parser.add_argument("--keep", type=Path, help="fill this home instead of a temporary one, and keep it "
                                                   "(reused if it already holds the rows)")
     args = parser.parse_args(argv)
@@ -261,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="almanac-bench-") as tmp:
         home = args.keep or Path(tmp) / "home"
         predictions = home / "predictions"
-        fill_s = 0.0
+        fill_s = None  # a kept home's rows were written by an earlier run
         if not (predictions / JOB).exists():
             print(f"writing {args.rows:,} predictions…", file=sys.stderr)
             fill_s = fill(predictions, args.rows, shard_rows=args.shard_rows,
@@ -271,9 +278,13 @@ def main(argv: list[str] | None = None) -> int:
             "rows": args.rows, "shard_rows": args.shard_rows, "row_group_rows": args.row_group_rows,
             "shards": len(list((predictions / JOB).glob("*.parquet"))),
             "bytes": sum(f.stat().st_size for f in (predictions / JOB).glob("*.parquet")),
-            "index_bytes": (predictions / "index.db").stat().st_size, "fill_s": round(fill_s, 2),
+            "index_bytes": (predictions / "index.db").stat().st_size,
+            "fill_s": round(fill_s, 2) if fill_s is not None else None,
             "checked": args.smoke,
         }
+        if args.quiet_below is not None:
+            results["quiet"] = wait_for_quiet(args.quiet_below)
+        results["load_before"] = load_average()
         print("timing lookups…", file=sys.stderr)
         results["api"] = bench_api(predictions, args.rows, args.samples, 10_000, rng, args.smoke)
         results["pyarrow_filter"] = bench_pyarrow(predictions, args.rows, 3 if args.smoke else 7, rng)
@@ -281,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             results["pyarrow_filter"]["p50_ms"] / results["api"]["single"]["p50_ms"], 1)
         if not args.no_http:
             results["http"] = bench_http(home, args.rows, min(args.samples, 3000), rng, args.smoke)
+        results["load_after"] = load_average()
         results["machine"] = machine("pyarrow", "fastapi", "uvicorn", "httpx", "almanac")
     print(_table(results), file=sys.stderr)
     json.dump(results, sys.stdout, indent=2)

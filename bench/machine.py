@@ -52,3 +52,24 @@ def machine(*packages: str) -> dict[str, Any]:
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "versions": versions(*packages),
     }
+
+
+def load_average() -> list[float] | None:
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def wait_for_quiet(threshold: float, timeout_s: float = 1800, poll_s: float = 15) -> dict[str, Any]:
+    """Wait (polling: this is a benchmark, not a test) until the 1-minute load average
+    is below `threshold`, at most `timeout_s`; other work on a 2-core machine skews
+    every latency figure. Says what it saw, for the results."""
+    import time
+
+    began = time.monotonic()
+    seen = load_average()
+    while seen is not None and seen[0] >= threshold and time.monotonic() - began < timeout_s:
+        print(f"waiting for a quiet machine: load {seen[0]:.2f} >= {threshold}", file=sys.stderr,
+              flush=True)
+        time.sleep(poll_s)
+        seen = load_average()
+    return {"threshold": threshold, "waited_s": round(time.monotonic() - began, 1), "load": seen,
+            "quiet": seen is None or seen[0] < threshold}

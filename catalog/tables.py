@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (
     BigInteger,
+    TypeDecorator,
     CheckConstraint,
     DateTime,
     Float,
@@ -29,6 +30,21 @@ RUN_STATUSES = ("running", "ok", "failed_rows", "error", "interrupted")
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """SQLite keeps no time zone: store UTC, and give it back as aware UTC datetimes."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(timezone.utc)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        return value.replace(tzinfo=timezone.utc) if value is not None else None
 
 
 class Base(DeclarativeBase):
@@ -67,9 +83,9 @@ class Model(Base):
     downloads: Mapped[int | None] = mapped_column(BigInteger)
     likes: Mapped[int | None] = mapped_column(Integer)
     card: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+        UTCDateTime, default=utcnow, onupdate=utcnow
     )
 
     languages: Mapped[list[ModelLanguage]] = relationship(
@@ -162,8 +178,8 @@ class Run(Base):
     model_ref: Mapped[str] = mapped_column(String(300))
     revision: Mapped[str | None] = mapped_column(String(100))
     status: Mapped[str] = mapped_column(String(20))
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     inputs: Mapped[int] = mapped_column(Integer, default=0)
     cached: Mapped[int] = mapped_column(Integer, default=0)
     copied: Mapped[int] = mapped_column(Integer, default=0)

@@ -45,8 +45,6 @@ def duration(seconds: float | None) -> str:
 def when(at: datetime | None) -> str:
     if at is None:
         return ""
-    if at.tzinfo is None:  # SQLite hands back naive datetimes that were stored as UTC
-        at = at.replace(tzinfo=timezone.utc)
     return at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 

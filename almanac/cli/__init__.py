@@ -34,11 +34,17 @@ def _register() -> None:
     cli.add_command(models.models)
     models.models.add_command(models_import.add)
     models.models.add_command(models_import.scan_cache)
+    from almanac.cli import tui_cmd
+    cli.add_command(tui_cmd.tui)
     try:
         from almanac.cli import batch_cmds
     except ImportError:  # pragma: no cover - while the batch room is being built
         return
     batch_cmds.register(cli)
+    from almanac.cli import query_cmds, serve_cmd
+
+    query_cmds.register(cli)
+    cli.add_command(serve_cmd.serve)
 
 
 _register()

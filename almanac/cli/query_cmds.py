@@ -1,0 +1,203 @@
+"""`almanac query`, `almanac export` and `almanac cache verify|gc`: reading the cache."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from almanac.cli.base import (
+    AlmanacError, Env, add_translator, echo_table, emit_json, json_option, pass_env, warn,
+)
+from almanac.exitcodes import ExitCode
+
+
+def _translate(exc: BaseException) -> click.ClickException | None:
+    from batch.export import ExportError
+    from batch.query import QueryError, UnknownJobError
+
+    if isinstance(exc, UnknownJobError):
+        return AlmanacError(str(exc), ExitCode.ERROR)
+    if isinstance(exc, ExportError):
+        return AlmanacError(str(exc), ExitCode.USAGE)
+    if isinstance(exc, QueryError):
+        return AlmanacError(str(exc), ExitCode.ERROR)
+    return None
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = "" if value is None else str(value).replace("\n", "\\n")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _emit(records: list[dict[str, Any]], fmt: str) -> None:
+    from batch.query import columns, to_json
+
+    if fmt == "json":
+        emit_json([to_json(r) for r in records])
+    elif fmt == "jsonl":
+        for r in records:
+            click.echo(json.dumps(to_json(r), ensure_ascii=False))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns())
+        for r in records:
+            writer.writerow(["" if v is None else json.dumps(v) if isinstance(v, list) else to_json(v)
+                             for v in r.values()])
+    else:
+        echo_table([[r["input_id"], _short(r["output"]), r["finish_reason"] or "",
+                     str(r["output_tokens"] or ""), r["created_at"].strftime("%Y-%m-%d %H:%M:%S"),
+                     _short(r["error"], 50)] for r in records],
+                   ["INPUT", "OUTPUT", "FINISH", "TOKENS", "CREATED", "ERROR"])
+
+
+def _format(json_: bool, jsonl: bool, csv_: bool) -> str:
+    chosen = [name for name, on in (("json", json_), ("jsonl", jsonl), ("csv", csv_)) if on]
+    if len(chosen) > 1:
+        raise click.UsageError("choose one of --json, --jsonl and --csv")
+    return chosen[0] if chosen else "table"
+
+
+def _lookup(p, input_ids: tuple[str, ...], key: str | None,  # noqa: ANN001 - batch.query.Predictions
+            all_versions: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    """The records asked for, and what was asked for but is not cached."""
+    if key is not None:
+        found = p.by_key(key)
+        return ([found], []) if found else ([], [f"key {key!r}"])
+    wanted = list(dict.fromkeys(input_ids))
+    if all_versions:
+        by_id = {i: p.versions(i) for i in wanted}
+    else:
+        got = p.get_many(wanted)
+        by_id = {i: [got[i]] if i in got else [] for i in wanted}
+    return [r for rs in by_id.values() for r in rs], [f"input {i!r}" for i, rs in by_id.items() if not rs]
+
+
+@click.command()
+@click.argument("job")
+@click.option("--input-id", "input_ids", multiple=True, help="Look up this input (repeatable).")
+@click.option("--key", help="Look up a prediction by its content address.")
+@click.option("--contains", help="Only outputs containing this text (case-insensitive).")
+@click.option("--model", help="Only predictions of this model reference.")
+@click.option("--failed", is_flag=True, help="Only failed rows.")
+@click.option("--all", "all_versions", is_flag=True, help="Every cached version, not only the latest.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0), default=0)
+@json_option
+@click.option("--jsonl", is_flag=True, help="Print one JSON record per line.")
+@click.option("csv_", "--csv", is_flag=True, help="Print CSV with every column.")
+@pass_env
+def query(env: Env, job: str, input_ids: tuple[str, ...], key: str | None, contains: str | None,
+          model: str | None, failed: bool, all_versions: bool, limit: int, offset: int,
+          json_: bool, jsonl: bool, csv_: bool) -> None:
+    """Cached predictions of JOB: the latest per input, in input id order.
+
+    With --input-id or --key, exactly those (exit 1 if one is not cached)."""
+    from batch.query import Predictions
+
+    fmt = _format(json_, jsonl, csv_)
+    lookup = bool(input_ids) or key is not None
+    if input_ids and key is not None:
+        raise click.UsageError("--input-id and --key are two ways to look up: use one")
+    if lookup and (contains is not None or model is not None or failed):
+        raise click.UsageError("--contains, --model and --failed filter listings, not lookups")
+    with Predictions.at(env.home.predictions, job) as p:
+        if lookup:
+            records, missing = _lookup(p, input_ids, key, all_versions)
+        else:
+            records, total = p.page(contains=contains, model=model,
+                                    failed=True if failed else None, all_versions=all_versions,
+                                    limit=limit, offset=offset, total=fmt == "table")
+            missing = []
+            if total is not None and total > offset + len(records):
+                warn(f"{offset + 1}–{offset + len(records)} of {total}; --offset {offset + limit} for more")
+    _emit(records, fmt)
+    if missing:
+        raise AlmanacError(f"job {job!r} has no prediction for {', '.join(missing)}", ExitCode.ERROR)
+
+
+@click.command("export")
+@click.argument("job")
+@click.option("--format", "fmt", required=True,
+              type=click.Choice(["parquet", "jsonl", "csv", "openai-batch"]),
+              help="openai-batch: OpenAI batch output lines (custom_id = input id).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="File to write ('-': stdout, text formats only).")
+@click.option("--all", "all_versions", is_flag=True, help="Every cached version, not only the latest.")
+@pass_env
+def export(env: Env, job: str, fmt: str, output: str, all_versions: bool) -> None:
+    """Export JOB's predictions (the latest per input) to a file."""
+    from batch.export import export as run_export
+
+    target = None if output == "-" else Path(output)
+    n = run_export(env.home.predictions, job, fmt, target, all_versions=all_versions)
+    warn(f"exported {n} predictions of {job} to {output if target else 'stdout'}")
+
+
+@click.group()
+def cache() -> None:
+    """Check and clean the prediction cache."""
+
+
+@cache.command()
+@click.argument("job", required=False)
+@json_option
+@pass_env
+def verify(env: Env, job: str | None, json_: bool) -> None:
+    """Check every shard (readable, rows and checksum as indexed) and the index against
+    the files. Exit 1 if anything is damaged."""
+    from batch.maintenance import verify as run_verify
+
+    report = run_verify(env.home.predictions, job)
+    if json_:
+        emit_json(report.to_json())
+    else:
+        if report.problems:
+            echo_table([[f.job, f.shard or "", f.kind, f.detail] for f in report.problems],
+                       ["JOB", "SHARD", "PROBLEM", "DETAIL"])
+        for note in report.notes:
+            warn(f"note: {note.job}/{note.shard}: {note.kind}: {note.detail}")
+        warn(f"{len(report.jobs)} jobs, {report.shards} shards, {report.rows} rows, "
+             f"{report.bytes} bytes checked: "
+             + ("ok" if report.ok else f"{len(report.problems)} problems"))
+    if not report.ok:
+        sys.exit(ExitCode.ERROR)
+
+
+@cache.command()
+@click.argument("job", required=False)
+@click.option("--dry-run", is_flag=True, help="Report what would be removed; change nothing.")
+@click.option("--keep-versions", is_flag=True,
+              help="Keep shards holding older versions (`query --all`); remove only shards "
+                   "nothing references.")
+@json_option
+@pass_env
+def gc(env: Env, job: str | None, dry_run: bool, keep_versions: bool, json_: bool) -> None:
+    """Remove superseded shards (no row is any input's latest) and temporary files left
+    by crashes. Exits 75 without changing anything while a run is active."""
+    from batch.maintenance import gc as run_gc
+
+    report = run_gc(env.home.predictions, env.home.locks, job=job, dry_run=dry_run,
+                    keep_versions=keep_versions)
+    if json_:
+        emit_json(report.to_json())
+        return
+    rows = [[j.job, c.shard, str(c.rows), str(c.bytes)] for j in report.jobs for c in j.collected]
+    if rows:
+        echo_table(rows, ["JOB", "SHARD", "ROWS", "BYTES"])
+    verb = "would remove" if dry_run else "removed"
+    tmp = sum(j.removed_tmp for j in report.jobs)
+    indexed = sum(j.indexed for j in report.jobs)
+    warn(f"{verb} {report.shards_removed} shards ({report.bytes_freed} bytes) and {tmp} "
+         f"temporary files; {'would index' if dry_run else 'indexed'} {indexed} unindexed shards")
+
+
+def register(cli: click.Group) -> None:
+    add_translator(_translate)
+    cli.add_command(query)
+    cli.add_command(export)
+    cli.add_command(cache)

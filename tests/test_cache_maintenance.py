@@ -1,0 +1,186 @@
+"""`almanac cache verify` finds damage; `almanac cache gc` removes only what no lookup needs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from batch.lock import JobLock, JobLockedError
+from batch.maintenance import gc, verify
+from batch.query import Predictions
+from tests.cache_support import record, write
+from tests.engine_support import almanac
+
+
+@pytest.fixture
+def predictions(home: Path) -> Path:
+    return home / "predictions"
+
+
+def _kinds(report) -> list[str]:  # noqa: ANN001
+    return sorted(f.kind for f in report.problems)
+
+
+def _index(predictions: Path, sql: str, *params: object) -> list[tuple]:
+    db = sqlite3.connect(predictions / "index.db")
+    try:
+        with db:
+            return db.execute(sql, params).fetchall()
+    finally:
+        db.close()
+
+
+# -- verify --------------------------------------------------------------------------------------
+
+
+def test_a_healthy_cache_verifies_clean(predictions: Path, home: Path) -> None:
+    write(predictions, [record(f"r{i}") for i in range(30)], shard_rows=10)
+    write(predictions, [record("r1", version=2)], run_id="f" * 32)
+    write(predictions, [record("q", job="veg")], job="veg")
+
+    report = verify(predictions)
+    assert report.ok and report.jobs == ["fruits", "veg"]
+    assert (report.shards, report.rows) == (5, 32)
+
+    cli = almanac(home, "cache", "verify", "--json")
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["ok"] is True
+    assert almanac(home, "cache", "verify", "fruits").returncode == 0
+
+
+def test_verify_reports_each_kind_of_damage_and_exits_1(predictions: Path, home: Path) -> None:
+    shards = write(predictions, [record(f"r{i}") for i in range(40)], shard_rows=10)
+    directory = predictions / "fruits"
+    # A flipped byte in the middle: the size holds, the checksum does not.
+    data = bytearray((directory / shards[0]).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (directory / shards[0]).write_bytes(bytes(data))
+    (directory / shards[1]).write_bytes(b"PAR1 truncated")  # unreadable, wrong size
+    (directory / shards[2]).unlink()
+    _index(predictions, "UPDATE records SET input_id = 'someone-else' WHERE shard = ? AND row = 3", shards[3])
+    (directory / "part-stray.parquet").write_bytes((directory / shards[3]).read_bytes())
+    (directory / ".part-inflight.parquet.tmp").write_bytes(b"")
+
+    report = verify(predictions)
+    kinds = _kinds(report)
+    assert "checksum" in kinds and "missing" in kinds and "unindexed" in kinds
+    assert "size" in kinds and "unreadable" in kinds
+    assert "index-mismatch" in kinds and "latest-mismatch" in kinds
+    mismatch = next(f for f in report.problems if f.kind == "index-mismatch")
+    assert mismatch.shard == shards[3] and "row 3" in mismatch.detail
+    assert [n.kind for n in report.notes] == ["temporary"]  # not damage
+
+    cli = almanac(home, "cache", "verify")
+    assert cli.returncode == 1
+    assert "missing" in cli.stdout and "problems" in cli.stderr and "Traceback" not in cli.stderr
+    assert almanac(home, "cache", "verify", "nojob").returncode == 1
+
+
+# -- gc ------------------------------------------------------------------------------------------
+
+
+def test_gc_removes_superseded_shards_and_keeps_every_latest_row(predictions: Path, home: Path) -> None:
+    first = write(predictions, [record(f"r{i}") for i in range(20)], shard_rows=10)
+    # A later run re-answers r0..r9 (the whole first shard) and only r10 of the second.
+    write(predictions, [record(f"r{i}", version=2, output="v2") for i in range(11)], run_id="f" * 32)
+    before = {f"r{i}": r for i, r in ((i, Predictions.at(predictions, "fruits").get(f"r{i}"))
+                                      for i in range(20))}
+
+    dry = almanac(home, "cache", "gc", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert [c["shard"] for c in json.loads(dry.stdout)["jobs"][0]["collected"]] == [first[0]]
+    assert (predictions / "fruits" / first[0]).exists()  # a dry run changes nothing
+
+    report = gc(predictions, home / "locks")
+    assert [c.shard for j in report.jobs for c in j.collected] == [first[0]]
+    assert report.bytes_freed > 0
+    assert not (predictions / "fruits" / first[0]).exists()
+    assert not list((predictions / "fruits").glob(".*"))  # no .gc leftovers
+    assert _index(predictions, "SELECT count(*) FROM records WHERE shard = ?", first[0]) == [(0,)]
+    with Predictions.at(predictions, "fruits") as p:
+        assert {k: p.get(k) for k in before} == before
+        assert len(p.versions("r10")) == 2  # its old version lives in a kept shard
+    assert verify(predictions).ok
+
+
+def test_gc_keep_versions_only_removes_what_nothing_references(predictions: Path, home: Path) -> None:
+    write(predictions, [record(f"r{i}") for i in range(10)])
+    write(predictions, [record(f"r{i}", version=2) for i in range(10)], run_id="f" * 32)
+    kept = gc(predictions, home / "locks", keep_versions=True)
+    assert kept.shards_removed == 0
+    with Predictions.at(predictions, "fruits") as p:
+        assert len(p.versions("r3")) == 2
+
+
+def test_gc_removes_crash_temporaries_and_indexes_shards_that_landed(predictions: Path, home: Path) -> None:
+    shards = write(predictions, [record(f"r{i}") for i in range(10)], shard_rows=5)
+    directory = predictions / "fruits"
+    # A crash between rename and index commit: the file landed, the index never heard.
+    _index(predictions, "DELETE FROM shards WHERE name = ?", shards[1])
+    _index(predictions, "DELETE FROM records WHERE shard = ?", shards[1])
+    _index(predictions, "DELETE FROM latest WHERE shard = ?", shards[1])
+    (directory / ".part-x.parquet.tmp").write_bytes(b"half a shard")
+    assert _kinds(verify(predictions)) == ["unindexed"]
+
+    report = gc(predictions, home / "locks")
+    (job,) = report.jobs
+    assert (job.removed_tmp, job.indexed, job.collected) == (1, 1, [])
+    assert verify(predictions).ok and not verify(predictions).notes
+    with Predictions.at(predictions, "fruits") as p:
+        assert p.get("r7")["output"] == "drupe"
+
+
+def test_gc_changes_nothing_while_any_job_runs(predictions: Path, home: Path) -> None:
+    write(predictions, [record("a")])
+    write(predictions, [record("a", version=2)], run_id="f" * 32)
+    write(predictions, [record("x", job="veg")], job="veg")
+    files = sorted(p.name for p in (predictions / "fruits").iterdir())
+
+    # Another job's run could be copying a record out of a fruits shard right now.
+    with JobLock(home / "locks", "veg"):
+        with pytest.raises(JobLockedError):
+            gc(predictions, home / "locks", job="fruits")
+        cli = almanac(home, "cache", "gc")
+        assert cli.returncode == 75 and "locked" in cli.stderr
+    assert sorted(p.name for p in (predictions / "fruits").iterdir()) == files
+    assert gc(predictions, home / "locks", job="fruits").shards_removed == 1
+
+
+def test_gc_finishes_or_undoes_an_interrupted_collection(predictions: Path, home: Path) -> None:
+    (kept,) = write(predictions, [record("a")])
+    (old,) = write(predictions, [record("b")], run_id="e" * 32)
+    write(predictions, [record("b", version=2)], run_id="f" * 32)
+    directory = predictions / "fruits"
+    # Died before its commit: the index still lists `kept`, whose file was renamed.
+    os.rename(directory / kept, directory / f".{kept}.gc")
+    # Died after its commit: `old`'s rows are gone, its file not yet unlinked.
+    _index(predictions, "DELETE FROM records WHERE shard = ?", old)
+    _index(predictions, "DELETE FROM shards WHERE name = ?", old)
+    os.rename(directory / old, directory / f".{old}.gc")
+    assert "missing" in _kinds(verify(predictions))
+
+    report = gc(predictions, home / "locks")
+    assert report.jobs[0].repaired == 2
+    assert (directory / kept).exists() and not list(directory.glob(".*"))
+    assert verify(predictions).ok
+    with Predictions.at(predictions, "fruits") as p:
+        assert p.get("a") is not None and p.get("b")["key"] == record("b", version=2)["key"]
+
+
+def test_a_reader_with_a_shard_open_keeps_reading_through_gc(predictions: Path, home: Path) -> None:
+    write(predictions, [record("a"), record("b")])
+    with Predictions.at(predictions, "fruits") as p:
+        assert p.versions("a")  # opens the first shard
+        write(predictions, [record("a", version=2), record("b", version=2)], run_id="f" * 32)
+        assert gc(predictions, home / "locks").shards_removed == 1
+        assert p.get("a")["key"] == record("a", version=2)["key"]
+        assert [r["key"] for r in p.versions("a")] == [record("a", version=2)["key"]]
+
+
+def test_gc_on_an_empty_home_and_an_unknown_job(predictions: Path, home: Path) -> None:
+    assert gc(predictions, home / "locks").jobs == []
+    assert almanac(home, "cache", "gc", "nojob").returncode == 1
