@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.engine import machine_description
-from bench.machine import load_average, wait_for_quiet
+from bench.machine import add_output_options, load_average, report, wait_for_quiet
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results" / "catalog.json"
@@ -180,12 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="timed calls per query (the p99 of 100 would be the slowest one)")
     parser.add_argument("--smoke", action="store_true",
                         help="2,000 models, 10 runs, answers checked, nothing recorded")
-    parser.add_argument("--output", type=Path, help=f"where to write the figures (default {RESULTS}; "
-                                                    "--smoke: nowhere)")
+    add_output_options(parser, RESULTS)
     parser.add_argument("--keep", type=Path, help="use this home (filled if it has no catalog) and keep it")
-    parser.add_argument("--quiet-below", type=float, metavar="LOAD",
-                        help="before timing, wait (up to 30 min) for the 1-minute load average "
-                             "to drop below LOAD")
     args = parser.parse_args(argv)
     if args.smoke:
         args.models, args.runs = min(args.models, 2000), min(args.runs, 10)
@@ -237,13 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                           cli_once(home, "--search", "clinical", "--sort", "relevance", "--limit", "50")]
         results["load_average"] = {"start": load_start, "end": load_average()}
         results["machine"] = machine_description("sqlalchemy", "almanac")
-    print(_table(results), file=sys.stderr)
-    json.dump(results, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        print(f"figures written to {output}", file=sys.stderr)
+    report(results, _table(results), output)
     return 0
 
 

@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.machine import load_average, wait_for_quiet
+from bench.machine import add_output_options, load_average, report, wait_for_quiet
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results" / "engine.json"
@@ -458,12 +458,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the VLLM_ENABLE_V1_MULTIPROCESSING=1 pair")
     parser.add_argument("--smoke", action="store_true",
                         help="120 prompts, one pair, every answer checked, nothing recorded")
-    parser.add_argument("--output", type=Path, help=f"where to write the figures (default {RESULTS}; "
-                                                    "--smoke: nowhere)")
+    add_output_options(parser, RESULTS)
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
-    parser.add_argument("--quiet-below", type=float, metavar="LOAD",
-                        help="before timing, wait (up to 30 min) for the 1-minute load average "
-                             "to drop below LOAD")
     # Internal: the two sides' worker processes.
     parser.add_argument("--raw-worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--almanac-worker", type=Path, help=argparse.SUPPRESS)
@@ -543,13 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         results["load_average"] = {"start": load_start, "end": load_average()}
         results["total_s"] = round(time.perf_counter() - began, 1)
         results["machine"] = machine_description()
-    print(_table(results), file=sys.stderr)
-    json.dump(results, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        print(f"figures written to {output}", file=sys.stderr)
+    report(results, _table(results), output)
     return 0
 
 

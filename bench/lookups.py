@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import random
 import re
@@ -33,7 +32,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.machine import load_average, machine, wait_for_quiet
+from bench.machine import add_output_options, load_average, machine, report, wait_for_quiet
 
 JOB = "bench-lookups"
 RUN = "b" * 32
@@ -253,11 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--row-group-rows", type=int, default=1024)
     parser.add_argument("--shard-rows", type=int, default=10_000)
     parser.add_argument("--no-http", action="store_true")
-    parser.add_argument("--output", type=Path, help=f"where to write the figures (default {RESULTS}; "
-                                                    "--smoke: nowhere)")
-    parser.add_argument("--quiet-below", type=float, metavar="LOAD",
-                        help="before timing, wait (up to 30 min) for the 1-minute load average "
-                             "to drop below LOAD")
+    add_output_options(parser, RESULTS)
     parser.add_argument("--keep", type=Path, help="fill this home instead of a temporary one, and keep it "
                                                   "(reused if it already holds the rows)")
     args = parser.parse_args(argv)
@@ -294,13 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             results["http"] = bench_http(home, args.rows, min(args.samples, 3000), rng, args.smoke)
         results["load_after"] = load_average()
         results["machine"] = machine("pyarrow", "fastapi", "uvicorn", "httpx", "almanac")
-    print(_table(results), file=sys.stderr)
-    json.dump(results, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        print(f"figures written to {output}", file=sys.stderr)
+    report(results, _table(results), output)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sqlite3
@@ -73,3 +74,23 @@ def wait_for_quiet(threshold: float, timeout_s: float = 1800, poll_s: float = 15
         seen = load_average()
     return {"threshold": threshold, "waited_s": round(time.monotonic() - began, 1), "load": seen,
             "quiet": seen is None or seen[0] < threshold}
+
+
+def add_output_options(parser: Any, results: Path) -> None:
+    """The options every benchmark shares: where figures go, and waiting for quiet."""
+    parser.add_argument("--output", type=Path,
+                        help=f"where to write the figures (default {results}; --smoke: nowhere)")
+    parser.add_argument("--quiet-below", type=float, metavar="LOAD",
+                        help="before timing, wait (up to 30 min) for the 1-minute load average "
+                             "to drop below LOAD")
+
+
+def report(results: dict[str, Any], table: str, output: Path | None) -> None:
+    """The table on stderr, the figures as JSON on stdout and, unless a smoke run, on disk."""
+    print(table, file=sys.stderr)
+    json.dump(results, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        print(f"figures written to {output}", file=sys.stderr)

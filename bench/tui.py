@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import subprocess
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.catalog_gen import generate
+from bench.machine import report
 
 RESULTS = Path(__file__).parent / "results" / "tui.json"
 FIRST_PAGE_S = 1.5
@@ -258,12 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         and results["facet"]["median_ms"] <= REDRAW_S * 1000
         and results["search"]["median_ms"] <= REDRAW_S * 1000
     )
-    print(_table(results), file=sys.stderr)
-    print(json.dumps(results, indent=2))
-    output = args.output or (None if args.smoke else RESULTS)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    report(results, _table(results), args.output or (None if args.smoke else RESULTS))
     return 0
 
 
