@@ -65,8 +65,6 @@ def run_demo(catalog: Catalog, home: Home, job_path: Path | None = None,
     try:
         result = runner.run(spec)
     finally:
-        if runner._pool is not None:
-            runner.pool.close()
         runner.close()
     return result, preview(home, spec.name, spec.input.path, preview_rows), \
         accuracy(home, spec.name, spec.input.path)

@@ -73,6 +73,7 @@ class Runner:
         self.store = PredictionStore(predictions)
         self.locks = locks
         self._pool = pool
+        self._owns_pool = pool is None
 
     @property
     def pool(self) -> Any:
@@ -83,6 +84,10 @@ class Runner:
         return self._pool
 
     def close(self) -> None:
+        """Closes the index, and the engines if this runner started them (a pool
+        handed in, as tests share one, stays open for its owner)."""
+        if self._owns_pool and self._pool is not None:
+            self._pool.close()
         self.store.close()
 
     def run(self, spec: JobSpec, *, dry_run: bool = False, limit: int | None = None,

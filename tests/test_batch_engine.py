@@ -70,7 +70,7 @@ def test_rerun_is_served_from_cache_without_starting_the_engine(runner, home, tm
     fresh = Runner(runner.catalog, home / "predictions", home / "locks", pool=EnginePool())
     result = fresh.run(load_spec(job))
     assert (result.cached, result.generated, result.engine_started) == (40, 0, False)
-    assert fresh._pool.starts == 0
+    assert fresh.pool.starts == 0
     assert len(read_job(home, "again")) == 40  # nothing written twice
 
 

@@ -93,8 +93,6 @@ def run(env: Env, jobs: tuple[str, ...], dry_run: bool, limit: int | None, retry
             if not json_:
                 click.echo(_human(result))
     finally:
-        if runner._pool is not None:
-            runner.pool.close()
         runner.close()
     if json_:
         data = [r.to_json() for r in results]
