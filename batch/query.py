@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batch.records import arrow_schema
+from catalog.records import jsonable as to_json  # re-exported for the front door
 
 CHUNK = 500  # SQLite host parameters per IN (...) query
 OPEN_SHARDS = 128  # ParquetFile objects kept open (one file descriptor each)
@@ -94,17 +95,6 @@ def resolve_home(home: str | os.PathLike[str] | None) -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("almanac", appauthor=False))
-
-
-def to_json(value: Any) -> Any:
-    """A record (or anything holding records) with datetimes as ISO 8601 strings."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: to_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [to_json(v) for v in value]
-    return value
 
 
 def _chunks(items: list, size: int = CHUNK) -> Iterator[list]:
