@@ -7,16 +7,15 @@ local model, and run through the same runner as every other job.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-import pyarrow.dataset as ds
-
 from almanac.paths import Home
+from batch.inputs import read_rows
+from batch.query import Predictions
 from batch.runner import RunResult, Runner, configure_logging
-from batch.spec import load_spec
+from batch.spec import JobSpec, load_spec
 from catalog.db import Catalog
 from catalog.ops import load_seed
 from catalog.store import upsert_model
@@ -66,37 +65,24 @@ def run_demo(catalog: Catalog, home: Home, job_path: Path | None = None,
         result = runner.run(spec)
     finally:
         runner.close()
-    return result, preview(home, spec.name, spec.input.path, preview_rows), \
-        accuracy(home, spec.name, spec.input.path)
+    rows = answers(home, spec)
+    right = sum(r["output"] == r["expected"] for r in rows)
+    return result, spread(rows, preview_rows), (right, len(rows))
 
 
-def preview(home: Home, job: str, input_path: Path, rows: int) -> list[dict[str, Any]]:
-    """A few predictions read back from the Parquet dataset, next to the right answer."""
+def answers(home: Home, spec: JobSpec) -> list[dict[str, Any]]:
+    """Every input's cached prediction, next to the right answer."""
     from batch.tinymodel import FRUIT_FAMILIES
 
-    table = ds.dataset(home.predictions / job, format="parquet").to_table(
-        columns=["input_id", "output", "created_at"])
-    latest: dict[str, str] = {}
-    for rec in sorted(table.to_pylist(), key=lambda r: r["created_at"]):
-        latest[rec["input_id"]] = rec["output"]
-    fruits = {}
-    with input_path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                row = json.loads(line)
-                fruits[str(row.get("id"))] = row.get("fruit")
-    ids = list(fruits)
-    step = max(1, len(ids) // rows)  # spread over the file: it is grouped by family
-    out = []
-    for input_id in ids[::step][:rows]:
-        fruit = fruits[input_id]
-        out.append({"input_id": input_id, "fruit": fruit,
-                    "output": (latest.get(input_id) or "").strip(),
-                    "expected": FRUIT_FAMILIES.get(fruit, "?")})
-    return out
+    fruits = {row.id: (row.fields or {}).get("fruit") for row in read_rows(spec.input)}
+    with Predictions.open(home.root, spec.name) as predictions:
+        found = predictions.get_many(list(fruits))
+    return [{"input_id": input_id, "fruit": fruit,
+             "output": ((found.get(input_id) or {}).get("output") or "").strip(),
+             "expected": FRUIT_FAMILIES.get(fruit, "?")}
+            for input_id, fruit in fruits.items()]
 
 
-def accuracy(home: Home, job: str, input_path: Path) -> tuple[int, int]:
-    """Correct answers over all rows, so the demo shows the specialist is right."""
-    rows = preview(home, job, input_path, rows=10**9)
-    return sum(r["output"] == r["expected"] for r in rows), len(rows)
+def spread(rows: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """A sample across the file: it is grouped by family."""
+    return rows[:: max(1, len(rows) // count)][:count]

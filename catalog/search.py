@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from catalog import sizes, taxonomy
 from catalog.records import ModelRecord
-from catalog.store import to_record
-from catalog.tables import Model, ModelDomain, ModelLanguage, Run
+from catalog.store import performances, to_record
+from catalog.tables import Model, ModelDomain, ModelLanguage
 
 SORTS = {
     "name": (Model.name.collate("NOCASE"),),
@@ -137,7 +137,9 @@ def list_models(session: Session, f: ModelFilter) -> list[ModelRecord]:
     if f.offset:
         stmt = stmt.offset(f.offset)
     records = [to_record(session, m) for m in session.scalars(stmt)]
-    _attach_throughput(session, records)
+    measured = performances(session, [r.id for r in records]) if records else {}
+    for record in records:
+        record.performance = measured.get(record.id)
     return records
 
 
@@ -146,22 +148,6 @@ def count_models(session: Session, f: ModelFilter) -> int:
     return session.scalar(
         select(func.count()).select_from(Model).where(_within(Model.id, _filtered(f)))
     ) or 0
-
-
-def _attach_throughput(session: Session, records: list[ModelRecord]) -> None:
-    from catalog.records import PerformanceRecord
-
-    if not records:
-        return
-    by_id = {r.id: r for r in records}
-    latest = (
-        select(Run.model_id, Run.tokens_per_s, Run.engine_start_s, Run.hardware,
-               func.max(Run.started_at).label("at"), func.count().label("n"))
-        .where(Run.model_id.in_(by_id), Run.generated > 0, Run.tokens_per_s.is_not(None))
-        .group_by(Run.model_id)
-    )
-    for model_id, tps, start, hw, at, n in session.execute(latest):
-        by_id[model_id].performance = PerformanceRecord(n, tps, start, hw, at)
 
 
 def domain_counts(session: Session, f: ModelFilter | None = None) -> dict[str, int]:

@@ -172,28 +172,24 @@ def to_record(session: Session, model: Model, *, detail: bool = False) -> ModelR
                 .order_by(Model.ref)
             )
         )
-        record.performance = performance(session, model.id)
+        record.performance = performances(session, [model.id]).get(model.id)
     return record
 
 
-def performance(session: Session, model_id: int) -> PerformanceRecord | None:
-    """Median-free summary on purpose: the latest generating run is what users compare."""
-    runs = session.scalars(
-        select(Run)
-        .where(Run.model_id == model_id, Run.generated > 0, Run.tokens_per_s.is_not(None))
-        .order_by(Run.started_at.desc())
-    ).all()
-    if not runs:
-        return None
-    latest = runs[0]
-    return PerformanceRecord(
-        runs=len(runs),
-        tokens_per_s=latest.tokens_per_s,
-        engine_start_s=latest.engine_start_s,
-        hardware=latest.hardware,
-        last_run_at=latest.started_at,
+def performances(session: Session, model_ids: list[int]) -> dict[int, PerformanceRecord]:
+    """Each model's latest generating run, which is what users compare, and how many
+    there were. SQLite fills the bare columns from the row that holds max()."""
+    latest = (
+        select(Run.model_id, Run.tokens_per_s, Run.engine_start_s, Run.hardware,
+               func.max(Run.started_at), func.count())
+        .where(Run.model_id.in_(model_ids), Run.generated > 0, Run.tokens_per_s.is_not(None))
+        .group_by(Run.model_id)
     )
-
+    return {
+        model_id: PerformanceRecord(runs=n, tokens_per_s=tps, engine_start_s=start,
+                                    hardware=hw, last_run_at=at)
+        for model_id, tps, start, hw, at, n in session.execute(latest)
+    }
 
 
 def fill_from_existing(session: Session, entry: ModelEntry) -> ModelEntry:

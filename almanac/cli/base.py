@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import click
@@ -52,30 +53,31 @@ class AlmanacError(click.ClickException):
         self.exit_code = int(code)
 
 
-def _translate(exc: BaseException) -> click.ClickException | None:
-    """The one place where exceptions from the rooms become exit codes."""
-    from catalog.db import CatalogError
-    from catalog.seed import SeedError
-    from catalog.store import UnknownModelError
+# The one place where the rooms' exceptions become exit codes, first match wins.
+# Classes are named, not imported: an exception can only come from a module that
+# is already loaded, so `almanac --help` pays for none of them.
+EXIT_CODES: tuple[tuple[str, str, ExitCode], ...] = (
+    ("catalog.seed", "SeedError", ExitCode.USAGE),
+    ("batch.spec", "SpecError", ExitCode.USAGE),
+    ("batch.export", "ExportError", ExitCode.USAGE),
+    ("batch.lock", "JobLockedError", ExitCode.LOCKED),
+    ("catalog.store", "UnknownModelError", ExitCode.ERROR),
+    ("catalog.db", "CatalogError", ExitCode.ERROR),
+    ("catalog.hub", "HubError", ExitCode.ERROR),
+    ("catalog.hubcache", "CacheScanError", ExitCode.ERROR),
+    ("catalog.localmodels", "LocalModelError", ExitCode.ERROR),
+    ("batch.resolve", "ResolveError", ExitCode.ERROR),
+    ("batch.inputs", "InputError", ExitCode.ERROR),
+    ("batch.query", "QueryError", ExitCode.ERROR),
+)
 
-    if isinstance(exc, UnknownModelError):
-        return AlmanacError(str(exc), ExitCode.ERROR)
-    if isinstance(exc, SeedError):
-        return AlmanacError(str(exc), ExitCode.USAGE)
-    if isinstance(exc, CatalogError):
-        return AlmanacError(str(exc), ExitCode.ERROR)
-    for translate in _EXTRA_TRANSLATORS:
-        if (out := translate(exc)) is not None:
-            return out
+
+def translate(exc: BaseException) -> AlmanacError | None:
+    for module_name, class_name, code in EXIT_CODES:
+        module = sys.modules.get(module_name)
+        if module is not None and isinstance(exc, getattr(module, class_name)):
+            return AlmanacError(str(exc), code)
     return None
-
-
-_EXTRA_TRANSLATORS: list = []
-
-
-def add_translator(func) -> None:  # noqa: ANN001
-    """Rooms loaded later (batch, server) register how their errors map to exit codes."""
-    _EXTRA_TRANSLATORS.append(func)
 
 
 class AlmanacGroup(click.Group):
@@ -85,7 +87,7 @@ class AlmanacGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:
-            translated = _translate(exc)
+            translated = translate(exc)
             if translated is None:
                 raise
             raise translated from exc

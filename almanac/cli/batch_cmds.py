@@ -8,24 +8,11 @@ from pathlib import Path
 import click
 
 from almanac.cli.base import (
-    AlmanacError, Env, add_translator, echo_table, emit_json, json_option, pass_env, warn,
+    Env, echo_table, emit_json, json_option, pass_env, translate, warn,
 )
 from almanac.exitcodes import ExitCode
 
 
-def _translate(exc: BaseException) -> click.ClickException | None:
-    from batch.inputs import InputError
-    from batch.lock import JobLockedError
-    from batch.resolve import ResolveError
-    from batch.spec import SpecError
-
-    if isinstance(exc, SpecError):
-        return AlmanacError(str(exc), ExitCode.USAGE)
-    if isinstance(exc, JobLockedError):
-        return AlmanacError(str(exc), ExitCode.LOCKED)
-    if isinstance(exc, (ResolveError, InputError)):
-        return AlmanacError(str(exc), ExitCode.ERROR)
-    return None
 
 
 def _exit_code(statuses: list[str]) -> int:
@@ -81,7 +68,7 @@ def run(env: Env, jobs: tuple[str, ...], dry_run: bool, limit: int | None, retry
             try:
                 result = runner.run(spec, dry_run=dry_run, limit=limit, retry_failed=retry_failed)
             except Exception as exc:
-                translated = _translate(exc) if len(specs) > 1 else None
+                translated = translate(exc) if len(specs) > 1 else None
                 if translated is None:
                     raise
                 # cron with several jobs: one job's problem must not hide the others' results
@@ -155,7 +142,6 @@ def demo(env: Env, job_path: str | None, json_: bool) -> None:
 
 
 def register(cli: click.Group) -> None:
-    add_translator(_translate)
     cli.add_command(run)
     cli.add_command(runs)
     cli.add_command(demo)

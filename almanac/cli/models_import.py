@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from almanac.cli.base import AlmanacError, Env, add_translator, emit_json, json_option, pass_env, warn
-from almanac.exitcodes import ExitCode
+from almanac.cli.base import Env, emit_json, json_option, pass_env, warn
 from catalog.records import ModelRecord  # plain dataclasses: no SQLAlchemy behind --help
 
 
@@ -110,17 +109,3 @@ def _line(record: ModelRecord) -> str:
         record.ref, format_params(record.parameters),
         ",".join(record.domains) or "-", ",".join(record.languages) or "-",
     ])
-
-
-def _translate(exc: BaseException) -> click.ClickException | None:
-    # Imported here: the rooms load huggingface_hub, which `almanac --help` should not pay for.
-    from catalog.hub import HubError
-    from catalog.hubcache import CacheScanError
-    from catalog.localmodels import LocalModelError
-
-    if isinstance(exc, (HubError, CacheScanError, LocalModelError)):
-        return AlmanacError(str(exc), ExitCode.ERROR)
-    return None
-
-
-add_translator(_translate)

@@ -11,22 +11,11 @@ from typing import Any
 import click
 
 from almanac.cli.base import (
-    AlmanacError, Env, add_translator, echo_table, emit_json, json_option, pass_env, warn,
+    AlmanacError, Env, echo_table, emit_json, json_option, pass_env, warn,
 )
 from almanac.exitcodes import ExitCode
 
 
-def _translate(exc: BaseException) -> click.ClickException | None:
-    from batch.export import ExportError
-    from batch.query import QueryError, UnknownJobError
-
-    if isinstance(exc, UnknownJobError):
-        return AlmanacError(str(exc), ExitCode.ERROR)
-    if isinstance(exc, ExportError):
-        return AlmanacError(str(exc), ExitCode.USAGE)
-    if isinstance(exc, QueryError):
-        return AlmanacError(str(exc), ExitCode.ERROR)
-    return None
 
 
 def _short(value: Any, width: int = 60) -> str:
@@ -197,7 +186,6 @@ def gc(env: Env, job: str | None, dry_run: bool, keep_versions: bool, json_: boo
 
 
 def register(cli: click.Group) -> None:
-    add_translator(_translate)
     cli.add_command(query)
     cli.add_command(export)
     cli.add_command(cache)
