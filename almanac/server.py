@@ -26,8 +26,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from almanac import __version__
 from almanac.paths import Home
-from batch.query import CacheReader, JobInfo, ShardUnavailableError, UnknownJobError, to_json
-from batch.records import arrow_schema
+from batch.cache.reader import CacheReader, JobInfo, ShardUnavailableError, UnknownJobError, to_json
+from batch.cache.schema import arrow_schema
 from catalog.records import ModelRecord, RunRecord
 
 log = logging.getLogger("almanac.server")
@@ -211,7 +211,7 @@ def make_app(home: Path) -> FastAPI:
     app.add_middleware(_BodyLimit)
     _handlers(app)
 
-    def job_or_404(job: str):  # noqa: ANN202 - batch.query.Predictions
+    def job_or_404(job: str):  # noqa: ANN202 - batch.cache.reader.Predictions
         try:
             return reader.job(job)
         except UnknownJobError as exc:
@@ -328,7 +328,7 @@ def _catalog_routes(app: FastAPI, catalog: _Catalog) -> None:
     @app.get("/models/{ref:path}", response_model=ModelRecord, tags=["catalog"], responses=ERRORS)
     def model(ref: Annotated[str, PathParam(max_length=MAX_ID)]) -> Any:
         """One model: lineage, evals, adapters, measured speed."""
-        from catalog.store import find_model, to_record
+        from catalog.models import find_model, to_record
 
         with catalog.sessions()() as s:
             found = find_model(s, ref)
@@ -340,7 +340,7 @@ def _catalog_routes(app: FastAPI, catalog: _Catalog) -> None:
     def runs(job: Annotated[str | None, Query(pattern=JOB_PATTERN)] = None,
              limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50) -> Any:
         """Batch runs, newest first."""
-        from catalog.ops import list_runs
+        from catalog.runs import list_runs
 
         with catalog.sessions()() as s:
             return list_runs(s, job, limit)

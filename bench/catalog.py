@@ -2,7 +2,7 @@
 
 Benchmark 5 of docs/BENCHMARKS.md. Fills a temporary catalog with N synthetic
 models (bench.catalog_gen: the real schema from the Alembic migrations, bulk
-inserts, full-text rows as catalog.store writes them), then times the calls the
+inserts, full-text rows as catalog.models writes them), then times the calls the
 CLI, TUI and HTTP server make, each in a session of its own as they open one:
 
 - `list_models` with a domain (its children included) and a language, 50 rows;

@@ -2,7 +2,7 @@
 
 Rows go in with plain `executemany` on one connection, bypassing the ORM (which
 would take minutes for 100,000 models); the schema comes from the real Alembic
-migrations, and the full-text table is filled the way `catalog.store._index_text`
+migrations, and the full-text table is filled the way `catalog.models._index_text`
 fills it, so every query the TUI runs sees what a real catalog would hold.
 """
 

@@ -3,7 +3,7 @@
 Benchmarks 1, 2, 3 and 6 of docs/BENCHMARKS.md, each side in a process of its own:
 
 - raw: a script that imports vLLM, builds `vllm.LLM` with exactly the keyword
-  arguments `batch.engine.Engine.start` would pass (`llm_kwargs`), and times
+  arguments `batch.run.engine.Engine.start` would pass (`llm_kwargs`), and times
   `llm.generate(prompts, SamplingParams(...), use_tqdm=False)` and nothing else;
 - almanac: `almanac --home TMP run job.toml --json` on a fresh home; its time
   is the run's `total_s - engine_start_s` (engine start includes the vLLM
@@ -119,10 +119,10 @@ def write_job(directory: Path, engine: dict[str, Any], sampling: dict[str, Any])
 
 def llm_kwargs(model: str, options: dict[str, Any], *, on_cpu: bool,
                revision: str | None = None) -> dict[str, Any]:
-    """The keyword arguments `batch.engine.Engine.start` gives `vllm.LLM` for a job
+    """The keyword arguments `batch.run.engine.Engine.start` gives `vllm.LLM` for a job
     with these [engine] options and no adapter (tests/test_bench_engine_smoke.py
     checks that the two agree)."""
-    from batch.engine import CPU_KV_CACHE_BYTES
+    from batch.run.engine import CPU_KV_CACHE_BYTES
 
     kwargs = dict(options)
     if on_cpu and not {"gpu_memory_utilization", "kv_cache_memory_bytes"} & kwargs.keys():
@@ -146,16 +146,16 @@ def prepare_model(ref: str | None, work: Path) -> tuple[Path, str]:
     """The directory both sides load, and what it is: the tiny generated model, a
     directory, a model of the user's catalog with a local path, or a Hub repo id."""
     if ref is None:
-        from batch.tinymodel import build_tiny_model
+        from almanac.demo.training import build_tiny_model
 
         path = build_tiny_model(work / "tiny-model")
         sharpen(path)
-        return path.resolve(), "tiny random Llama from batch.tinymodel.build_tiny_model (lm_head x40)"
+        return path.resolve(), "tiny random Llama from almanac.demo.training.build_tiny_model (lm_head x40)"
     if Path(ref).expanduser().is_dir():
         return Path(ref).expanduser().resolve(), f"directory {ref}"
     from almanac.paths import resolve_home
     from catalog.db import Catalog
-    from catalog.store import find_model
+    from catalog.models import find_model
 
     catalog_path = resolve_home(None) / "catalog.db"
     if catalog_path.exists():
@@ -177,7 +177,7 @@ def prepare_model(ref: str | None, work: Path) -> tuple[Path, str]:
 # -- one side of one measurement -----------------------------------------------------------------
 
 def _env(multiprocessing: bool) -> dict[str, str]:
-    """Both sides run with the settings batch.engine gives vLLM."""
+    """Both sides run with the settings batch.run.engine gives vLLM."""
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
             "VLLM_ENABLE_V1_MULTIPROCESSING": "1" if multiprocessing else "0",
             "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
@@ -612,27 +612,27 @@ def _raw_worker(spec_path: Path) -> int:
 def _almanac_worker(timers_path: Path, argv: list[str]) -> int:
     """`almanac ARGV` with timers around the parts of a run, written to `timers_path`.
     The wrappers cost a microsecond a call; the hot ones run a few times per row."""
-    import batch.engine
-    import batch.plan
-    import batch.runner
-    import batch.store
-    import catalog.ops
+    import batch.run.engine
+    import batch.run.plan
+    import batch.run.runner
+    import batch.cache.store
+    import catalog.runs
     from almanac.cli import main as almanac_main
 
     t = _Timers()
-    t.wrap(batch.runner, "resolve_model", "resolve_model")
-    t.wrap(batch.plan, "_render", "read_render_hash")  # rows are read lazily: timed apart below
+    t.wrap(batch.run.runner, "resolve_model", "resolve_model")
+    t.wrap(batch.run.plan, "_render", "read_render_hash")  # rows are read lazily: timed apart below
     for attr in ("latest_for", "versions_for", "generated_anywhere"):
-        t.wrap(batch.store.PredictionStore, attr, "index_lookups")
-    t.wrap(batch.store.PredictionStore, "recover", "recover")
-    t.wrap(batch.store.PredictionStore, "write_shard", "shard_write")
-    t.wrap(batch.store.PredictionStore, "_index_shard", "index_update")
-    t.wrap(catalog.ops, "start_run", "start_run")
-    t.wrap(batch.engine.Engine, "token_ids_many", "tokenize")
-    t.wrap(batch.engine, "_completion", "completion")
-    t.wrap(batch.runner._RowFactory, "generated", "row_build")
+        t.wrap(batch.cache.store.PredictionStore, attr, "index_lookups")
+    t.wrap(batch.cache.store.PredictionStore, "recover", "recover")
+    t.wrap(batch.cache.store.PredictionStore, "write_shard", "shard_write")
+    t.wrap(batch.cache.store.PredictionStore, "_index_shard", "index_update")
+    t.wrap(catalog.runs, "start_run", "start_run")
+    t.wrap(batch.run.engine.Engine, "token_ids_many", "tokenize")
+    t.wrap(batch.run.engine, "_completion", "completion")
+    t.wrap(batch.run.runner._RowFactory, "generated", "row_build")
     in_generation = {"on": False, "shards": 0.0}
-    generate = batch.runner.Runner._generate
+    generate = batch.run.runner.Runner._generate
 
     def _generate(self: Any, *a: Any, **kw: Any) -> Any:
         before = t.s.get("shard_write", 0.0)
@@ -643,8 +643,8 @@ def _almanac_worker(timers_path: Path, argv: list[str]) -> int:
             in_generation["on"] = False
             in_generation["shards"] += t.s.get("shard_write", 0.0) - before
 
-    batch.runner.Runner._generate = _generate
-    start = batch.engine.Engine.start.__func__
+    batch.run.runner.Runner._generate = _generate
+    start = batch.run.engine.Engine.start.__func__
 
     def _start(cls: Any, target: Any) -> Any:
         engine = start(cls, target)
@@ -654,9 +654,9 @@ def _almanac_worker(timers_path: Path, argv: list[str]) -> int:
         t.wrap(type(engine.llm.llm_engine), "step", "engine_step")
         return engine
 
-    batch.engine.Engine.start = classmethod(_start)
+    batch.run.engine.Engine.start = classmethod(_start)
     # read_rows is a generator consumed inside the planning loop: time its iteration.
-    read_rows = batch.plan.read_rows
+    read_rows = batch.run.plan.read_rows
 
     def _read_rows(*a: Any, **kw: Any) -> Any:
         it = iter(read_rows(*a, **kw))
@@ -670,7 +670,7 @@ def _almanac_worker(timers_path: Path, argv: list[str]) -> int:
             t.s["read_rows"] = t.s.get("read_rows", 0.0) + time.perf_counter() - t0
             yield row
 
-    batch.plan.read_rows = _read_rows
+    batch.run.plan.read_rows = _read_rows
     sys.argv = ["almanac", *argv]
     try:
         almanac_main()

@@ -70,7 +70,7 @@ def record(i: int, rng: random.Random, when: datetime) -> dict[str, Any]:
 def fill(predictions: Path, rows: int, *, shard_rows: int = 10_000,
          row_group_rows: int = 1024) -> float:
     """Writes `rows` predictions through the real ShardWriter; returns the seconds taken."""
-    from batch.store import PredictionStore, ShardWriter
+    from batch.cache.store import PredictionStore, ShardWriter
 
     rng = random.Random(0)
     when = datetime(2025, 1, 1, tzinfo=timezone.utc)
@@ -106,7 +106,7 @@ def _check(i: int, rec: dict[str, Any] | None) -> None:
 
 def bench_api(predictions: Path, rows: int, samples: int, batch: int, rng: random.Random,
               check: bool) -> dict[str, Any]:
-    from batch.query import Predictions
+    from batch.cache.reader import Predictions
 
     out: dict[str, Any] = {}
     with Predictions.at(predictions, JOB) as p:

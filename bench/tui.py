@@ -58,7 +58,7 @@ async def _until(app: Any, done: Any, timeout: float = 30.0) -> None:
     """Poll the app's own state (no fixed sleeps) until `done()` holds and the screen
     has painted what changed. Polling, not Pilot's waits: those wait for the whole
     process to go idle, which on a busy machine measures the machine."""
-    from tui.capture import painted
+    from tests.tui_capture import painted
 
     deadline = time.perf_counter() + timeout
     while not (done() and painted(app)):
@@ -104,7 +104,7 @@ def _redrawn(screen: Any) -> bool:
 
 async def _measure(home: Path, check: bool, rounds: int) -> dict[str, Any]:
     from tui.app import make_app
-    from tui.capture import send_key
+    from tests.tui_capture import send_key
     from tui.screens.models import ModelsScreen
     from tui.widgets.language_list import LanguageList
 

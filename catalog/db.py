@@ -10,12 +10,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+from schemas.errors import AlmanacError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 
 
-class CatalogError(Exception):
+class CatalogError(AlmanacError):
     """A catalog problem the user can act on; the message says what."""
 
 

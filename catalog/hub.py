@@ -28,6 +28,7 @@ from huggingface_hub.repocard_data import ModelCardData
 
 from catalog import taxonomy
 from catalog.records import EvalRecord, ModelEntry
+from schemas.errors import AlmanacError
 
 try:  # huggingface_hub 2.x speaks httpx2, 1.x httpx: catch whichever it raises.
     from httpx2 import TransportError
@@ -66,7 +67,7 @@ _FRONT_MATTER = re.compile(r"\A\s*---[\r\n]+[\s\S]*?[\r\n]+---(?:\r\n|\n|\Z)")
 _BASE_MODEL_TAG = re.compile(r"^base_model:([a-z_-]+):(.+)$")
 
 
-class HubError(Exception):
+class HubError(AlmanacError):
     """The Hub could not tell us about a repo; the message names the repo and what to do."""
 
     def __init__(self, repo_id: str, message: str) -> None:

@@ -14,9 +14,10 @@ from huggingface_hub.utils import CachedRepoInfo, CachedRevisionInfo
 
 from catalog.localmodels import LocalModelError, entry_from_directory
 from catalog.records import ModelEntry
+from schemas.errors import AlmanacError
 
 
-class CacheScanError(Exception):
+class CacheScanError(AlmanacError):
     """The cache directory itself cannot be scanned."""
 
 

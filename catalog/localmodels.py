@@ -17,6 +17,7 @@ from huggingface_hub.repocard_data import ModelCardData
 
 from catalog.hub import apply_card, apply_config, dtype_from_counts, infer_relation
 from catalog.records import ModelEntry
+from schemas.errors import AlmanacError
 
 CONFIG = "config.json"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -24,7 +25,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 _MAX_HEADER = 100_000_000
 
 
-class LocalModelError(ValueError):
+class LocalModelError(AlmanacError, ValueError):
     """A directory that cannot be read as a model; the message names the path."""
 
 

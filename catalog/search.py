@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from catalog import sizes, taxonomy
 from catalog.records import ModelRecord
-from catalog.store import performances, to_record
+from catalog.models import performances, to_record
 from catalog.tables import Model, ModelDomain, ModelLanguage
 
 SORTS = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from schemas.errors import UsageError
 
 DOMAINS: dict[str, str] = {
     "medicine": "Medicine and clinical care",
@@ -72,7 +73,7 @@ HUB_TAG_DOMAINS: dict[str, str] = {
 _SLUG = re.compile(r"^[a-z]+(/[a-z0-9-]+)*$")
 
 
-class TaxonomyError(ValueError):
+class TaxonomyError(UsageError, ValueError):
     pass
 
 

@@ -25,7 +25,7 @@ def validator(name: str):  # noqa: ANN201 - jsonschema's validator class is dyna
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
-def errors(name: str, instance: Any) -> list[str]:
+def problems(name: str, instance: Any) -> list[str]:
     """Every problem with `instance`, each naming the field path first."""
     out = []
     for err in sorted(validator(name).iter_errors(instance), key=lambda e: list(e.absolute_path)):

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from batch.records import columns
-from batch.store import PredictionStore, ShardWriter
+from batch.cache.schema import columns
+from batch.cache.store import PredictionStore, ShardWriter
 
 RUN = "0123456789abcdef0123456789abcdef"
 WHEN = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)

@@ -18,7 +18,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama built for this session (the Hub is out of reach)."""
-    from batch.tinymodel import build_tiny_model
+    from almanac.demo.training import build_tiny_model
     from tests.engine_support import sharpen
 
     path = build_tiny_model(tmp_path_factory.mktemp("models") / "tiny").resolve()
@@ -28,7 +28,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def lora_adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from batch.tinymodel import make_lora_adapter
+    from almanac.demo.training import make_lora_adapter
     from tests.engine_support import LORA_RANK
 
     return make_lora_adapter(tiny_model, tmp_path_factory.mktemp("adapters") / "lora",
@@ -39,7 +39,7 @@ def lora_adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def engine_pool(tiny_model: Path):
     """One real vLLM engine for the whole session, started with LoRA enabled so
     that jobs with and without an adapter share it."""
-    from batch.engine import EnginePool, EngineTarget
+    from batch.run.engine import EnginePool, EngineTarget
     from tests.engine_support import ENGINE_OPTIONS, LORA_RANK
 
     pool = EnginePool()

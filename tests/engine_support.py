@@ -99,10 +99,10 @@ def popen_almanac(home: Path, log: Path, *args: str) -> subprocess.Popen:
 
 def runner_for(home: Path, pool: Any, model_dir: Path) -> Any:
     """A Runner on `home`'s catalog and cache, with the tiny model registered."""
-    from batch.runner import Runner
+    from batch.run.runner import Runner
     from catalog.db import Catalog
     from catalog.localmodels import entry_from_directory
-    from catalog.store import upsert_model
+    from catalog.models import upsert_model
 
     catalog = Catalog.at(home / "catalog.db")
     with catalog.sessions.begin() as s:

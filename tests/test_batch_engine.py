@@ -14,9 +14,9 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from batch.engine import EnginePool
-from batch.runner import Runner
-from batch.spec import load_spec
+from batch.run.engine import EnginePool
+from batch.run.runner import Runner
+from batch.run.spec import load_spec
 from tests.engine_support import almanac, popen_almanac, runner_for, write_job
 
 pytestmark = pytest.mark.engine

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batch.inputs import InputError, InputRow, content_id, read_rows
-from batch.spec import InputSpec
+from batch.run.inputs import InputError, InputRow, content_id, read_rows
+from batch.run.spec import InputSpec
 
 
 def read(path: Path, fmt: str, id_field: str = "id") -> list[InputRow]:

@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_prompts_are_distinct_and_job_renders_them_verbatim(tmp_path: Path) -> None:
-    from batch.prompts import PromptRenderer
-    from batch.spec import load_spec
+    from batch.run.prompts import PromptRenderer
+    from batch.run.spec import load_spec
 
     assert len({bench_engine.prompt(i) for i in range(20_000)}) == 20_000
     (tmp_path / "job").mkdir()
@@ -38,7 +38,7 @@ def test_raw_side_builds_llm_exactly_as_the_engine_does(monkeypatch: pytest.Monk
     import vllm
     from vllm.platforms import current_platform
 
-    from batch.engine import Engine, EngineTarget
+    from batch.run.engine import Engine, EngineTarget
 
     seen: dict[str, Any] = {}
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from batch.lock import JobLock, JobLockedError
-from batch.maintenance import gc, verify
-from batch.query import Predictions
+from batch.cache.lock import JobLock, JobLockedError
+from batch.cache.maintenance import gc, verify
+from batch.cache.reader import Predictions
 from tests.cache_support import record, write
 from tests.engine_support import almanac
 

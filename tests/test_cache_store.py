@@ -18,10 +18,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from batch.keys import fingerprint_dir, stat_signature
-from batch.lock import JobLock, JobLockedError
-from batch.records import arrow_schema, columns
-from batch.store import Located, PredictionStore, ShardWriter, file_sha256
+from batch.run.keys import fingerprint_dir, stat_signature
+from batch.cache.lock import JobLock, JobLockedError
+from batch.cache.schema import arrow_schema, columns
+from batch.cache.store import Located, PredictionStore, ShardWriter, file_sha256
 
 RUN = "0123456789abcdef0123456789abcdef"
 WHEN = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
@@ -345,7 +345,7 @@ def test_second_lock_on_a_job_in_the_same_process_is_refused(tmp_path: Path) -> 
 HOLD_LOCK = """
 import sys
 from pathlib import Path
-from batch.lock import JobLock
+from batch.cache.lock import JobLock
 
 with JobLock(Path(sys.argv[1]), sys.argv[2]):
     print("locked", flush=True)

@@ -15,10 +15,10 @@ from click.testing import CliRunner, Result
 from almanac.cli import cli
 from catalog import sizes
 from catalog.db import Catalog
-from catalog.ops import load_seed
+from catalog.seed import load_seed
 from catalog.records import ModelEntry
 from catalog.seed import SeedError, read_entries
-from catalog.store import upsert_model, validate_entry
+from catalog.models import upsert_model, validate_entry
 
 SEED = [validate_entry(e) for e in read_entries()]
 BY_REF = {e.ref: e for e in SEED}
@@ -100,10 +100,10 @@ def test_seed_update_that_only_changes_languages_bumps_updated_at(
 ) -> None:
     from datetime import datetime, timezone
 
-    import catalog.store
+    import catalog.models
 
     later = datetime(2099, 1, 1, tzinfo=timezone.utc)
-    monkeypatch.setattr(catalog.store, "utcnow", lambda: later)
+    monkeypatch.setattr(catalog.models, "utcnow", lambda: later)
     entries = read_entries()
     polka = next(e for e in entries if e.ref == "eryk-mazus/polka-1.1b")
     polka.languages = ["pl", "en", "de"]

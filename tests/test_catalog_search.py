@@ -7,7 +7,7 @@ import pytest
 
 from catalog import taxonomy
 from catalog.db import Catalog
-from catalog.ops import load_seed
+from catalog.seed import load_seed
 from catalog.search import ModelFilter, count_models, domain_counts, language_counts, list_models
 
 

@@ -32,7 +32,7 @@ from almanac.cli import cli
 from catalog.db import Catalog
 from catalog.hub import HubError, entry_from_model_info, fetch_entry
 from catalog.localmodels import LocalModelError, entry_from_directory
-from catalog.store import validate_entry
+from catalog.models import validate_entry
 from catalog.tables import Model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

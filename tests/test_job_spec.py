@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from almanac.cli import cli
-from batch.keys import request_key
-from batch.spec import SAMPLING_DEFAULTS, SpecError, load_spec, normalize_sampling
+from batch.run.keys import request_key
+from batch.run.spec import SAMPLING_DEFAULTS, SpecError, load_spec, normalize_sampling
 
 GOOD = """
 name = "fruit-families"

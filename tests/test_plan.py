@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-import batch.plan
-from batch.keys import request_key
-from batch.plan import Plan, make_plan
-from batch.records import columns
-from batch.spec import JobSpec, spec_from_dict
-from batch.store import PredictionStore, ShardWriter
+import batch.run.plan
+from batch.run.keys import request_key
+from batch.run.plan import Plan, make_plan
+from batch.cache.schema import columns
+from batch.run.spec import JobSpec, spec_from_dict
+from batch.cache.store import PredictionStore, ShardWriter
 
 MODEL = "local:sha256:0000"
 TEMPLATE = "{{ fruit }}:"
@@ -208,7 +208,7 @@ def test_identical_prompts_under_two_ids_are_one_request(tmp_path: Path, store: 
 def test_identical_prompts_in_different_plan_chunks_are_still_one_request(
     tmp_path: Path, store: PredictionStore, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(batch.plan, "PLAN_CHUNK", 2)
+    monkeypatch.setattr(batch.run.plan, "PLAN_CHUNK", 2)
     dataset(tmp_path, [{"id": "a", "fruit": "peach"}, {"id": "b", "fruit": "fig"},
                        {"id": "c", "fruit": "plum"}, {"id": "d", "fruit": "peach"},
                        {"id": "a", "fruit": "kiwi"}])

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from batch.prompts import PromptRenderer, RenderError
-from batch.spec import PromptSpec, SpecError
+from batch.run.prompts import PromptRenderer, RenderError
+from batch.run.spec import PromptSpec, SpecError
 
 FEW_SHOT = """{{ context }}{% for ex in examples %}{{ ex.fruit }}: {{ ex.family }}
 {% endfor %}{{ fruit }}:"""

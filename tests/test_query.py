@@ -12,7 +12,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from batch.query import (
+from batch.cache.reader import (
     JobInfo, Predictions, ShardUnavailableError, UnknownJobError, _Loc, list_jobs,
 )
 from tests.cache_support import key_for, record, write
@@ -197,7 +197,7 @@ def test_lookups_succeed_while_a_run_writes_and_see_each_shard_once_it_lands(pre
 
     def run() -> None:
         try:
-            from batch.store import PredictionStore, ShardWriter
+            from batch.cache.store import PredictionStore, ShardWriter
 
             store = PredictionStore(predictions)
             with ShardWriter(store, "fruits", "f" * 32, shard_rows=25, row_group_rows=8) as w:
@@ -315,7 +315,7 @@ def test_openai_batch_export_reads_as_openai_batch_output(predictions: Path, hom
 
 @pytest.mark.engine
 def test_a_real_runs_predictions_read_back_through_api_and_cli(runner, home: Path, tmp_path: Path) -> None:
-    from batch.spec import load_spec
+    from batch.run.spec import load_spec
     from tests.engine_support import write_job
 
     rows = [{"id": f"w{i}", "word": w} for i, w in enumerate(["plum", "pear", "fig", "lime"])]

@@ -10,7 +10,7 @@ import pytest
 import schemas
 from catalog import taxonomy
 from catalog.seed import read_entries
-from catalog.store import validate_entry
+from catalog.models import validate_entry
 
 # Every specialist DESIGN.md names, by Hub repo id.
 DESIGN_MODELS = {
@@ -42,7 +42,7 @@ def raw() -> list[dict]:
 
 
 def test_every_raw_entry_validates_against_the_schema(raw: list[dict]) -> None:
-    problems = {item.get("repo_id"): schemas.errors("model-entry", item) for item in raw}
+    problems = {item.get("repo_id"): schemas.problems("model-entry", item) for item in raw}
     assert {k: v for k, v in problems.items() if v} == {}
 
 

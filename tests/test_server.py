@@ -47,7 +47,7 @@ class LiveServer:
 
 def _fill(home: Path) -> None:
     from catalog.db import Catalog
-    from catalog.ops import load_seed
+    from catalog.seed import load_seed
 
     catalog = Catalog.at(home / "catalog.db")
     with catalog.sessions.begin() as s:
@@ -187,7 +187,7 @@ def test_the_server_sees_shards_a_run_writes_while_it_answers(tmp_path: Path) ->
     landed: list[str] = []
 
     def run() -> None:
-        from batch.store import PredictionStore, ShardWriter
+        from batch.cache.store import PredictionStore, ShardWriter
 
         store = PredictionStore(home / "predictions")
         try:

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from batch.query import Predictions
-from batch.spec import load_spec
+from batch.cache.reader import Predictions
+from batch.run.spec import load_spec
 from catalog.db import Catalog
-from catalog.ops import load_seed
+from catalog.seed import load_seed
 from catalog.records import ModelEntry
 from catalog.search import ModelFilter, count_models, domain_counts, language_counts, list_models
-from catalog.store import upsert_model
+from catalog.models import upsert_model
 from tests.engine_support import TINY_MODEL, almanac, runner_for, write_job
 from tests.tui_support import build_home
 from tui.app import make_app
-from tui.capture import screen_text, settle
+from tests.tui_capture import screen_text, settle
 from tui.format import counted
 from tui.screens.model_detail import ModelDetailScreen
 from tui.screens.models import ModelsScreen

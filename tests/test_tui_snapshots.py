@@ -1,7 +1,7 @@
 """Snapshots of the screens at 100×30 on the fixed home of tests/tui_support.py.
 
 Regenerate after a deliberate change with `--snapshot-update`, then look at the
-SVGs (or `python -m tui.capture HOME OUT` for text) before committing them.
+SVGs (or `python -m tests.tui_capture HOME OUT` for text) before committing them.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from tests.tui_support import build_home
 from tui.app import make_app
-from tui.capture import settle
+from tests.tui_capture import settle
 
 SIZE = (100, 30)
 

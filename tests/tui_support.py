@@ -1,7 +1,7 @@
 """A deterministic Almanac home for TUI tests, snapshots and the README captures.
 
 The seed catalog, plus runs and cached predictions written through the real
-`catalog.ops` and `batch.store.ShardWriter` with fixed ids, times and
+`catalog.runs` and `batch.cache.store.ShardWriter` with fixed ids, times and
 figures: what the screens show then depends on nothing but this file.
 """
 
@@ -12,8 +12,9 @@ import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from batch.store import PredictionStore, ShardWriter
-from catalog import ops
+from batch.cache.store import PredictionStore, ShardWriter
+from catalog import runs as run_log
+from catalog.seed import load_seed
 from catalog.db import Catalog
 from catalog.tables import Run
 
@@ -62,7 +63,7 @@ def build_home(root: Path) -> Path:
     """Write the fixed home under `root` and return it."""
     catalog = Catalog.at(root / "catalog.db")
     with catalog.sessions.begin() as s:
-        ops.load_seed(s)
+        load_seed(s)
     store = PredictionStore(root / "predictions")
     runs = []
     for n, (job, (run_id, model, records)) in enumerate(sorted(_jobs().items())):
@@ -86,9 +87,9 @@ def build_home(root: Path) -> Path:
                  dict(inputs=40, error="FileNotFoundError: clauses.jsonl: no such file")))
     with catalog.sessions.begin() as s:
         for run_id, job, model, started, seconds, status, figures in runs:
-            ops.start_run(s, run_id, job, model, None)
+            run_log.start_run(s, run_id, job, model, None)
             s.flush()
-            ops.finish_run(s, run_id, status=status, **figures)
+            run_log.finish_run(s, run_id, status=status, **figures)
             run = s.get(Run, run_id)
             run.started_at, run.finished_at = started, started + timedelta(seconds=seconds)
             run.hardware = HARDWARE

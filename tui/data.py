@@ -19,10 +19,10 @@ from sqlalchemy import event, func, or_, select
 
 from catalog import sizes, taxonomy
 from catalog.db import Catalog, CatalogError
-from catalog.ops import run_record
+from catalog.runs import run_record
 from catalog.records import ModelRecord, RunRecord
 from catalog.search import ModelFilter, count_models, domain_counts, language_counts, list_models
-from catalog.store import find_model, to_record
+from catalog.models import find_model, to_record
 from catalog.tables import Run
 
 PAGE = 50
@@ -228,7 +228,7 @@ class Data:
 
     def predictions(self, q: PredictionQuery, offset: int = 0, limit: int = PAGE,
                     with_total: bool = False) -> Page:
-        from batch.query import UnknownJobError
+        from batch.cache.reader import UnknownJobError
 
         try:
             view = self._cache().job(q.job)
@@ -239,9 +239,9 @@ class Data:
         return Page(rows, offset, total)
 
     def _cache(self) -> Any:
-        """One shared, thread-safe reader of the cache index and shards. batch.query
+        """One shared, thread-safe reader of the cache index and shards. batch.cache.reader
         (and pyarrow) load on first use: the models screen starts without them."""
-        from batch.query import CacheReader
+        from batch.cache.reader import CacheReader
 
         with self._reader_lock:
             if self._reader is None:

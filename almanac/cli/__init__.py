@@ -5,6 +5,9 @@ from __future__ import annotations
 import click
 
 from almanac import __version__
+from almanac.cli import (
+    batch_cmds, catalog_cmds, models, models_import, query_cmds, serve_cmd, tui_cmd,
+)
 from almanac.cli.base import AlmanacGroup, Env
 from almanac.paths import Home, resolve_home
 
@@ -25,29 +28,16 @@ def cli(ctx: click.Context, home: str | None) -> None:
     ctx.call_on_close(ctx.obj.close)
 
 
-def _register() -> None:
-    from almanac.cli import catalog_cmds, models, models_import
-
-    cli.add_command(catalog_cmds.init)
-    cli.add_command(catalog_cmds.domains)
-    cli.add_command(catalog_cmds.languages)
-    cli.add_command(models.models)
-    models.models.add_command(models_import.add)
-    models.models.add_command(models_import.scan_cache)
-    from almanac.cli import tui_cmd
-    cli.add_command(tui_cmd.tui)
-    try:
-        from almanac.cli import batch_cmds
-    except ImportError:  # pragma: no cover - while the batch room is being built
-        return
-    batch_cmds.register(cli)
-    from almanac.cli import query_cmds, serve_cmd
-
-    query_cmds.register(cli)
-    cli.add_command(serve_cmd.serve)
-
-
-_register()
+cli.add_command(catalog_cmds.init)
+cli.add_command(catalog_cmds.domains)
+cli.add_command(catalog_cmds.languages)
+cli.add_command(models.models)
+models.models.add_command(models_import.add)
+models.models.add_command(models_import.scan_cache)
+cli.add_command(tui_cmd.tui)
+batch_cmds.register(cli)
+query_cmds.register(cli)
+cli.add_command(serve_cmd.serve)
 
 
 def main() -> None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
 
-from almanac.exitcodes import ExitCode
+from schemas.errors import AlmanacError, ExitCode
 from almanac.paths import Home
 
 
@@ -45,38 +44,19 @@ def warn(message: str) -> None:
     click.echo(message, err=True)
 
 
-class AlmanacError(click.ClickException):
-    """A user-facing error with an exit code of our choosing."""
+class CommandError(click.ClickException):
+    """An error on its way out of the CLI, with the exit code the room chose."""
 
     def __init__(self, message: str, code: int = ExitCode.ERROR) -> None:
         super().__init__(message)
         self.exit_code = int(code)
 
 
-# The one place where the rooms' exceptions become exit codes, first match wins.
-# Classes are named, not imported: an exception can only come from a module that
-# is already loaded, so `almanac --help` pays for none of them.
-EXIT_CODES: tuple[tuple[str, str, ExitCode], ...] = (
-    ("catalog.seed", "SeedError", ExitCode.USAGE),
-    ("batch.spec", "SpecError", ExitCode.USAGE),
-    ("batch.export", "ExportError", ExitCode.USAGE),
-    ("batch.lock", "JobLockedError", ExitCode.LOCKED),
-    ("catalog.store", "UnknownModelError", ExitCode.ERROR),
-    ("catalog.db", "CatalogError", ExitCode.ERROR),
-    ("catalog.hub", "HubError", ExitCode.ERROR),
-    ("catalog.hubcache", "CacheScanError", ExitCode.ERROR),
-    ("catalog.localmodels", "LocalModelError", ExitCode.ERROR),
-    ("batch.resolve", "ResolveError", ExitCode.ERROR),
-    ("batch.inputs", "InputError", ExitCode.ERROR),
-    ("batch.query", "QueryError", ExitCode.ERROR),
-)
-
-
-def translate(exc: BaseException) -> AlmanacError | None:
-    for module_name, class_name, code in EXIT_CODES:
-        module = sys.modules.get(module_name)
-        if module is not None and isinstance(exc, getattr(module, class_name)):
-            return AlmanacError(str(exc), code)
+def translate(exc: BaseException) -> CommandError | None:
+    """A room's error as the CLI reports it: the message, and the exit code the
+    error carries (schemas.errors.AlmanacError). Anything else is a bug: None."""
+    if isinstance(exc, AlmanacError):
+        return CommandError(str(exc), exc.exit_code)
     return None
 
 
@@ -84,13 +64,8 @@ class AlmanacGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise
-        except Exception as exc:
-            translated = translate(exc)
-            if translated is None:
-                raise
-            raise translated from exc
+        except AlmanacError as exc:
+            raise CommandError(str(exc), exc.exit_code) from exc
 
 
 def echo_table(rows: list[list[str]], headers: list[str]) -> None:

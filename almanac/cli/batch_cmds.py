@@ -10,7 +10,7 @@ import click
 from almanac.cli.base import (
     Env, echo_table, emit_json, json_option, pass_env, translate, warn,
 )
-from almanac.exitcodes import ExitCode
+from schemas.errors import ExitCode
 
 
 
@@ -25,7 +25,7 @@ def _exit_code(statuses: list[str]) -> int:
     return ExitCode.OK
 
 
-def _human(result) -> str:  # noqa: ANN001 - batch.runner.RunResult
+def _human(result) -> str:  # noqa: ANN001 - batch.run.runner.RunResult
     p = result.plan
     if result.status == "planned":
         return (f"{result.job}: {p['inputs']} inputs: {p['cached']} cached, {p['copy']} to copy, "
@@ -56,8 +56,8 @@ def run(env: Env, jobs: tuple[str, ...], dry_run: bool, limit: int | None, retry
     """Run batch jobs (TOML files): generate what is missing, cache everything.
 
     Exit codes: 0 ok, 1 error, 2 invalid spec, 3 some rows failed, 75 job locked."""
-    from batch.runner import Runner, configure_logging
-    from batch.spec import load_spec
+    from batch.run.runner import Runner, configure_logging
+    from batch.run.spec import load_spec
 
     configure_logging()
     specs = [load_spec(path) for path in jobs]  # every spec is checked before any work
@@ -96,7 +96,7 @@ def run(env: Env, jobs: tuple[str, ...], dry_run: bool, limit: int | None, retry
 @pass_env
 def runs(env: Env, job: str | None, limit: int, json_: bool) -> None:
     """Batch runs, newest first, with their counts and measured speed."""
-    from catalog.ops import list_runs
+    from catalog.runs import list_runs
 
     with env.catalog().sessions() as s:
         records = list_runs(s, job, limit)
@@ -123,7 +123,7 @@ def demo(env: Env, job_path: str | None, json_: bool) -> None:
     """Build a tiny fruit specialist, register it, and precompute its predictions.
 
     Run it again and every prediction comes from the cache, without starting the engine."""
-    from batch.demo import run_demo
+    from almanac.demo import run_demo
 
     result, preview, (right, total) = run_demo(env.catalog(), env.home,
                                                Path(job_path) if job_path else None)

@@ -12,7 +12,7 @@ from almanac.cli.base import Env, echo_table, emit_json, json_option, pass_env, 
 @pass_env
 def init(env: Env, json_: bool) -> None:
     """Create the home and catalog, and load the curated seed list. Safe to repeat."""
-    from catalog.ops import load_seed
+    from catalog.seed import load_seed
 
     with env.catalog().sessions.begin() as s:
         counts = load_seed(s)

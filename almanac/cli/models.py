@@ -84,7 +84,7 @@ def list_(env: Env, domains, languages, min_params, max_params, licenses, fits, 
 def show(env: Env, ref: str, json_: bool) -> None:
     """Everything the catalog knows about one model: lineage, evals, measured speed."""
     from catalog import sizes
-    from catalog.store import get_model, to_record
+    from catalog.models import get_model, to_record
 
     with env.catalog().sessions() as s:
         record = to_record(s, get_model(s, ref), detail=True)
@@ -118,7 +118,7 @@ def show(env: Env, ref: str, json_: bool) -> None:
 @pass_env
 def remove(env: Env, ref: str) -> None:
     """Remove a model from the catalog (its cached predictions stay)."""
-    from catalog.store import remove_model
+    from catalog.models import remove_model
 
     with env.catalog().sessions.begin() as s:
         removed = remove_model(s, ref)

@@ -62,7 +62,7 @@ def add(env: Env, repo_id: str | None, path: Path | None, name: str | None, revi
     if languages:
         entry.languages = languages
 
-    from catalog.store import fill_from_existing, to_record, upsert_model
+    from catalog.models import fill_from_existing, to_record, upsert_model
 
     with env.catalog().sessions.begin() as s:
         record = to_record(s, upsert_model(s, fill_from_existing(s, entry)))
@@ -82,7 +82,7 @@ def add(env: Env, repo_id: str | None, path: Path | None, name: str | None, revi
 def scan_cache(env: Env, cache_dir: Path | None, json_: bool) -> None:
     """Add every model already in the local Hugging Face cache. No network."""
     from catalog import hubcache
-    from catalog.store import fill_from_existing, to_record, upsert_model
+    from catalog.models import fill_from_existing, to_record, upsert_model
 
     cache_dir = (cache_dir or hubcache.default_cache_dir()).resolve()
     entries, warnings = hubcache.scan_cache(cache_dir)

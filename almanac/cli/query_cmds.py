@@ -11,9 +11,9 @@ from typing import Any
 import click
 
 from almanac.cli.base import (
-    AlmanacError, Env, echo_table, emit_json, json_option, pass_env, warn,
+    CommandError, Env, echo_table, emit_json, json_option, pass_env, warn,
 )
-from almanac.exitcodes import ExitCode
+from schemas.errors import ExitCode
 
 
 
@@ -24,7 +24,7 @@ def _short(value: Any, width: int = 60) -> str:
 
 
 def _emit(records: list[dict[str, Any]], fmt: str) -> None:
-    from batch.query import columns, to_json
+    from batch.cache.reader import columns, to_json
 
     if fmt == "json":
         emit_json([to_json(r) for r in records])
@@ -51,7 +51,7 @@ def _format(json_: bool, jsonl: bool, csv_: bool) -> str:
     return chosen[0] if chosen else "table"
 
 
-def _lookup(p, input_ids: tuple[str, ...], key: str | None,  # noqa: ANN001 - batch.query.Predictions
+def _lookup(p, input_ids: tuple[str, ...], key: str | None,  # noqa: ANN001 - batch.cache.reader.Predictions
             all_versions: bool) -> tuple[list[dict[str, Any]], list[str]]:
     """The records asked for, and what was asked for but is not cached."""
     if key is not None:
@@ -86,7 +86,7 @@ def query(env: Env, job: str, input_ids: tuple[str, ...], key: str | None, conta
     """Cached predictions of JOB: the latest per input, in input id order.
 
     With --input-id or --key, exactly those (exit 1 if one is not cached)."""
-    from batch.query import Predictions
+    from batch.cache.reader import Predictions
 
     fmt = _format(json_, jsonl, csv_)
     lookup = bool(input_ids) or key is not None
@@ -106,7 +106,7 @@ def query(env: Env, job: str, input_ids: tuple[str, ...], key: str | None, conta
                 warn(f"{offset + 1}–{offset + len(records)} of {total}; --offset {offset + limit} for more")
     _emit(records, fmt)
     if missing:
-        raise AlmanacError(f"job {job!r} has no prediction for {', '.join(missing)}", ExitCode.ERROR)
+        raise CommandError(f"job {job!r} has no prediction for {', '.join(missing)}", ExitCode.ERROR)
 
 
 @click.command("export")
@@ -120,7 +120,7 @@ def query(env: Env, job: str, input_ids: tuple[str, ...], key: str | None, conta
 @pass_env
 def export(env: Env, job: str, fmt: str, output: str, all_versions: bool) -> None:
     """Export JOB's predictions (the latest per input) to a file."""
-    from batch.export import export as run_export
+    from batch.cache.export import export as run_export
 
     target = None if output == "-" else Path(output)
     n = run_export(env.home.predictions, job, fmt, target, all_versions=all_versions)
@@ -139,7 +139,7 @@ def cache() -> None:
 def verify(env: Env, job: str | None, json_: bool) -> None:
     """Check every shard (readable, rows and checksum as indexed) and the index against
     the files. Exit 1 if anything is damaged."""
-    from batch.maintenance import verify as run_verify
+    from batch.cache.maintenance import verify as run_verify
 
     report = run_verify(env.home.predictions, job)
     if json_:
@@ -168,7 +168,7 @@ def verify(env: Env, job: str | None, json_: bool) -> None:
 def gc(env: Env, job: str | None, dry_run: bool, keep_versions: bool, json_: bool) -> None:
     """Remove superseded shards (no row is any input's latest) and temporary files left
     by crashes. Exits 75 without changing anything while a run is active."""
-    from batch.maintenance import gc as run_gc
+    from batch.cache.maintenance import gc as run_gc
 
     report = run_gc(env.home.predictions, env.home.locks, job=job, dry_run=dry_run,
                     keep_versions=keep_versions)

@@ -1,4 +1,4 @@
-"""The curated seed list: real specialized models, loaded by `almanac init`."""
+"""The curated seed list: real specialized models, read and loaded by `almanac init`."""
 
 from __future__ import annotations
 
@@ -8,10 +8,19 @@ from pathlib import Path
 
 import schemas
 from catalog import taxonomy
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
 from catalog.records import EvalRecord, ModelEntry
+from schemas.errors import UsageError
+
+if TYPE_CHECKING:  # reading the list needs no database: SQLAlchemy loads with load_seed
+    from sqlalchemy.orm import Session
+
+    from catalog.tables import Model
 
 
-class SeedError(ValueError):
+class SeedError(UsageError, ValueError):
     pass
 
 
@@ -28,7 +37,7 @@ def read_entries(path: Path | None = None) -> list[ModelEntry]:
     except tomllib.TOMLDecodeError as exc:
         raise SeedError(f"{where}: not valid TOML: {exc}") from None
     items = data.get("model", [])
-    problems = [f"model[{i}].{msg}" for i, item in enumerate(items) for msg in schemas.errors("model-entry", item)]
+    problems = [f"model[{i}].{msg}" for i, item in enumerate(items) for msg in schemas.problems("model-entry", item)]
     # The schema checks the shape of codes and slugs; the taxonomy knows which exist.
     problems += [f"model[{i}].{msg}" for i, item in enumerate(items) for msg in _taxonomy_errors(item)]
     if problems:
@@ -67,3 +76,39 @@ def entry_from_dict(item: dict, *, source: str) -> ModelEntry:
     evals = [EvalRecord(**e) for e in fields.pop("evals", [])]
     repo_id = fields.pop("repo_id")
     return ModelEntry(ref=repo_id, repo_id=repo_id, source=source, evals=evals, **fields)
+
+
+def load_seed(session: Session, entries: list[ModelEntry] | None = None) -> dict[str, int]:
+    """Add or refresh seed models; leaves models that came from elsewhere alone.
+    Unchanged entries are not written at all, so a second `init` changes nothing."""
+    from catalog.models import find_model, upsert_model
+
+    counts = {"added": 0, "updated": 0, "unchanged": 0, "kept": 0}
+    for entry in entries if entries is not None else read_entries():
+        existing = find_model(session, entry.ref)
+        if existing is not None and existing.source != "seed":
+            counts["kept"] += 1
+            continue
+        if existing is not None and _same(session, existing, entry):
+            counts["unchanged"] += 1
+            continue
+        upsert_model(session, entry)
+        counts["updated" if existing is not None else "added"] += 1
+    return counts
+
+
+def _same(session: Session, model: Model, entry: ModelEntry) -> bool:
+    from catalog.models import to_record, validate_entry
+
+    have = asdict(to_record(session, model))
+    want = asdict(validate_entry(entry))
+    for key, value in want.items():
+        if key in ("languages", "domains", "tags"):
+            if sorted(value) != have[key]:
+                return False
+        elif key == "evals":
+            if sorted(map(str, value)) != sorted(map(str, have[key])):
+                return False
+        elif have.get(key) != value:
+            return False
+    return True

@@ -110,7 +110,7 @@ def upgrade() -> None:
     op.create_index("ix_runs_job_started", "runs", ["job", "started_at"])
     op.create_index("ix_runs_model", "runs", ["model_id"])
 
-    # rowid = models.id; kept in step by catalog.store on every write.
+    # rowid = models.id; kept in step by catalog.models on every write.
     op.execute(
         "CREATE VIRTUAL TABLE models_fts USING fts5("
         "ref, name, description, tags, card, tokenize='unicode61 remove_diacritics 2')"

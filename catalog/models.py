@@ -18,6 +18,7 @@ from catalog.tables import (
     Run,
     utcnow,
 )
+from schemas.errors import AlmanacError
 
 _SCALARS = (
     "repo_id", "revision", "name", "description", "architecture", "parameters",
@@ -26,7 +27,7 @@ _SCALARS = (
 )
 
 
-class UnknownModelError(LookupError):
+class UnknownModelError(AlmanacError, LookupError):
     def __init__(self, ref: str) -> None:
         super().__init__(f"no model {ref!r} in the catalog (see `almanac models list`)")
         self.ref = ref

@@ -18,13 +18,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from batch.lock import JobLock
-from batch.plan import Failure, Plan, make_plan, prompt_text
-from batch.progress import Progress
-from batch.resolve import ResolvedAdapter, resolve_adapter, resolve_model
-from batch.spec import JobSpec
-from batch.store import PredictionStore, ShardWriter
-from catalog import ops
+from batch.cache.lock import JobLock
+from batch.run.plan import Failure, Plan, make_plan, prompt_text
+from batch.run.progress import Progress
+from batch.run.resolve import ResolvedAdapter, resolve_adapter, resolve_model
+from batch.run.spec import JobSpec
+from batch.cache.store import PredictionStore, ShardWriter
+from batch.run.machine import hardware
+from catalog import runs as run_log
 from catalog.db import Catalog
 
 log = logging.getLogger("almanac.batch")
@@ -78,7 +79,7 @@ class Runner:
     @property
     def pool(self) -> Any:
         if self._pool is None:
-            from batch.engine import EnginePool
+            from batch.run.engine import EnginePool
 
             self._pool = EnginePool()
         return self._pool
@@ -103,7 +104,8 @@ class Runner:
             result, plan, model, adapter = self._plan(spec, began, limit, retry_failed)
             result.run_id = uuid.uuid4().hex
             with self.catalog.sessions.begin() as s:
-                ops.start_run(s, result.run_id, spec.name, model.ref, model.revision)
+                run_log.start_run(s, result.run_id, spec.name, model.ref, model.revision,
+                                  hardware())
             try:
                 self._execute(spec, plan, model, adapter, result)
                 result.status = "failed_rows" if result.failed else "ok"
@@ -135,7 +137,7 @@ class Runner:
     def _record(self, r: RunResult) -> None:
         assert r.run_id is not None
         with self.catalog.sessions.begin() as s:
-            ops.finish_run(
+            run_log.finish_run(
                 s, r.run_id, status=r.status, inputs=r.plan["inputs"], cached=r.cached,
                 copied=r.copied, generated=r.generated, failed=r.failed,
                 prompt_tokens=r.prompt_tokens, output_tokens=r.output_tokens,
@@ -169,7 +171,7 @@ class Runner:
 
     def _generate(self, spec: JobSpec, plan: Plan, model: Any, adapter: ResolvedAdapter | None,
                   writer: ShardWriter, rows: "_RowFactory", result: RunResult) -> None:
-        from batch.engine import EngineTarget
+        from batch.run.engine import EngineTarget
 
         target = EngineTarget.make(model.load, model.load_revision, spec.engine,
                                    adapter.rank if adapter else None)

@@ -1,7 +1,7 @@
 """Captures of the screens as SVG and plain text, for the README and for reviewing
 snapshots without a browser:
 
-    python -m tui.capture HOME OUT_DIR     # writes OUT_DIR/<screen>.svg and .txt
+    python -m tests.tui_capture HOME OUT_DIR     # writes OUT_DIR/<screen>.svg and .txt
 
 Also the helpers tests and the benchmark drive the app with. They reach into a few
 private Textual attributes (the compositor, the driver, the screen's dirty set):

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from batch.inputs import InputRow, read_rows
-from batch.keys import failure_key, request_key
-from batch.prompts import PromptRenderer, RenderError
-from batch.spec import JobSpec, normalize_sampling
-from batch.store import Located, PredictionStore
+from batch.run.inputs import InputRow, read_rows
+from batch.run.keys import failure_key, request_key
+from batch.run.prompts import PromptRenderer, RenderError
+from batch.run.spec import JobSpec, normalize_sampling
+from batch.cache.store import Located, PredictionStore
 
 PLAN_CHUNK = 2000  # rows per index round trip
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import fcntl
 import os
 from pathlib import Path
+from schemas.errors import AlmanacError, ExitCode
 
 
-class JobLockedError(RuntimeError):
+class JobLockedError(AlmanacError, RuntimeError):
+    exit_code = ExitCode.LOCKED
+    title = "locked"
+
     def __init__(self, job: str, holder: str) -> None:
         super().__init__(f"job {job!r} is locked by another run ({holder}); nothing was written")
         self.job = job

@@ -7,7 +7,7 @@ models the engine runs there are built here from nothing:
   need vLLM to load and run *some* model.
 * :func:`train_demo_model` - the same architecture trained for well under a
   minute on the demo task (fruit -> botanical fruit type), so that the demo job
-  in ``examples/fruits`` gets correct answers.
+  in ``almanac/demo/fruits`` gets correct answers.
 * :func:`make_lora_adapter` - a PEFT LoRA adapter for such a model whose
   weights visibly change its greedy output.
 
@@ -57,7 +57,7 @@ FRUIT_FAMILIES: dict[str, str] = {
     "jackfruit": "multiple", "breadfruit": "multiple", "noni": "multiple",
 }
 
-# The few-shot examples of examples/fruits/job.toml; keep both in step.
+# The few-shot examples of almanac/demo/fruits/job.toml; keep both in step.
 DEMO_EXAMPLES: list[dict[str, str]] = [
     {"fruit": "peach", "family": "drupe"},
     {"fruit": "apple", "family": "pome"},
@@ -65,7 +65,7 @@ DEMO_EXAMPLES: list[dict[str, str]] = [
     {"fruit": "lemon", "family": "hesperidium"},
 ]
 
-# The prompt template of examples/fruits/job.toml, verbatim: the model is
+# The prompt template of almanac/demo/fruits/job.toml, verbatim: the model is
 # trained on exactly the text the app renders from it.
 DEMO_TEMPLATE = (
     "{% for ex in examples %}{{ ex.fruit }}: {{ ex.family }}\n"
@@ -251,7 +251,7 @@ def _demo_batch(
 def train_demo_model(dest: Path, *, seed: int = 0, steps: int | None = None) -> Path:
     """Write a tiny Llama trained to name the botanical type of a fruit.
 
-    It answers the prompts of ``examples/fruits/job.toml`` (see
+    It answers the prompts of ``almanac/demo/fruits/job.toml`` (see
     :func:`render_demo_prompt`) with e.g. `` pome`` and a newline. Training is
     deterministic for a seed and takes well under a minute on two CPU cores.
     """

@@ -47,10 +47,10 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from batch.lock import JobLock
-from batch.query import JOB_NAME, UnknownJobError
-from batch.records import arrow_schema
-from batch.store import PredictionStore, file_sha256, fsync_dir
+from batch.cache.lock import JobLock
+from batch.cache.reader import JOB_NAME, UnknownJobError
+from batch.cache.schema import arrow_schema
+from batch.cache.store import PredictionStore, file_sha256, fsync_dir
 
 EXAMPLES = 3  # mismatching rows quoted per shard; the count says how many in all
 

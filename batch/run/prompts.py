@@ -7,7 +7,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from batch.spec import PromptSpec, SpecError
+from batch.run.spec import PromptSpec, SpecError
 
 
 class RenderError(ValueError):

@@ -20,13 +20,14 @@ from typing import Any, TextIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch.query import CacheReader, ShardUnavailableError, UnknownJobError, to_json
-from batch.records import arrow_schema
+from batch.cache.reader import CacheReader, ShardUnavailableError, UnknownJobError, to_json
+from batch.cache.schema import arrow_schema
+from schemas.errors import UsageError
 
 FORMATS = ("parquet", "jsonl", "csv", "openai-batch")
 
 
-class ExportError(ValueError):
+class ExportError(UsageError, ValueError):
     pass
 
 

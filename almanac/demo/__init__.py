@@ -12,21 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from almanac.paths import Home
-from batch.inputs import read_rows
-from batch.query import Predictions
-from batch.runner import RunResult, Runner, configure_logging
-from batch.spec import JobSpec, load_spec
+from batch.run.inputs import read_rows
+from batch.cache.reader import Predictions
+from batch.run.runner import RunResult, Runner, configure_logging
+from batch.run.spec import JobSpec, load_spec
 from catalog.db import Catalog
-from catalog.ops import load_seed
-from catalog.store import upsert_model
+from catalog.seed import load_seed
+from catalog.models import upsert_model
 
 DEMO_MODEL = "almanac/fruit-specialist"
-EXAMPLE_JOB = Path(__file__).resolve().parent.parent / "examples" / "fruits" / "job.toml"
+EXAMPLE_JOB = Path(__file__).resolve().parent / "fruits" / "job.toml"  # package data
 
 
 def ensure_demo_model(home: Home) -> Path:
     """Train once per home; a crash mid-training leaves no half-written model."""
-    from batch.tinymodel import train_demo_model
+    from almanac.demo.training import train_demo_model
 
     dest = home.models / "fruit-specialist"
     if (dest / "config.json").is_file():
@@ -72,7 +72,7 @@ def run_demo(catalog: Catalog, home: Home, job_path: Path | None = None,
 
 def answers(home: Home, spec: JobSpec) -> list[dict[str, Any]]:
     """Every input's cached prediction, next to the right answer."""
-    from batch.tinymodel import FRUIT_FAMILIES
+    from almanac.demo.training import FRUIT_FAMILIES
 
     fruits = {row.id: (row.fields or {}).get("fruit") for row in read_rows(spec.input)}
     with Predictions.open(home.root, spec.name) as predictions:

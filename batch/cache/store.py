@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch.records import arrow_schema
+from batch.cache.schema import arrow_schema
 
 INDEX_SCHEMA = """
 CREATE TABLE IF NOT EXISTS shards (

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batch.spec import InputSpec
+from batch.run.spec import InputSpec
+from schemas.errors import AlmanacError
 
 # OpenAI batch body fields that map onto our sampling parameters.
 OPENAI_SAMPLING = {
@@ -30,7 +31,7 @@ OPENAI_SAMPLING = {
 }
 
 
-class InputError(OSError):
+class InputError(AlmanacError, OSError):
     """The dataset as a whole cannot be read (missing file, unreadable Parquet)."""
 
 

@@ -9,14 +9,15 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from batch.keys import fingerprint_dir
-from batch.store import PredictionStore
-from catalog.store import find_model, get_model
+from batch.run.keys import fingerprint_dir
+from batch.cache.store import PredictionStore
+from catalog.models import find_model, get_model
+from schemas.errors import AlmanacError
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
-class ResolveError(RuntimeError):
+class ResolveError(AlmanacError, RuntimeError):
     pass
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import schemas
+from schemas.errors import UsageError
 
 SAMPLING_DEFAULTS: dict[str, Any] = {
     "max_tokens": 16,
@@ -28,7 +29,7 @@ SAMPLING_DEFAULTS: dict[str, Any] = {
 }
 
 
-class SpecError(ValueError):
+class SpecError(UsageError, ValueError):
     """An invalid job spec; the message names the file and the field path."""
 
 
@@ -96,7 +97,7 @@ def load_spec(path: str | Path) -> JobSpec:
 
 
 def spec_from_dict(data: dict[str, Any], path: Path) -> JobSpec:
-    problems = schemas.errors("job", data)
+    problems = schemas.problems("job", data)
     if problems:
         raise SpecError(f"{path}: invalid job spec: " + "; ".join(problems))
     base = path.parent
@@ -138,7 +139,7 @@ def spec_from_dict(data: dict[str, Any], path: Path) -> JobSpec:
     if spec.input.format != "openai-batch":
         # Compile the templates now, so a syntax error fails the spec before any
         # job of the invocation has run, and names the file.
-        from batch.prompts import PromptRenderer
+        from batch.run.prompts import PromptRenderer
 
         try:
             PromptRenderer(spec.prompt)

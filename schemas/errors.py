@@ -1,0 +1,37 @@
+"""The error root every room raises from, and the exit codes DESIGN.md fixes.
+
+It lives at the bottom of the room graph so that every room can derive from
+it without importing the front door; the CLI maps an error to its exit code
+by the `exit_code` attribute, and the HTTP server by `http_status`.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    ERROR = 1
+    USAGE = 2  # usage error or invalid job spec
+    FAILED_ROWS = 3  # the run finished but some rows failed
+    LOCKED = 75  # EX_TEMPFAIL: another run holds the job's lock
+    INTERRUPTED = 130  # SIGINT, after writing what was finished
+    TERMINATED = 143  # SIGTERM, after writing what was finished
+
+
+class AlmanacError(Exception):
+    """A problem the user can act on; the message says what.
+
+    Subclasses set `exit_code` (what the CLI exits with) and `title` (a short
+    name for the kind of problem, for the TUI and for JSON error bodies)."""
+
+    exit_code: ExitCode = ExitCode.ERROR
+    title: str = "error"
+
+
+class UsageError(AlmanacError):
+    """Invalid input from the user: a spec, an option, a filter. Exit 2."""
+
+    exit_code = ExitCode.USAGE
+    title = "invalid"
