@@ -51,7 +51,7 @@ class Home:
         """Models Almanac builds itself (the demo specialist)."""
         return self.root / "models"
 
-    def ensure(self) -> "Home":
+    def ensure(self) -> Home:
         for path in (self.root, self.predictions, self.locks, self.logs):
             path.mkdir(parents=True, exist_ok=True)
         return self

@@ -1,11 +1,20 @@
-"""The Python API over cached predictions (`batch.cache.reader` holds it)."""
+"""Reading cached predictions with explicit paths (`batch.cache.reader` holds it).
+Applications that want the home found for them use `almanac.api`."""
 
 from batch.cache.reader import (
-    CacheReader, JobInfo, Predictions, QueryError, ShardUnavailableError, UnknownJobError,
-    columns, list_jobs, to_json,
+    CacheReader,
+    JobInfo,
+    PredictionRecord,
+    Predictions,
+    QueryError,
+    ShardUnavailableError,
+    UnknownJobError,
+    columns,
+    list_jobs,
+    to_json,
 )
 
 __all__ = [
-    "CacheReader", "JobInfo", "Predictions", "QueryError", "ShardUnavailableError",
-    "UnknownJobError", "columns", "list_jobs", "to_json",
+    "CacheReader", "JobInfo", "PredictionRecord", "Predictions", "QueryError",
+    "ShardUnavailableError", "UnknownJobError", "columns", "list_jobs", "to_json",
 ]

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         catalog = Catalog.at(path)
         calls = _calls()
         results: dict[str, Any] = {
-            "benchmark": "catalog", "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "benchmark": "catalog", "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "smoke": args.smoke, "models": args.models, "generate_s": round(generate_s, 2),
             "db_bytes": path.stat().st_size, "runs": args.runs, "queries": {},
         }

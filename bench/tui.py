@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +103,8 @@ def _redrawn(screen: Any) -> bool:
 
 
 async def _measure(home: Path, check: bool, rounds: int) -> dict[str, Any]:
-    from tui.app import make_app
     from tests.tui_capture import send_key
+    from tui.app import make_app
     from tui.screens.models import ModelsScreen
     from tui.widgets.language_list import LanguageList
 
@@ -152,7 +152,7 @@ async def _measure(home: Path, check: bool, rounds: int) -> dict[str, Any]:
             for words in SEARCHES:
                 # One change of the box's value, as a paste makes (typing makes one per key).
                 await timed("search", f"search {words!r}",
-                            lambda: setattr(search, "value", words))
+                            lambda words=words: setattr(search, "value", words))
         await pilot.press("q")
     return out
 
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         measured = asyncio.run(_measure(home, check=args.smoke, rounds=args.rounds))
     results: dict[str, Any] = {
         "benchmark": "tui",
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "models": n,
         "terminal": list(SIZE),
         "generate_s": round(generate_s, 2),

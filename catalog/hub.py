@@ -276,9 +276,8 @@ def _hub_lineage(info: ModelInfo) -> tuple[str | None, str | None]:
     elif isinstance(raw, list) and raw and isinstance(raw[0], str):
         return raw[0], None
     for tag in info.tags or []:
-        if m := _BASE_MODEL_TAG.match(tag):
-            if relation := RELATIONS.get(m.group(1)):
-                return m.group(2), relation
+        if (m := _BASE_MODEL_TAG.match(tag)) and (relation := RELATIONS.get(m.group(1))):
+            return m.group(2), relation
     return None, None
 
 

@@ -3,7 +3,7 @@ measured performance. Readers get plain `RunRecord`s, never table rows."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
@@ -30,7 +30,7 @@ def finish_run(session: Session, run_id: str, *, status: str, **figures: object)
     if run is None:
         raise LookupError(f"no run {run_id!r}")
     run.status = status
-    run.finished_at = datetime.now(timezone.utc)
+    run.finished_at = datetime.now(UTC)
     for name, value in figures.items():
         setattr(run, name, value)
 

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 from sqlalchemy import (
-    Select, case, distinct, func, literal, literal_column, select, text, true, union_all,
+    ColumnElement,
+    FromClause,
+    Select,
+    case,
+    distinct,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+    true,
+    union_all,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import QueryableAttribute, Session
 
 from catalog import sizes, taxonomy
-from catalog.records import ModelRecord
+from catalog.filters import ModelFilter
 from catalog.models import performances, to_record
+from catalog.records import ModelRecord
 from catalog.tables import Model, ModelDomain, ModelLanguage
 
-SORTS = {
+# How each sort orders rows ("relevance" ranks full-text matches: see list_models).
+ORDER = {
     "name": (Model.name.collate("NOCASE"),),
     "params": (Model.parameters.is_(None), Model.parameters),
     "-params": (Model.parameters.is_(None), Model.parameters.desc()),
@@ -26,35 +38,13 @@ SORTS = {
 }
 
 
-@dataclass
-class ModelFilter:
-    domains: list[str] = field(default_factory=list)
-    languages: list[str] = field(default_factory=list)
-    min_params: int | None = None
-    max_params: int | None = None
-    licenses: list[str] = field(default_factory=list)
-    fits_bytes: int | None = None
-    quant: str | None = None
-    search: str | None = None
-    source: str | None = None
-    sort: str = "name"
-    limit: int | None = None
-    offset: int = 0
-
-    def __post_init__(self) -> None:
-        if self.sort not in SORTS and self.sort != "relevance":
-            raise ValueError(f"sort: {self.sort!r} is not one of {', '.join([*SORTS, 'relevance'])}")
-        if self.quant is not None and self.quant not in sizes.QUANTS:
-            raise ValueError(f"quant: {self.quant!r} is not one of {', '.join(sizes.QUANTS)}")
-
-
 def fts_query(text_: str) -> str:
     """User words to an FTS5 query: each word a prefix match, all words required."""
     words = re.findall(r"\w+", text_, flags=re.UNICODE)
     return " ".join(f'"{w}"*' for w in words)
 
 
-def _bytes_per_param(quant: str | None):  # noqa: ANN202 - a SQL expression
+def _bytes_per_param(quant: str | None) -> ColumnElement[float]:
     if quant:
         return literal(sizes.BYTES_PER_PARAM[quant])
     whens = {k: v for k, v in sizes.BYTES_PER_PARAM.items()}
@@ -114,7 +104,7 @@ def _filtered(f: ModelFilter, *, skip: str | None = None) -> Select:
     return stmt.params(q=q) if q else stmt
 
 
-def _within(column, ids: Select):  # noqa: ANN001, ANN202 - SQL expressions
+def _within(column: QueryableAttribute[int], ids: Select) -> ColumnElement[bool]:
     """`column IN (ids)`, or no condition at all when nothing is filtered: SQLite would
     otherwise build a temporary index of every model id for each query, which costs
     more than the query itself on a large catalog."""
@@ -131,7 +121,7 @@ def list_models(session: Session, f: ModelFilter) -> list[ModelRecord]:
                 .order_by(matches.c.rank, Model.name).params(q=q))
     else:
         stmt = select(Model).where(_within(Model.id, _filtered(f)))
-        stmt = stmt.order_by(*SORTS.get(f.sort, SORTS["name"]), Model.ref)
+        stmt = stmt.order_by(*ORDER.get(f.sort, ORDER["name"]), Model.ref)
     if f.limit is not None:
         stmt = stmt.limit(f.limit)
     if f.offset:
@@ -176,7 +166,7 @@ def domain_counts(session: Session, f: ModelFilter | None = None) -> dict[str, i
     return counts
 
 
-def _parent_counts(pairs, slugs: set[str]) -> list[Select]:  # noqa: ANN001 - table or CTE
+def _parent_counts(pairs: FromClause, slugs: set[str]) -> list[Select]:
     parents = {"/".join(s.split("/")[:i]) for s in slugs for i in range(1, s.count("/") + 1)}
     return [
         select(literal(parent), func.count(distinct(pairs.c.model_id))).where(

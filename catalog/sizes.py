@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from typing import Literal, get_args
 
 _SCALE = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
 _NUM = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBGT]?)\s*$", re.IGNORECASE)
@@ -18,7 +19,8 @@ BYTES_PER_PARAM = {
     "int8": 1.0,
     "int4": 0.5,
 }
-QUANTS = ("fp16", "int8", "int4")
+Quant = Literal["int4", "int8", "fp16"]  # what `--fits` may assume instead of the dtype
+QUANTS: tuple[str, ...] = get_args(Quant)
 # Weights are not the whole story: activations, KV cache and runtime buffers.
 OVERHEAD = 1.2
 

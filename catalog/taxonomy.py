@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+
 from schemas.errors import UsageError
 
 DOMAINS: dict[str, str] = {

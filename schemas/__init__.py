@@ -3,26 +3,50 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+import re
+from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # jsonschema loads its metaschemas on import: only when validating
+    from jsonschema.protocols import Validator
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(name: str) -> dict[str, Any]:
     """`load("job")` reads `schemas/job.schema.json`."""
     text = resources.files(__name__).joinpath(f"{name}.schema.json").read_text("utf-8")
     return json.loads(text)
 
 
-@lru_cache(maxsize=None)
-def validator(name: str):  # noqa: ANN201 - jsonschema's validator class is dynamic
+@cache
+def validator(name: str) -> Validator:
     import jsonschema
 
     schema = load(name)
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+@cache
+def job_name_pattern() -> str:
+    """The pattern every job name matches, as job.schema.json's `name` states it: the
+    one definition, read by whatever checks a job name (the HTTP paths, the cache)."""
+    pattern = load("job")["properties"]["name"]["pattern"]
+    assert isinstance(pattern, str)
+    return pattern
+
+
+@cache
+def job_name_regex() -> re.Pattern[str]:
+    return re.compile(job_name_pattern())
+
+
+def is_job_name(name: str) -> bool:
+    """Whether `name` is a valid job name. `fullmatch`: with `match`, the pattern's `$`
+    would let a trailing newline through."""
+    return job_name_regex().fullmatch(name) is not None
 
 
 def problems(name: str, instance: Any) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from batch.cache.schema import columns
 from batch.cache.store import PredictionStore, ShardWriter
 
 RUN = "0123456789abcdef0123456789abcdef"
-WHEN = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+WHEN = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def key_for(input_id: str, version: int = 1) -> str:
@@ -22,7 +22,7 @@ def key_for(input_id: str, version: int = 1) -> str:
 
 def record(input_id: str, *, version: int = 1, job: str = "fruits", output: str | None = "drupe",
            error: str | None = None, model: str = "tiny", run_id: str = RUN,
-           created_at: datetime | None = None, **fields: Any) -> dict[str, Any]:
+           created_at: datetime | None = None, **fields: object) -> dict[str, Any]:
     """A record in the shape of schemas/prediction.schema.json."""
     out: dict[str, Any] = {name: None for name in columns()}
     out.update(

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+from tests.builders import build_tiny_model, make_lora_adapter
+
+if TYPE_CHECKING:  # the engine and the catalog load only in the tests that use them
+    from batch.run.engine import EnginePool
+    from batch.run.runner import Runner
+    from catalog.db import Catalog
 
 
 @pytest.fixture(autouse=True)
@@ -18,7 +27,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama built for this session (the Hub is out of reach)."""
-    from almanac.demo.training import build_tiny_model
     from tests.engine_support import sharpen
 
     path = build_tiny_model(tmp_path_factory.mktemp("models") / "tiny").resolve()
@@ -28,7 +36,6 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def lora_adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from almanac.demo.training import make_lora_adapter
     from tests.engine_support import LORA_RANK
 
     return make_lora_adapter(tiny_model, tmp_path_factory.mktemp("adapters") / "lora",
@@ -36,7 +43,7 @@ def lora_adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="session")
-def engine_pool(tiny_model: Path):
+def engine_pool(tiny_model: Path) -> Iterator[EnginePool]:
     """One real vLLM engine for the whole session, started with LoRA enabled so
     that jobs with and without an adapter share it."""
     from batch.run.engine import EnginePool, EngineTarget
@@ -49,7 +56,7 @@ def engine_pool(tiny_model: Path):
 
 
 @pytest.fixture
-def catalog(home: Path):
+def catalog(home: Path) -> Iterator[Catalog]:
     from catalog.db import Catalog
 
     cat = Catalog.at(home / "catalog.db")
@@ -58,7 +65,7 @@ def catalog(home: Path):
 
 
 @pytest.fixture
-def runner(home: Path, engine_pool, tiny_model: Path):
+def runner(home: Path, engine_pool: EnginePool, tiny_model: Path) -> Iterator[Runner]:
     """A Runner on this test's home, sharing the session's engine, with the tiny
     model registered in the catalog."""
     from tests.engine_support import runner_for

@@ -6,8 +6,15 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import tomli_w
+
+if TYPE_CHECKING:  # the runner pulls in the catalog and the cache: annotations only
+    from batch.run.engine import EnginePool
+    from batch.run.runner import Runner
 
 # Every test job uses these engine options, so one engine serves the whole session.
 ENGINE_OPTIONS: dict[str, Any] = {
@@ -31,64 +38,47 @@ def sharpen(model_dir: Path, factor: float = 40.0) -> None:
     save_file(tensors, str(path), metadata={"format": "pt"})
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(value)
-
-
-def write_job(directory: Path, name: str, rows: list[dict[str, Any]] | None, *,
-              template: str | None = "Say: {{ word }}", messages: list[dict] | None = None,
+def write_job(directory: Path, name: str, rows: Sequence[dict[str, Any] | str] | None, *,
+              template: str | None = "Say: {{ word }}",
+              messages: list[dict[str, str]] | None = None,
               sampling: dict[str, Any] | None = None, model: str = TINY_MODEL,
               adapter: str | None = None, input_name: str | None = None,
               input_format: str | None = None, shard_rows: int = 100,
               engine: dict[str, Any] | None = None) -> Path:
+    """A job file (and its input, unless `rows` is None) in `directory`; rows given as
+    strings are written as they are, broken lines included."""
     directory.mkdir(parents=True, exist_ok=True)
     input_name = input_name or f"{name}.jsonl"
     if rows is not None:
         with (directory / input_name).open("w", encoding="utf-8") as fh:
             for row in rows:
                 fh.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
-    lines = [f"name = {toml_value(name)}", f"model = {toml_value(model)}"]
+    job: dict[str, Any] = {"name": name, "model": model}
     if adapter:
-        lines.append(f"adapter = {toml_value(adapter)}")
-    lines += ["[input]", f"path = {toml_value(input_name)}"]
+        job["adapter"] = adapter
+    job["input"] = {"path": input_name}
     if input_format:
-        lines.append(f"format = {toml_value(input_format)}")
-    if template or messages:
-        lines.append("[prompt]")
-        if messages:
-            lines.append(f"messages = {toml_value(messages)}")
-        else:
-            lines.append(f"template = {toml_value(template)}")
-    lines.append("[sampling]")
-    for k, v in {"max_tokens": 8, "temperature": 0.0, **(sampling or {})}.items():
-        lines.append(f"{k} = {toml_value(v)}")
-    lines.append("[engine]")
-    for k, v in (engine or ENGINE_OPTIONS).items():
-        lines.append(f"{k} = {toml_value(v)}")
-    lines += ["[output]", f"shard_rows = {shard_rows}"]
+        job["input"]["format"] = input_format
+    if messages:
+        job["prompt"] = {"messages": messages}
+    elif template:
+        job["prompt"] = {"template": template}
+    job["sampling"] = {"max_tokens": 8, "temperature": 0.0, **(sampling or {})}
+    job["engine"] = dict(engine or ENGINE_OPTIONS)
+    job["output"] = {"shard_rows": shard_rows}
     path = directory / f"{name}.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text(tomli_w.dumps(job), encoding="utf-8")
     return path
 
 
-def almanac(home: Path, *args: str, **kwargs: Any) -> subprocess.CompletedProcess:
+def almanac(home: Path, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """The real command line, in a process of its own."""
     env = {**os.environ, "ALMANAC_HOME": str(home)}
     return subprocess.run([sys.executable, "-m", "almanac", *args], env=env,
                           capture_output=True, text=True, timeout=600, **kwargs)
 
 
-def popen_almanac(home: Path, log: Path, *args: str) -> subprocess.Popen:
+def popen_almanac(home: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
     """A background run whose output goes to a file: a pipe would be held open by
     any child process it leaves behind."""
     env = {**os.environ, "ALMANAC_HOME": str(home)}
@@ -97,7 +87,7 @@ def popen_almanac(home: Path, log: Path, *args: str) -> subprocess.Popen:
                                 stdout=fh, stderr=subprocess.STDOUT)
 
 
-def runner_for(home: Path, pool: Any, model_dir: Path) -> Any:
+def runner_for(home: Path, pool: EnginePool, model_dir: Path) -> Runner:
     """A Runner on `home`'s catalog and cache, with the tiny model registered."""
     from batch.run.runner import Runner
     from catalog.db import Catalog

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -22,12 +23,12 @@ from tests.engine_support import almanac, popen_almanac, runner_for, write_job
 pytestmark = pytest.mark.engine
 
 
-def read_job(home: Path, job: str) -> list[dict]:
+def read_job(home: Path, job: str) -> list[dict[str, Any]]:
     """Every row of a job's dataset, read with plain pyarrow."""
     return ds.dataset(home / "predictions" / job, format="parquet").to_table().to_pylist()
 
 
-def raw_generate(engine_pool: EnginePool, prompts: list[str], **sampling) -> list[str]:
+def raw_generate(engine_pool: EnginePool, prompts: list[str], **sampling: Any) -> list[str]:
     """What vLLM itself answers, for comparison."""
     from vllm import SamplingParams
 
@@ -37,16 +38,29 @@ def raw_generate(engine_pool: EnginePool, prompts: list[str], **sampling) -> lis
     return [o.outputs[0].text for o in outs]
 
 
-def words(n: int, start: int = 0) -> list[dict]:
+def words(n: int, start: int = 0) -> list[dict[str, Any]]:
     return [{"id": f"w{i}", "word": f"apple {i}"} for i in range(start, start + n)]
 
 
-def test_run_writes_a_parquet_dataset_equal_to_raw_vllm_outputs(runner, home, tmp_path, engine_pool):
+def test_run_writes_a_parquet_dataset_equal_to_raw_vllm_outputs(
+    runner: Runner, home: Path, tmp_path: Path, engine_pool: EnginePool
+) -> None:
     job = write_job(tmp_path, "e2e", words(150), shard_rows=40)
     result = runner.run(load_spec(job))
 
     assert result.status == "ok"
     assert (result.generated, result.cached, result.failed) == (150, 0, 0)
+    # The run timed its own phases; those that do not overlap fit in its total.
+    phases = result.phases
+    assert phases.plan_s > 0 and phases.tokenize_s > 0 and phases.generate_s > 0
+    assert phases.record_s > 0 and phases.write_s > 0 and phases.catalog_s > 0
+    assert 0 < phases.engine_step_s <= phases.generate_s and phases.engine_steps > 0
+    assert phases.plan_lookups_s <= phases.plan_s
+    own = (phases.recover_s + phases.resolve_s + phases.plan_s + phases.catalog_s + phases.copy_s
+           + phases.engine_start_s + phases.tokenize_s + phases.generate_s + phases.record_s
+           + phases.write_s)
+    assert own <= result.total_s
+    assert result.to_json()["phases"]["generate_s"] == phases.generate_s
     files = sorted((home / "predictions" / "e2e").glob("*.parquet"))
     assert len(files) == 4  # 150 rows in shards of 40
     assert not list((home / "predictions" / "e2e").glob(".*"))  # no temporaries left
@@ -64,17 +78,23 @@ def test_run_writes_a_parquet_dataset_equal_to_raw_vllm_outputs(runner, home, tm
     assert pq.read_schema(files[0]).field("created_at").type.tz == "UTC"
 
 
-def test_rerun_is_served_from_cache_without_starting_the_engine(runner, home, tmp_path):
+def test_rerun_is_served_from_cache_without_starting_the_engine(
+    runner: Runner, home: Path, tmp_path: Path
+) -> None:
     job = write_job(tmp_path, "again", words(40))
     runner.run(load_spec(job))
     fresh = Runner(runner.catalog, home / "predictions", home / "locks", pool=EnginePool())
     result = fresh.run(load_spec(job))
     assert (result.cached, result.generated, result.engine_started) == (40, 0, False)
     assert fresh.pool.starts == 0
+    # Nothing was tokenized, generated or written: the phases say so.
+    assert result.phases.plan_s > 0 and result.phases.recover_s > 0
+    assert (result.phases.tokenize_s, result.phases.generate_s, result.phases.write_s,
+            result.phases.engine_steps) == (0, 0, 0, 0)
     assert len(read_job(home, "again")) == 40  # nothing written twice
 
 
-def test_cached_rerun_never_imports_vllm(runner, home, tmp_path):
+def test_cached_rerun_never_imports_vllm(runner: Runner, home: Path, tmp_path: Path) -> None:
     job = write_job(tmp_path, "noimport", words(10))
     runner.run(load_spec(job))
     code = (
@@ -90,7 +110,9 @@ def test_cached_rerun_never_imports_vllm(runner, home, tmp_path):
     assert "10 cached" in out.stdout
 
 
-def test_appended_rows_are_the_only_ones_generated(runner, home, tmp_path):
+def test_appended_rows_are_the_only_ones_generated(
+    runner: Runner, home: Path, tmp_path: Path
+) -> None:
     job = write_job(tmp_path, "grow", words(60))
     runner.run(load_spec(job))
     write_job(tmp_path, "grow", words(63))  # the same 60 rows and 3 new ones
@@ -100,7 +122,9 @@ def test_appended_rows_are_the_only_ones_generated(runner, home, tmp_path):
     assert len(rows) == 63 and len({r["input_id"] for r in rows}) == 63
 
 
-def test_the_same_prompt_under_two_jobs_is_generated_once(runner, home, tmp_path):
+def test_the_same_prompt_under_two_jobs_is_generated_once(
+    runner: Runner, home: Path, tmp_path: Path
+) -> None:
     first = runner.run(load_spec(write_job(tmp_path, "one", words(30))))
     renamed = [{"id": f"other-{r['id']}", "word": r["word"]} for r in words(30)]
     second = runner.run(load_spec(write_job(tmp_path, "two", renamed)))
@@ -112,7 +136,9 @@ def test_the_same_prompt_under_two_jobs_is_generated_once(runner, home, tmp_path
     assert {r["input_id"] for r in two} == {f"other-w{i}" for i in range(30)}
 
 
-def test_identical_prompts_in_one_job_are_generated_once(runner, home, tmp_path):
+def test_identical_prompts_in_one_job_are_generated_once(
+    runner: Runner, home: Path, tmp_path: Path
+) -> None:
     rows = [{"id": "a", "word": "pear"}, {"id": "b", "word": "pear"}, {"id": "c", "word": "fig"}]
     result = runner.run(load_spec(write_job(tmp_path, "dupes", rows)))
     assert result.plan["distinct_missing"] == 2 and result.generated == 3
@@ -120,7 +146,9 @@ def test_identical_prompts_in_one_job_are_generated_once(runner, home, tmp_path)
     assert out["a"]["key"] == out["b"]["key"] and out["a"]["output"] == out["b"]["output"]
 
 
-def test_bad_rows_fail_alone_and_the_rest_succeed(runner, home, tmp_path, engine_pool):
+def test_bad_rows_fail_alone_and_the_rest_succeed(
+    runner: Runner, home: Path, tmp_path: Path, engine_pool: EnginePool
+) -> None:
     rows = [
         *words(20),
         "{this is not json",
@@ -143,7 +171,9 @@ def test_bad_rows_fail_alone_and_the_rest_succeed(runner, home, tmp_path, engine
     assert len(read_job(home, "bad")) == 28
 
 
-def test_chat_mode_renders_with_the_models_chat_template(runner, home, tmp_path, engine_pool):
+def test_chat_mode_renders_with_the_models_chat_template(
+    runner: Runner, home: Path, tmp_path: Path, engine_pool: EnginePool
+) -> None:
     from vllm import SamplingParams
 
     messages = [{"role": "system", "content": "You name fruit families."},
@@ -160,7 +190,9 @@ def test_chat_mode_renders_with_the_models_chat_template(runner, home, tmp_path,
     assert [out["c1"]["output"], out["c2"]["output"]] == [d.outputs[0].text for d in direct]
 
 
-def test_choice_constraint_limits_outputs_to_the_choices(runner, home, tmp_path):
+def test_choice_constraint_limits_outputs_to_the_choices(
+    runner: Runner, home: Path, tmp_path: Path
+) -> None:
     choices = ["drupe", "pome", "berry"]
     result = runner.run(load_spec(write_job(tmp_path, "choice", words(12),
                                             sampling={"choice": choices})))
@@ -168,8 +200,9 @@ def test_choice_constraint_limits_outputs_to_the_choices(runner, home, tmp_path)
     assert {r["output"] for r in read_job(home, "choice")} <= set(choices)
 
 
-def test_lora_adapter_changes_outputs_and_the_cache_key(runner, home, tmp_path, lora_adapter,
-                                                         engine_pool):
+def test_lora_adapter_changes_outputs_and_the_cache_key(
+    runner: Runner, home: Path, tmp_path: Path, lora_adapter: Path, engine_pool: EnginePool
+) -> None:
     from vllm import SamplingParams
     from vllm.lora.request import LoRARequest
 
@@ -187,7 +220,7 @@ def test_lora_adapter_changes_outputs_and_the_cache_key(runner, home, tmp_path, 
     assert [tuned_rows[f"w{i}"]["output"] for i in range(16)] == [d.outputs[0].text for d in direct]
 
 
-def test_openai_batch_lines_run_as_they_are(runner, home, tmp_path):
+def test_openai_batch_lines_run_as_they_are(runner: Runner, home: Path, tmp_path: Path) -> None:
     lines = [
         {"custom_id": "req-1", "method": "POST", "url": "/v1/chat/completions",
          "body": {"model": "x", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}},
@@ -206,7 +239,8 @@ def test_openai_batch_lines_run_as_they_are(runner, home, tmp_path):
 
 
 def test_kill_9_mid_run_then_rerun_gives_each_input_once_as_an_uninterrupted_run(
-        runner, home, tmp_path, engine_pool, tiny_model):
+    runner: Runner, home: Path, tmp_path: Path, engine_pool: EnginePool, tiny_model: Path
+) -> None:
     """A real `almanac run` is killed with SIGKILL after its first shards land; a second
     run meanwhile exits 75; the rerun completes with every input exactly once."""
     n = 1500
@@ -242,6 +276,7 @@ def test_kill_9_mid_run_then_rerun_gives_each_input_once_as_an_uninterrupted_run
     assert rerun.returncode == 3, rerun.stderr  # the over-long row failed
     summary = json.loads(rerun.stdout)
     assert summary["cached"] + summary["generated"] == n
+    assert summary["phases"]["generate_s"] > 0 and summary["phases"]["write_s"] > 0
     assert summary["cached"] >= landed - 1  # the over-long row may have landed too
 
     rows_out = [r for r in read_job(home, "crash") if r["error"] is None]

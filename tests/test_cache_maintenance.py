@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from batch.cache.gc import gc
 from batch.cache.lock import JobLock, JobLockedError
-from batch.cache.maintenance import gc, verify
 from batch.cache.reader import Predictions
+from batch.cache.verify import VerifyReport, verify
 from tests.cache_support import record, write
 from tests.engine_support import almanac
 
@@ -21,7 +22,7 @@ def predictions(home: Path) -> Path:
     return home / "predictions"
 
 
-def _kinds(report) -> list[str]:  # noqa: ANN001
+def _kinds(report: VerifyReport) -> list[str]:
     return sorted(f.kind for f in report.problems)
 
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sqlite3
 import subprocess
 import sys
-from datetime import datetime, timezone
+import typing
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +21,16 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from batch.run.keys import fingerprint_dir, stat_signature
+from batch.cache.index import Located
 from batch.cache.lock import JobLock, JobLockedError
-from batch.cache.schema import arrow_schema, columns
-from batch.cache.store import Located, PredictionStore, ShardWriter, file_sha256
+from batch.cache.reader import Predictions
+from batch.cache.schema import PredictionRecord, arrow_schema, columns, declared_types
+from batch.cache.shards import file_sha256
+from batch.cache.store import PredictionStore, ShardWriter
+from batch.run.keys import fingerprint_dir, stat_signature
 
 RUN = "0123456789abcdef0123456789abcdef"
-WHEN = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+WHEN = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def record(key: str, input_id: str, *, job: str = "fruits", output: str | None = "drupe",
@@ -42,7 +48,7 @@ def record(key: str, input_id: str, *, job: str = "fruits", output: str | None =
 
 
 @pytest.fixture
-def store(tmp_path: Path):  # noqa: ANN201
+def store(tmp_path: Path) -> Iterator[PredictionStore]:
     s = PredictionStore(tmp_path / "predictions")
     yield s
     s.close()
@@ -56,8 +62,18 @@ def write(store: PredictionStore, records: list[dict[str, Any]], *, job: str = "
     return writer.shards
 
 
+def index_sql(store: PredictionStore, sql: str) -> list[tuple]:
+    """The index file as any SQLite client sees it."""
+    db = sqlite3.connect(store.root / "index.db")
+    try:
+        with db:
+            return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
 def table(store: PredictionStore, name: str) -> list[tuple]:
-    return store.db.execute(f"SELECT * FROM {name} ORDER BY 1, 2, 3").fetchall()
+    return index_sql(store, f"SELECT * FROM {name} ORDER BY 1, 2, 3")
 
 
 # -- shards -----------------------------------------------------------------------------------
@@ -68,6 +84,14 @@ def test_records_helper_matches_the_schema() -> None:
                               "output", "finish_reason", "prompt_tokens", "output_tokens",
                               "run_id", "created_at", "error"]
     assert set(record("k", "a")) == set(columns())
+
+
+def test_the_record_type_is_the_schemas_columns_and_types() -> None:
+    """PredictionRecord spells out schemas/prediction.schema.json: same columns, same
+    order, and each annotation the type the schema's `x-arrow` and nullability imply."""
+    hints = typing.get_type_hints(PredictionRecord)
+    assert list(hints) == list(declared_types()) == columns()
+    assert hints == declared_types()
 
 
 def test_shards_rotate_at_shard_rows_and_leave_no_temporaries(store: PredictionStore) -> None:
@@ -267,6 +291,50 @@ def test_recover_on_a_job_never_run_does_nothing(store: PredictionStore) -> None
     assert store.recover("never") == {"removed_tmp": 0, "indexed": 0}
 
 
+# The index as the first version of the cache wrote it: an index.db made then must keep working.
+FIRST_INDEX = """
+CREATE TABLE shards (job TEXT NOT NULL, name TEXT NOT NULL, rows INTEGER NOT NULL,
+    bytes INTEGER NOT NULL, sha256 TEXT NOT NULL, run_id TEXT, created_at TEXT NOT NULL,
+    PRIMARY KEY (job, name)) WITHOUT ROWID;
+CREATE TABLE records (job TEXT NOT NULL, input_id TEXT NOT NULL, key TEXT NOT NULL,
+    shard TEXT NOT NULL, row INTEGER NOT NULL, failed INTEGER NOT NULL,
+    PRIMARY KEY (job, input_id, key)) WITHOUT ROWID;
+CREATE INDEX records_by_key ON records (key, failed);
+CREATE TABLE latest (job TEXT NOT NULL, input_id TEXT NOT NULL, key TEXT NOT NULL,
+    shard TEXT NOT NULL, row INTEGER NOT NULL, failed INTEGER NOT NULL,
+    PRIMARY KEY (job, input_id)) WITHOUT ROWID;
+CREATE TABLE fingerprints (path TEXT PRIMARY KEY, signature TEXT NOT NULL, digest TEXT NOT NULL);
+"""
+
+
+def test_an_index_written_by_the_first_version_is_read_and_extended(tmp_path: Path) -> None:
+    root = tmp_path / "predictions"
+    (root / "fruits").mkdir(parents=True)
+    name = "part-20240501T000000000000-01234567-00000.parquet"
+    rows = [record("k1", "a"), record("k2", "b", error="boom")]
+    pq.write_table(pa.Table.from_pylist(rows, schema=arrow_schema()), root / "fruits" / name)
+    path = root / "fruits" / name
+    db = sqlite3.connect(root / "index.db")
+    with db:
+        db.executescript(FIRST_INDEX)
+        db.execute("INSERT INTO shards VALUES ('fruits', ?, 2, ?, ?, ?, '2024-05-01T00:00:00+00:00')",
+                   (name, path.stat().st_size, file_sha256(path), RUN))
+        for table_name in ("records", "latest"):
+            db.executemany(f"INSERT INTO {table_name} VALUES ('fruits', ?, ?, ?, ?, ?)",
+                           [("a", "k1", name, 0, 0), ("b", "k2", name, 1, 1)])
+    db.close()
+
+    with Predictions.at(root, "fruits") as p:
+        assert p.get_many(["a", "b"]) == {"a": rows[0], "b": rows[1]}
+    store = PredictionStore(root)
+    try:
+        assert store.latest_for("fruits", ["b"])["b"] == Located("fruits", "b", "k2", name, 1, True)
+        write(store, [record("k3", "b")])
+        assert store.read_rows([store.latest_for("fruits", ["b"])["b"]])[0]["key"] == "k3"
+    finally:
+        store.close()
+
+
 # -- fingerprints of local weights ------------------------------------------------------------
 
 
@@ -317,7 +385,7 @@ def test_fingerprint_is_cached_per_stat_signature_in_the_index(
     assert rows == [(str(path.resolve()), stat_signature(path), digest)]
 
     # The stored digest is what a second call returns: it did not hash again.
-    store.db.execute("UPDATE fingerprints SET digest = 'sha256:from-the-cache'")
+    index_sql(store, "UPDATE fingerprints SET digest = 'sha256:from-the-cache'")
     assert fingerprint_dir(path, store.fingerprint_get, store.fingerprint_put) == "sha256:from-the-cache"
 
     # A different size is a different signature: hashed again, cache row replaced.

@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import sqlite3
+from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,9 @@ from click.testing import CliRunner, Result
 from almanac.cli import cli
 from catalog import sizes
 from catalog.db import Catalog
-from catalog.seed import load_seed
-from catalog.records import ModelEntry
-from catalog.seed import SeedError, read_entries
 from catalog.models import upsert_model, validate_entry
+from catalog.records import ModelEntry
+from catalog.seed import SeedError, load_seed, read_entries
 
 SEED = [validate_entry(e) for e in read_entries()]
 BY_REF = {e.ref: e for e in SEED}
@@ -42,7 +43,7 @@ def refs(home: Path, *args: str) -> set[str]:
     return {m["ref"] for m in listing(home, *args)}
 
 
-def expected(pred) -> set[str]:  # noqa: ANN001
+def expected(pred: Callable[[ModelEntry], bool]) -> set[str]:
     """The seed refs a filter should return, computed in Python from the seed list."""
     return {e.ref for e in SEED if pred(e)}
 
@@ -98,11 +99,11 @@ def test_init_text_output_reports_counts(home: Path) -> None:
 def test_seed_update_that_only_changes_languages_bumps_updated_at(
     fresh: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     import catalog.models
 
-    later = datetime(2099, 1, 1, tzinfo=timezone.utc)
+    later = datetime(2099, 1, 1, tzinfo=UTC)
     monkeypatch.setattr(catalog.models, "utcnow", lambda: later)
     entries = read_entries()
     polka = next(e for e in entries if e.ref == "eryk-mazus/polka-1.1b")
@@ -361,6 +362,15 @@ def test_list_bad_input_exits_2_naming_the_problem(seeded: Path, args: list[str]
     assert isinstance(result.exception, SystemExit)
     assert names in result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--domain", "nonsense"), ("--language", "zz"), ("--min-params", "lots"), ("--fits", "a lot"),
+])
+def test_list_bad_input_names_the_option(seeded: Path, option: str, value: str) -> None:
+    result = run(seeded, "models", "list", option, value)
+    assert result.exit_code == 2
+    assert f"Invalid value for '{option}'" in result.stderr
 
 
 # --- models show / remove -------------------------------------------------------------------

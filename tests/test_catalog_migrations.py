@@ -10,12 +10,12 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
-from sqlalchemy import create_engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from almanac.cli import cli
 from catalog import db
-from catalog.db import Catalog, CatalogError, SchemaTooNewError
+from catalog.db import Catalog, CatalogError, CatalogMissingError, SchemaTooNewError
 from catalog.tables import Base
 
 TABLES = {"models", "model_languages", "model_domains", "model_tags", "evals", "runs"}
@@ -48,7 +48,7 @@ def _version(path: Path) -> str | None:
     return row[0] if row else None
 
 
-def _downgrade(engine, revision: str) -> None:  # noqa: ANN001
+def _downgrade(engine: Engine, revision: str) -> None:
     cfg = db.alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
@@ -71,7 +71,7 @@ def test_upgrade_from_empty_database_creates_every_table_index_and_fts(empty_db:
     master = _master(empty_db)
     assert TABLES | {"alembic_version", "models_fts"} <= master["table"]
     assert "models_fts" in master["virtual"]
-    assert INDEXES <= master["index"]
+    assert master["index"] >= INDEXES
     assert _version(empty_db) == db.head_revision()
 
 
@@ -91,7 +91,7 @@ def test_downgrade_to_base_then_upgrade_again(empty_db: Path) -> None:
         engine.dispose()
     master = _master(empty_db)
     assert TABLES | {"models_fts"} <= master["table"]
-    assert INDEXES <= master["index"]
+    assert master["index"] >= INDEXES
 
 
 def test_upgrade_at_head_is_a_no_op(empty_db: Path) -> None:
@@ -193,11 +193,10 @@ def test_connections_use_wal_foreign_keys_and_busy_timeout(empty_db: Path) -> No
 def test_foreign_keys_are_enforced_on_catalog_connections(empty_db: Path) -> None:
     catalog = Catalog.at(empty_db)
     try:
-        with pytest.raises(IntegrityError, match="FOREIGN KEY"):
-            with catalog.engine.begin() as conn:
-                conn.exec_driver_sql(
-                    "INSERT INTO model_languages (model_id, language) VALUES (12345, 'en')"
-                )
+        with pytest.raises(IntegrityError, match="FOREIGN KEY"), catalog.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO model_languages (model_id, language) VALUES (12345, 'en')"
+            )
     finally:
         catalog.close()
 
@@ -210,3 +209,52 @@ def test_plain_engine_does_not_get_the_settings(empty_db: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 0
     finally:
         engine.dispose()
+
+
+# -- open_catalog: the one opener of the CLI (writer), the TUI and the server (readers) -------
+
+
+@pytest.mark.parametrize("readonly", [True, False], ids=["readonly", "no-migrate"])
+def test_a_reader_refuses_a_missing_catalog_and_creates_nothing(
+        tmp_path: Path, readonly: bool) -> None:
+    path = tmp_path / "home" / "catalog.db"
+    with pytest.raises(CatalogMissingError, match="almanac init") as info:
+        db.open_catalog(path, readonly=readonly, migrate=False)
+    assert info.value.path == path and info.value.exit_code == 1
+    assert not (tmp_path / "home").exists()
+
+
+def test_a_read_only_catalog_reads_and_cannot_write(empty_db: Path) -> None:
+    db.open_catalog(empty_db).close()
+    catalog = db.open_catalog(empty_db, readonly=True, cache_kib=4096)
+    try:
+        with catalog.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM models").scalar() == 0
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -4096
+        with pytest.raises(OperationalError, match="readonly"), catalog.engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM models")
+    finally:
+        catalog.close()
+    with pytest.raises(ValueError, match="cannot be migrated"):
+        db.open_catalog(empty_db, readonly=True, migrate=True)
+
+
+def test_a_read_only_catalog_is_refused_when_out_of_date(empty_db: Path) -> None:
+    sqlite3.connect(empty_db).close()  # a file, but no schema: `almanac init` never ran
+    with pytest.raises(CatalogError, match="almanac init"):
+        db.open_catalog(empty_db, readonly=True)
+    _stamp_future(empty_db)
+    with pytest.raises(SchemaTooNewError, match="newer Almanac"):
+        db.open_catalog(empty_db, readonly=True)
+
+
+def test_a_home_with_url_characters_in_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "odd #1 ?x=y %20" / "catalog.db"
+    db.open_catalog(path).close()
+    assert path.is_file() and sorted(p.name for p in tmp_path.iterdir()) == [path.parent.name]
+    catalog = db.open_catalog(path, readonly=True)
+    try:
+        with catalog.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM models").scalar() == 0
+    finally:
+        catalog.close()

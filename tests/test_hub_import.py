@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -144,7 +145,7 @@ def almanac(home: Path, *args: str) -> Result:
     return CliRunner().invoke(cli, ["--home", str(home), *args], catch_exceptions=False)
 
 
-def almanac_json(home: Path, *args: str):  # noqa: ANN201 - whatever the command prints
+def almanac_json(home: Path, *args: str) -> Any:  # whatever JSON the command prints
     result = almanac(home, *args, "--json")
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)
@@ -300,6 +301,24 @@ def test_partial_shards_leave_the_parameter_count_unknown(tmp_path: Path) -> Non
     assert entry_from_directory(path).parameters is None
 
 
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_add_path_with_unreadable_weights_fails_naming_the_file(
+        tmp_path: Path, home: Path, damage: str) -> None:
+    path = tmp_path / "damaged"
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(CONFIG))
+    weights = safetensors_bytes(tmp_path, WEIGHTS)
+    (path / "model.safetensors").write_bytes(
+        b"\x00\x01 not safetensors" if damage == "garbage" else weights[:-3])
+
+    result = almanac(home, "models", "add", "--path", str(path))
+
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert str(path / "model.safetensors") in result.stderr
+    with pytest.raises(LocalModelError, match="model.safetensors: not a valid safetensors file"):
+        entry_from_directory(path)
+
+
 def test_add_path_without_config_json_fails_naming_the_directory(tmp_path: Path, home: Path) -> None:
     empty = tmp_path / "not-a-model"
     empty.mkdir()
@@ -434,7 +453,8 @@ class FakeHub:
                 if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/.+)?", path):
                     data = hub.models.get(m[1])
                     if data is None:
-                        return self.send(404, b'{"error": "Repository not found"}', {"X-Error-Code": "RepoNotFound"}, body)
+                        return self.send(404, b'{"error": "Repository not found"}',
+                                         {"X-Error-Code": "RepoNotFound"}, body)
                     return self.send(200, json.dumps(data).encode(), {"Content-Type": "application/json"}, body)
                 if m := re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/README\.md", path):
                     text = hub.readmes.get(m[1])

@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from almanac.cli import cli
 from batch.run.keys import request_key
-from batch.run.spec import SAMPLING_DEFAULTS, SpecError, load_spec, normalize_sampling
+from batch.run.settings import SAMPLING_NAMES, EngineOptions, Sampling
+from batch.run.spec import SpecError, load_spec
 
 GOOD = """
 name = "fruit-families"
@@ -119,11 +120,11 @@ max_tokens = 8
 temperature = 1
 stop = ["b", "\\n", "a", "b"]
 """))
-    assert set(spec.sampling) == set(SAMPLING_DEFAULTS)
-    assert spec.sampling["stop"] == ["\n", "a", "b"]
-    assert spec.sampling["max_tokens"] == 8
-    assert spec.sampling["temperature"] == 1.0 and isinstance(spec.sampling["temperature"], float)
-    assert spec.sampling["top_p"] == 1.0 and spec.sampling["n"] == 1
+    assert set(spec.sampling.as_dict()) == set(SAMPLING_NAMES)
+    assert spec.sampling.as_dict()["stop"] == ["\n", "a", "b"]
+    assert spec.sampling.max_tokens == 8
+    assert spec.sampling.temperature == 1.0 and isinstance(spec.sampling.temperature, float)
+    assert spec.sampling.top_p == 1.0 and spec.sampling.n == 1
 
 
 def test_greedy_sampling_drops_top_p_top_k_and_seed_so_keys_agree(tmp_path: Path) -> None:
@@ -138,15 +139,15 @@ seed = 7
 stop = []
 """, "b.toml"))
     assert terse.sampling == verbose.sampling
-    assert verbose.sampling["seed"] is None and verbose.sampling["top_k"] == -1
+    assert verbose.sampling.seed is None and verbose.sampling.top_k == -1
     assert request_key("m", None, "p", terse.sampling) == request_key("m", None, "p", verbose.sampling)
 
 
 def test_sampling_at_a_positive_temperature_keeps_top_p_and_seed() -> None:
-    hot = normalize_sampling({"temperature": 0.7, "top_p": 0.5, "seed": 7})
-    assert hot["top_p"] == 0.5 and hot["seed"] == 7
+    hot = Sampling(temperature=0.7, top_p=0.5, seed=7)
+    assert hot.top_p == 0.5 and hot.seed == 7
     assert request_key("m", None, "p", hot) != request_key(
-        "m", None, "p", normalize_sampling({"temperature": 0.7, "top_p": 0.5, "seed": 8})
+        "m", None, "p", Sampling(temperature=0.7, top_p=0.5, seed=8)
     )
 
 
@@ -343,3 +344,95 @@ def test_dry_run_on_a_catalog_model_plans_without_importing_vllm(tmp_path: Path,
         "invalid": 1, "failed_before": 0,
     }
     assert not (home / "predictions" / "fruit-families").exists()  # a dry run writes nothing
+
+
+# -- cache keys never change --------------------------------------------------------------------
+
+# Computed by the code before sampling became a typed object; a change here means every
+# cached prediction would be generated again.
+PINNED_KEYS = {
+    "defaults": ({}, "9a20ccc7e2129e83fb0f5801b38a51295d1fc88ebd56e9c704993c25c79b9a40"),
+    "greedy": ({"max_tokens": 8, "temperature": 0, "top_p": 0.5, "seed": 7, "stop": ["\n"]},
+               "6d5b37d82f6aca2f80b0b46683ae9a5f9e7c995af4965d246daa5b3a6969a0dc"),
+    "hot": ({"max_tokens": 32, "temperature": 0.7, "top_p": 0.9, "top_k": 40, "min_p": 0.05,
+             "seed": 3, "stop": ["b", "a", "b"], "n": 2, "logprobs": 1, "presence_penalty": 0.5,
+             "frequency_penalty": -1, "repetition_penalty": 1.1},
+            "0515de4e565746ed7311144090d4b497704536633871f07d2e3461ade6d0e297"),
+    "choice": ({"temperature": 0, "choice": ["drupe", "pome"]},
+               "910ab6565f724f874596e7453a11cdb5e0fe65d8046dc6bcd5c2fce036dd4075"),
+    "json_schema": ({"temperature": 0,
+                     "json_schema": {"type": "object", "properties": {"a": {"type": "integer"}}}},
+                    "2d7c23d3e0b4d4f7aa507b5d6a19ed936490cddb4a57009e4268ac9e77dc68ad"),
+    "regex": ({"regex": "a|b", "temperature": 1},
+              "1b017edf34d0aabc2fe6b8994692ebe51b901bb09f84ee93007ec167cf1ed52b"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PINNED_KEYS))
+def test_request_keys_are_the_ones_earlier_versions_computed(case: str) -> None:
+    raw, key = PINNED_KEYS[case]
+    assert request_key("repo/m@abc", None, "peach:", Sampling.from_mapping(raw)) == key
+
+
+def test_chat_and_adapter_keys_and_the_params_column_are_pinned() -> None:
+    hot = Sampling.from_mapping(PINNED_KEYS["hot"][0])
+    chat = [{"role": "user", "content": "Fig?"}]
+    assert request_key("local:sha256:00", "lora:sha256:11", chat, hot) == (
+        "94d510a4229cd7d29228f0b9bddf71c841ef764a45d1f53815ea42c34fba8db1")
+    assert hot.params_json == json.dumps(hot.as_dict(), sort_keys=True) == (
+        '{"choice": null, "frequency_penalty": -1.0, "json_schema": null, "logprobs": 1, '
+        '"max_tokens": 32, "min_p": 0.05, "n": 2, "presence_penalty": 0.5, "regex": null, '
+        '"repetition_penalty": 1.1, "seed": 3, "stop": ["a", "b"], "temperature": 0.7, '
+        '"top_k": 40, "top_p": 0.9}')
+
+
+def test_an_openai_batch_line_overriding_the_job_sampling_keeps_its_pinned_key() -> None:
+    job = Sampling(temperature=0, max_tokens=8, stop=("\n",))
+    merged = job.overridden({"temperature": 0.9, "max_tokens": 3, "stop": ["x"]})
+    assert request_key("repo/m@abc", None, [{"role": "user", "content": "hi"}], merged) == (
+        "35e196edfd80f2576b0487ff2f10fcfd97ef319622de1fb2e8ba2bd77acc57b1")
+
+
+# -- typed settings ---------------------------------------------------------------------------
+
+
+def test_sampling_is_checked_against_the_schema_whoever_builds_it() -> None:
+    with pytest.raises(SpecError, match=r"^temperature: -1 is less than the minimum of 0$"):
+        Sampling(temperature=-1)
+    with pytest.raises(SpecError, match=r"^temperature: 'hot' is not of type 'number'$"):
+        Sampling.from_mapping({"temperature": "hot"})
+    with pytest.raises(SpecError, match="choice, regex and json_schema exclude each other"):
+        Sampling(choice=("a",), regex="a")
+    with pytest.raises(SpecError, match=r"^colour: not a sampling parameter$"):
+        Sampling.from_mapping({"colour": "red"})
+
+
+def test_sampling_is_frozen_and_equal_settings_are_one_engine_parameter_set() -> None:
+    a = Sampling.from_mapping({"temperature": 0, "stop": ["b", "a"], "top_p": 0.2})
+    b = Sampling(temperature=0.0, stop=("a", "b", "a"))
+    assert a == b and hash(a) == hash(b) and a.stop == ("a", "b")
+    with pytest.raises(AttributeError):
+        a.temperature = 1.0  # type: ignore[misc]
+    # An integral float is an integer to JSON Schema; vLLM takes only ints there.
+    assert Sampling(max_tokens=5.0, n=2.0, temperature=1).max_tokens == 5  # type: ignore[arg-type]
+
+
+def test_engine_options_are_typed_and_the_rest_pass_through_as_written(tmp_path: Path) -> None:
+    spec = load_spec(job(tmp_path, GOOD + """
+[engine]
+max_model_len = 2048
+gpu_memory_utilization = 1
+dtype = "float32"
+override_generation_config = { top_k = 5 }
+hf_overrides = "[not json"
+"""))
+    assert spec.engine.max_model_len == 2048 and spec.engine.dtype == "float32"
+    assert spec.engine.gpu_memory_utilization == 1.0
+    assert spec.engine.as_dict() == {
+        "max_model_len": 2048, "gpu_memory_utilization": 1.0, "dtype": "float32",
+        "hf_overrides": "[not json", "override_generation_config": {"top_k": 5},
+    }
+    assert spec.engine == EngineOptions.from_mapping(spec.engine.as_dict())
+    assert hash(spec.engine) == hash(EngineOptions.from_mapping(spec.engine.as_dict()))
+    with pytest.raises(SpecError, match=r"^max_num_seqs: 0 is less than the minimum of 1$"):
+        EngineOptions(max_num_seqs=0)

@@ -4,25 +4,26 @@ copied or repointed, which must be generated, and which failed."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import batch.run.plan
+from batch.cache.schema import columns
+from batch.cache.store import PredictionStore, ShardWriter
 from batch.run.keys import request_key
 from batch.run.plan import Plan, make_plan
-from batch.cache.schema import columns
 from batch.run.spec import JobSpec, spec_from_dict
-from batch.cache.store import PredictionStore, ShardWriter
 
 MODEL = "local:sha256:0000"
 TEMPLATE = "{{ fruit }}:"
 
 
 @pytest.fixture
-def store(tmp_path: Path):  # noqa: ANN201
+def store(tmp_path: Path) -> Iterator[PredictionStore]:
     s = PredictionStore(tmp_path / "predictions")
     yield s
     s.close()
@@ -56,7 +57,7 @@ def record(job: str, input_id: str, key: str, run_id: str, *, prompt: Any = None
     out.update(key=key, job=job, input_id=input_id, model="tiny", revision="sha256:0000",
                prompt=prompt if prompt is None or isinstance(prompt, str) else json.dumps(prompt),
                output=output, finish_reason=None if error else "stop", run_id=run_id,
-               created_at=datetime.now(timezone.utc), error=error)
+               created_at=datetime.now(UTC), error=error)
     return out
 
 
@@ -67,7 +68,7 @@ def commit(store: PredictionStore, plan: Plan, *, run_id: str = "r" * 32,
         if plan.repoint:
             store.repoint(plan.job, plan.repoint)
         sources = store.read_rows([src for _, _, src in plan.copies])
-        for (input_id, _, _), source in zip(plan.copies, sources):
+        for (input_id, _, _), source in zip(plan.copies, sources, strict=True):
             writer.add({**source, "job": plan.job, "input_id": input_id, "run_id": run_id})
         for failure in plan.failures:
             writer.add(record(plan.job, failure.input_id, failure.key, run_id, error=failure.error))
@@ -376,8 +377,8 @@ def test_openai_batch_rows_key_on_their_own_prompt_and_sampling(
     groups = {tuple(r.input_ids): r for r in plan.requests.values()}
     assert set(groups) == {("cold", "cold-too"), ("hot",)}
     assert groups[("cold", "cold-too")].prompt == messages
-    assert groups[("hot",)].sampling["max_tokens"] == 3
-    assert groups[("hot",)].sampling["temperature"] == 0.9
+    assert groups[("hot",)].sampling.max_tokens == 3
+    assert groups[("hot",)].sampling.temperature == 0.9
     [failure] = plan.failures
     assert failure.input_id == "odd" and failure.error.startswith("invalid sampling in body")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from batch.run.prompts import PromptRenderer, RenderError
-from batch.run.spec import PromptSpec, SpecError
+from batch.run.errors import SpecError
+from batch.run.prompts import PromptRenderer, PromptSpec, RenderError
 
 FEW_SHOT = """{{ context }}{% for ex in examples %}{{ ex.fruit }}: {{ ex.family }}
 {% endfor %}{{ fruit }}:"""

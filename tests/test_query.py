@@ -7,16 +7,26 @@ import io
 import json
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from almanac import api
+from batch.cache.index import Located
 from batch.cache.reader import (
-    JobInfo, Predictions, ShardUnavailableError, UnknownJobError, _Loc, list_jobs,
+    JobInfo,
+    Predictions,
+    ShardUnavailableError,
+    UnknownJobError,
+    list_jobs,
 )
 from tests.cache_support import key_for, record, write
 from tests.engine_support import almanac
+
+if TYPE_CHECKING:  # the runner imports the engine's room: only the engine test needs it
+    from batch.run.runner import Runner
 
 
 @pytest.fixture
@@ -56,10 +66,11 @@ def test_get_returns_exactly_the_parquet_row_for_every_input(predictions: Path) 
 
 def test_open_resolves_the_home_like_the_cli(predictions: Path, home: Path) -> None:
     write(predictions, [record("plum")])
-    with Predictions.open(None, "fruits") as p:  # ALMANAC_HOME points at `home`
+    with api.Predictions.open(None, "fruits") as p:  # ALMANAC_HOME points at `home`
         assert p.get("plum")["output"] == "drupe"
-    with Predictions.open(str(home), "fruits") as p:
+    with api.Predictions.open(str(home), "fruits") as p:
         assert p.get("plum") is not None
+    assert [j.job for j in api.list_jobs()] == ["fruits"]
 
 
 def test_unknown_job_raises_and_bad_names_are_unknown(predictions: Path) -> None:
@@ -168,8 +179,8 @@ def test_a_reader_relocates_after_the_index_moved_on(predictions: Path) -> None:
     (old,) = write(predictions, [record("plum", version=1, output="old")])
     (new,) = write(predictions, [record("plum", version=2, output="new")], run_id="f" * 32)
     (predictions / "fruits" / old).unlink()
-    answers = iter([[_Loc("plum", key_for("plum", 1), old, 0)],
-                    [_Loc("plum", key_for("plum", 2), new, 0)]])
+    answers = iter([[Located("fruits", "plum", key_for("plum", 1), old, 0, False)],
+                    [Located("fruits", "plum", key_for("plum", 2), new, 0, False)]])
     with Predictions.at(predictions, "fruits") as p:
         assert [r["output"] for r in p._resolve(lambda: next(answers))] == ["new"]
 
@@ -314,7 +325,8 @@ def test_openai_batch_export_reads_as_openai_batch_output(predictions: Path, hom
 
 
 @pytest.mark.engine
-def test_a_real_runs_predictions_read_back_through_api_and_cli(runner, home: Path, tmp_path: Path) -> None:
+def test_a_real_runs_predictions_read_back_through_api_and_cli(runner: Runner, home: Path,
+                                                               tmp_path: Path) -> None:
     from batch.run.spec import load_spec
     from tests.engine_support import write_job
 
@@ -322,7 +334,7 @@ def test_a_real_runs_predictions_read_back_through_api_and_cli(runner, home: Pat
     result = runner.run(load_spec(write_job(tmp_path / "job", "words", rows, shard_rows=3)))
     assert result.status == "ok"
 
-    with Predictions.open(home, "words") as p:
+    with api.Predictions.open(home, "words") as p:
         found = p.get_many([r["id"] for r in rows])
         assert sorted(found) == ["w0", "w1", "w2", "w3"]
         assert all(r["run_id"] == result.run_id and r["output"] is not None for r in found.values())

@@ -9,8 +9,9 @@ import pytest
 
 import schemas
 from catalog import taxonomy
-from catalog.seed import read_entries
 from catalog.models import validate_entry
+from catalog.records import ModelEntry
+from catalog.seed import read_entries
 
 # Every specialist DESIGN.md names, by Hub repo id.
 DESIGN_MODELS = {
@@ -31,7 +32,7 @@ DESIGN_MODELS = {
 
 
 @pytest.fixture(scope="module")
-def entries():  # noqa: ANN201
+def entries() -> list[ModelEntry]:
     return read_entries()
 
 
@@ -53,7 +54,7 @@ def test_seed_list_reads_and_every_entry_passes_the_store_checks() -> None:
         assert entry.ref == entry.repo_id
 
 
-def test_seed_list_has_at_least_30_distinct_models(entries) -> None:  # noqa: ANN001
+def test_seed_list_has_at_least_30_distinct_models(entries: list[ModelEntry]) -> None:
     refs = [e.ref for e in entries]
     assert len(refs) >= 30
     assert len(set(refs)) == len(refs)
@@ -61,23 +62,23 @@ def test_seed_list_has_at_least_30_distinct_models(entries) -> None:  # noqa: AN
 
 
 @pytest.mark.parametrize(("label", "repo_id"), sorted(DESIGN_MODELS.items()))
-def test_seed_list_contains_the_models_design_names(entries, label: str, repo_id: str) -> None:  # noqa: ANN001
+def test_seed_list_contains_the_models_design_names(entries: list[ModelEntry], label: str, repo_id: str) -> None:
     assert repo_id in {e.repo_id for e in entries}, label
 
 
-def test_every_domain_has_a_model(entries) -> None:  # noqa: ANN001
+def test_every_domain_has_a_model(entries: list[ModelEntry]) -> None:
     used = {d for e in entries for d in e.domains}
     assert set(taxonomy.DOMAINS) - used == set()
     assert used <= set(taxonomy.DOMAINS)
 
 
-def test_seed_list_has_an_adapter_with_a_base(entries) -> None:  # noqa: ANN001
+def test_seed_list_has_an_adapter_with_a_base(entries: list[ModelEntry]) -> None:
     adapters = [e for e in entries if e.relation == "adapter"]
     assert adapters
     assert all(e.base_model for e in adapters)
 
 
-def test_lineage_is_consistent(entries) -> None:  # noqa: ANN001
+def test_lineage_is_consistent(entries: list[ModelEntry]) -> None:
     for e in entries:
         assert (e.base_model is None) == (e.relation is None), e.ref
         assert e.base_model != e.repo_id, e.ref
@@ -93,7 +94,7 @@ def test_every_language_code_is_already_normalized(raw: list[dict]) -> None:
             assert taxonomy.normalize_domain(slug) == slug, (item["repo_id"], slug)
 
 
-def test_domain_specialists_land_where_design_says(entries) -> None:  # noqa: ANN001
+def test_domain_specialists_land_where_design_says(entries: list[ModelEntry]) -> None:
     by_ref = {e.ref: e for e in entries}
     assert "medicine" in by_ref["epfl-llm/meditron-7b"].domains
     assert "code/sql" in by_ref["defog/sqlcoder-7b-2"].domains
@@ -109,7 +110,7 @@ def test_domain_specialists_land_where_design_says(entries) -> None:  # noqa: AN
     assert len(sea & set(by_ref["aisingapore/sea-lion-7b"].languages)) >= 5
 
 
-def test_parameter_counts_are_plausible(entries) -> None:  # noqa: ANN001
+def test_parameter_counts_are_plausible(entries: list[ModelEntry]) -> None:
     by_ref = {e.ref: e for e in entries}
     assert 60e9 < by_ref["epfl-llm/meditron-70b"].parameters < 75e9
     assert 6e9 < by_ref["epfl-llm/meditron-7b"].parameters < 8e9

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
 import sys
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +18,9 @@ import uvicorn
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
-    content_type_conformance, response_schema_conformance, status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
 )
 
 from almanac.server import MAX_BATCH, MAX_BODY, server_config
@@ -113,6 +115,8 @@ def test_models_take_the_filters_of_models_list(client: httpx.Client, served: tu
 
     assert _is_error(client.get("/models", params={"domain": "astrology"}), 400)["error"] == "bad_request"
     _is_error(client.get("/models", params={"min_params": "lots"}), 400)
+    # The filter parser of `almanac models list`: the message names the query parameter.
+    assert _is_error(client.get("/models", params={"fits": "a lot"}), 400)["message"].startswith("fits: ")
     _is_error(client.get("/models", params={"limit": 0}), 422)
     _is_error(client.get("/models", params={"limit": 10_000}), 422)
     _is_error(client.get("/models", params={"sort": "random"}), 422)
@@ -147,6 +151,19 @@ def test_jobs_runs_and_predictions(client: httpx.Client) -> None:
     assert client.get(f"/keys/{key_for('in-011')}").json()["input_id"] == "in-011"
     assert client.get(f"/keys/{key_for('in-011')}", params={"job": "fruits"}).status_code == 200
     _is_error(client.get(f"/keys/{'0' * 64}"), 404)
+
+
+def test_job_names_are_checked_against_the_job_schemas_pattern(client: httpx.Client) -> None:
+    import schemas
+    from almanac.server.limits import JOB_PATTERN
+
+    assert schemas.load("job")["properties"]["name"]["pattern"] == JOB_PATTERN
+    assert schemas.is_job_name("fruits") and schemas.is_job_name("a" * 128)
+    for bad in ("a" * 129, "-fruits", "fruits\n", "fr/uits", ""):
+        assert not schemas.is_job_name(bad), bad
+    _is_error(client.get(f"/jobs/{'a' * 129}"), 422)
+    _is_error(client.get("/runs", params={"job": "-fruits"}), 422)
+    assert client.get("/runs", params={"job": "a" * 128}).json() == []
 
 
 def test_batch_lookup_is_bounded(client: httpx.Client) -> None:
@@ -255,7 +272,7 @@ def test_almanac_serve_binds_loopback_by_default(home: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def api_schema(served: tuple[str, Path]):  # noqa: ANN201 - a schemathesis schema
+def api_schema(served: tuple[str, Path]) -> schemathesis.BaseSchema:
     return schemathesis.openapi.from_url(f"{served[0]}/openapi.json")
 
 
@@ -264,6 +281,6 @@ fuzz = schemathesis.pytest.from_fixture("api_schema")
 
 @fuzz.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-def test_fuzzed_requests_get_no_5xx_and_conform_to_the_schema(case) -> None:  # noqa: ANN001
+def test_fuzzed_requests_get_no_5xx_and_conform_to_the_schema(case: schemathesis.Case) -> None:
     case.call_and_validate(checks=[not_a_server_error, status_code_conformance,
                                    content_type_conformance, response_schema_conformance])

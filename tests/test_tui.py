@@ -11,18 +11,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from textual.app import App
 
-from batch.cache.reader import Predictions
+from batch.query import Predictions
 from batch.run.spec import load_spec
 from catalog.db import Catalog
-from catalog.seed import load_seed
+from catalog.models import upsert_model
 from catalog.records import ModelEntry
 from catalog.search import ModelFilter, count_models, domain_counts, language_counts, list_models
-from catalog.models import upsert_model
+from catalog.seed import load_seed
 from tests.engine_support import TINY_MODEL, almanac, runner_for, write_job
+from tests.tui_capture import screen_text, settle
 from tests.tui_support import build_home
 from tui.app import make_app
-from tests.tui_capture import screen_text, settle
 from tui.format import counted
 from tui.screens.model_detail import ModelDetailScreen
 from tui.screens.models import ModelsScreen
@@ -71,11 +72,12 @@ def fixed_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_home(tmp_path_factory.mktemp("tui-fixed") / "home")
 
 
-def oracle(home: Path):  # noqa: ANN201 - an open read session on the same catalog
+def oracle(home: Path) -> Catalog:
+    """The same catalog, opened for the test's own reads."""
     return Catalog.at(home / "catalog.db", migrate=False)
 
 
-def table_keys(app) -> list[str]:  # noqa: ANN001
+def table_keys(app: App) -> list[str]:
     table = app.screen.query_one(PagedTable)
     return [key.value for key in table.rows]
 
@@ -288,7 +290,7 @@ async def test_runs_screen_after_a_real_run(engine_home: Path) -> None:
 @pytest.mark.engine
 async def test_predictions_search_outputs_open_a_record_and_jump_to_its_model(
         engine_home: Path) -> None:
-    with Predictions.open(engine_home, JOB) as p:
+    with Predictions.at(engine_home / "predictions", JOB) as p:
         target = next(r for r in p.search(failed=False) if len(r["output"].strip()) >= 3)
         needle = target["output"].strip()[:3]
         expected = [r["input_id"] for r in p.search(contains=needle)]
@@ -420,9 +422,8 @@ def test_the_tui_connection_is_read_only(fixed_home: Path) -> None:
 
     data = Data(fixed_home)
     try:
-        with pytest.raises(OperationalError, match="readonly"):
-            with data.catalog.sessions.begin() as s:
-                s.execute(text("DELETE FROM models"))
+        with pytest.raises(OperationalError, match="readonly"), data.catalog.sessions.begin() as s:
+            s.execute(text("DELETE FROM models"))
     finally:
         data.close()
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from textual.pilot import Pilot
 
+from tests.tui_capture import settle
 from tests.tui_support import build_home
 from tui.app import make_app
-from tests.tui_capture import settle
 
 SIZE = (100, 30)
 
@@ -27,7 +28,7 @@ def test_models_screen(snap_compare, fixed_home: Path) -> None:
 
 
 def test_models_screen_filtered_by_domain_and_language(snap_compare, fixed_home: Path) -> None:
-    async def choose(pilot) -> None:  # noqa: ANN001
+    async def choose(pilot: Pilot) -> None:
         await settle(pilot)
         await pilot.press("d", "down", "enter")  # domain: code
         await settle(pilot)
@@ -38,7 +39,7 @@ def test_models_screen_filtered_by_domain_and_language(snap_compare, fixed_home:
 
 
 def test_model_detail_screen(snap_compare, fixed_home: Path) -> None:
-    async def open_sqlcoder(pilot) -> None:  # noqa: ANN001
+    async def open_sqlcoder(pilot: Pilot) -> None:
         await settle(pilot)
         pilot.app.open_model("defog/sqlcoder-7b-2")
         await settle(pilot)
@@ -57,7 +58,7 @@ def test_predictions_screen(snap_compare, fixed_home: Path) -> None:
 
 
 def test_prediction_record_screen(snap_compare, fixed_home: Path) -> None:
-    async def open_first(pilot) -> None:  # noqa: ANN001
+    async def open_first(pilot: Pilot) -> None:
         await settle(pilot)
         await pilot.press("enter")
         await settle(pilot)

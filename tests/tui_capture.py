@@ -1,12 +1,14 @@
-"""Captures of the screens as SVG and plain text, for the README and for reviewing
-snapshots without a browser:
+"""Captures of the TUI's screens as SVG and plain text, for the README and for
+reviewing snapshots without a browser. Test tooling: not part of the shipped app.
 
-    python -m tests.tui_capture HOME OUT_DIR     # writes OUT_DIR/<screen>.svg and .txt
+From the repository root, over a home with a catalog (and runs, for their screens):
 
-Also the helpers tests and the benchmark drive the app with. They reach into a few
-private Textual attributes (the compositor, the driver, the screen's dirty set):
-Textual has no public text export, no way to send a key without Pilot's idle waits,
-and no public "painted" flag. Nothing in the app itself depends on them.
+    python -m tests.tui_capture HOME OUT_DIR    # writes OUT_DIR/<screen>.svg and .txt
+
+Also the helpers the TUI tests and bench/tui.py drive the app with. They reach into
+a few private Textual attributes (the compositor, the driver, the screen's dirty
+set): Textual has no public text export, no way to send a key without Pilot's idle
+waits, and no public "painted" flag. Nothing in the app itself depends on them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from rich.console import Console
 from textual import events
 from textual.app import App
+from textual.pilot import Pilot
 
 SIZE = (100, 30)
 # What each capture shows: the screen to open and the keys pressed before capturing.
@@ -55,7 +58,7 @@ def painted(app: App) -> bool:
     return not screen._layout_required and not screen._dirty_widgets
 
 
-async def settle(pilot) -> None:  # noqa: ANN001 - textual.pilot.Pilot
+async def settle(pilot: Pilot) -> None:
     """Wait until no screen is loading anything and the display has caught up."""
     app = pilot.app
     for _ in range(200):
@@ -82,9 +85,10 @@ async def capture(home: Path, screen: str, press: Sequence[str] = (),
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("home", type=Path)
-    parser.add_argument("out", type=Path)
+    parser = argparse.ArgumentParser(prog="python -m tests.tui_capture",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("home", type=Path, help="an Almanac home with a catalog")
+    parser.add_argument("out", type=Path, help="where the .svg and .txt captures go")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     for name, (screen, press) in SHOTS.items():

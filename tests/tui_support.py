@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from batch.cache.store import PredictionStore, ShardWriter
 from catalog import runs as run_log
-from catalog.seed import load_seed
 from catalog.db import Catalog
+from catalog.seed import load_seed
 from catalog.tables import Run
 
-T0 = datetime(2026, 1, 5, 3, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 5, 3, 0, tzinfo=UTC)
 HARDWARE = "Test CPU x2"
 SQL = "defog/sqlcoder-7b-2"
 POLISH = "eryk-mazus/polka-1.1b"

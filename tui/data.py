@@ -2,9 +2,10 @@
 
 Screens call these methods from Textual thread workers and hand the plain
 records they return to widgets; no widget ever sees a session. Every call
-opens a short read-only session: the catalog is opened with SQLite's
-`mode=ro`, so the TUI can never write nor take the write lock a cron run
-needs, and in WAL mode it reads the last committed state while a run writes.
+opens a short session on a catalog opened read-only (catalog.db.open_catalog),
+so the TUI can never write nor take the write lock a cron run needs, and in
+WAL mode it reads the last committed state while a run writes. The catalog's
+query functions answer in plain records; nothing here touches its tables.
 Nothing here imports textual.
 """
 
@@ -13,17 +14,18 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event, func, or_, select
-
-from catalog import sizes, taxonomy
-from catalog.db import Catalog, CatalogError
-from catalog.runs import run_record
-from catalog.records import ModelRecord, RunRecord
-from catalog.search import ModelFilter, count_models, domain_counts, language_counts, list_models
+from catalog import taxonomy
+from catalog.db import open_catalog
+from catalog.filters import ModelFilter
 from catalog.models import find_model, to_record
-from catalog.tables import Run
+from catalog.records import ModelRecord, RunRecord
+from catalog.runs import count_runs, jobs_of_model, list_runs
+from catalog.search import count_models, domain_counts, language_counts, list_models
+
+if TYPE_CHECKING:  # the cache reader pulls in pyarrow: loaded when a screen first needs it
+    from batch.query import CacheReader
 
 PAGE = 50
 # A bigger page cache than SQLite's 2 MB default: facet and search queries on a
@@ -51,7 +53,7 @@ class ModelQuery:
             fits_bytes=self.fits_bytes, offset=offset, limit=limit,
         )
 
-    def without(self, facet: str) -> "ModelQuery":
+    def without(self, facet: str) -> ModelQuery:
         """The query a facet's own counts depend on (a facet ignores its own choice)."""
         return replace(self, **{facet: None})
 
@@ -109,32 +111,14 @@ class Page:
     total: int | None = None
 
 
-def parse_params_range(text: str) -> tuple[int | None, int | None]:
-    """`1B-8B`, `-8B`, `7B-`, `<8B`, `>1B`; blank means no bound. Raises ValueError."""
-    text = text.strip().replace(" ", "")
-    if not text:
-        return None, None
-    if text[0] in "<>":
-        bound = sizes.parse_params(text[1:])
-        return (None, bound) if text[0] == "<" else (bound, None)
-    low, sep, high = text.partition("-")
-    if not sep:
-        raise ValueError(f"not a parameter range: {text!r} (try 1B-8B, <8B or >1B)")
-    return (sizes.parse_params(low) if low else None, sizes.parse_params(high) if high else None)
-
-
 class Data:
     """Read-only access to one Almanac home, safe to call from several threads."""
 
     def __init__(self, home: Path) -> None:
         self.home = Path(home)
-        db = self.home / "catalog.db"
-        if not db.exists():
-            raise CatalogError(f"no catalog at {db}: run `almanac init` first")
-        self.catalog = Catalog(f"sqlite:///file:{db}?mode=ro&uri=true", migrate=False)
-        event.listen(self.catalog.engine, "connect", _reader_settings)
+        self.catalog = open_catalog(self.home / "catalog.db", readonly=True, cache_kib=CACHE_KIB)
         self._reader_lock = threading.Lock()
-        self._reader: Any = None
+        self._reader: CacheReader | None = None
 
     def close(self) -> None:
         self.refresh()
@@ -189,14 +173,7 @@ class Data:
         candidates (indexed, cheap); only those jobs' caches are then checked, so
         the cost does not grow with the whole cache."""
         with self.catalog.sessions() as s:
-            model = find_model(s, ref)
-            if model is None:
-                return []
-            candidates = list(s.scalars(
-                select(Run.job)
-                .where(or_(Run.model_id == model.id, Run.model_ref == model.ref))
-                .distinct().order_by(Run.job)
-            ))
+            candidates = jobs_of_model(s, ref)
         cached = {info.job for info in self._cache().jobs()}
         uses = []
         for job in candidates:
@@ -210,15 +187,9 @@ class Data:
 
     def runs(self, offset: int = 0, limit: int = PAGE, job: str | None = None,
              with_total: bool = False) -> Page:
-        stmt = select(Run).order_by(Run.started_at.desc(), Run.id).offset(offset).limit(limit)
-        if job:
-            stmt = stmt.where(Run.job == job)
         with self.catalog.sessions() as s:
-            rows: list[RunRecord] = [run_record(r) for r in s.scalars(stmt)]
-            total = None
-            if with_total:
-                count = select(func.count()).select_from(Run)
-                total = s.scalar(count.where(Run.job == job) if job else count)
+            rows: list[RunRecord] = list_runs(s, job, limit, offset)
+            total = count_runs(s, job) if with_total else None
         return Page(rows, offset, total)
 
     # -- predictions ----------------------------------------------------------------------
@@ -228,7 +199,7 @@ class Data:
 
     def predictions(self, q: PredictionQuery, offset: int = 0, limit: int = PAGE,
                     with_total: bool = False) -> Page:
-        from batch.cache.reader import UnknownJobError
+        from batch.query import UnknownJobError
 
         try:
             view = self._cache().job(q.job)
@@ -238,18 +209,13 @@ class Data:
         total = view.count(**q.args()) if with_total else None
         return Page(rows, offset, total)
 
-    def _cache(self) -> Any:
-        """One shared, thread-safe reader of the cache index and shards. batch.cache.reader
+    def _cache(self) -> CacheReader:
+        """One shared, thread-safe reader of the cache index and shards. batch.query
         (and pyarrow) load on first use: the models screen starts without them."""
-        from batch.cache.reader import CacheReader
+        from batch.query import CacheReader
 
         with self._reader_lock:
             if self._reader is None:
                 self._reader = CacheReader(self.home / "predictions")
             return self._reader
 
-
-def _reader_settings(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-    cur.close()

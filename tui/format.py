@@ -6,7 +6,7 @@ depends only on the data, which keeps snapshots and captures stable.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from catalog.sizes import format_params
 
@@ -45,7 +45,7 @@ def duration(seconds: float | None) -> str:
 def when(at: datetime | None) -> str:
     if at is None:
         return ""
-    return at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def clip(text: str | None, width: int) -> str:

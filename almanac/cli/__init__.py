@@ -6,7 +6,13 @@ import click
 
 from almanac import __version__
 from almanac.cli import (
-    batch_cmds, catalog_cmds, models, models_import, query_cmds, serve_cmd, tui_cmd,
+    batch_cmds,
+    catalog_cmds,
+    models,
+    models_import,
+    query_cmds,
+    serve_cmd,
+    tui_cmd,
 )
 from almanac.cli.base import AlmanacGroup, Env
 from almanac.paths import Home, resolve_home

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from schemas.errors import AlmanacError, ExitCode
 from almanac.paths import Home
+from schemas.errors import AlmanacError, ExitCode
+
+if TYPE_CHECKING:  # catalog.db imports SQLAlchemy and Alembic: not for --help
+    from catalog.db import Catalog
 
 
 class Env:
@@ -16,14 +19,15 @@ class Env:
 
     def __init__(self, home: Home) -> None:
         self.home = home
-        self._catalog = None
+        self._catalog: Catalog | None = None
 
-    def catalog(self):  # noqa: ANN201 - avoids importing SQLAlchemy for --help
+    def catalog(self) -> Catalog:
+        """The home's catalog, created or upgraded on first use (commands may write)."""
         if self._catalog is None:
-            from catalog.db import Catalog
+            from catalog.db import open_catalog
 
             self.home.ensure()
-            self._catalog = Catalog.at(self.home.catalog_db)
+            self._catalog = open_catalog(self.home.catalog_db)
         return self._catalog
 
     def close(self) -> None:
@@ -72,10 +76,10 @@ def echo_table(rows: list[list[str]], headers: list[str]) -> None:
     """A plain aligned table; stdout stays data."""
     widths = [len(h) for h in headers]
     for row in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, row)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     click.echo(line.rstrip())
     for row in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     if not rows:
         click.echo("(none)", err=True)

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from almanac.cli.base import (
-    Env, echo_table, emit_json, json_option, pass_env, translate, warn,
+    Env,
+    echo_table,
+    emit_json,
+    json_option,
+    pass_env,
+    translate,
+    warn,
 )
 from schemas.errors import ExitCode
 
-
+if TYPE_CHECKING:  # the runner (pyarrow, SQLAlchemy) loads only when a job runs, not for --help
+    from batch.run.result import RunResult
 
 
 def _exit_code(statuses: list[str]) -> int:
@@ -25,7 +33,7 @@ def _exit_code(statuses: list[str]) -> int:
     return ExitCode.OK
 
 
-def _human(result) -> str:  # noqa: ANN001 - batch.run.runner.RunResult
+def _human(result: RunResult) -> str:
     p = result.plan
     if result.status == "planned":
         return (f"{result.job}: {p['inputs']} inputs: {p['cached']} cached, {p['copy']} to copy, "
@@ -123,7 +131,7 @@ def demo(env: Env, job_path: str | None, json_: bool) -> None:
     """Build a tiny fruit specialist, register it, and precompute its predictions.
 
     Run it again and every prediction comes from the cache, without starting the engine."""
-    from almanac.demo import run_demo
+    from almanac.demo.run import run_demo
 
     result, preview, (right, total) = run_demo(env.catalog(), env.home,
                                                Path(job_path) if job_path else None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import sys
@@ -9,6 +10,9 @@ import sys
 import click
 
 from almanac.cli.base import Env, echo_table, emit_json, json_option, pass_env, warn
+
+# The filters' parser holds no SQLAlchemy: --help stays quick.
+from catalog.filters import QUANTS, SORTS, SOURCES, FilterError, model_filter
 
 EXPORT_COLUMNS = [
     "ref", "repo_id", "revision", "name", "parameters", "context_length", "dtype", "license",
@@ -22,15 +26,6 @@ def models() -> None:
     """Browse and maintain the model catalog."""
 
 
-def _sizes(value: str | None, parse) -> int | None:  # noqa: ANN001
-    if value is None:
-        return None
-    try:
-        return parse(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
 @models.command("list")
 @click.option("--domain", "domains", multiple=True, help="Domain slug; includes its children (code → code/sql).")
 @click.option("--language", "languages", multiple=True, help="ISO 639 code or group (sea).")
@@ -38,34 +33,33 @@ def _sizes(value: str | None, parse) -> int | None:  # noqa: ANN001
 @click.option("--max-params", help="At most this many parameters.")
 @click.option("--license", "licenses", multiple=True, help="License id (apache-2.0, mit, llama2…).")
 @click.option("--fits", "fits", help="Weights fit in this memory (24GB), with 20% headroom.")
-@click.option("--quant", type=click.Choice(["int4", "int8", "fp16"]), help="Assume this quantization for --fits.")
+@click.option("--quant", type=click.Choice(QUANTS), help="Assume this quantization for --fits.")
 @click.option("--search", help="Full-text search over name, description, tags and card.")
-@click.option("--source", type=click.Choice(["seed", "hub", "cache", "local"]))
-@click.option("--sort", default="name", show_default=True,
-              type=click.Choice(["name", "params", "-params", "downloads", "likes", "updated", "license", "relevance"]))
+@click.option("--source", type=click.Choice(SOURCES))
+@click.option("--sort", default="name", show_default=True, type=click.Choice(SORTS))
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many models.")
 @click.option("--offset", type=click.IntRange(min=0), default=0)
 @json_option
 @pass_env
-def list_(env: Env, domains, languages, min_params, max_params, licenses, fits, quant,  # noqa: ANN001
-          search, source, sort, limit, offset, json_: bool) -> None:
+def list_(env: Env, domains: tuple[str, ...], languages: tuple[str, ...],
+          min_params: str | None, max_params: str | None, licenses: tuple[str, ...],
+          fits: str | None, quant: str | None, search: str | None, source: str | None,
+          sort: str, limit: int | None, offset: int, json_: bool) -> None:
     """List catalog models, filtered and sorted."""
     from catalog import sizes
-    from catalog.search import ModelFilter, list_models
-    from catalog.taxonomy import TaxonomyError
+    from catalog.search import list_models
 
     try:
-        f = ModelFilter(
-            domains=list(domains), languages=list(languages),
-            min_params=_sizes(min_params, sizes.parse_params),
-            max_params=_sizes(max_params, sizes.parse_params),
-            licenses=list(licenses), fits_bytes=_sizes(fits, sizes.parse_memory), quant=quant,
-            search=search, source=source, sort=sort, limit=limit, offset=offset,
+        f = model_filter(
+            domains=domains, languages=languages, min_params=min_params, max_params=max_params,
+            licenses=licenses, fits=fits, quant=quant, search=search, source=source, sort=sort,
+            limit=limit, offset=offset,
         )
-        with env.catalog().sessions() as s:
-            records = list_models(s, f)
-    except TaxonomyError as exc:
-        raise click.BadParameter(str(exc)) from None
+    except FilterError as exc:  # named as the option the user typed
+        option = "--" + exc.field.replace("_", "-")
+        raise click.BadParameter(exc.problem, param_hint=f"'{option}'") from None
+    with env.catalog().sessions() as s:
+        records = list_models(s, f)
     if json_:
         emit_json([r.to_json() for r in records])
         return
@@ -108,7 +102,8 @@ def show(env: Env, ref: str, json_: bool) -> None:
     for e in record.evals:
         click.echo(f"{'eval':>13}: {e.benchmark} {e.metric} = {e.value:g}" + (f"  ({e.source})" if e.source else ""))
     if p := record.performance:
-        click.echo(f"{'measured':>13}: {p.tokens_per_s:.1f} tokens/s, engine start {p.engine_start_s or 0:.1f} s on {p.hardware} ({p.runs} runs)")
+        click.echo(f"{'measured':>13}: {p.tokens_per_s:.1f} tokens/s, engine start "
+                   f"{p.engine_start_s or 0:.1f} s on {p.hardware} ({p.runs} runs)")
     if record.description:
         click.echo("\n" + record.description)
 
@@ -135,8 +130,9 @@ def export(env: Env, format_: str, output: str | None) -> None:
 
     with env.catalog().sessions() as s:
         records = list_models(s, ModelFilter(sort="name"))
-    out = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
-    try:
+    with contextlib.ExitStack() as stack:
+        out = (stack.enter_context(open(output, "w", encoding="utf-8", newline=""))
+               if output else sys.stdout)
         if format_ == "json":
             json.dump([r.to_json() for r in records], out, indent=2, ensure_ascii=False)
             out.write("\n")
@@ -145,9 +141,7 @@ def export(env: Env, format_: str, output: str | None) -> None:
             writer.writerow(EXPORT_COLUMNS)
             for r in records:
                 row = r.to_json()
-                writer.writerow([";".join(row[c]) if isinstance(row[c], list) else row[c] for c in EXPORT_COLUMNS])
-    finally:
-        if output:
-            out.close()
+                writer.writerow([";".join(row[c]) if isinstance(row[c], list) else row[c]
+                                 for c in EXPORT_COLUMNS])
     if output:
         warn(f"wrote {len(records)} models to {output}")

@@ -6,24 +6,32 @@ import csv
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from almanac.cli.base import (
-    CommandError, Env, echo_table, emit_json, json_option, pass_env, warn,
+    CommandError,
+    Env,
+    echo_table,
+    emit_json,
+    json_option,
+    pass_env,
+    warn,
 )
 from schemas.errors import ExitCode
 
+if TYPE_CHECKING:  # pyarrow loads in hundreds of milliseconds: not for `almanac --help`
+    from batch.cache.reader import Predictions
+    from batch.cache.schema import PredictionRecord
 
 
-
-def _short(value: Any, width: int = 60) -> str:
+def _short(value: object, width: int = 60) -> str:
     text = "" if value is None else str(value).replace("\n", "\\n")
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _emit(records: list[dict[str, Any]], fmt: str) -> None:
+def _emit(records: list[PredictionRecord], fmt: str) -> None:
     from batch.cache.reader import columns, to_json
 
     if fmt == "json":
@@ -51,8 +59,8 @@ def _format(json_: bool, jsonl: bool, csv_: bool) -> str:
     return chosen[0] if chosen else "table"
 
 
-def _lookup(p, input_ids: tuple[str, ...], key: str | None,  # noqa: ANN001 - batch.cache.reader.Predictions
-            all_versions: bool) -> tuple[list[dict[str, Any]], list[str]]:
+def _lookup(p: Predictions, input_ids: tuple[str, ...], key: str | None,
+            all_versions: bool) -> tuple[list[PredictionRecord], list[str]]:
     """The records asked for, and what was asked for but is not cached."""
     if key is not None:
         found = p.by_key(key)
@@ -139,7 +147,7 @@ def cache() -> None:
 def verify(env: Env, job: str | None, json_: bool) -> None:
     """Check every shard (readable, rows and checksum as indexed) and the index against
     the files. Exit 1 if anything is damaged."""
-    from batch.cache.maintenance import verify as run_verify
+    from batch.cache.verify import verify as run_verify
 
     report = run_verify(env.home.predictions, job)
     if json_:
@@ -168,7 +176,7 @@ def verify(env: Env, job: str | None, json_: bool) -> None:
 def gc(env: Env, job: str | None, dry_run: bool, keep_versions: bool, json_: bool) -> None:
     """Remove superseded shards (no row is any input's latest) and temporary files left
     by crashes. Exits 75 without changing anything while a run is active."""
-    from batch.cache.maintenance import gc as run_gc
+    from batch.cache.gc import gc as run_gc
 
     report = run_gc(env.home.predictions, env.home.locks, job=job, dry_run=dry_run,
                     keep_versions=keep_versions)

@@ -16,10 +16,7 @@ def tui(env: Env, screen: str | None, job: str | None) -> None:
     """Browse the catalog, runs and cached predictions in the terminal.
 
     Read-only: safe to keep open while a scheduled run writes."""
-    from catalog.db import CatalogError
-
-    if not env.home.catalog_db.exists():
-        raise CatalogError(f"no catalog in {env.home.root}: run `almanac init` first")
+    # The app opens the catalog read-only: a home without one is refused, nothing created.
     from tui.app import make_app
 
     make_app(env.home.root, screen=screen, job=job).run()

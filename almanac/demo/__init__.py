@@ -1,88 +1,14 @@
-"""`almanac demo`: a tiny fruit specialist, built here, run over the example job.
+"""The demo: a tiny fruit specialist, trained here, run over the demo job.
 
-The model is trained on the CPU in under a minute (nothing can be
-downloaded where Almanac is tested), registered in the catalog like any
-local model, and run through the same runner as every other job.
+``fruits/`` holds the job and its input (package data, shipped in the wheel);
+``families`` the facts the answers are checked against; ``tinyllama`` the model's
+tokenizer and architecture; ``training`` how it learns the job's prompts; ``run``
+what `almanac demo` does with them. Nothing here is imported by the rooms below.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
-from typing import Any
 
-from almanac.paths import Home
-from batch.run.inputs import read_rows
-from batch.cache.reader import Predictions
-from batch.run.runner import RunResult, Runner, configure_logging
-from batch.run.spec import JobSpec, load_spec
-from catalog.db import Catalog
-from catalog.seed import load_seed
-from catalog.models import upsert_model
-
-DEMO_MODEL = "almanac/fruit-specialist"
-EXAMPLE_JOB = Path(__file__).resolve().parent / "fruits" / "job.toml"  # package data
-
-
-def ensure_demo_model(home: Home) -> Path:
-    """Train once per home; a crash mid-training leaves no half-written model."""
-    from almanac.demo.training import train_demo_model
-
-    dest = home.models / "fruit-specialist"
-    if (dest / "config.json").is_file():
-        return dest
-    tmp = home.models / ".fruit-specialist.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    train_demo_model(tmp)
-    tmp.rename(dest)
-    return dest
-
-
-def register_demo_model(catalog: Catalog, path: Path) -> None:
-    from catalog.localmodels import entry_from_directory
-
-    entry = entry_from_directory(path, name=DEMO_MODEL)
-    entry.name = "Fruit specialist (demo)"
-    entry.domains = ["science"]
-    entry.languages = ["en"]
-    entry.description = ("A tiny Llama trained here in under a minute to name the botanical "
-                         "fruit type of a fruit (drupe, pome, berry, …); Almanac's demo model.")
-    with catalog.sessions.begin() as s:
-        upsert_model(s, entry)
-
-
-def run_demo(catalog: Catalog, home: Home, job_path: Path | None = None,
-             preview_rows: int = 8
-             ) -> tuple[RunResult, list[dict[str, Any]], tuple[int, int]]:
-    configure_logging()
-    with catalog.sessions.begin() as s:
-        load_seed(s)
-    register_demo_model(catalog, ensure_demo_model(home))
-    spec = load_spec(job_path or EXAMPLE_JOB)
-    runner = Runner(catalog, home.predictions, home.locks)
-    try:
-        result = runner.run(spec)
-    finally:
-        runner.close()
-    rows = answers(home, spec)
-    right = sum(r["output"] == r["expected"] for r in rows)
-    return result, spread(rows, preview_rows), (right, len(rows))
-
-
-def answers(home: Home, spec: JobSpec) -> list[dict[str, Any]]:
-    """Every input's cached prediction, next to the right answer."""
-    from almanac.demo.training import FRUIT_FAMILIES
-
-    fruits = {row.id: (row.fields or {}).get("fruit") for row in read_rows(spec.input)}
-    with Predictions.open(home.root, spec.name) as predictions:
-        found = predictions.get_many(list(fruits))
-    return [{"input_id": input_id, "fruit": fruit,
-             "output": ((found.get(input_id) or {}).get("output") or "").strip(),
-             "expected": FRUIT_FAMILIES.get(fruit, "?")}
-            for input_id, fruit in fruits.items()]
-
-
-def spread(rows: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
-    """A sample across the file: it is grouped by family."""
-    return rows[:: max(1, len(rows) // count)][:count]
+# The demo's job file; its input path is relative to it.
+DEMO_JOB = Path(__file__).resolve().parent / "fruits" / "job.toml"

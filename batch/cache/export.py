@@ -15,13 +15,15 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch.cache.reader import CacheReader, ShardUnavailableError, UnknownJobError, to_json
-from batch.cache.schema import arrow_schema
+from batch.cache.errors import ShardUnavailableError, UnknownJobError
+from batch.cache.reader import CacheReader, to_json
+from batch.cache.schema import PredictionRecord, arrow_schema
+from batch.cache.shards import read_rows
 from schemas.errors import UsageError
 
 FORMATS = ("parquet", "jsonl", "csv", "openai-batch")
@@ -32,24 +34,19 @@ class ExportError(UsageError, ValueError):
 
 
 def _tables(reader: CacheReader, job: str, all_versions: bool) -> Iterator[pa.Table]:
-    """The job's current rows, one table per shard. One pass over the index: it has
-    no index by shard, and a query per shard would scan the job's rows each time."""
-    table = "records" if all_versions else "latest"
-    by_shard: dict[str, list[int]] = {}
-    for shard, row in reader.sql(f"SELECT shard, row FROM {table} WHERE job = ?", (job,)):
-        by_shard.setdefault(shard, []).append(row)
+    """The job's current rows, one table per shard, in the order they were written."""
+    by_shard = reader.query(lambda ix: ix.rows_by_shard(job, all_versions=all_versions), {})
     for shard in sorted(by_shard):
-        rows = sorted(by_shard.pop(shard))
         try:
-            data = pq.read_table(reader.root / job / shard, schema=arrow_schema())
+            table = read_rows(reader.root / job / shard, sorted(by_shard.pop(shard)))
         except FileNotFoundError as exc:
             raise ShardUnavailableError(
                 f"job {job!r}: shard {shard} disappeared during the export (a gc?); "
                 "run the export again") from exc
-        yield data.take(pa.array(rows, pa.int64()))
+        yield table
 
 
-def openai_batch_line(rec: dict[str, Any]) -> dict[str, Any]:
+def openai_batch_line(rec: PredictionRecord) -> dict[str, Any]:
     """One line of an OpenAI batch output file: a chat completion, or an error."""
     request_hash = hashlib.sha256(f"{rec['job']}\0{rec['input_id']}\0{rec['key']}".encode())
     line: dict[str, Any] = {"id": f"batch_req_{request_hash.hexdigest()[:32]}",
@@ -74,7 +71,7 @@ def openai_batch_line(rec: dict[str, Any]) -> dict[str, Any]:
                                  "body": body}, "error": None}
 
 
-def _csv_value(value: Any) -> Any:
+def _csv_value(value: object) -> object:
     if value is None:
         return ""
     if isinstance(value, list):
@@ -93,7 +90,8 @@ def _write_text(tables: Iterator[pa.Table], fmt: str, out: TextIO) -> int:
             if writer is not None:
                 writer.writerow([_csv_value(v) for v in rec.values()])
             else:
-                line = openai_batch_line(rec) if fmt == "openai-batch" else to_json(rec)
+                line = openai_batch_line(cast(PredictionRecord, rec)) if fmt == "openai-batch" \
+                    else to_json(rec)
                 out.write(json.dumps(line, ensure_ascii=False) + "\n")
             n += 1
     return n

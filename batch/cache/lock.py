@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 from pathlib import Path
+
 from schemas.errors import AlmanacError, ExitCode
 
 
@@ -26,7 +27,7 @@ class JobLock:
         self.job = job
         self._fd: int | None = None
 
-    def __enter__(self) -> "JobLock":
+    def __enter__(self) -> JobLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

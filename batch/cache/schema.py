@@ -1,8 +1,12 @@
-"""The prediction record's Parquet schema, built from schemas/prediction.schema.json."""
+"""The prediction record: its Parquet schema and its Python type, both from
+schemas/prediction.schema.json (the single source; a test holds `PredictionRecord`
+to it, column by column and type by type)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import lru_cache
+from typing import Any, TypedDict
 
 import pyarrow as pa
 
@@ -15,6 +19,36 @@ _ARROW = {
     "timestamp[us, UTC]": pa.timestamp("us", tz="UTC"),
     "list<string>": pa.list_(pa.string()),
 }
+_PYTHON: dict[str, Any] = {  # types and generic aliases: both take `| None`
+    "string": str,
+    "int32": int,
+    "int64": int,
+    "timestamp[us, UTC]": datetime,
+    "list<string>": list[str],
+}
+
+
+class PredictionRecord(TypedDict):
+    """One row of `predictions/<job>/*.parquet`, as the reader returns it and the writer
+    takes it (the writer accepts any mapping of these columns). A plain dict at run time."""
+
+    key: str
+    job: str
+    input_id: str
+    model: str
+    revision: str | None
+    adapter: str | None
+    prompt: str | None
+    output: str | None
+    finish_reason: str | None
+    prompt_tokens: int | None
+    output_tokens: int | None
+    run_id: str
+    created_at: datetime
+    error: str | None
+    outputs: list[str] | None
+    logprobs: str | None
+    params: str | None
 
 
 @lru_cache(maxsize=1)
@@ -31,3 +65,15 @@ def arrow_schema() -> pa.Schema:
 
 def columns() -> list[str]:
     return arrow_schema().names
+
+
+def declared_types() -> dict[str, object]:
+    """{column: the Python type the JSON Schema implies}, in column order: what
+    `typing.get_type_hints(PredictionRecord)` must give."""
+    spec = schemas.load("prediction")
+    out: dict[str, object] = {}
+    for name in spec["x-columns"]:
+        prop = spec["properties"][name]
+        python = _PYTHON[prop["x-arrow"]]
+        out[name] = python | None if prop.get("x-nullable", True) else python
+    return out

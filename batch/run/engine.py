@@ -8,22 +8,34 @@ the scheduler's batch stays full — not one small `generate` call per shard.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# vLLM logs to stdout by default; stdout is Almanac's data channel.
-os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Keep the engine core in this process: with its own process, a `kill -9` of a
-# cron run orphans the engine and the memory it holds. Set it to 1 to overlap
-# our shard writing with the scheduler where that matters more.
-os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+from batch.run.settings import EngineOptions, Sampling
+
+if TYPE_CHECKING:  # importing vLLM takes seconds: only a run with rows to generate pays it
+    from vllm import LLM, SamplingParams
+    from vllm.outputs import RequestOutput
+    from vllm.tokenizers import TokenizerLike
+
+# What the engine's process needs before vLLM is imported, unless the caller says
+# otherwise. vLLM logs to stdout by default, and stdout is Almanac's data channel.
+# The engine core stays in this process: with its own process, a `kill -9` of a cron
+# run orphans the engine and the memory it holds (set VLLM_ENABLE_V1_MULTIPROCESSING=1
+# to overlap shard writing with the scheduler where that matters more).
+ENGINE_ENVIRONMENT = {
+    "VLLM_LOGGING_STREAM": "ext://sys.stderr",
+    "VLLM_LOGGING_LEVEL": "WARNING",
+    "TOKENIZERS_PARALLELISM": "false",
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+}
+
+Prompt = str | list[dict[str, Any]]  # a text, or chat messages
+EngineRequest = tuple[str, list[int], Sampling]  # our id, prompt token ids, sampling
 
 # vLLM's default (92% of memory) assumes a dedicated GPU; on a shared CPU host
 # reserve a fixed KV cache unless the job says otherwise.
@@ -36,18 +48,27 @@ class EngineTarget:
 
     model: str  # a local directory or a Hub repo id
     revision: str | None
-    options: tuple[tuple[str, Any], ...]  # sorted vllm.LLM keyword arguments
+    options: EngineOptions
     lora_rank: int | None = None
 
     @classmethod
-    def make(cls, model: str, revision: str | None, options: dict[str, Any],
-             lora_rank: int | None = None) -> "EngineTarget":
-        return cls(model, revision, tuple(sorted((k, _freeze(v)) for k, v in options.items())),
-                   lora_rank)
+    def make(cls, model: str, revision: str | None,
+             options: EngineOptions | Mapping[str, Any],
+             lora_rank: int | None = None) -> EngineTarget:
+        if not isinstance(options, EngineOptions):
+            options = EngineOptions.from_mapping(options)
+        return cls(model, revision, options, lora_rank)
 
 
-def _freeze(value: Any) -> Any:
-    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+def llm_kwargs(target: EngineTarget, *, on_cpu: bool) -> dict[str, Any]:
+    """The keyword arguments `vllm.LLM` gets for `target`."""
+    options = target.options.as_dict()
+    if on_cpu and not {"gpu_memory_utilization", "kv_cache_memory_bytes"} & options.keys():
+        options["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+    if target.lora_rank is not None:
+        options.update(enable_lora=True, max_lora_rank=_lora_rank_slot(target.lora_rank))
+    options.setdefault("seed", 0)
+    return {"model": target.model, "revision": target.revision, **options}
 
 
 @dataclass
@@ -63,37 +84,49 @@ class Completion:
 
 
 @dataclass
+class EngineStats:
+    """Where a stream's time went inside vLLM, measured as it runs."""
+
+    enqueue_s: float = 0.0  # handing requests to the engine (LLM.enqueue)
+    step_s: float = 0.0  # engine steps: scheduling, the forward passes, detokenizing
+    steps: int = 0
+
+
+@dataclass
 class Engine:
     target: EngineTarget
-    llm: Any
+    llm: LLM | None
     start_seconds: float
     max_model_len: int
-    _params: dict[str, Any] = field(default_factory=dict)
+    llm_kwargs: dict[str, Any] = field(default_factory=dict)
+    _params: dict[Sampling, SamplingParams] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, target: EngineTarget) -> "Engine":
+    def start(cls, target: EngineTarget) -> Engine:
         """Import vLLM and load the model; the time reported covers both, as that is
         what a run waits for before its first token."""
         began = time.perf_counter()
+        for name, value in ENGINE_ENVIRONMENT.items():
+            os.environ.setdefault(name, value)
         from vllm import LLM
 
-        options = {k: json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v
-                   for k, v in target.options}
-        if _on_cpu() and not {"gpu_memory_utilization", "kv_cache_memory_bytes"} & options.keys():
-            options["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
-        if target.lora_rank is not None:
-            options.update(enable_lora=True, max_lora_rank=_lora_rank_slot(target.lora_rank))
-        options.setdefault("seed", 0)
+        kwargs = llm_kwargs(target, on_cpu=_on_cpu())
         with stdout_to_stderr():
-            llm = LLM(model=target.model, revision=target.revision, **options)
+            llm = LLM(**kwargs)
         seconds = time.perf_counter() - began
-        return cls(target, llm, seconds, llm.llm_engine.model_config.max_model_len)
+        return cls(target, llm, seconds, llm.llm_engine.model_config.max_model_len, kwargs)
 
     @property
-    def tokenizer(self) -> Any:
-        return self.llm.get_tokenizer()
+    def _live(self) -> LLM:
+        if self.llm is None:
+            raise RuntimeError("the engine was closed")
+        return self.llm
 
-    def token_ids(self, prompt: str | list[dict[str, Any]]) -> list[int]:
+    @property
+    def tokenizer(self) -> TokenizerLike:
+        return self._live.get_tokenizer()
+
+    def token_ids(self, prompt: Prompt) -> list[int]:
         tok = self.tokenizer
         if isinstance(prompt, list):
             ids = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
@@ -101,84 +134,92 @@ class Engine:
             return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
         return list(tok.encode(prompt))
 
-    def token_ids_many(self, prompts: list[str | list[dict[str, Any]]]) -> list[list[int]]:
+    def token_ids_many(self, prompts: list[Prompt]) -> list[list[int]]:
         """Plain prompts go through the fast tokenizer as one batch; chats one by one."""
         texts = [p for p in prompts if isinstance(p, str)]
         encoded = iter(self.tokenizer(texts)["input_ids"] if texts else [])
         return [list(next(encoded)) if isinstance(p, str) else self.token_ids(p) for p in prompts]
 
-    def sampling_params(self, sampling: dict[str, Any]) -> Any:
-        """vllm.SamplingParams for normalized sampling settings, built once per distinct set."""
-        cache_key = json.dumps(sampling, sort_keys=True)
-        if cache_key not in self._params:
+    def sampling_params(self, sampling: Sampling) -> SamplingParams:
+        """vllm.SamplingParams for sampling settings, built once per distinct set."""
+        if sampling not in self._params:
             from vllm import SamplingParams
             from vllm.sampling_params import StructuredOutputsParams
 
-            s = dict(sampling)
             structured = None
-            if s.get("choice") is not None:
-                structured = StructuredOutputsParams(choice=s["choice"])
-            elif s.get("regex") is not None:
-                structured = StructuredOutputsParams(regex=s["regex"])
-            elif s.get("json_schema") is not None:
-                structured = StructuredOutputsParams(json=s["json_schema"])
-            self._params[cache_key] = SamplingParams(
-                n=s["n"], max_tokens=s["max_tokens"], temperature=s["temperature"],
-                top_p=s["top_p"], top_k=s["top_k"], min_p=s["min_p"], seed=s["seed"],
-                stop=s["stop"] or None, logprobs=s["logprobs"],
-                presence_penalty=s["presence_penalty"], frequency_penalty=s["frequency_penalty"],
-                repetition_penalty=s["repetition_penalty"], structured_outputs=structured,
+            if sampling.choice is not None:
+                structured = StructuredOutputsParams(choice=list(sampling.choice))
+            elif sampling.regex is not None:
+                structured = StructuredOutputsParams(regex=sampling.regex)
+            elif sampling.json_schema is not None:
+                structured = StructuredOutputsParams(json=sampling.json_schema)
+            self._params[sampling] = SamplingParams(
+                n=sampling.n, max_tokens=sampling.max_tokens, temperature=sampling.temperature,
+                top_p=sampling.top_p, top_k=sampling.top_k, min_p=sampling.min_p,
+                seed=sampling.seed, stop=list(sampling.stop) or None, logprobs=sampling.logprobs,
+                presence_penalty=sampling.presence_penalty,
+                frequency_penalty=sampling.frequency_penalty,
+                repetition_penalty=sampling.repetition_penalty, structured_outputs=structured,
             )
-        return self._params[cache_key]
+        return self._params[sampling]
 
     def stream(
         self,
-        requests: Iterable[tuple[str, list[int], dict[str, Any]]],
+        requests: Iterable[EngineRequest],
         *,
         adapter_path: str | None = None,
         window: int | None = None,
+        stats: EngineStats | None = None,
     ) -> Iterator[tuple[str, Completion]]:
         """Yield (our id, completion) as requests finish, in completion order.
 
         Requests are fed `window` at a time and topped up whenever half have
         finished, so the scheduler always has more work queued than it can
-        batch, while memory stays bounded on million-row jobs."""
+        batch, while memory stays bounded on million-row jobs. `stats` (if given)
+        adds up the time spent enqueueing and stepping."""
+        from vllm import RequestOutput
         from vllm.inputs import TokensPrompt
         from vllm.lora.request import LoRARequest
 
+        llm = self._live
+        stats = stats if stats is not None else EngineStats()
         lora = LoRARequest("adapter", 1, adapter_path) if adapter_path else None
-        max_seqs = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
+        max_seqs = llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
         window = window or max(4 * max_seqs, 1024)
         pending = iter(requests)
         ours: dict[str, str] = {}
-        engine = self.llm.llm_engine
+        engine = llm.llm_engine
 
         rejected: list[tuple[str, Completion]] = []
         exhausted = False
 
-        def enqueue(batch: list[tuple[str, list[int], dict[str, Any]]]) -> None:
-            ids = self.llm.enqueue(
-                [TokensPrompt(prompt_token_ids=tokens) for _, tokens, _ in batch],
-                [self.sampling_params(s) for _, _, s in batch],
-                lora_request=lora, use_tqdm=False,
-            )
-            for (our_id, _, _), vllm_id in zip(batch, ids):
+        def enqueue(batch: list[EngineRequest]) -> None:
+            began = time.perf_counter()
+            try:
+                ids = llm.enqueue(
+                    [TokensPrompt(prompt_token_ids=tokens) for _, tokens, _ in batch],
+                    [self.sampling_params(s) for _, _, s in batch],
+                    lora_request=lora, use_tqdm=False,
+                )
+            finally:
+                stats.enqueue_s += time.perf_counter() - began
+            for (our_id, _, _), vllm_id in zip(batch, ids, strict=True):
                 ours[_external_id(vllm_id)] = our_id
 
         def top_up(count: int) -> None:
             nonlocal exhausted
-            batch = [r for _, r in zip(range(count), pending)]
+            batch = [r for _, r in zip(range(count), pending, strict=False)]
             exhausted = len(batch) < count
             if not batch:
                 return
             try:
                 enqueue(batch)
-            except Exception:  # noqa: BLE001 - vLLM validates per request but rejects the batch
+            except Exception:
                 # Find the bad request(s) one by one; the rest still run.
                 for request in batch:
                     try:
                         enqueue([request])
-                    except Exception as exc:  # noqa: BLE001
+                    except Exception as exc:
                         message = f"rejected by the engine: {type(exc).__name__}: {exc}"
                         rejected.append((request[0], Completion([], None, len(request[1]), 0,
                                                                 error=message.splitlines()[0])))
@@ -192,14 +233,22 @@ class Engine:
                 if exhausted:
                     break
                 continue  # a whole batch was rejected; enqueue the next one
-            for output in engine.step():
-                # Outputs of requests vLLM aborted while rejecting a batch are not ours.
+            began = time.perf_counter()
+            outputs = engine.step()
+            stats.step_s += time.perf_counter() - began
+            stats.steps += 1
+            for output in outputs:
+                # Outputs of requests vLLM aborted while rejecting a batch are not ours;
+                # pooling outputs never come from a generating model.
+                if not isinstance(output, RequestOutput):
+                    continue
                 if output.finished and (our_id := ours.pop(output.request_id, None)) is not None:
                     yield our_id, _completion(output)
 
     def close(self) -> None:
-        with contextlib.suppress(AttributeError):
-            self.llm.llm_engine.engine_core.shutdown()
+        if self.llm is not None:
+            with contextlib.suppress(AttributeError):
+                self.llm.llm_engine.engine_core.shutdown()
         self.llm = None
 
 
@@ -210,13 +259,13 @@ def _external_id(request_id: str) -> str:
     return head if head.isdigit() and len(tail) == 8 else request_id
 
 
-def _completion(output: Any) -> Completion:
+def _completion(output: RequestOutput) -> Completion:
     outs = output.outputs
     logprobs = None
     if outs and outs[0].logprobs is not None:
         logprobs = [
             [{"token_id": tid, "logprob": lp.logprob} for tid, lp in step.items() if tid == chosen]
-            for step, chosen in zip(outs[0].logprobs, outs[0].token_ids)
+            for step, chosen in zip(outs[0].logprobs, outs[0].token_ids, strict=True)
         ]
     return Completion(
         texts=[o.text for o in outs],

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from batch.run.settings import Sampling
+
 KEY_VERSION = 1
 # Files that cannot change a model's outputs. Not every `.txt`: a tokenizer's
 # vocab.txt and merges.txt decide what the model sees.
@@ -29,14 +31,14 @@ def request_key(
     model: str,
     adapter: str | None,
     prompt: str | list[dict[str, Any]],
-    sampling: dict[str, Any],
+    sampling: Sampling,
 ) -> str:
     payload = {
         "v": KEY_VERSION,
         "model": model,
         "adapter": adapter,
         "chat" if isinstance(prompt, list) else "prompt": prompt,
-        "sampling": sampling,
+        "sampling": sampling.as_dict(),
     }
     return hashlib.sha256(canonical(payload).encode()).hexdigest()
 

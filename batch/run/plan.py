@@ -8,16 +8,19 @@ imports vLLM.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
+from batch.cache.store import Located, PredictionStore
+from batch.run.errors import SpecError
 from batch.run.inputs import InputRow, read_rows
 from batch.run.keys import failure_key, request_key
 from batch.run.prompts import PromptRenderer, RenderError
-from batch.run.spec import JobSpec, normalize_sampling
-from batch.cache.store import Located, PredictionStore
+from batch.run.settings import Sampling
+from batch.run.spec import JobSpec
 
 PLAN_CHUNK = 2000  # rows per index round trip
 
@@ -28,7 +31,7 @@ class Request:
 
     key: str
     prompt: str | list[dict[str, Any]]
-    sampling: dict[str, Any]
+    sampling: Sampling
     input_ids: list[str]
 
 
@@ -38,7 +41,7 @@ class Failure:
     key: str
     error: str
     prompt: str | list[dict[str, Any]] | None = None
-    sampling: dict[str, Any] | None = None
+    sampling: Sampling | None = None
 
 
 @dataclass
@@ -54,6 +57,7 @@ class Plan:
     copies: list[tuple[str, str, Located]] = field(default_factory=list)  # input id, key, source
     requests: dict[str, Request] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
+    lookups_s: float = 0.0  # of the planning time, spent in index lookups
 
     @property
     def missing_rows(self) -> int:
@@ -76,8 +80,29 @@ class _Row:
     input_id: str
     key: str
     prompt: str | list[dict[str, Any]] | None
-    sampling: dict[str, Any] | None
+    sampling: Sampling | None
     error: str | None
+
+
+class _LineSampling:
+    """OpenAI batch lines' own sampling over the job's, validated once per distinct
+    set: a million-line file usually repeats a handful."""
+
+    def __init__(self, job: Sampling) -> None:
+        self.job = job
+        self._seen: dict[str, Sampling | str] = {}
+
+    def __call__(self, overrides: dict[str, Any]) -> Sampling:
+        seen = json.dumps(overrides, sort_keys=True, default=repr)
+        if seen not in self._seen:
+            try:
+                self._seen[seen] = self.job.overridden(overrides)
+            except SpecError as exc:
+                self._seen[seen] = str(exc)
+        found = self._seen[seen]
+        if isinstance(found, str):
+            raise SpecError(found)
+        return found
 
 
 def make_plan(spec: JobSpec, store: PredictionStore, *, model_identity: str,
@@ -85,7 +110,7 @@ def make_plan(spec: JobSpec, store: PredictionStore, *, model_identity: str,
               limit: int | None = None, retry_failed: bool = False) -> Plan:
     renderer = None if spec.input.format == "openai-batch" else PromptRenderer(spec.prompt)
     plan = Plan(spec.name, spec.model, revision, adapter_identity)
-    rows = _rows(spec, renderer, model_identity, adapter_identity)
+    rows = _rows(spec, renderer, _LineSampling(spec.sampling), model_identity, adapter_identity)
     if limit is not None:
         rows = islice(rows, limit)
     while chunk := list(islice(rows, PLAN_CHUNK)):
@@ -93,8 +118,8 @@ def make_plan(spec: JobSpec, store: PredictionStore, *, model_identity: str,
     return plan
 
 
-def _rows(spec: JobSpec, renderer: PromptRenderer | None, model: str,
-          adapter: str | None) -> Iterator[_Row]:
+def _rows(spec: JobSpec, renderer: PromptRenderer | None, line_sampling: _LineSampling,
+          model: str, adapter: str | None) -> Iterator[_Row]:
     seen: dict[str, int] = {}
     for row in read_rows(spec.input):
         if row.id in seen:
@@ -107,11 +132,11 @@ def _rows(spec: JobSpec, renderer: PromptRenderer | None, model: str,
             yield _Row(dup_id, failure_key(spec.name, dup_id, error), None, None, error)
             continue
         seen.setdefault(row.id, row.position)
-        yield _render(spec, renderer, row, model, adapter)
+        yield _render(spec, renderer, line_sampling, row, model, adapter)
 
 
-def _render(spec: JobSpec, renderer: PromptRenderer | None, row: InputRow, model: str,
-            adapter: str | None) -> _Row:
+def _render(spec: JobSpec, renderer: PromptRenderer | None, line_sampling: _LineSampling,
+            row: InputRow, model: str, adapter: str | None) -> _Row:
     def failed(error: str) -> _Row:
         return _Row(row.id, failure_key(spec.name, row.id, error), None, None, error)
 
@@ -119,11 +144,14 @@ def _render(spec: JobSpec, renderer: PromptRenderer | None, row: InputRow, model
         return failed(row.error)
     sampling = spec.sampling
     if renderer is None:  # an OpenAI batch line carries its own prompt and sampling
-        prompt: str | list[dict[str, Any]] = row.messages if row.messages is not None else row.prompt  # type: ignore[assignment]
+        if row.messages is not None:
+            prompt: str | list[dict[str, Any]] = row.messages
+        else:
+            assert row.prompt is not None  # the reader makes lines without either error rows
+            prompt = row.prompt
         try:
-            sampling = normalize_sampling({**{k: v for k, v in spec.sampling.items()
-                                              if v is not None}, **(row.sampling or {})})
-        except (TypeError, ValueError) as exc:
+            sampling = line_sampling(row.sampling or {})
+        except SpecError as exc:
             return failed(f"invalid sampling in body: {exc}")
     else:
         try:
@@ -135,7 +163,9 @@ def _render(spec: JobSpec, renderer: PromptRenderer | None, row: InputRow, model
 
 def _plan_chunk(plan: Plan, store: PredictionStore, chunk: list[_Row], retry_failed: bool) -> None:
     plan.inputs += len(chunk)
+    began = time.perf_counter()
     latest = store.latest_for(plan.job, [r.input_id for r in chunk])
+    plan.lookups_s += time.perf_counter() - began
     undecided: list[_Row] = []
     for row in chunk:
         cur = latest.get(row.input_id)
@@ -150,11 +180,13 @@ def _plan_chunk(plan: Plan, store: PredictionStore, chunk: list[_Row], retry_fai
             undecided.append(row)
     if not undecided:
         return
+    began = time.perf_counter()
     older = store.versions_for(plan.job, [(r.input_id, r.key) for r in undecided
                                           if r.input_id in latest])
     elsewhere = store.generated_anywhere(
         [r.key for r in undecided if r.key not in plan.requests]
     )
+    plan.lookups_s += time.perf_counter() - began
     for row in undecided:
         if (old := older.get((row.input_id, row.key))) is not None and not old.failed:
             plan.repoint.append(old)
@@ -166,9 +198,3 @@ def _plan_chunk(plan: Plan, store: PredictionStore, chunk: list[_Row], retry_fai
             assert row.prompt is not None and row.sampling is not None
             plan.requests[row.key] = Request(row.key, row.prompt, row.sampling, [row.input_id])
 
-
-def prompt_text(prompt: str | list[dict[str, Any]] | None) -> str | None:
-    """The `prompt` column: the text, or chat messages as JSON."""
-    if prompt is None or isinstance(prompt, str):
-        return prompt
-    return json.dumps(prompt, ensure_ascii=False)

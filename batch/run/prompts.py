@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from batch.run.spec import PromptSpec, SpecError
+from batch.run.errors import SpecError
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """A job's [prompt] table: a template or chat messages, and what they share."""
+
+    template: str | None = None
+    messages: list[dict[str, str]] | None = None
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    context: str | None = None  # the context file's text
 
 
 class RenderError(ValueError):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from batch.run.keys import fingerprint_dir
 from batch.cache.store import PredictionStore
+from batch.run.keys import fingerprint_dir
 from catalog.models import find_model, get_model
 from schemas.errors import AlmanacError
 

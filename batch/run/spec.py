@@ -3,34 +3,16 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import schemas
-from schemas.errors import UsageError
+from batch.run.errors import SpecError
+from batch.run.prompts import PromptRenderer, PromptSpec
+from batch.run.settings import EngineOptions, Sampling
 
-SAMPLING_DEFAULTS: dict[str, Any] = {
-    "max_tokens": 16,
-    "temperature": 1.0,
-    "top_p": 1.0,
-    "top_k": -1,
-    "min_p": 0.0,
-    "seed": None,
-    "stop": [],
-    "n": 1,
-    "logprobs": None,
-    "presence_penalty": 0.0,
-    "frequency_penalty": 0.0,
-    "repetition_penalty": 1.0,
-    "choice": None,
-    "regex": None,
-    "json_schema": None,
-}
-
-
-class SpecError(UsageError, ValueError):
-    """An invalid job spec; the message names the file and the field path."""
+__all__ = ["InputSpec", "JobSpec", "PromptSpec", "SpecError", "load_spec", "spec_from_dict"]
 
 
 @dataclass(frozen=True)
@@ -41,22 +23,14 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
-class PromptSpec:
-    template: str | None = None
-    messages: list[dict[str, str]] | None = None
-    examples: list[dict[str, Any]] = field(default_factory=list)
-    context: str | None = None  # the context file's text
-
-
-@dataclass(frozen=True)
 class JobSpec:
     name: str
     model: str
     path: Path  # the job file
     input: InputSpec
     prompt: PromptSpec
-    sampling: dict[str, Any]  # normalized: every key of SAMPLING_DEFAULTS
-    engine: dict[str, Any]
+    sampling: Sampling
+    engine: EngineOptions
     shard_rows: int = 10_000
     row_group_rows: int = 1024
     # LZ4 decodes about twice as fast as zstd: a lookup decodes one row group per
@@ -68,19 +42,6 @@ class JobSpec:
     @property
     def chat(self) -> bool:
         return self.prompt.messages is not None
-
-
-def normalize_sampling(raw: dict[str, Any]) -> dict[str, Any]:
-    """Fill defaults so that equal requests hash equally however they were written."""
-    out = {**SAMPLING_DEFAULTS, **raw}
-    out["stop"] = sorted(set(out["stop"] or []))
-    for name in ("temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty",
-                 "repetition_penalty"):
-        out[name] = float(out[name])
-    if out["temperature"] == 0.0:
-        # Greedy decoding ignores these; the key should too.
-        out.update(top_p=1.0, top_k=-1, min_p=0.0, seed=None)
-    return out
 
 
 def load_spec(path: str | Path) -> JobSpec:
@@ -117,6 +78,14 @@ def spec_from_dict(data: dict[str, Any], path: Path) -> JobSpec:
     if adapter and (base / adapter).exists():
         adapter = str((base / adapter).resolve())
     output = data.get("output", {})
+    try:
+        sampling = Sampling.from_mapping(data.get("sampling", {}))
+    except SpecError as exc:  # what the schema lets through but the settings cannot take
+        raise SpecError(f"{path}: sampling.{exc}") from None
+    try:
+        engine = EngineOptions.from_mapping(data.get("engine", {}))
+    except SpecError as exc:
+        raise SpecError(f"{path}: engine.{exc}") from None
     spec = JobSpec(
         name=data["name"],
         model=data["model"],
@@ -128,8 +97,8 @@ def spec_from_dict(data: dict[str, Any], path: Path) -> JobSpec:
             examples=prompt.get("examples", []),
             context=context,
         ),
-        sampling=normalize_sampling(data.get("sampling", {})),
-        engine=dict(data.get("engine", {})),
+        sampling=sampling,
+        engine=engine,
         shard_rows=output.get("shard_rows", 10_000),
         row_group_rows=output.get("row_group_rows", 1024),
         compression=output.get("compression", "lz4"),
@@ -139,8 +108,6 @@ def spec_from_dict(data: dict[str, Any], path: Path) -> JobSpec:
     if spec.input.format != "openai-batch":
         # Compile the templates now, so a syntax error fails the spec before any
         # job of the invocation has run, and names the file.
-        from batch.run.prompts import PromptRenderer
-
         try:
             PromptRenderer(spec.prompt)
         except SpecError as exc:

@@ -1,7 +1,7 @@
 """Alembic environment: runs on the connection `catalog.db.upgrade` hands it."""
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 from catalog.tables import Base
 
@@ -20,7 +20,7 @@ def run_migrations() -> None:
         _run(conn)
 
 
-def _run(connection) -> None:  # noqa: ANN001
+def _run(connection: Connection) -> None:
     # render_as_batch: SQLite can only ALTER through table copies.
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import tomllib
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import schemas
 from catalog import taxonomy
-from dataclasses import asdict
-from typing import TYPE_CHECKING
-
 from catalog.records import EvalRecord, ModelEntry
 from schemas.errors import UsageError
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
+
+from tui.data import Data
+
+if TYPE_CHECKING:  # the app imports every screen: a runtime import here would be a cycle
+    from tui.app import AlmanacApp
 
 
 class DataScreen(Screen):
@@ -20,8 +25,9 @@ class DataScreen(Screen):
         self._pending: dict[Worker, tuple[str, int, Callable[[Any], None]]] = {}
 
     @property
-    def data(self) -> Any:  # tui.data.Data; screens reach it only through the app
-        return self.app.data
+    def data(self) -> Data:
+        """The home's catalog and cache; screens reach them only through the app."""
+        return cast("AlmanacApp", self.app).data
 
     def load(self, group: str, fetch: Callable[[], Any], apply: Callable[[Any], None]) -> None:
         generation = self._generation.get(group, 0) + 1

@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from tui import format as fmt
-from tui.data import ModelQuery, Page
+from tui.data import ModelQuery, ModelRow, Page
 from tui.screens.base import DataScreen
 from tui.widgets.domain_tree import DomainTree
 from tui.widgets.filter_bar import FilterBar
@@ -120,7 +120,7 @@ class ModelsScreen(DataScreen):
                 page.offset, [self._cells(r) for r in page.rows], [r.ref for r in page.rows])
 
     @staticmethod
-    def _cells(r) -> tuple:  # noqa: ANN001 - tui.data.ModelRow
+    def _cells(r: ModelRow) -> tuple:
         return (fmt.clip(r.name, 24), fmt.clip(", ".join(r.domains), 11),
                 fmt.clip(" ".join(r.languages), 5), Text(fmt.params(r.parameters), justify="right"),
                 fmt.clip(r.license, 9), Text(fmt.rate(r.tokens_per_s, 0), justify="right"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual.message import Message
 from textual.widgets import Tree
@@ -20,7 +22,7 @@ class DomainTree(Tree[str]):
             super().__init__()
             self.slug = slug
 
-    def __init__(self, **kwargs) -> None:  # noqa: ANN003
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(ALL, data="", **kwargs)
         self.auto_expand = False
         self.guide_depth = 2

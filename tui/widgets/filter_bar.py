@@ -1,4 +1,5 @@
-"""The models screen's search box and size filters, parsed into plain values."""
+"""The models screen's search box and size filters, parsed into plain values by the
+catalog's filter parser (the one `almanac models list` and HTTP `/models` use)."""
 
 from __future__ import annotations
 
@@ -10,24 +11,25 @@ from textual.message import Message
 from textual.validation import Function
 from textual.widgets import Input
 
-from catalog import sizes
-from tui.data import parse_params_range
+from catalog.filters import FilterError, parse_memory, parse_params_range
 
 
 def _valid_range(text: str) -> bool:
     try:
         parse_params_range(text)
-    except ValueError:
+    except FilterError:
         return False
     return True
 
 
+def _fits(text: str) -> int | None:
+    return parse_memory("fits", text.strip() or None)
+
+
 def _valid_memory(text: str) -> bool:
-    if not text.strip():
-        return True
     try:
-        sizes.parse_memory(text)
-    except ValueError:
+        _fits(text)
+    except FilterError:
         return False
     return True
 
@@ -60,9 +62,8 @@ class FilterBar(Horizontal):
 
     def current(self) -> Filters:
         low, high = parse_params_range(self.query_one("#params", Input).value)
-        fits = self.query_one("#fits", Input).value.strip()
         return Filters(self.query_one("#search", Input).value, low, high,
-                       sizes.parse_memory(fits) if fits else None)
+                       _fits(self.query_one("#fits", Input).value))
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
@@ -70,6 +71,6 @@ class FilterBar(Horizontal):
             return
         try:
             filters = self.current()
-        except ValueError:  # the other field is the invalid one: wait until it is fixed
+        except FilterError:  # the other field is the invalid one: wait until it is fixed
             return
         self.post_message(self.Changed(filters))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual.message import Message
 from textual.widgets import OptionList
@@ -16,7 +18,7 @@ class JobList(OptionList):
             super().__init__()
             self.job = job
 
-    def __init__(self, **kwargs) -> None:  # noqa: ANN003
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.chosen: str | None = None
         self._jobs: list[JobSummary] = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual.message import Message
 from textual.widgets import OptionList
@@ -21,7 +23,7 @@ class LanguageList(OptionList):
             super().__init__()
             self.code = code
 
-    def __init__(self, **kwargs) -> None:  # noqa: ANN003
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.chosen: str | None = None
         self._facets: list[FacetCount] = []

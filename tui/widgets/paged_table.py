@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from rich.text import Text
 from textual import on
@@ -26,16 +27,16 @@ class PagedTable(DataTable):
     ]
 
     class NeedMore(Message):
-        def __init__(self, table: "PagedTable", offset: int) -> None:
+        def __init__(self, table: PagedTable, offset: int) -> None:
             super().__init__()
             self.table = table
             self.offset = offset
 
         @property
-        def control(self) -> "PagedTable":
+        def control(self) -> PagedTable:
             return self.table
 
-    def __init__(self, columns: Sequence[tuple[str, int | None]], **kwargs) -> None:  # noqa: ANN003
+    def __init__(self, columns: Sequence[tuple[str, int | None]], **kwargs: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self._columns = list(columns)
         self.total: int | None = None
@@ -61,7 +62,7 @@ class PagedTable(DataTable):
 
     def _append(self, rows: list[Sequence[object]], keys: list[str]) -> None:
         seen = set()
-        for row, key in zip(rows, keys):
+        for row, key in zip(rows, keys, strict=True):
             # Duplicate keys would raise; a row that moved between two pages is shown once.
             if key in seen or key in self.rows:
                 continue

@@ -1,0 +1,59 @@
+"""The Python API over cached predictions, for applications:
+
+    from almanac.api import Predictions, list_jobs
+
+    with Predictions.open(None, "fruit-families") as p:   # None: $ALMANAC_HOME, else the default home
+        p.get("plum")                    # the latest record of one input, or None
+        p.get_many(["plum", "pear"])     # {input_id: record} for the ids that exist
+        p.versions("plum")               # every cached version, oldest first
+        p.by_key("3f2a…")                # a record by its content address
+        p.search(contains="drupe", limit=20)
+    list_jobs()                          # every job with cached predictions, with its size
+
+A record is a `PredictionRecord`: a plain dict of the columns of
+schemas/prediction.schema.json (`created_at` is a timezone-aware datetime;
+`to_json` makes a record JSON-ready). The home is found as the CLI finds it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Self
+
+from almanac.paths import Home, resolve_home
+from batch.cache import reader
+from batch.cache.reader import (
+    JobInfo,
+    PredictionRecord,
+    QueryError,
+    ShardUnavailableError,
+    UnknownJobError,
+    columns,
+    to_json,
+)
+
+__all__ = [
+    "JobInfo", "PredictionRecord", "Predictions", "QueryError", "ShardUnavailableError",
+    "UnknownJobError", "columns", "list_jobs", "to_json",
+]
+
+HomeArg = str | os.PathLike[str] | None
+
+
+def _home(home: HomeArg) -> Home:
+    return Home(resolve_home(home))
+
+
+class Predictions(reader.Predictions):
+    """One job's cached predictions (batch.cache.reader.Predictions), opened by home."""
+
+    @classmethod
+    def open(cls, home: HomeArg, job: str) -> Self:
+        """`home` is an Almanac home (None: $ALMANAC_HOME, else the platform default).
+        Raises UnknownJobError if the cache holds nothing for `job`."""
+        return cls.at(_home(home).predictions, job)
+
+
+def list_jobs(home: HomeArg = None) -> list[JobInfo]:
+    """Every job with cached predictions in `home` (None: as `Predictions.open`)."""
+    return reader.list_jobs(_home(home).predictions)

@@ -1,0 +1,109 @@
+"""The catalog's endpoints: models (with the filters of `almanac models list`), one
+model, and batch runs; over a catalog opened read-only on first use."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Query
+from fastapi import Path as PathParam
+
+from almanac.server.errors import Unavailable
+from almanac.server.limits import (
+    JOB_PATTERN,
+    MAX_ID,
+    MAX_MODELS_PAGE,
+    MAX_OFFSET,
+    MAX_PAGE,
+    MAX_VALUES,
+    Text,
+)
+from almanac.server.payloads import ERRORS, ModelPage
+from catalog.filters import FilterError, Quant, Sort, Source, model_filter
+from catalog.records import ModelRecord, RunRecord
+
+if TYPE_CHECKING:  # SQLAlchemy loads with the first catalog request, not with the server
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from catalog.db import Catalog
+
+
+class ServedCatalog:
+    """The catalog, opened read-only on first use: a server never writes nor migrates. A
+    lookup-only host (predictions copied without a catalog) answers 503 here, and
+    starts answering once a catalog appears."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._catalog: Catalog | None = None
+        self._lock = threading.Lock()
+
+    def sessions(self) -> sessionmaker[Session]:
+        from catalog.db import CatalogError, CatalogMissingError, open_catalog
+
+        with self._lock:
+            if self._catalog is None:
+                try:
+                    self._catalog = open_catalog(self.path, readonly=True)
+                except CatalogMissingError:  # a client is not told where the home is
+                    raise Unavailable("no catalog in this home: run `almanac init`") from None
+                except CatalogError as exc:
+                    raise Unavailable(str(exc)) from exc
+            return self._catalog.sessions
+
+    def close(self) -> None:
+        if self._catalog is not None:
+            self._catalog.close()
+
+
+def add_catalog_routes(app: FastAPI, catalog: ServedCatalog) -> None:
+    @app.get("/models", response_model=ModelPage, tags=["catalog"], responses=ERRORS)
+    def models(
+        domain: Annotated[list[Text], Query(max_length=MAX_VALUES,
+                                            description="Domain slug; includes its children.")] = [],
+        language: Annotated[list[Text], Query(max_length=MAX_VALUES, description="ISO 639 code or group (sea).")] = [],
+        min_params: Annotated[Text | None, Query(description="At least this many parameters (7B, 350M).")] = None,
+        max_params: Annotated[Text | None, Query()] = None,
+        licenses: Annotated[list[Text], Query(alias="license", max_length=MAX_VALUES)] = [],
+        fits: Annotated[Text | None, Query(description="Weights fit in this memory (24GB), 20% headroom.")] = None,
+        quant: Quant | None = None,
+        search: Annotated[Text | None, Query(description="Full-text search.")] = None,
+        source: Source | None = None,
+        sort: Sort = "name",
+        limit: Annotated[int, Query(ge=1, le=MAX_MODELS_PAGE)] = 50,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    ) -> dict[str, Any]:
+        """Catalog models, with the filters of `almanac models list`."""
+        from catalog.search import count_models, list_models
+
+        try:
+            f = model_filter(domains=domain, languages=language, min_params=min_params,
+                             max_params=max_params, licenses=licenses, fits=fits, quant=quant,
+                             search=search, source=source, sort=sort, limit=limit, offset=offset)
+        except FilterError as exc:  # an unknown domain or language, an unparsable size
+            raise HTTPException(400, str(exc)) from None
+        with catalog.sessions()() as s:
+            return {"items": list_models(s, f), "total": count_models(s, f),
+                    "limit": limit, "offset": offset}
+
+    @app.get("/models/{ref:path}", response_model=ModelRecord, tags=["catalog"], responses=ERRORS)
+    def model(ref: Annotated[str, PathParam(max_length=MAX_ID)]) -> ModelRecord:
+        """One model: lineage, evals, adapters, measured speed."""
+        from catalog.models import find_model, to_record
+
+        with catalog.sessions()() as s:
+            found = find_model(s, ref)
+            if found is None:
+                raise HTTPException(404, f"no model {ref!r} in the catalog")
+            return to_record(s, found, detail=True)
+
+    @app.get("/runs", response_model=list[RunRecord], tags=["catalog"], responses=ERRORS)
+    def runs(job: Annotated[str | None, Query(pattern=JOB_PATTERN)] = None,
+             limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50) -> list[RunRecord]:
+        """Batch runs, newest first."""
+        from catalog.runs import list_runs
+
+        with catalog.sessions()() as s:
+            return list_runs(s, job, limit)

@@ -1,0 +1,65 @@
+"""What a run reports: its counts, and where its time went, measured by the run itself."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Phases:
+    """Seconds spent in each part of a run, as the runner measured them. The parts
+    without "of which" do not overlap; what they leave of `total_s` is the stream
+    loop, progress and counters."""
+
+    recover_s: float = 0.0  # taking the job's lock; indexing what an interrupted run left
+    resolve_s: float = 0.0  # the model's and adapter's identities (weights fingerprints)
+    plan_s: float = 0.0  # reading, rendering and keying rows; index lookups
+    plan_lookups_s: float = 0.0  # of which: index lookups
+    catalog_s: float = 0.0  # the run's record in the catalog, at its start and end
+    copy_s: float = 0.0  # repointing, and reading rows generated elsewhere to copy them
+    engine_start_s: float = 0.0  # importing vLLM and loading the model, if this run did
+    tokenize_s: float = 0.0  # prompt token ids (the engine gets ids, not text)
+    generate_s: float = 0.0  # handing requests to the engine and waiting for answers
+    engine_enqueue_s: float = 0.0  # of which: LLM.enqueue
+    engine_step_s: float = 0.0  # of which: engine steps
+    engine_steps: int = 0
+    record_s: float = 0.0  # building prediction records
+    write_s: float = 0.0  # shards: Parquet, fsync, SHA-256, rename, and their index rows
+
+    def to_json(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+@dataclass
+class RunResult:
+    job: str
+    run_id: str | None
+    status: str  # planned | ok | failed_rows | error | interrupted
+    plan: dict[str, int]
+    cached: int = 0
+    copied: int = 0
+    generated: int = 0  # input rows answered by generation
+    failed: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    engine_started: bool = False
+    engine_start_s: float | None = None
+    generation_s: float | None = None  # from the first request to the last answer written
+    plan_s: float = 0.0  # from the start to a finished plan (lock, recovery, resolving, planning)
+    total_s: float = 0.0
+    shards: list[str] = field(default_factory=list)
+    error: str | None = None
+    phases: Phases = field(default_factory=Phases)
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        if not self.generation_s or not self.output_tokens:
+            return None
+        return self.output_tokens / self.generation_s
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "phases"}
+        out["tokens_per_s"] = self.tokens_per_s
+        out["phases"] = self.phases.to_json()
+        return out
