@@ -174,6 +174,9 @@ def to_record(session: Session, model: Model, *, detail: bool = False) -> ModelR
             )
         )
         record.performance = performances(session, [model.id]).get(model.id)
+        from catalog.evals import measured_for_model  # evals builds on this module
+
+        record.measured = measured_for_model(session, model.id)
     return record
 
 

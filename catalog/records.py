@@ -57,12 +57,36 @@ class PerformanceRecord:
 
 
 @dataclass
+class MeasuredEvalRecord:
+    """A score measured by Almanac on a job (the task), apart from card evals."""
+
+    model_ref: str
+    task: str
+    metric: str
+    value: float
+    n: int
+    adapter: str = ""
+    adapter_revision: str | None = None
+    revision: str | None = None
+    label: str | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    hardware: str | None = None
+    run_id: str | None = None
+    measured_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return jsonable(asdict(self))
+
+
+@dataclass
 class ModelRecord(ModelEntry):
     id: int = 0
     created_at: datetime | None = None
     updated_at: datetime | None = None
     adapters: list[str] = field(default_factory=list)
     performance: PerformanceRecord | None = None
+    measured: list[MeasuredEvalRecord] = field(default_factory=list)  # scores on users' jobs
 
     def to_json(self) -> dict[str, Any]:
         return jsonable(asdict(self))
@@ -89,6 +113,11 @@ class RunRecord:
     tokens_per_s: float | None
     hardware: str | None
     error: str | None
+    engine_starts: int | None = None
+    usd_per_hour: float | None = None
+    executor: str = "local"
+    replicas: int | None = None
+    phases: dict[str, float] | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -98,6 +127,36 @@ class RunRecord:
 
     def to_json(self) -> dict[str, Any]:
         return jsonable({**asdict(self), "duration_s": self.duration_s})
+
+
+@dataclass
+class CandidateRun:
+    """One candidate's share of a run, as the runner reports it and `compare` reads it."""
+
+    label: str
+    model_ref: str
+    revision: str | None = None
+    adapter: str | None = None
+    adapter_revision: str | None = None
+    inputs: int = 0
+    cached: int = 0
+    copied: int = 0
+    generated: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    generation_s: float | None = None
+    engine_start_s: float | None = None
+    engine_group: int | None = None
+    # Filled when read back: the run it belongs to.
+    run_id: str | None = None
+    started_at: datetime | None = None
+    usd_per_hour: float | None = None
+    hardware: str | None = None
+    executor: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return jsonable(asdict(self))
 
 
 def jsonable(value: Any) -> Any:

@@ -3,14 +3,15 @@ measured performance. Readers get plain `RunRecord`s, never table rows."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from catalog.models import find_model
-from catalog.records import RunRecord
-from catalog.tables import Run
+from catalog.records import CandidateRun, RunRecord
+from catalog.tables import Run, RunCandidate
 
 
 def start_run(session: Session, run_id: str, job: str, model_ref: str, revision: str | None,
@@ -32,7 +33,8 @@ def finish_run(session: Session, run_id: str, *, status: str, **figures: object)
     run.status = status
     run.finished_at = datetime.now(UTC)
     for name, value in figures.items():
-        setattr(run, name, value)
+        # The phases arrive as a mapping; the column keeps them as JSON text.
+        setattr(run, name, json.dumps(value) if name == "phases" and value is not None else value)
 
 
 def list_runs(session: Session, job: str | None = None, limit: int | None = 50,
@@ -65,4 +67,44 @@ def jobs_of_model(session: Session, ref: str) -> list[str]:
 
 
 def run_record(run: Run) -> RunRecord:
-    return RunRecord(**{f: getattr(run, f) for f in RunRecord.__dataclass_fields__})
+    fields = {f: getattr(run, f) for f in RunRecord.__dataclass_fields__}
+    fields["phases"] = json.loads(run.phases) if run.phases else None
+    return RunRecord(**fields)
+
+
+def record_candidates(session: Session, run_id: str, candidates: list[CandidateRun]) -> None:
+    """One row per candidate of a run (replacing what the run recorded before)."""
+    session.execute(delete(RunCandidate).where(RunCandidate.run_id == run_id))
+    for c in candidates:
+        model = find_model(session, c.model_ref)
+        session.add(RunCandidate(
+            run_id=run_id, label=c.label, model_id=model.id if model else None,
+            model_ref=c.model_ref, revision=c.revision, adapter=c.adapter,
+            adapter_revision=c.adapter_revision, inputs=c.inputs, cached=c.cached,
+            copied=c.copied, generated=c.generated, failed=c.failed,
+            prompt_tokens=c.prompt_tokens, output_tokens=c.output_tokens,
+            generation_s=c.generation_s, engine_start_s=c.engine_start_s,
+            engine_group=c.engine_group,
+        ))
+
+
+def candidate_runs(session: Session, job: str) -> list[CandidateRun]:
+    """Every candidate of every run of `job`, newest run first (ix_runs_job_started)."""
+    rows = session.execute(
+        select(RunCandidate, Run.started_at, Run.usd_per_hour, Run.hardware, Run.executor)
+        .join(Run, Run.id == RunCandidate.run_id)
+        .where(Run.job == job)
+        .order_by(Run.started_at.desc(), Run.id, RunCandidate.label)
+    ).all()
+    return [
+        CandidateRun(
+            label=c.label, model_ref=c.model_ref, revision=c.revision, adapter=c.adapter,
+            adapter_revision=c.adapter_revision, inputs=c.inputs, cached=c.cached,
+            copied=c.copied, generated=c.generated, failed=c.failed,
+            prompt_tokens=c.prompt_tokens, output_tokens=c.output_tokens,
+            generation_s=c.generation_s, engine_start_s=c.engine_start_s,
+            engine_group=c.engine_group, run_id=c.run_id, started_at=started,
+            usd_per_hour=price, hardware=hardware, executor=executor,
+        )
+        for c, started, price, hardware, executor in rows
+    ]

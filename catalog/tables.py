@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -192,6 +193,72 @@ class Run(Base):
     tokens_per_s: Mapped[float | None] = mapped_column(Float)
     hardware: Mapped[str | None] = mapped_column(String(300))
     error: Mapped[str | None] = mapped_column(Text)
+    engine_starts: Mapped[int | None] = mapped_column(Integer)
+    usd_per_hour: Mapped[float | None] = mapped_column(Float)
+    executor: Mapped[str] = mapped_column(String(20), default="local", server_default=text("'local'"))  # or ray
+    replicas: Mapped[int | None] = mapped_column(Integer)
+    phases: Mapped[str | None] = mapped_column(Text)  # JSON: the runner's own timings
 
     def __repr__(self) -> str:
         return f"Run({self.id!r}, job={self.job!r}, status={self.status!r})"
+
+
+class RunCandidate(Base):
+    """One candidate of one run: what it answered and the engine time it took."""
+
+    __tablename__ = "run_candidates"
+    __table_args__ = (
+        # a model's measured throughput, per candidate
+        Index("ix_run_candidates_model", "model_id"),
+    )
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    label: Mapped[str] = mapped_column(String(300), primary_key=True)
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id", ondelete="SET NULL"))
+    model_ref: Mapped[str] = mapped_column(String(300))
+    revision: Mapped[str | None] = mapped_column(String(100))
+    adapter: Mapped[str | None] = mapped_column(Text)
+    adapter_revision: Mapped[str | None] = mapped_column(String(100))
+    inputs: Mapped[int] = mapped_column(Integer, default=0)
+    cached: Mapped[int] = mapped_column(Integer, default=0)
+    copied: Mapped[int] = mapped_column(Integer, default=0)
+    generated: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    generation_s: Mapped[float | None] = mapped_column(Float)  # its share of engine time
+    engine_start_s: Mapped[float | None] = mapped_column(Float)
+    engine_group: Mapped[int | None] = mapped_column(Integer)  # candidates sharing one engine
+
+    def __repr__(self) -> str:
+        return f"RunCandidate({self.run_id!r}, {self.label!r})"
+
+
+class MeasuredEval(Base):
+    """A score Almanac measured on a job's rows: kept apart from the card's `evals`."""
+
+    __tablename__ = "measured_evals"
+    __table_args__ = (
+        UniqueConstraint("model_id", "adapter", "task", "metric", name="uq_measured_evals"),
+        # models list --sort score:JOB, and a job's leaderboard
+        Index("ix_measured_evals_task", "task", "metric", "value"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    adapter: Mapped[str] = mapped_column(Text, default="", server_default=text("''"))  # "": none
+    adapter_revision: Mapped[str | None] = mapped_column(String(100))
+    revision: Mapped[str | None] = mapped_column(String(100))  # the model's, when measured
+    label: Mapped[str | None] = mapped_column(String(300))
+    task: Mapped[str] = mapped_column(String(200))  # the job
+    metric: Mapped[str] = mapped_column(String(100))
+    value: Mapped[float] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(Integer)
+    ci_low: Mapped[float | None] = mapped_column(Float)
+    ci_high: Mapped[float | None] = mapped_column(Float)
+    hardware: Mapped[str | None] = mapped_column(String(300))
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    measured_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"MeasuredEval({self.task!r}, {self.metric!r}={self.value!r}, n={self.n})"

@@ -1,0 +1,81 @@
+"""Runs with several candidates and scores measured on jobs, as the catalog keeps them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from catalog.db import Catalog
+from catalog.evals import measured_for_model, measured_for_task, record_measured
+from catalog.models import UnknownModelError, find_model, to_record, upsert_model
+from catalog.records import CandidateRun, MeasuredEvalRecord, ModelEntry
+from catalog.runs import candidate_runs, finish_run, list_runs, record_candidates, start_run
+
+
+@pytest.fixture
+def cat(home: Path):
+    c = Catalog.at(home / "catalog.db")
+    with c.sessions.begin() as s:
+        for ref in ("acme/base", "acme/other"):
+            upsert_model(s, ModelEntry(ref=ref, name=ref, source="local"))
+    yield c
+    c.close()
+
+
+def test_a_run_keeps_its_candidates_price_and_phases(cat: Catalog) -> None:
+    with cat.sessions.begin() as s:
+        start_run(s, "r1", "fruits", "acme/base", "abc", "Test CPU x2")
+        finish_run(s, "r1", status="ok", engine_starts=1, usd_per_hour=0.5, executor="local",
+                   phases={"plan_s": 0.25, "generate_s": 2.0})
+        record_candidates(s, "r1", [
+            CandidateRun("base", "acme/base", revision="abc", inputs=10, generated=10,
+                         output_tokens=40, generation_s=1.0, engine_start_s=20.0, engine_group=0),
+            CandidateRun("base+lora", "acme/base", adapter="adapters/a", adapter_revision="lora:x",
+                         inputs=10, generated=9, failed=1, output_tokens=36, generation_s=1.0,
+                         engine_group=0),
+        ])
+    with cat.sessions() as s:
+        (run,) = list_runs(s, "fruits")
+        got = candidate_runs(s, "fruits")
+    assert (run.engine_starts, run.usd_per_hour, run.executor) == (1, 0.5, "local")
+    assert run.phases == {"plan_s": 0.25, "generate_s": 2.0}
+    assert [(c.label, c.adapter, c.failed, c.run_id, c.usd_per_hour) for c in got] == [
+        ("base", None, 0, "r1", 0.5), ("base+lora", "adapters/a", 1, "r1", 0.5)]
+
+
+def test_recording_a_runs_candidates_again_replaces_them(cat: Catalog) -> None:
+    with cat.sessions.begin() as s:
+        start_run(s, "r1", "fruits", "acme/base", None)
+        record_candidates(s, "r1", [CandidateRun("a", "acme/base"), CandidateRun("b", "acme/other")])
+        record_candidates(s, "r1", [CandidateRun("a", "acme/base", generated=3)])
+    with cat.sessions() as s:
+        assert [(c.label, c.generated) for c in candidate_runs(s, "fruits")] == [("a", 3)]
+
+
+def test_the_latest_measurement_of_a_model_on_a_task_stands(cat: Catalog) -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    with cat.sessions.begin() as s:
+        record_measured(s, MeasuredEvalRecord("acme/base", "fruits", "exact", 0.5, 10, measured_at=t0))
+        record_measured(s, MeasuredEvalRecord("acme/base", "fruits", "exact", 0.75, 20, ci_low=0.5,
+                                              ci_high=0.9, measured_at=t0 + timedelta(days=1)))
+        record_measured(s, MeasuredEvalRecord("acme/base", "fruits", "exact", 0.25, 20,
+                                              adapter="adapters/a", measured_at=t0))
+        record_measured(s, MeasuredEvalRecord("acme/other", "fruits", "exact", 0.9, 20, measured_at=t0))
+    with cat.sessions() as s:
+        base = find_model(s, "acme/base")
+        assert base is not None
+        mine = measured_for_model(s, base.id)
+        board = measured_for_task(s, "fruits", "exact")
+        detail = to_record(s, base, detail=True)
+    assert [(m.adapter, m.value, m.n, m.ci_low) for m in mine] == [("", 0.75, 20, 0.5), ("adapters/a", 0.25, 20, None)]
+    assert [(m.model_ref, m.adapter, m.value) for m in board] == [
+        ("acme/other", "", 0.9), ("acme/base", "", 0.75), ("acme/base", "adapters/a", 0.25)]
+    assert [m.value for m in detail.measured] == [0.75, 0.25]
+    assert detail.evals == []  # card evals stay apart
+
+
+def test_a_score_for_a_model_not_in_the_catalog_is_refused(cat: Catalog) -> None:
+    with cat.sessions.begin() as s, pytest.raises(UnknownModelError):
+        record_measured(s, MeasuredEvalRecord("nobody/none", "fruits", "exact", 1.0, 1))
