@@ -8,6 +8,8 @@
         p.versions("plum")               # every cached version, oldest first
         p.by_key("3f2a…")                # a record by its content address
         p.search(contains="drupe", limit=20)
+        p.candidates()                   # the models (and adapters) that made them
+        p.get("plum", candidate="m+lora")   # a job with several candidates needs one named
     list_jobs()                          # every job with cached predictions, with its size
 
 A record is a `PredictionRecord`: a plain dict of the columns of
@@ -23,18 +25,22 @@ from typing import Self
 from almanac.paths import Home, resolve_home
 from batch.cache import reader
 from batch.cache.reader import (
+    CandidateRequiredError,
+    CandidateSummary,
     JobInfo,
     PredictionRecord,
     QueryError,
     ShardUnavailableError,
+    UnknownCandidateError,
     UnknownJobError,
     columns,
     to_json,
 )
 
 __all__ = [
-    "JobInfo", "PredictionRecord", "Predictions", "QueryError", "ShardUnavailableError",
-    "UnknownJobError", "columns", "list_jobs", "to_json",
+    "CandidateRequiredError", "CandidateSummary", "JobInfo", "PredictionRecord", "Predictions",
+    "QueryError", "ShardUnavailableError", "UnknownCandidateError", "UnknownJobError",
+    "columns", "list_jobs", "to_json",
 ]
 
 HomeArg = str | os.PathLike[str] | None

@@ -1,9 +1,10 @@
 """Every benchmark, in order: `python -m bench [--only NAME] [--smoke] [--model REPO_ID]`.
 
-Runs engine, catalog, lookups and tui (each `python -m bench.<name>`, in a process
-of its own so that one's imports and memory cannot slow another), skipping any
-whose module is missing. Each prints its table on stderr and writes
-bench/results/<name>.json (`--smoke`: small sizes, answers checked, nothing written).
+Runs engine, adapters, ray, catalog, discovery, lookups, data and tui (each
+`python -m bench.<name>`, in a process of its own so that one's imports and memory
+cannot slow another), skipping any whose module is missing. Each prints its table
+on stderr and writes bench/results/<name>.json (`--smoke`: small sizes, answers
+checked, nothing written).
 Before timing, each full benchmark waits, up to 30 minutes, for the machine's
 1-minute load average to drop below 0.7 (`--no-wait` skips that) and records what
 it saw: other work on a 2-core machine skews every figure.
@@ -19,11 +20,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("engine", "catalog", "lookups", "tui")
+BENCHMARKS = ("engine", "adapters", "ray", "catalog", "discovery", "lookups", "data", "tui")
 TAKES_MODEL = {"engine"}
 # These wait for a quiet machine themselves (after their set-up, and recording the
 # wait in their results); for the others this command waits before starting them.
-TAKES_QUIET = {"engine", "catalog", "lookups"}
+TAKES_QUIET = {"engine", "adapters", "ray", "catalog", "discovery", "lookups", "data"}
 QUIET_LOAD = 0.7  # 1-minute load average below which a 2-core machine counts as quiet
 
 

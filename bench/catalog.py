@@ -1,4 +1,4 @@
-"""How fast the catalog answers at 100,000 models: `python -m bench.catalog [--models N] [--smoke]`.
+"""How fast the catalog answers at a million models: `python -m bench.catalog [--models N] [--smoke]`.
 
 Benchmark 5 of docs/BENCHMARKS.md. Fills a temporary catalog with N synthetic
 models (bench.catalog_gen: the real schema from the Alembic migrations, bulk
@@ -7,8 +7,8 @@ CLI, TUI and HTTP server make, each in a session of its own as they open one:
 
 - `list_models` with a domain (its children included) and a language, 50 rows;
 - the same over broad filters (a parent domain and English), and with no filter;
-- `list_models` with a full-text search, by relevance and by name, and combined
-  with the domain + language filter;
+- `list_models` with a full-text search, by relevance (the order a search lists in) and
+  by name, and by relevance within the domain + language filter;
 - `count_models` for those filters, and the domain and language facet counts;
 - `almanac models list --domain D --language L --json` and `--search`, end to end
   in a process of their own (Python start and imports included), once each.
@@ -41,7 +41,7 @@ from bench.machine import add_output_options, load_average, report, wait_for_qui
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results" / "catalog.json"
-TARGET_MS = 50.0  # p50 and p99
+TARGET_MS = 50.0  # p99
 DOMAINS = ["medicine", "law", "finance", "code/python", "code/sql", "psychology", "science/math",
            "education"]
 LANGUAGES = ["de", "fr", "es", "pl", "zh", "ja", "th", "sea"]
@@ -109,9 +109,12 @@ def queries() -> dict[str, tuple[Callable[[random.Random], Any], str]]:
     }
 
 
-# The targets of the issue: listings with filters and searches. Counts and facets are
-# reported beside them (the TUI's facets have a benchmark of their own, bench/tui.py).
-TARGETED = ("list domain+language", "search by relevance", "search by name", "search + domain+language")
+# The targets at a million models: a listing with domain + language filters, a search
+# (by relevance, alone and within those filters) and a facet count, each p99 <= 50 ms.
+# The rest is reported beside them; a search sorted by name must order every match by
+# name, which no index of the search gives (see docs/BENCHMARKS.md).
+TARGETED = ("list domain+language", "search by relevance", "search + domain+language",
+            "domain facet counts", "language facet counts")
 
 
 def _calls() -> dict[str, Callable[[Any, Any], Any]]:
@@ -165,7 +168,7 @@ def _table(r: dict[str, Any]) -> str:
     lines = [f"{r['models']:,} models, generated in {r['generate_s']:.1f} s",
              f"{'measure':<34}{'p50 ms':>10}{'p99 ms':>10}{'target':>16}"]
     for name, q in r["queries"].items():
-        target = f"<= {TARGET_MS:.0f} / {TARGET_MS:.0f}" if name in TARGETED else ""
+        target = f"p99 <= {TARGET_MS:.0f}" if name in TARGETED else ""
         lines.append(f"{name:<34}{q['p50_ms']:>10.2f}{q['p99_ms']:>10.2f}{target:>16}")
     for c in r["cli"]:
         lines.append(f"{'cli ' + ' '.join(c['args']):<34}{c['wall_ms']:>10.0f}{'':>10}{'(once, wall)':>16}")
@@ -175,7 +178,7 @@ def _table(r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.catalog", description=__doc__.split("\n")[0])
-    parser.add_argument("--models", type=int, default=100_000)
+    parser.add_argument("--models", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=300,
                         help="timed calls per query (the p99 of 100 would be the slowest one)")
     parser.add_argument("--smoke", action="store_true",
@@ -225,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         results["targets"] = {
             name: {"p50_ms": results["queries"][name]["p50_ms"], "p99_ms": results["queries"][name]["p99_ms"],
                    "target_ms": TARGET_MS,
-                   "met": max(results["queries"][name]["p50_ms"], results["queries"][name]["p99_ms"]) <= TARGET_MS}
+                   "met": results["queries"][name]["p99_ms"] <= TARGET_MS}
             for name in TARGETED}
         results["met"] = all(t["met"] for t in results["targets"].values())
         results["cli_start_ms"] = python_start_ms()

@@ -2,8 +2,9 @@
 
 Rows go in with plain `executemany` on one connection, bypassing the ORM (which
 would take minutes for 100,000 models); the schema comes from the real Alembic
-migrations, and the full-text table is filled the way `catalog.models._index_text`
-fills it, so every query the TUI runs sees what a real catalog would hold.
+migrations, and the derived read structures (full-text index, facet rows and counts)
+are built by `catalog.indexing.rebuild`, the code every catalog write keeps them with,
+so every query the TUI runs sees what a real catalog would hold.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from catalog import taxonomy
-from catalog.db import Catalog
+from catalog import indexing, taxonomy
+from catalog.db import Catalog, make_engine
 
 ORGS = ("acme-ai", "northwind", "openlab", "polyglot", "medlm", "lexis-ml", "quantia", "tinyllm",
         "sea-nlp", "bytecraft", "heliolabs", "kestrel", "umbra", "veritas", "zephyr-lab")
@@ -49,7 +50,7 @@ def generate(path: Path, n: int, *, seed: int = 0) -> Path:
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=OFF")
-    models, langs, doms, tags, fts = [], [], [], [], []
+    models, langs, doms, tags = [], [], [], []
     for i in range(1, n + 1):
         dom = rng.choice(domains)
         extra = rng.choice(domains) if rng.random() < 0.2 else None
@@ -71,7 +72,6 @@ def generate(path: Path, n: int, *, seed: int = 0) -> Path:
         langs += [(i, c) for c in lang]
         doms += [(i, d) for d in {dom, extra} - {None}]
         tags += [(i, t) for t in tagset]
-        fts.append((i, ref.replace("/", " ") + " " + ref, name, description, " ".join(tagset), ""))
     with conn:
         conn.executemany(
             "INSERT INTO models (id, ref, repo_id, name, description, architecture, parameters, "
@@ -81,7 +81,11 @@ def generate(path: Path, n: int, *, seed: int = 0) -> Path:
         conn.executemany("INSERT INTO model_languages (model_id, language) VALUES (?,?)", langs)
         conn.executemany("INSERT INTO model_domains (model_id, domain) VALUES (?,?)", doms)
         conn.executemany("INSERT INTO model_tags (model_id, tag) VALUES (?,?)", tags)
-        conn.executemany("INSERT INTO models_fts (rowid, ref, name, description, tags, card) "
-                         "VALUES (?,?,?,?,?,?)", fts)
     conn.close()
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with engine.begin() as sa_conn:
+            indexing.rebuild(sa_conn)
+    finally:
+        engine.dispose()
     return path

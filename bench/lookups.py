@@ -8,7 +8,12 @@ Fills a temporary home with N predictions written by the real ShardWriter
 - a batch of 10,000 ids through `get_many`;
 - the same single lookup done the naive way, a pyarrow dataset filter on
   `input_id` (a few samples: it is slow), and the ratio of the two;
-- one lookup over HTTP (`almanac serve` in its own process, loopback, keep-alive).
+- one lookup over HTTP (`almanac serve` in its own process, loopback, keep-alive);
+- the index's bytes per prediction, and `search(contains=…)` over every output
+  (bench.lookups_index).
+
+Every read is verified as readers always are: each shard's SHA-256 once when a
+reader opens it, and the checksum of every page it decodes.
 
 Prints a table on stderr and the figures as JSON on stdout, and writes them with the
 machine's description to bench/results/lookups.json (`--smoke`: a small run that
@@ -32,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.lookups_index import bench_search, index_size
 from bench.machine import add_output_options, load_average, machine, report, wait_for_quiet
 
 JOB = "bench-lookups"
@@ -241,6 +247,14 @@ def _table(results: dict[str, Any]) -> str:
     lines.append(f"{f'get_many({n:,} random ids)':<38}{api['get_many']['median_s'] * 1000:>10.1f}"
                  f"{'':>10}{'<= 1000':>22}")
     lines.append(f"{f'get_many({n:,} contiguous ids)':<38}{api['get_many_contiguous_s'] * 1000:>10.1f}")
+    search, index = results["search"], results["index"]
+    lines.append(f"{'search(contains) page + total':<38}{search['page']['p50_ms']:>10.1f}"
+                 f"{search['page']['p99_ms']:>10.1f}{'p50 <= 100':>22}")
+    lines.append(f"{'search(contains) first 50':<38}{search['search_first_50']['p50_ms']:>10.1f}"
+                 f"{search['search_first_50']['p99_ms']:>10.1f}")
+    lines.append(f"{'  first search of a reader (s)':<38}{search['first_search_s']:>10.2f}")
+    lines.append(f"{'index bytes per prediction':<38}{index['bytes_per_prediction']:>10.1f}"
+                 f"{'':>10}{'<= 150':>22}")
     if http:
         lines.append(f"{'http GET one prediction':<38}{http['single']['p50_ms']:>10.3f}"
                      f"{http['single']['p99_ms']:>10.3f}{'p99 <= 20':>22}")
@@ -277,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             "rows": args.rows, "shard_rows": args.shard_rows, "row_group_rows": args.row_group_rows,
             "shards": len(list((predictions / JOB).glob("*.parquet"))),
             "bytes": sum(f.stat().st_size for f in (predictions / JOB).glob("*.parquet")),
-            "index_bytes": (predictions / "index.db").stat().st_size,
+            "index": index_size(predictions, args.rows),
+            "verification": "SHA-256 of each shard once per open, CRC of every page decoded",
             "fill_s": round(fill_s, 2) if fill_s is not None else None,
             "checked": args.smoke,
         }
@@ -286,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
         results["load_before"] = load_average()
         print("timing lookups…", file=sys.stderr)
         results["api"] = bench_api(predictions, args.rows, args.samples, 10_000, rng, args.smoke)
+        print("timing searches…", file=sys.stderr)
+        outputs = [None if i % 100 == 99 else expected_output(i) for i in range(args.rows)] \
+            if args.smoke else None
+        results["search"] = bench_search(predictions, JOB, outputs)
         results["pyarrow_filter"] = bench_pyarrow(predictions, args.rows, 3 if args.smoke else 7, rng)
         results["speedup_vs_pyarrow"] = round(
             results["pyarrow_filter"]["p50_ms"] / results["api"]["single"]["p50_ms"], 1)

@@ -3,19 +3,22 @@ the one way the CLI, the HTTP server and the TUI open a catalog file."""
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from sqlite3 import Connection as SQLiteConnection
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Engine, create_engine, event
+from sqlalchemy import URL, Engine, ExceptionContext, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from schemas.errors import AlmanacError
+from schemas.errors import AlmanacError, UnavailableError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
@@ -29,6 +32,31 @@ class SchemaTooNewError(CatalogError):
     pass
 
 
+class CatalogUnusableError(CatalogError, UnavailableError):
+    """The catalog file cannot be used as it is: damaged, not a database, unreadable,
+    read-only for a command that writes, or locked past waiting."""
+
+
+# SQLite's words for a file that cannot be used, and what to tell the person.
+_UNUSABLE = (
+    ("not a database", "it is not an SQLite database (damaged or overwritten): restore it "
+                       "from a backup, or move it aside and run `almanac init` for a new one"),
+    ("malformed", "it is damaged: restore it from a backup, or move it aside and run "
+                  "`almanac init` for a new one"),
+    ("unable to open", "it cannot be opened (a directory, or not readable by this user?)"),
+    ("readonly", "it is read-only here, and this command writes to the catalog"),
+    ("locked", "another process kept it locked for too long; try again"),
+    ("disk i/o error", "the disk reported an I/O error"),
+    ("full", "the disk is full"),
+)
+
+
+def unusable(path: object, exc: BaseException) -> CatalogUnusableError:
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    why = next((hint for words, hint in _UNUSABLE if words in detail.lower()), detail)
+    return CatalogUnusableError(f"catalog {path}: {why} ({detail})")
+
+
 class CatalogMissingError(CatalogError):
     """No catalog file where one must already be (a reader never creates one)."""
 
@@ -40,20 +68,33 @@ class CatalogMissingError(CatalogError):
 def make_engine(url: str | URL, *, readonly: bool = False,
                 cache_kib: int | None = None) -> Engine:
     engine = create_engine(url)
+    where = make_url(url).database or ""
+    if where.startswith("file:"):  # a read-only URI
+        where = unquote(where.removeprefix("file:"))
 
     @event.listens_for(engine, "connect")
     def _sqlite_settings(dbapi_conn: SQLiteConnection, _record: ConnectionPoolEntry) -> None:
         cur = dbapi_conn.cursor()
+        # First: two processes creating the file at once (concurrent `almanac init`) wait
+        # for each other instead of failing.
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         # WAL lets the TUI and HTTP server read while a cron run writes. It is kept in the
         # file: writers set it, and a read-only connection could not (it would be a write).
         if not readonly:
             cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA synchronous=NORMAL")
         if cache_kib is not None:
             cur.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
         cur.close()
+
+    @event.listens_for(engine, "handle_error")
+    def _unusable(context: ExceptionContext) -> None:
+        # A damaged, unreadable or read-only file is the user's to fix: one line, not a
+        # traceback (an IntegrityError or a bad statement stays a bug).
+        error = context.original_exception
+        if isinstance(error, sqlite3.OperationalError) or type(error) is sqlite3.DatabaseError:
+            raise unusable(where, error) from error
 
     return engine
 
@@ -98,6 +139,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     check_schema(engine)
     cfg = alembic_config()
     with engine.begin() as conn:
+        # The write lock first: two processes upgrading at once (concurrent `almanac
+        # init`) take turns, and the second finds the work done.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 
@@ -119,6 +163,15 @@ class Catalog:
                     "the catalog is not initialized or is out of date: run `almanac init`"
                 )
         self.sessions: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A unit of work that reads, then writes: the write lock is taken first (BEGIN
+        IMMEDIATE), so two processes adding the same model take turns instead of both
+        inserting it; committed at the end, rolled back on an error."""
+        with self.sessions.begin() as session:
+            session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+            yield session
 
     @classmethod
     def at(cls, path: Path, *, migrate: bool = True) -> Catalog:
@@ -149,6 +202,8 @@ def open_catalog(path: Path, *, readonly: bool = False, migrate: bool | None = N
     if readonly and migrate:
         raise ValueError("a read-only catalog cannot be migrated")
     if not migrate and not path.is_file():
+        if path.exists():
+            raise CatalogUnusableError(f"catalog {path}: it is not a file (a directory?)")
         raise CatalogMissingError(path)
     # URL.create, not a URL string: a `?` or `#` in a directory name stays in the path.
     if readonly:

@@ -20,6 +20,8 @@ Sort = Literal["name", "params", "-params", "downloads", "likes", "updated", "li
                "relevance"]
 Source = Literal["seed", "hub", "cache", "local"]
 SORTS: tuple[str, ...] = get_args(Sort)
+# `score:JOB` sorts by the score measured on a job (best first), beside the fixed sorts.
+SCORE_SORT = "score:"
 SOURCES: tuple[str, ...] = get_args(Source)
 QUANTS: tuple[str, ...] = sizes.QUANTS
 
@@ -52,7 +54,10 @@ class ModelFilter:
     offset: int = 0
 
     def __post_init__(self) -> None:
-        _choice("sort", self.sort, SORTS)
+        if self.sort.startswith(SCORE_SORT):
+            _score_sort(self.sort)
+        else:
+            _choice("sort", self.sort, SORTS)
         if self.quant is not None:
             _choice("quant", self.quant, QUANTS)
         if self.source is not None:
@@ -139,6 +144,15 @@ def _count(name: str, value: int | str, *, minimum: int) -> int:
     return number
 
 
+def _score_sort(value: str) -> None:
+    import schemas  # the job-name rule's one owner (reads its JSON Schema once)
+
+    job = value.removeprefix(SCORE_SORT)
+    if not schemas.is_job_name(job):
+        raise FilterError("sort", f"{value!r}: score: needs a job name (score:JOB)")
+
+
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise FilterError(name, f"{value!r} is not one of {', '.join(choices)}")
+        extra = f", {SCORE_SORT}JOB" if name == "sort" else ""
+        raise FilterError(name, f"{value!r} is not one of {', '.join(choices)}{extra}")

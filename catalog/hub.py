@@ -80,15 +80,15 @@ def fetch_entry(repo_id: str, *, revision: str | None = None, api: HfApi | None 
     api = api or HfApi()
     try:
         info = api.model_info(repo_id, revision=revision, expand=EXPAND)
-        card_text = _card_text(api, repo_id, info.sha or revision)
+        card = card_text(api, repo_id, info.sha or revision)
     except Exception as exc:
-        if (error := _hub_error(exc, repo_id, revision, api.endpoint)) is not None:
+        if (error := hub_error(exc, repo_id, revision, api.endpoint)) is not None:
             raise error from exc
         raise
-    return entry_from_model_info(info, card_text=card_text)
+    return entry_from_model_info(info, card_text=card)
 
 
-def _card_text(api: HfApi, repo_id: str, revision: str | None) -> str:
+def card_text(api: HfApi, repo_id: str, revision: str | None) -> str:
     """The README body; downloaded to a temporary directory so the HF cache
     does not gain a config-less repo that `scan-cache` would then trip over."""
     with tempfile.TemporaryDirectory(prefix="almanac-card-") as tmp:
@@ -104,7 +104,7 @@ def _card_text(api: HfApi, repo_id: str, revision: str | None) -> str:
     return _FRONT_MATTER.sub("", content, count=1)
 
 
-def _hub_error(exc: Exception, repo_id: str, revision: str | None, endpoint: str) -> HubError | None:
+def hub_error(exc: Exception, repo_id: str, revision: str | None, endpoint: str) -> HubError | None:
     # Order matters: GatedRepoError is a RepositoryNotFoundError, and the
     # specific HTTP errors are all HfHubHTTPError.
     if isinstance(exc, GatedRepoError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,25 @@ from huggingface_hub import ModelCard, constants
 from huggingface_hub.repocard_data import ModelCardData
 from safetensors import SafetensorError, safe_open
 
-from catalog.hub import apply_card, apply_config, dtype_from_counts, infer_relation
+from catalog.hub import (
+    _CONTEXT_KEYS,  # the config keys apply_config reads a context length from
+    apply_card,
+    apply_config,
+    dtype_from_counts,
+    infer_relation,
+)
 from catalog.records import ModelEntry
+from catalog.sizes import MAX_PARAMS
 from schemas.errors import AlmanacError
 
 CONFIG = "config.json"
 ADAPTER_CONFIG = "adapter_config.json"
+# What a model directory's metadata may hold. A directory may come from anywhere: a file
+# past these bounds is refused with its name, before it is read whole.
+MAX_JSON_BYTES = 16 * 1024 * 1024  # config.json, adapter_config.json, a shard index
+MAX_CARD_BYTES = 8 * 1024 * 1024  # README.md
+MAX_CONTEXT = 2**31 - 1  # tokens of context
+MAX_RANK = 65536  # a LoRA adapter's rank
 
 
 class LocalModelError(AlmanacError, ValueError):
@@ -39,20 +53,29 @@ def entry_from_directory(path: Path, *, name: str | None = None, source: str = "
         raise LocalModelError(
             f"{path}: no {CONFIG} (nor {ADAPTER_CONFIG}): not a Hugging Face model directory"
         )
+    if config is not None:
+        _check_config(path / CONFIG, config)
+    if adapter is not None:
+        _check_adapter(path / ADAPTER_CONFIG, adapter)
     ref = name or path.name
     entry = ModelEntry(ref=ref, name=ref, source=source, local_path=str(path))
     readme = path / constants.REPOCARD_NAME
-    if readme.is_file():
+    if _regular(readme):
         card = _load_card(readme)
-        apply_card(entry, card.data, card.text)
+        _check_card(readme, card.data)
+        try:
+            apply_card(entry, card.data, card.text)
+        except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as exc:
+            raise LocalModelError(f"{readme}: unreadable model card metadata: {exc}") from None
+        if any(not math.isfinite(e.value) for e in entry.evals):
+            raise LocalModelError(f"{readme}: an eval result is not a finite number")
     else:
         apply_card(entry, ModelCardData(), "")
     apply_config(entry, config or {})
     if adapter is not None:
         entry.relation = "adapter"
         entry.base_model = adapter.get("base_model_name_or_path") or entry.base_model
-        rank = adapter.get("r")
-        entry.adapter_rank = rank if isinstance(rank, int) else None
+        entry.adapter_rank = adapter.get("r")
         peft_type = str(adapter.get("peft_type") or "").lower()
         entry.tags = list(dict.fromkeys([*entry.tags, "peft", *([peft_type] if peft_type else [])]))
     infer_relation(entry, config or {})
@@ -61,6 +84,75 @@ def entry_from_directory(path: Path, *, name: str | None = None, source: str = "
         entry.parameters = sum(counts.values())
         entry.dtype = entry.dtype or dtype_from_counts(counts)
     return entry
+
+
+def _whole(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _check_config(file: Path, config: dict[str, Any]) -> None:
+    """The fields apply_config reads, each of the type and range it must have."""
+    nested = config.get("text_config")
+    if nested is not None and not isinstance(nested, dict):
+        raise LocalModelError(f"{file}: text_config: expected an object")
+    architectures = config.get("architectures")
+    if architectures is not None and not (
+            isinstance(architectures, list)
+            and all(isinstance(a, str) and 0 < len(a) <= 200 for a in architectures)):
+        raise LocalModelError(f"{file}: architectures: expected a list of class names")
+    for prefix, source in (("", config), ("text_config.", nested or {})):
+        for key in _CONTEXT_KEYS:
+            value = source.get(key)
+            if value is not None and not _whole(value, 1, MAX_CONTEXT):
+                raise LocalModelError(f"{file}: {prefix}{key}: {_short(value)} is not a context "
+                                      f"length (a whole number from 1 to {MAX_CONTEXT})")
+        for key in ("torch_dtype", "dtype"):
+            value = source.get(key)
+            if value is not None and not (isinstance(value, str) and len(value) <= 64):
+                raise LocalModelError(f"{file}: {prefix}{key}: expected a dtype name")
+
+
+def _check_adapter(file: Path, adapter: dict[str, Any]) -> None:
+    rank = adapter.get("r")
+    if rank is not None and not _whole(rank, 1, MAX_RANK):
+        raise LocalModelError(f"{file}: r: {_short(rank)} is not a LoRA rank (a whole number "
+                              f"from 1 to {MAX_RANK})")
+    for key in ("base_model_name_or_path", "peft_type"):
+        value = adapter.get(key)
+        if value is not None and not (isinstance(value, str) and len(value) <= 1000):
+            raise LocalModelError(f"{file}: {key}: expected a string")
+
+
+def _check_card(readme: Path, data: ModelCardData) -> None:
+    """The card fields apply_card reads: strings, or lists of strings where the Hub allows."""
+    for key, lists in (("language", True), ("license", True), ("license_name", False),
+                       ("tags", True), ("pipeline_tag", False), ("base_model", True),
+                       ("base_model_relation", False)):
+        value = data.get(key)
+        if value is None or isinstance(value, str):
+            continue
+        if lists and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            continue
+        kind = "a string or a list of strings" if lists else "a string"
+        raise LocalModelError(f"{readme}: card metadata {key}: expected {kind}")
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _regular(file: Path) -> bool:
+    """Whether `file` exists; a directory, device or FIFO in its place is an error."""
+    try:
+        mode = file.stat().st_mode
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise LocalModelError(f"{file}: cannot read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise LocalModelError(f"{file}: not a regular file")
+    return True
 
 
 def parameter_counts(directory: Path, *, adapter: bool = False) -> dict[str, int] | None:
@@ -74,6 +166,9 @@ def parameter_counts(directory: Path, *, adapter: bool = False) -> dict[str, int
     for file in files:
         for dtype, shape in tensor_shapes(file):
             counts[dtype] = counts.get(dtype, 0) + math.prod(shape)  # a scalar counts 1
+        if sum(counts.values()) > MAX_PARAMS:
+            raise LocalModelError(f"{file}: the tensor shapes add up to more than "
+                                  f"{MAX_PARAMS:,} parameters")
     return counts
 
 
@@ -89,6 +184,12 @@ def weight_files(directory: Path, *, adapter: bool = False) -> list[Path]:
     index = directory / "model.safetensors.index.json"
     if not adapter and index.is_file():
         weight_map = (_read_json(index) or {}).get("weight_map") or {}
+        if not isinstance(weight_map, dict) or not all(
+                isinstance(s, str) and s not in ("", ".", "..") and Path(s).name == s
+                for s in weight_map.values()):
+            # Shards live beside the index: never a path that leads out of the directory.
+            raise LocalModelError(f"{index}: weight_map: expected tensor names mapped to "
+                                  "file names in this directory")
         return [directory / shard for shard in sorted(set(weight_map.values()))]
     for single in singles:
         if (directory / single).is_file():
@@ -111,12 +212,17 @@ def tensor_shapes(file: Path) -> list[tuple[str, list[int]]]:
 
 
 def _read_json(file: Path) -> dict[str, Any] | None:
-    if not file.is_file():
+    if not _regular(file):
         return None
     try:
+        if file.stat().st_size > MAX_JSON_BYTES:
+            raise LocalModelError(f"{file}: {file.stat().st_size:,} bytes; a model's JSON "
+                                  f"metadata is at most {MAX_JSON_BYTES:,}")
         data = json.loads(file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise LocalModelError(f"{file}: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise LocalModelError(f"{file}: not valid JSON: nested too deeply") from None
     except OSError as exc:
         raise LocalModelError(f"{file}: cannot read: {exc.strerror or exc}") from None
     if not isinstance(data, dict):
@@ -127,7 +233,12 @@ def _read_json(file: Path) -> dict[str, Any] | None:
 def _load_card(readme: Path) -> ModelCard:
     # A Path, never a str: ModelCard.load treats a string that is not a file as a
     # repo id and downloads from the Hub.
+    if readme.stat().st_size > MAX_CARD_BYTES:
+        raise LocalModelError(f"{readme}: {readme.stat().st_size:,} bytes; a model card is at "
+                              f"most {MAX_CARD_BYTES:,}")
     try:
         return ModelCard.load(readme, ignore_metadata_errors=True)
     except (yaml.YAMLError, ValueError, OSError) as exc:
         raise LocalModelError(f"{readme}: unreadable model card: {exc}") from None
+    except RecursionError:
+        raise LocalModelError(f"{readme}: unreadable model card: nested too deeply") from None

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_, select, text
+import json
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select, union_all
 from sqlalchemy.orm import Session
 
-from catalog import taxonomy
-from catalog.records import EvalRecord, ModelEntry, ModelRecord, PerformanceRecord
+from catalog import indexing, taxonomy
+from catalog.records import CURATABLE, EvalRecord, ModelEntry, ModelRecord, PerformanceRecord
 from catalog.tables import (
     RELATIONS,
     SOURCES,
@@ -16,6 +21,7 @@ from catalog.tables import (
     ModelLanguage,
     ModelTag,
     Run,
+    RunCandidate,
     utcnow,
 )
 from schemas.errors import AlmanacError
@@ -50,23 +56,39 @@ def validate_entry(entry: ModelEntry) -> ModelEntry:
     except taxonomy.TaxonomyError as exc:
         raise ValueError(f"domains: {exc}") from None
     entry.tags = list(dict.fromkeys(t.strip().lower() for t in entry.tags if t.strip()))
+    unknown = set(entry.curated) - set(CURATABLE)
+    if unknown:
+        raise ValueError(f"curated: {', '.join(sorted(unknown))} cannot be curated")
+    entry.curated = sorted(set(entry.curated))
     return entry
 
 
-def upsert_model(session: Session, entry: ModelEntry) -> Model:
-    """Insert or replace a model and everything hanging off it, in the caller's transaction."""
+def upsert_model(session: Session, entry: ModelEntry, *, refreshed_at: datetime | None = None) -> Model:
+    """Insert or replace a model and everything hanging off it, in the caller's transaction.
+    `refreshed_at`: the Hub described it just now. A Hub revision that moved on is kept in
+    the model's history with what the catalog knew of it."""
     entry = validate_entry(entry)
     model = session.scalar(select(Model).where(Model.ref == entry.ref))
     if model is None:
         model = Model(ref=entry.ref)
         session.add(model)
-        children_before = None
+        children_before = before = None
     else:
         children_before = _children(model)
+        before = indexed_of(model)
+        if model.revision and entry.revision and entry.revision != model.revision:
+            from catalog.history import record_replaced  # history builds on this module
+
+            record_replaced(session, model.id, model.revision, facts_of(to_record(session, model)),
+                            seen_at=model.refreshed_at or model.updated_at,
+                            replaced_at=refreshed_at or utcnow(), replaced_by=entry.revision)
     for name in _SCALARS:
         setattr(model, name, getattr(entry, name))
     model.description = model.description or ""
     model.card = model.card or ""
+    model.curated = json.dumps(entry.curated) if entry.curated else None
+    if refreshed_at is not None:
+        model.refreshed_at = refreshed_at
     model.languages = [ModelLanguage(language=code) for code in entry.languages]
     model.domains = [ModelDomain(domain=slug) for slug in entry.domains]
     model.tags = [ModelTag(tag=tag) for tag in entry.tags]
@@ -76,8 +98,29 @@ def upsert_model(session: Session, entry: ModelEntry) -> Model:
         # domains, tags or evals alone is still an update of the model.
         model.updated_at = utcnow()
     session.flush()
-    _index_text(session, model, entry.tags)
+    indexing.apply(session.connection(), [before] if before else [], [indexed_of(model)])
+    session.refresh(model, ["text_key"])
     return model
+
+
+def indexed_of(model: Model) -> indexing.Indexed:
+    return indexing.Indexed(
+        id=model.id, ref=model.ref, name=model.name, description=model.description or "",
+        card=model.card or "", downloads=model.downloads,
+        tags=tuple(sorted(t.tag for t in model.tags)),
+        domains=tuple(sorted(d.domain for d in model.domains)),
+        languages=tuple(sorted(lang.language for lang in model.languages)),
+        text_key=model.text_key)
+
+
+# What a revision's entry in a model's history keeps: everything but the card's text.
+_FACTS = (*(f for f in _SCALARS if f != "card"), "languages", "domains", "evals")
+
+
+def facts_of(record: ModelEntry) -> dict[str, Any]:
+    facts = {name: getattr(record, name) for name in _FACTS}
+    facts["evals"] = [asdict(e) for e in record.evals]
+    return facts
 
 
 def _merge_evals(have: list[Eval], want: list[EvalRecord]) -> list[Eval]:
@@ -98,24 +141,6 @@ def _children(model: Model) -> tuple:
         sorted(d.domain for d in model.domains),
         sorted(t.tag for t in model.tags),
         sorted((e.benchmark, e.metric, e.value, e.source or "") for e in model.evals),
-    )
-
-
-def _index_text(session: Session, model: Model, tags: list[str]) -> None:
-    session.execute(text("DELETE FROM models_fts WHERE rowid = :id"), {"id": model.id})
-    session.execute(
-        text(
-            "INSERT INTO models_fts(rowid, ref, name, description, tags, card) "
-            "VALUES (:id, :ref, :name, :description, :tags, :card)"
-        ),
-        {
-            "id": model.id,
-            "ref": model.ref.replace("/", " ") + " " + model.ref,
-            "name": model.name,
-            "description": model.description,
-            "tags": " ".join(tags),
-            "card": model.card,
-        },
     )
 
 
@@ -145,7 +170,7 @@ def get_model(session: Session, ref: str) -> Model:
 
 def remove_model(session: Session, ref: str) -> str:
     model = get_model(session, ref)
-    session.execute(text("DELETE FROM models_fts WHERE rowid = :id"), {"id": model.id})
+    indexing.apply(session.connection(), [indexed_of(model)], [])
     session.delete(model)
     return model.ref
 
@@ -160,12 +185,15 @@ def to_record(session: Session, model: Model, *, detail: bool = False) -> ModelR
         domains=sorted(d.domain for d in model.domains),
         tags=sorted(t.tag for t in model.tags),
         evals=[EvalRecord(e.benchmark, e.metric, e.value, e.source) for e in model.evals],
+        curated=json.loads(model.curated) if model.curated else [],
+        refreshed_at=model.refreshed_at,
         **{name: getattr(model, name) for name in _SCALARS},
     )
     if detail:
         # Only LoRA-style adapters: finetunes, quantizations and merges are not adapters.
         # A local model has no repo id; `base_model == None` would match every root model.
-        bases = [b for b in (model.ref, model.repo_id) if b]
+        # An adapter added from a directory names its base by the path it was trained on.
+        bases = [b for b in (model.ref, model.repo_id, model.local_path) if b]
         record.adapters = list(
             session.scalars(
                 select(Model.ref)
@@ -175,20 +203,37 @@ def to_record(session: Session, model: Model, *, detail: bool = False) -> ModelR
         )
         record.performance = performances(session, [model.id]).get(model.id)
         from catalog.evals import measured_for_model  # evals builds on this module
+        from catalog.history import history_of
 
         record.measured = measured_for_model(session, model.id)
+        record.history = history_of(session, model.id)
     return record
 
 
 def performances(session: Session, model_ids: list[int]) -> dict[int, PerformanceRecord]:
     """Each model's latest generating run, which is what users compare, and how many
-    there were. SQLite fills the bare columns from the row that holds max()."""
-    latest = (
-        select(Run.model_id, Run.tokens_per_s, Run.engine_start_s, Run.hardware,
-               func.max(Run.started_at), func.count())
+    there were. A run of one model measures it whole (runs.tokens_per_s); a run of
+    several models has no such figure (a mix is no model's speed), so it measures each
+    of its models by their candidates' rows: their output tokens over their share of
+    engine time. SQLite fills the bare columns from the row that holds max()."""
+    whole = (
+        select(Run.model_id.label("model_id"), Run.tokens_per_s.label("tps"),
+               Run.engine_start_s.label("start"), Run.hardware.label("hw"),
+               Run.started_at.label("at"))
         .where(Run.model_id.in_(model_ids), Run.generated > 0, Run.tokens_per_s.is_not(None))
-        .group_by(Run.model_id)
     )
+    shared = (
+        select(RunCandidate.model_id,
+               (func.sum(RunCandidate.output_tokens) / func.sum(RunCandidate.generation_s)),
+               func.max(RunCandidate.engine_start_s), Run.hardware, Run.started_at)
+        .join(Run, Run.id == RunCandidate.run_id)
+        .where(RunCandidate.model_id.in_(model_ids), Run.tokens_per_s.is_(None),
+               RunCandidate.generated > 0, RunCandidate.generation_s > 0)
+        .group_by(Run.id, RunCandidate.model_id)
+    )
+    runs = union_all(whole, shared).subquery()
+    latest = select(runs.c.model_id, runs.c.tps, runs.c.start, runs.c.hw,
+                    func.max(runs.c.at), func.count()).group_by(runs.c.model_id)
     return {
         model_id: PerformanceRecord(runs=n, tokens_per_s=tps, engine_start_s=start,
                                     hardware=hw, last_run_at=at)
@@ -198,11 +243,16 @@ def performances(session: Session, model_ids: list[int]) -> dict[int, Performanc
 
 def fill_from_existing(session: Session, entry: ModelEntry) -> ModelEntry:
     """What an import does not know, keep from the catalog: a model card that says
-    nothing about domain must not erase the curated `medicine/biomedical`."""
+    nothing about domain must not erase the curated `medicine/biomedical`. What the seed
+    list or the user stated (the model's curated fields) stays as it is, unless this entry
+    states it again."""
     model = session.scalar(select(Model).where(Model.ref == entry.ref))
     if model is None:
         return entry
     have = to_record(session, model)
+    for name in set(have.curated) - set(entry.curated):
+        setattr(entry, name, getattr(have, name))
+    entry.curated = sorted({*have.curated, *entry.curated})
     for name in _SCALARS:
         if getattr(entry, name) in (None, "") and getattr(have, name) not in (None, ""):
             setattr(entry, name, getattr(have, name))

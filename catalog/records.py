@@ -6,6 +6,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+# Figures the Hub owns and an import always takes from it (catalog.merge).
+LIVE = ("revision", "gated", "downloads", "likes")
+# What the seed list or a user can state, which an import from the Hub then keeps.
+CURATABLE = ("name", "description", "architecture", "parameters", "context_length", "dtype",
+             "license", "task", "base_model", "relation", "adapter_rank", "repo_id",
+             "languages", "domains", "tags", "evals", *LIVE)
+
 
 @dataclass
 class EvalRecord:
@@ -43,6 +50,39 @@ class ModelEntry:
     domains: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     evals: list[EvalRecord] = field(default_factory=list)
+    # Fields the seed list or the user set: an import from the Hub keeps them as they are.
+    curated: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RevisionRecord:
+    """A revision a model had before the Hub moved it, and what the catalog knew then."""
+
+    revision: str
+    replaced_at: datetime
+    replaced_by: str | None = None
+    seen_at: datetime | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return jsonable(asdict(self))
+
+
+@dataclass
+class RevisionStatus:
+    """Whether predictions made on (model, revision) were made on the catalog's current
+    revision of that model. `is_current` is None when the catalog cannot tell: the model
+    is not in it, or either revision is unknown."""
+
+    ref: str
+    revision: str | None
+    model_ref: str | None = None
+    current_revision: str | None = None
+    is_current: bool | None = None
+    replaced_at: datetime | None = None  # when the catalog saw `revision` replaced
+
+    def to_json(self) -> dict[str, Any]:
+        return jsonable(asdict(self))
 
 
 @dataclass
@@ -87,6 +127,9 @@ class ModelRecord(ModelEntry):
     adapters: list[str] = field(default_factory=list)
     performance: PerformanceRecord | None = None
     measured: list[MeasuredEvalRecord] = field(default_factory=list)  # scores on users' jobs
+    refreshed_at: datetime | None = None  # when the Hub last described it
+    history: list[RevisionRecord] = field(default_factory=list)  # revisions it moved on from
+    score: float | None = None  # its measured score, in a listing sorted by score:JOB
 
     def to_json(self) -> dict[str, Any]:
         return jsonable(asdict(self))

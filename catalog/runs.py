@@ -37,6 +37,17 @@ def finish_run(session: Session, run_id: str, *, status: str, **figures: object)
         setattr(run, name, json.dumps(value) if name == "phases" and value is not None else value)
 
 
+def close_stale_runs(session: Session, job: str) -> int:
+    """Mark `job`'s runs still "running" as interrupted; returns how many. Call under the
+    job's lock, when no run of it can be going: these were killed before they could
+    record their end (their counts stay as they were; the end time stays unknown)."""
+    stale = session.scalars(select(Run).where(Run.job == job, Run.status == "running")).all()
+    for run in stale:
+        run.status = "interrupted"
+        run.error = "the run ended without recording it (killed, or the machine stopped)"
+    return len(stale)
+
+
 def list_runs(session: Session, job: str | None = None, limit: int | None = 50,
               offset: int = 0) -> list[RunRecord]:
     """Runs newest first (ties in id order, so pages never overlap)."""

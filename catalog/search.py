@@ -1,8 +1,25 @@
-"""Listing the catalog: filters, full-text search, sorting, paging and facet counts."""
+"""Listing the catalog: filters, full-text search, sorting, paging and facet counts.
+
+At a million models nothing may read every match, so each question goes to the
+structure that answers it in order (see catalog.indexing):
+
+- a domain and/or a language, sorted by name: one `model_facets` range, read in order;
+- no facet and no search, by name or downloads: `ix_models_name` / `ix_models_downloads`;
+- a search by relevance (the words in the name or id first, then anywhere; within each,
+  the most downloaded first): `models_fts` read in rowid order, its facet tokens narrowing
+  it to a domain and language in the same full-text query;
+- counts and facet counts of a domain and/or a language: `facet_counts` rows.
+
+Anything else (several domains or languages at once, size/license/source conditions
+with a search, other sorts with filters, or language groups the tables were built
+without) takes the general plan: the filtered id set, then sorted. Every plan answers
+the same question; tests compare them.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from sqlalchemy import (
     ColumnElement,
@@ -20,22 +37,24 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import QueryableAttribute, Session
 
-from catalog import sizes, taxonomy
+from catalog import indexing, sizes, taxonomy
 from catalog.filters import ModelFilter
-from catalog.models import performances, to_record
+from catalog.listing import records_for
 from catalog.records import ModelRecord
-from catalog.tables import Model, ModelDomain, ModelLanguage
+from catalog.tables import FacetCount, MeasuredEval, Model, ModelDomain, ModelFacet, ModelLanguage
 
-# How each sort orders rows ("relevance" ranks full-text matches: see list_models).
+# How the general plan orders rows; ties go by id, as the indexes order them.
 ORDER = {
-    "name": (Model.name.collate("NOCASE"),),
-    "params": (Model.parameters.is_(None), Model.parameters),
-    "-params": (Model.parameters.is_(None), Model.parameters.desc()),
-    "downloads": (Model.downloads.desc().nulls_last(),),
-    "likes": (Model.likes.desc().nulls_last(),),
-    "updated": (Model.updated_at.desc(),),
-    "license": (Model.license, Model.name),
+    "name": (Model.name.collate("NOCASE"), Model.id),
+    "params": (Model.parameters.is_(None), Model.parameters, Model.id),
+    "-params": (Model.parameters.is_(None), Model.parameters.desc(), Model.id),
+    "downloads": (Model.downloads.desc(), Model.id.desc()),
+    "likes": (Model.likes.desc().nulls_last(), Model.id),
+    "updated": (Model.updated_at.desc(), Model.id),
+    "license": (Model.license, Model.name, Model.id),
 }
+_TEXT = "{" + " ".join(indexing.TEXT_COLUMNS) + "}"
+_MODEL_ID = literal_column(f"models_fts.rowid & {indexing.ID_MASK}")
 
 
 def fts_query(text_: str) -> str:
@@ -44,31 +63,71 @@ def fts_query(text_: str) -> str:
     return " ".join(f'"{w}"*' for w in words)
 
 
+def _search(f: ModelFilter, *, columns: str = _TEXT) -> str:
+    """The words of a search, looked up in the text columns only (never the facet tokens)."""
+    q = fts_query(f.search or "")
+    return f"{columns} : ({q})" if q else ""
+
+
+@dataclass(frozen=True)
+class _Facets:
+    """A filter's domain and language as `facet` keys, when each is one value (or none)."""
+
+    domain: str
+    language: str
+
+    @property
+    def token(self) -> str | None:
+        if (self.domain, self.language) == (indexing.ANY, indexing.ANY):
+            return None
+        return indexing.facet_token(self.domain, self.language)
+
+
+def _facets(session: Session, f: ModelFilter, skip: str | None = None) -> _Facets | None:
+    domains = [] if skip == "domain" else f.domains
+    languages = [] if skip == "language" else f.languages
+    if len(domains) > 1 or len(languages) > 1:
+        return None
+    domain = taxonomy.normalize_domain(domains[0]) if domains else indexing.ANY
+    language = indexing.language_key(languages[0]) if languages else indexing.ANY
+    if language.startswith(indexing.GROUP) and not indexing.groups_fresh(session.connection()):
+        return None  # built with other language groups: `almanac init` rebuilds them
+    return _Facets(domain, language)
+
+
+def _conditions(f: ModelFilter) -> list[ColumnElement[bool]]:
+    """The filters on the models row itself."""
+    out = []
+    if f.min_params is not None:
+        out.append(Model.parameters >= f.min_params)
+    if f.max_params is not None:
+        out.append(Model.parameters <= f.max_params)
+    if f.licenses:
+        out.append(func.lower(Model.license).in_([x.lower() for x in f.licenses]))
+    if f.source:
+        out.append(Model.source == f.source)
+    if f.fits_bytes is not None:
+        out.append(Model.parameters * _bytes_per_param(f.quant) * sizes.OVERHEAD <= f.fits_bytes)
+    return out
+
+
 def _bytes_per_param(quant: str | None) -> ColumnElement[float]:
     if quant:
         return literal(sizes.BYTES_PER_PARAM[quant])
-    whens = {k: v for k, v in sizes.BYTES_PER_PARAM.items()}
-    return case(whens, value=func.lower(Model.dtype), else_=2.0)
+    return case(dict(sizes.BYTES_PER_PARAM), value=func.lower(Model.dtype), else_=2.0)
 
 
-def _fts_match(*, ranked: bool = False) -> Select:
-    """Rowids of the models matching `:q`, with their bm25 rank (lower is better) if asked:
-    ranking every match costs more than matching."""
-    columns = [literal_column("rowid").label("id")]
-    if ranked:
-        columns.append(literal_column("rank").label("rank"))
-    return select(*columns).select_from(text("models_fts")).where(text("models_fts MATCH :q"))
+def _fts_match() -> Select:
+    """Ids of the models matching `:q`."""
+    return select(_MODEL_ID.label("id")).select_from(text("models_fts")).where(text("models_fts MATCH :q"))
 
 
 def _filtered(f: ModelFilter, *, skip: str | None = None) -> Select:
-    """The filtered id set; `skip` leaves one facet (or the search) out so its own counts
-    stay useful. Ids may repeat (a model in two of the wanted languages): use it with IN.
-
-    The id sets of the link tables and the full-text index are nested inside one
-    another (`domain ids WHERE id IN (language ids WHERE id IN (matches))`) instead of
-    each being tested against `models`: SQLite then reads only their covering indexes,
-    and touches `models` only for conditions on its own columns. At 100,000 models
-    that is three times faster for a domain + language listing."""
+    """The general plan's filtered id set; `skip` leaves one facet (or the search) out so
+    its own counts stay useful. Ids may repeat (a model in two of the wanted languages):
+    use it with IN. The link tables' and the full-text index's id sets are nested inside
+    one another, so SQLite reads their covering indexes and touches `models` only for
+    conditions on its own columns."""
     sets: list[Select] = []
     if f.domains and skip != "domain":
         slugs = sorted({c for d in f.domains for c in taxonomy.domain_children(d)})
@@ -76,25 +135,13 @@ def _filtered(f: ModelFilter, *, skip: str | None = None) -> Select:
     if f.languages and skip != "language":
         codes = taxonomy.expand_languages(f.languages)
         sets.append(select(ModelLanguage.model_id).where(ModelLanguage.language.in_(codes)))
-    q = fts_query(f.search) if f.search and skip != "search" else ""
+    q = _search(f) if f.search and skip != "search" else ""
     if q:
         sets.append(_fts_match())
     ids: Select | None = None
     for ids_set in reversed(sets):
         ids = ids_set if ids is None else ids_set.where(ids_set.selected_columns[0].in_(ids))
-    conditions = []
-    if f.min_params is not None:
-        conditions.append(Model.parameters >= f.min_params)
-    if f.max_params is not None:
-        conditions.append(Model.parameters <= f.max_params)
-    if f.licenses:
-        conditions.append(func.lower(Model.license).in_([x.lower() for x in f.licenses]))
-    if f.source:
-        conditions.append(Model.source == f.source)
-    if f.fits_bytes is not None:
-        conditions.append(
-            Model.parameters * _bytes_per_param(f.quant) * sizes.OVERHEAD <= f.fits_bytes
-        )
+    conditions = _conditions(f)
     if ids is not None and not conditions:
         stmt = ids
     else:
@@ -104,36 +151,107 @@ def _filtered(f: ModelFilter, *, skip: str | None = None) -> Select:
     return stmt.params(q=q) if q else stmt
 
 
-def _within(column: QueryableAttribute[int], ids: Select) -> ColumnElement[bool]:
+def _within(column: QueryableAttribute[int] | ColumnElement[int], ids: Select) -> ColumnElement[bool]:
     """`column IN (ids)`, or no condition at all when nothing is filtered: SQLite would
-    otherwise build a temporary index of every model id for each query, which costs
-    more than the query itself on a large catalog."""
+    otherwise build a temporary index of every model id for each query."""
     return column.in_(ids) if ids.whereclause is not None else true()
 
 
+# -- listings ------------------------------------------------------------------------------
+
+
 def list_models(session: Session, f: ModelFilter) -> list[ModelRecord]:
-    if f.sort == "relevance" and f.search and (q := fts_query(f.search)):
-        # Join the matches with their rank once: a rank subquery per listed row would
-        # run the full-text match again for every match (seconds at 100,000 models).
-        matches = _fts_match(ranked=True).subquery()
-        stmt = (select(Model).join(matches, matches.c.id == Model.id)
-                .where(_within(Model.id, _filtered(f, skip="search")))
-                .order_by(matches.c.rank, Model.name).params(q=q))
-    else:
-        stmt = select(Model).where(_within(Model.id, _filtered(f)))
-        stmt = stmt.order_by(*ORDER.get(f.sort, ORDER["name"]), Model.ref)
+    if f.sort.startswith("score:"):
+        ids, scores = _by_score(session, f, f.sort.removeprefix("score:"))
+        return records_for(session, ids, scores=scores)
+    return records_for(session, _page_ids(session, f))
+
+
+def _page(stmt: Select, f: ModelFilter) -> Select:
     if f.limit is not None:
         stmt = stmt.limit(f.limit)
     if f.offset:
         stmt = stmt.offset(f.offset)
-    records = [to_record(session, m) for m in session.scalars(stmt)]
-    measured = performances(session, [r.id for r in records]) if records else {}
-    for record in records:
-        record.performance = measured.get(record.id)
-    return records
+    return stmt
+
+
+def _page_ids(session: Session, f: ModelFilter) -> list[int]:
+    search = _search(f)
+    if search and f.sort == "relevance":
+        return _by_relevance(session, f)
+    sort = f.sort if f.sort in ORDER else "name"
+    facets = None if search else _facets(session, f)
+    if facets is not None and sort == "name":
+        if facets.token is None:  # no facet: the models' own name index
+            stmt = select(Model.id).where(*_conditions(f)).order_by(*ORDER["name"])
+        else:
+            stmt = (select(ModelFacet.model_id)
+                    .where(ModelFacet.domain == facets.domain, ModelFacet.language == facets.language)
+                    .order_by(ModelFacet.name, ModelFacet.model_id))
+            if conditions := _conditions(f):
+                stmt = stmt.join(Model, Model.id == ModelFacet.model_id).where(*conditions)
+        return list(session.scalars(_page(stmt, f)))
+    stmt = select(Model.id).where(_within(Model.id, _filtered(f))).order_by(*ORDER[sort])
+    return list(session.scalars(_page(stmt, f)))
+
+
+def _by_relevance(session: Session, f: ModelFilter) -> list[int]:
+    """The words in the name or id first, then anywhere else; within each, most downloaded
+    first (the full-text rowid order). Each tier is read in order up to the page's end."""
+    words = fts_query(f.search or "")
+    facets = _facets(session, f)
+    narrow = f" AND (facets : {facets.token})" if facets is not None and facets.token else ""
+    if facets is not None:
+        conditions = _conditions(f)
+        ids = select(Model.id).where(*conditions) if conditions else None
+    else:
+        ids = _filtered(f, skip="search")
+    tiers = [f"({{ref name}} : ({words})){narrow}",
+             f"(({_TEXT} : ({words})) NOT ({{ref name}} : ({words}))){narrow}"]
+    need = None if f.limit is None else f.offset + f.limit
+    found: list[int] = []
+    for q in tiers:
+        stmt = select(_MODEL_ID).select_from(text("models_fts")).where(text("models_fts MATCH :q"))
+        if ids is not None and ids.whereclause is not None:
+            stmt = stmt.where(_MODEL_ID.in_(ids))
+        stmt = stmt.order_by(literal_column("models_fts.rowid")).params(q=q)
+        if need is not None:
+            stmt = stmt.limit(need - len(found))
+        found += session.scalars(stmt)
+        if need is not None and len(found) >= need:
+            break
+    return found[f.offset:need]
+
+
+def _by_score(session: Session, f: ModelFilter, job: str) -> tuple[list[int], dict[int, float]]:
+    """Best measured score on `job` first (any metric, any adapter: the model's best);
+    models never measured on it after, by name."""
+    scores = (select(MeasuredEval.model_id, func.max(MeasuredEval.value).label("score"))
+              .where(MeasuredEval.task == job).group_by(MeasuredEval.model_id).subquery())
+    stmt = (select(Model.id, scores.c.score).outerjoin(scores, scores.c.model_id == Model.id)
+            .where(_within(Model.id, _filtered(f)))
+            .order_by(scores.c.score.is_(None), scores.c.score.desc(), *ORDER["name"]))
+    rows = session.execute(_page(stmt, f)).all()
+    return [r[0] for r in rows], {r[0]: r[1] for r in rows if r[1] is not None}
+
+
+# -- counts -------------------------------------------------------------------------------
+
+
+def _counted(session: Session, facets: _Facets) -> int:
+    return session.scalar(select(FacetCount.n).where(
+        FacetCount.domain == facets.domain, FacetCount.language == facets.language)) or 0
 
 
 def count_models(session: Session, f: ModelFilter) -> int:
+    search = _search(f)
+    facets = _facets(session, f)
+    if facets is not None and not _conditions(f):
+        if not search:
+            return _counted(session, facets)
+        narrow = f" AND (facets : {facets.token})" if facets.token else ""
+        return session.scalar(text("SELECT count(*) FROM models_fts WHERE models_fts MATCH :q"),
+                              {"q": f"({search}){narrow}"}) or 0
     # Through `models`: the filtered ids may repeat.
     return session.scalar(
         select(func.count()).select_from(Model).where(_within(Model.id, _filtered(f)))
@@ -141,26 +259,34 @@ def count_models(session: Session, f: ModelFilter) -> int:
 
 
 def domain_counts(session: Session, f: ModelFilter | None = None) -> dict[str, int]:
-    """Models per domain, a parent counting its children's models once each.
-    Counted in SQL in one statement: a GROUP BY for exact slugs, and a COUNT(DISTINCT)
-    per parent over its subtree (a model tagged `code` and `code/sql` counts once for
-    `code`). With a filter, the filtered (domain, model) pairs are a CTE, which SQLite
-    materializes once for all the parts instead of re-running the filter per part."""
-    ids = _filtered(f or ModelFilter(), skip="domain")
+    """Models per domain, a parent counting its children's models once each."""
+    f = f or ModelFilter()
+    counts = {slug: 0 for slug in taxonomy.DOMAINS}
+    facets = _facets(session, f, skip="domain")
+    if facets is not None and not f.search and not _conditions(f):
+        counts.update(session.execute(select(FacetCount.domain, FacetCount.n).where(
+            FacetCount.language == facets.language, FacetCount.domain != indexing.ANY)).all())
+        return counts
+    return _domain_counts_general(session, f, counts)
+
+
+def _domain_counts_general(session: Session, f: ModelFilter, counts: dict[str, int]) -> dict[str, int]:
+    """Counted in SQL in one statement: a GROUP BY for exact slugs, and a COUNT(DISTINCT)
+    per parent over its subtree. The filtered (domain, model) pairs are a CTE, which SQLite
+    materializes once for all the parts."""
+    ids = _filtered(f, skip="domain")
     if ids.whereclause is None:
-        pairs = ModelDomain.__table__  # the index (domain, model_id) answers every part
+        pairs: FromClause = ModelDomain.__table__
     else:
         pairs = select(ModelDomain.domain, ModelDomain.model_id).where(
             ModelDomain.model_id.in_(ids)).cte("pairs")
-    counts = {slug: 0 for slug in taxonomy.DOMAINS}
     known = set(counts)
     rows = session.execute(union_all(
         select(pairs.c.domain, func.count()).group_by(pairs.c.domain),
         *_parent_counts(pairs, known),
     )).all()
     counts.update(rows)
-    # A slug the taxonomy does not know (written by hand, or by an older Almanac) still
-    # counts towards its ancestors.
+    # A slug the taxonomy does not know still counts towards its ancestors.
     if set(counts) - known:
         counts.update(session.execute(union_all(*_parent_counts(pairs, set(counts)))).all())
     return counts
@@ -177,7 +303,17 @@ def _parent_counts(pairs: FromClause, slugs: set[str]) -> list[Select]:
 
 
 def language_counts(session: Session, f: ModelFilter | None = None) -> dict[str, int]:
-    ids = _filtered(f or ModelFilter(), skip="language")
+    """Models per language code, most first."""
+    f = f or ModelFilter()
+    facets = _facets(session, f, skip="language")
+    if facets is not None and not f.search and not _conditions(f):
+        rows = session.execute(
+            select(FacetCount.language, FacetCount.n)
+            .where(FacetCount.domain == facets.domain, FacetCount.language != indexing.ANY,
+                   FacetCount.language.not_like(indexing.GROUP + "%"))
+            .order_by(FacetCount.n.desc(), FacetCount.language)).all()
+        return {code: n for code, n in rows}
+    ids = _filtered(f, skip="language")
     rows = session.execute(
         select(ModelLanguage.language, func.count())
         .where(_within(ModelLanguage.model_id, ids))

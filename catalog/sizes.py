@@ -25,12 +25,21 @@ QUANTS: tuple[str, ...] = get_args(Quant)
 OVERHEAD = 1.2
 
 
+# Bounds on what a filter may ask for: far above any model or machine, far below the
+# largest integer SQLite stores (a query with a bigger number would overflow).
+MAX_PARAMS = 10**15
+MAX_MEMORY = 2**60
+
+
 def parse_params(text: str) -> int:
     m = _NUM.match(str(text))
     if not m:
         raise ValueError(f"not a parameter count: {text!r} (try 7B, 1.1B or 350M)")
     # Decimal, not float: int(4.1 * 10**9) is 4_099_999_999.
-    return int(Decimal(m.group(1)) * _SCALE[m.group(2).upper()])
+    count = int(Decimal(m.group(1)) * _SCALE[m.group(2).upper()])
+    if count > MAX_PARAMS:
+        raise ValueError(f"parameter count out of range: {text!r} (at most 1000T)")
+    return count
 
 
 def parse_memory(text: str) -> int:
@@ -40,7 +49,10 @@ def parse_memory(text: str) -> int:
     if not m:
         raise ValueError(f"not a memory size: {text!r} (try 24GB or 512MB)")
     power = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}[m.group(2).upper()]
-    return int(Decimal(m.group(1)) * 1024**power)
+    size = int(Decimal(m.group(1)) * 1024**power)
+    if size > MAX_MEMORY:
+        raise ValueError(f"memory size out of range: {text!r} (at most 1048576TB)")
+    return size
 
 
 def format_params(n: int | None) -> str:

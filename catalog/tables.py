@@ -61,6 +61,10 @@ class Model(Base):
         Index("ix_models_parameters", "parameters"),
         # models list --license
         Index("ix_models_license", "license"),
+        # models list (no facet, no search), sorted by name: the first page is read in order
+        Index("ix_models_name", text("name COLLATE NOCASE"), "id"),
+        # models list --sort downloads without a facet or search: read backwards, in order
+        Index("ix_models_downloads", "downloads", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -88,6 +92,12 @@ class Model(Base):
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, onupdate=utcnow
     )
+    # When the Hub last described this model (discover or refresh); None: never asked.
+    refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # JSON list of the fields the seed list or the user set, which no import overwrites.
+    curated: Mapped[str | None] = mapped_column(Text)
+    # The rowid of the model's models_fts row (catalog.indexing: popularity, then id).
+    text_key: Mapped[int | None] = mapped_column(BigInteger)
 
     languages: Mapped[list[ModelLanguage]] = relationship(
         cascade="all, delete-orphan", lazy="selectin"
@@ -100,6 +110,76 @@ class Model(Base):
 
     def __repr__(self) -> str:
         return f"Model(ref={self.ref!r}, parameters={self.parameters!r})"
+
+
+class ModelRevision(Base):
+    """A revision the model had before the Hub moved it, with what the catalog knew then."""
+
+    __tablename__ = "model_revisions"
+    __table_args__ = (
+        # catalog.history.revision_status: (model, revision) -> when it was replaced;
+        # and a model's history, by its model_id prefix.
+        UniqueConstraint("model_id", "revision", name="uq_model_revisions"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    revision: Mapped[str] = mapped_column(String(100))
+    facts: Mapped[str] = mapped_column(Text)  # JSON: the record's facts at that revision
+    seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when it was last current
+    replaced_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    replaced_by: Mapped[str | None] = mapped_column(String(100))
+
+    def __repr__(self) -> str:
+        return f"ModelRevision({self.model_id}, {self.revision!r} -> {self.replaced_by!r})"
+
+
+class ModelFacet(Base):
+    """One (domain, language) pair a model is listed under, with its name: derived from
+    model_domains and model_languages by catalog.indexing, never written by hand.
+
+    A domain here is one of the model's slugs or an ancestor of one; a language one of its
+    codes or `group:NAME` for a group it belongs to; `*` stands for any. The primary key is
+    the index: `models list --domain D --language L` (and either alone) sorted by name is one
+    range read in order, stopping at the page's end."""
+
+    __tablename__ = "model_facets"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    domain: Mapped[str] = mapped_column(String(100), primary_key=True)
+    language: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(300, collation="NOCASE"), primary_key=True)
+    model_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+    def __repr__(self) -> str:
+        return f"ModelFacet({self.domain!r}, {self.language!r}, {self.model_id})"
+
+
+class FacetCount(Base):
+    """How many models a (domain, language) pair lists, kept by catalog.indexing with every
+    write: facet counts and `count` for facet filters read one row instead of counting."""
+
+    __tablename__ = "facet_counts"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    domain: Mapped[str] = mapped_column(String(100), primary_key=True)
+    language: Mapped[str] = mapped_column(String(100), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)
+
+    def __repr__(self) -> str:
+        return f"FacetCount({self.domain!r}, {self.language!r}, {self.n})"
+
+
+class CatalogMeta(Base):
+    """Facts about the catalog's derived tables, e.g. the language groups they were built with."""
+
+    __tablename__ = "catalog_meta"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+    def __repr__(self) -> str:
+        return f"CatalogMeta({self.key!r})"
 
 
 class ModelLanguage(Base):
@@ -135,6 +215,8 @@ class ModelDomain(Base):
 
 
 class ModelTag(Base):
+    """A model's free-form tags; the primary key (model_id, tag) reads a model's tags."""
+
     __tablename__ = "model_tags"
 
     model_id: Mapped[int] = mapped_column(
@@ -148,10 +230,15 @@ class ModelTag(Base):
 
 class Eval(Base):
     __tablename__ = "evals"
-    __table_args__ = (UniqueConstraint("model_id", "benchmark", "metric", name="uq_evals"),)
+    __table_args__ = (
+        # one figure per (model, benchmark, metric): an import updates it in place
+        UniqueConstraint("model_id", "benchmark", "metric", name="uq_evals"),
+        # a model's card evals (models show, and each page of a listing)
+        Index("ix_evals_model_id", "model_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
     benchmark: Mapped[str] = mapped_column(String(200))
     metric: Mapped[str] = mapped_column(String(100))
     value: Mapped[float] = mapped_column(Float)

@@ -153,6 +153,14 @@ def hub_domains(tags: list[str], pipeline_tag: str | None = None) -> list[str]:
     return found or ["general"]
 
 
+def hub_tags_for(domain: str) -> list[str]:
+    """The Hub tags `hub_domains` files under this domain or one of its children: what
+    discovery asks the Hub for. Empty for `general`, which no tag names (it is what a
+    model with none of these tags falls under)."""
+    wanted = set(domain_children(domain))
+    return sorted(tag for tag, slug in HUB_TAG_DOMAINS.items() if slug in wanted)
+
+
 def hub_languages(card_languages: list[str] | str | None) -> list[str]:
     """Card `language:` entries that are real language codes; others are skipped."""
     if not card_languages:

@@ -28,10 +28,21 @@ class AlmanacError(Exception):
 
     exit_code: ExitCode = ExitCode.ERROR
     title: str = "error"
+    http_status: int = 500
 
 
 class UsageError(AlmanacError):
-    """Invalid input from the user: a spec, an option, a filter. Exit 2."""
+    """Invalid input from the user: a spec, an option, a filter. Exit 2 (HTTP 400)."""
 
     exit_code = ExitCode.USAGE
     title = "invalid"
+    http_status = 400
+
+
+class UnavailableError(AlmanacError):
+    """A store Almanac needs cannot be used now: damaged, unreadable, read-only where it
+    must write, locked past waiting. Exit 1 (HTTP 503); the message says which and what
+    to do."""
+
+    title = "unavailable"
+    http_status = 503

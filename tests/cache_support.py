@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,3 +49,48 @@ def write(predictions: Path, records: list[dict[str, Any]], *, job: str = "fruit
     finally:
         store.close()
     return writer.shards
+
+
+# -- the index file as any SQLite client sees it (format 3), in names rather than ids --------
+
+_VIEWS = {
+    "shards": "SELECT j.name, s.name, s.rows, s.bytes, s.sha256, s.run_id, s.created_at "
+              "FROM shards s JOIN jobs j ON j.id = s.job",
+    "records": "SELECT j.name, r.input_id, l.label, r.key, s.name, r.row, r.state & 1 "
+               "FROM records r JOIN jobs j ON j.id = r.job JOIN labels l ON l.id = r.label "
+               "JOIN shards s ON s.id = r.shard",
+    "latest": "SELECT j.name, r.input_id, l.label, r.key, s.name, r.row, r.state & 1 "
+              "FROM records r JOIN jobs j ON j.id = r.job JOIN labels l ON l.id = r.label "
+              "JOIN shards s ON s.id = r.shard WHERE r.state >= 2",
+    "candidates": "SELECT j.name, c.label, c.model, c.revision, c.adapter, c.adapter_revision, "
+                  "c.ordinal FROM candidates c JOIN jobs j ON j.id = c.job",
+}
+
+
+def index_sql(root: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """A statement on `root`'s index.db through a plain SQLite connection."""
+    db = sqlite3.connect(root / "index.db")
+    try:
+        with db:
+            return db.execute(sql, params).fetchall()
+    finally:
+        db.close()
+
+
+def index_table(root: Path, name: str) -> list[tuple[Any, ...]]:
+    """`shards`, `records`, `latest` or `candidates` as rows of names (keys in hex), sorted."""
+    rows = index_sql(root, _VIEWS[name])
+    return sorted(tuple(v.hex() if isinstance(v, bytes) else v for v in row) for row in rows)
+
+
+def unindex_shard(root: Path, name: str) -> None:
+    """Forget a shard and its records behind the cache's back (a crash between its rename
+    and its index commit)."""
+    index_sql(root, "DELETE FROM records WHERE shard = (SELECT id FROM shards WHERE name = ?)", name)
+    index_sql(root, "DELETE FROM shards WHERE name = ?", name)
+
+
+def relabel_row(root: Path, shard: str, row: int, input_id: str) -> None:
+    """Damage the index: say row `row` of `shard` holds another input."""
+    index_sql(root, "UPDATE records SET input_id = ? WHERE row = ? AND shard = "
+                    "(SELECT id FROM shards WHERE name = ?)", input_id, row, shard)

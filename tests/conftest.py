@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -9,11 +13,20 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.builders import build_tiny_model, make_lora_adapter
+from tests.ray_support import client_environment
+
+# Ray reads its client settings once, when first imported, and vLLM imports it: the
+# session's Ray environment (loopback, the test cluster's token) is set before that.
+_RAY_WORK = Path(tempfile.mkdtemp(prefix="almanac-ray-client-"))
+atexit.register(shutil.rmtree, _RAY_WORK, ignore_errors=True)
+RAY_CLIENT = client_environment(_RAY_WORK)
+os.environ.update(RAY_CLIENT)
 
 if TYPE_CHECKING:  # the engine and the catalog load only in the tests that use them
     from batch.run.engine import EnginePool
     from batch.run.runner import Runner
     from catalog.db import Catalog
+    from tests.ray_support import HeadNode
 
 
 @pytest.fixture(autouse=True)
@@ -44,15 +57,33 @@ def lora_adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="session")
 def engine_pool(tiny_model: Path) -> Iterator[EnginePool]:
-    """One real vLLM engine for the whole session, started with LoRA enabled so
-    that jobs with and without an adapter share it."""
+    """One real vLLM engine for the whole session, started with LoRA enabled (room
+    for four adapters at once) so that jobs with and without adapters share it."""
     from batch.run.engine import EnginePool, EngineTarget
-    from tests.engine_support import ENGINE_OPTIONS, LORA_RANK
+    from tests.engine_support import ENGINE_OPTIONS, LORA_RANK, MAX_LORAS
 
     pool = EnginePool()
-    pool.get(EngineTarget.make(str(tiny_model), None, ENGINE_OPTIONS, LORA_RANK))
+    pool.get(EngineTarget.make(str(tiny_model), None, ENGINE_OPTIONS, LORA_RANK, MAX_LORAS))
     yield pool
     pool.close()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeadNode]:
+    """One real Ray cluster (a head node on 127.0.0.1, token authentication on) for
+    every Ray test of the session; this process and the commands it starts already
+    have what a client of it needs (RAY_CLIENT, set before anything imported Ray)."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("Ray is not installed (the `ray` extra)")
+    from tests.ray_support import start_cluster
+
+    cluster = start_cluster(tmp_path_factory.mktemp("ray"), RAY_CLIENT)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

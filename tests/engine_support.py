@@ -24,6 +24,7 @@ ENGINE_OPTIONS: dict[str, Any] = {
     "max_num_seqs": 64,
 }
 LORA_RANK = 4
+MAX_LORAS = 4  # the session's engine serves jobs with up to four adapters at once
 TINY_MODEL = "tiny-test"
 
 

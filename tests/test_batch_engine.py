@@ -211,7 +211,9 @@ def test_lora_adapter_changes_outputs_and_the_cache_key(
     assert base.generated == 16 and tuned.generated == 16  # not copied: another key
     base_rows = {r["input_id"]: r for r in read_job(home, "base")}
     tuned_rows = {r["input_id"]: r for r in read_job(home, "tuned")}
-    assert tuned_rows["w0"]["adapter"].startswith("lora:")
+    assert tuned_rows["w0"]["adapter"] == str(lora_adapter)  # as the job names it
+    assert tuned_rows["w0"]["adapter_revision"].startswith("lora:sha256:")
+    assert {r["candidate"] for r in tuned_rows.values()} == {"tiny-test"}
     assert any(base_rows[i]["output"] != tuned_rows[i]["output"] for i in base_rows)
     llm = next(iter(engine_pool._engines.values())).llm
     direct = llm.generate([f"Say: apple {i}" for i in range(16)],
@@ -223,9 +225,10 @@ def test_lora_adapter_changes_outputs_and_the_cache_key(
 def test_openai_batch_lines_run_as_they_are(runner: Runner, home: Path, tmp_path: Path) -> None:
     lines = [
         {"custom_id": "req-1", "method": "POST", "url": "/v1/chat/completions",
-         "body": {"model": "x", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}},
+         "body": {"model": "tiny-test", "messages": [{"role": "user", "content": "hello"}],
+                  "max_tokens": 4}},
         {"custom_id": "req-2", "method": "POST", "url": "/v1/chat/completions",
-         "body": {"model": "x", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 6}},
+         "body": {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 6}},
         {"custom_id": "req-3", "method": "POST", "url": "/v1/chat/completions"},
     ]
     job = write_job(tmp_path, "oai", lines, template=None, input_format="openai-batch")

@@ -147,8 +147,9 @@ def test_missing_input_file_is_an_input_error(tmp_path: Path) -> None:
 # -- OpenAI batch files -----------------------------------------------------------------------
 
 
-def batch_line(custom_id: str | None, body: object = None, **extra: object) -> str:
-    line: dict[str, object] = {"method": "POST", "url": "/v1/chat/completions", **extra}
+def batch_line(custom_id: str | None, body: object = None, url: str = "/v1/chat/completions",
+               **extra: object) -> str:
+    line: dict[str, object] = {"method": "POST", "url": url, **extra}
     if custom_id is not None:
         line["custom_id"] = custom_id
     if body is not None:
@@ -162,8 +163,9 @@ def test_openai_batch_lines_run_as_given(tmp_path: Path) -> None:
     path.write_text("\n".join([
         batch_line("req-1", {"model": "x", "messages": messages, "max_tokens": 5,
                              "temperature": 0, "stop": "\n"}),
-        batch_line("req-2", {"model": "x", "prompt": "Peach:", "max_completion_tokens": 9,
-                             "top_p": 0.5, "seed": 3, "stop": ["a", "b"], "unknown": 1}),
+        batch_line("req-2", {"model": "x", "prompt": "Peach:", "max_tokens": 9,
+                             "top_p": 0.5, "seed": 3, "stop": ["a", "b"], "user": "u1"},
+                   url="/v1/completions"),
     ]) + "\n")
     first, second = read(path, "openai-batch")
     assert first.id == "req-1" and first.error is None
@@ -179,16 +181,17 @@ def test_openai_batch_lines_run_as_given(tmp_path: Path) -> None:
     [
         (batch_line("req-1"), "missing body"),
         (batch_line("req-1", "not an object"), "missing body"),
-        (batch_line(None, {"prompt": "p"}), "missing custom_id"),
-        (batch_line("", {"prompt": "p"}), "missing custom_id"),
-        (batch_line("req-1", {"model": "x"}), "body has neither messages nor prompt"),
+        (batch_line(None, {"prompt": "p"}, "/v1/completions"), "missing custom_id"),
+        (batch_line("", {"prompt": "p"}, "/v1/completions"), "missing custom_id"),
+        (batch_line("req-1", {"model": "x"}), "body has no messages"),
+        (batch_line("req-1", {"model": "x"}, "/v1/completions"), "body has no prompt"),
         ('{"custom_id": "req-1", "body": ', "invalid JSON"),
     ],
 )
 def test_openai_batch_line_without_a_request_is_an_error_row(tmp_path: Path, line: str,
                                                              problem: str) -> None:
     path = tmp_path / "requests.jsonl"
-    path.write_text(batch_line("ok", {"prompt": "p"}) + "\n" + line + "\n")
+    path.write_text(batch_line("ok", {"prompt": "p"}, "/v1/completions") + "\n" + line + "\n")
     ok, bad = read(path, "openai-batch")
     assert ok.error is None
     assert bad.error is not None and bad.error.startswith("line 2: ") and problem in bad.error

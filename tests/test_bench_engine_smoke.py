@@ -13,7 +13,7 @@ import pytest
 from batch.run.engine import EnginePool, EngineTarget
 from bench import engine as bench_engine
 from bench.engine_figures import breakdown, pair_figures
-from tests.engine_support import ENGINE_OPTIONS, LORA_RANK
+from tests.engine_support import ENGINE_OPTIONS, LORA_RANK, MAX_LORAS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,7 +43,8 @@ def test_raw_side_builds_llm_exactly_as_the_engine_does(engine_pool: EnginePool,
 
     engine = engine_pool.get(EngineTarget.make(str(tiny_model), None, ENGINE_OPTIONS, LORA_RANK))
     raw = bench_engine.llm_kwargs(str(tiny_model), ENGINE_OPTIONS, on_cpu=current_platform.is_cpu())
-    assert engine.llm_kwargs == {**raw, "enable_lora": True, "max_lora_rank": 8}
+    assert engine.llm_kwargs == {**raw, "enable_lora": True, "max_lora_rank": 8,
+                                 "max_loras": MAX_LORAS + 1}  # one slot kept empty
     assert raw["seed"] == 0 and raw["model"] == str(tiny_model)
     assert engine.llm is not None
     config = engine.llm.llm_engine.vllm_config

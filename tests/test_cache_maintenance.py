@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from batch.cache.gc import gc
 from batch.cache.lock import JobLock, JobLockedError
 from batch.cache.reader import Predictions
 from batch.cache.verify import VerifyReport, verify
-from tests.cache_support import record, write
+from tests.cache_support import index_table, record, relabel_row, unindex_shard, write
 from tests.engine_support import almanac
 
 
@@ -24,15 +23,6 @@ def predictions(home: Path) -> Path:
 
 def _kinds(report: VerifyReport) -> list[str]:
     return sorted(f.kind for f in report.problems)
-
-
-def _index(predictions: Path, sql: str, *params: object) -> list[tuple]:
-    db = sqlite3.connect(predictions / "index.db")
-    try:
-        with db:
-            return db.execute(sql, params).fetchall()
-    finally:
-        db.close()
 
 
 # -- verify --------------------------------------------------------------------------------------
@@ -62,7 +52,8 @@ def test_verify_reports_each_kind_of_damage_and_exits_1(predictions: Path, home:
     (directory / shards[0]).write_bytes(bytes(data))
     (directory / shards[1]).write_bytes(b"PAR1 truncated")  # unreadable, wrong size
     (directory / shards[2]).unlink()
-    _index(predictions, "UPDATE records SET input_id = 'someone-else' WHERE shard = ? AND row = 3", shards[3])
+    # Row 3 said to hold r30, which row 0 holds: a mismatch, and two latest records of r30.
+    relabel_row(predictions, shards[3], 3, "r30")
     (directory / "part-stray.parquet").write_bytes((directory / shards[3]).read_bytes())
     (directory / ".part-inflight.parquet.tmp").write_bytes(b"")
 
@@ -101,7 +92,7 @@ def test_gc_removes_superseded_shards_and_keeps_every_latest_row(predictions: Pa
     assert report.bytes_freed > 0
     assert not (predictions / "fruits" / first[0]).exists()
     assert not list((predictions / "fruits").glob(".*"))  # no .gc leftovers
-    assert _index(predictions, "SELECT count(*) FROM records WHERE shard = ?", first[0]) == [(0,)]
+    assert not [r for r in index_table(predictions, "records") if r[4] == first[0]]
     with Predictions.at(predictions, "fruits") as p:
         assert {k: p.get(k) for k in before} == before
         assert len(p.versions("r10")) == 2  # its old version lives in a kept shard
@@ -121,9 +112,7 @@ def test_gc_removes_crash_temporaries_and_indexes_shards_that_landed(predictions
     shards = write(predictions, [record(f"r{i}") for i in range(10)], shard_rows=5)
     directory = predictions / "fruits"
     # A crash between rename and index commit: the file landed, the index never heard.
-    _index(predictions, "DELETE FROM shards WHERE name = ?", shards[1])
-    _index(predictions, "DELETE FROM records WHERE shard = ?", shards[1])
-    _index(predictions, "DELETE FROM latest WHERE shard = ?", shards[1])
+    unindex_shard(predictions, shards[1])
     (directory / ".part-x.parquet.tmp").write_bytes(b"half a shard")
     assert _kinds(verify(predictions)) == ["unindexed"]
 
@@ -159,8 +148,7 @@ def test_gc_finishes_or_undoes_an_interrupted_collection(predictions: Path, home
     # Died before its commit: the index still lists `kept`, whose file was renamed.
     os.rename(directory / kept, directory / f".{kept}.gc")
     # Died after its commit: `old`'s rows are gone, its file not yet unlinked.
-    _index(predictions, "DELETE FROM records WHERE shard = ?", old)
-    _index(predictions, "DELETE FROM shards WHERE name = ?", old)
+    unindex_shard(predictions, old)
     os.rename(directory / old, directory / f".{old}.gc")
     assert "missing" in _kinds(verify(predictions))
 

@@ -21,13 +21,14 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from batch.cache.index import Located
+from batch.cache.index import FORMAT, Located
 from batch.cache.lock import JobLock, JobLockedError
 from batch.cache.reader import Predictions
 from batch.cache.schema import PredictionRecord, arrow_schema, columns, declared_types
 from batch.cache.shards import file_sha256
 from batch.cache.store import PredictionStore, ShardWriter
 from batch.run.keys import fingerprint_dir, stat_signature
+from tests.cache_support import index_table
 
 RUN = "0123456789abcdef0123456789abcdef"
 WHEN = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -39,7 +40,7 @@ def record(key: str, input_id: str, *, job: str = "fruits", output: str | None =
     out: dict[str, Any] = {name: None for name in columns()}
     out.update(
         key=key, job=job, input_id=input_id, model="tiny", revision="sha256:abc",
-        prompt=f"{input_id}:", output=None if error else output,
+        candidate="tiny", prompt=f"{input_id}:", output=None if error else output,
         finish_reason=None if error else "stop", prompt_tokens=3,
         output_tokens=None if error else 1, run_id=run_id, created_at=WHEN, error=error,
         params=json.dumps({"temperature": 0.0}),
@@ -72,17 +73,29 @@ def index_sql(store: PredictionStore, sql: str) -> list[tuple]:
         db.close()
 
 
+def index_format(root: Path) -> int:
+    db = sqlite3.connect(root / "index.db")
+    try:
+        return db.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        db.close()
+
+
 def table(store: PredictionStore, name: str) -> list[tuple]:
-    return index_sql(store, f"SELECT * FROM {name} ORDER BY 1, 2, 3")
+    """A table of the index in names (its ids looked up), or a plain table as it is."""
+    if name == "fingerprints":
+        return index_sql(store, f"SELECT * FROM {name} ORDER BY 1, 2, 3")
+    return index_table(store.root, name)
 
 
 # -- shards -----------------------------------------------------------------------------------
 
 
 def test_records_helper_matches_the_schema() -> None:
-    assert columns()[:14] == ["key", "job", "input_id", "model", "revision", "adapter", "prompt",
-                              "output", "finish_reason", "prompt_tokens", "output_tokens",
-                              "run_id", "created_at", "error"]
+    assert columns()[:16] == ["key", "job", "input_id", "model", "revision", "adapter",
+                              "candidate", "adapter_revision", "prompt", "output",
+                              "finish_reason", "prompt_tokens", "output_tokens", "run_id",
+                              "created_at", "error"]
     assert set(record("k", "a")) == set(columns())
 
 
@@ -162,17 +175,19 @@ def test_index_tables_match_the_shards(store: PredictionStore) -> None:
         assert size == (directory / name).stat().st_size
         assert sha == file_sha256(directory / name)
     expected = [
-        ("fruits", "a", "k1", shards[0], 0, 0), ("fruits", "b", "k2", shards[0], 1, 0),
-        ("fruits", "c", "x3", shards[0], 2, 1), ("fruits", "d", "k4", shards[1], 0, 0),
+        ("fruits", "a", "tiny", "k1", shards[0], 0, 0), ("fruits", "b", "tiny", "k2", shards[0], 1, 0),
+        ("fruits", "c", "tiny", "x3", shards[0], 2, 1), ("fruits", "d", "tiny", "k4", shards[1], 0, 0),
     ]
     assert table(store, "records") == expected
     assert table(store, "latest") == expected
+    assert set(pq.read_table(directory / shards[0], columns=["candidate"])["candidate"].to_pylist()) == {"tiny"}
+    assert table(store, "candidates") == [("fruits", "tiny", "tiny", None, None, None, 0)]
 
 
 def test_read_rows_returns_full_records_in_the_order_asked(store: PredictionStore) -> None:
     records = [record(f"k{i}", f"in{i}") for i in range(7)]
     write(store, records, shard_rows=3)
-    latest = store.latest_for("fruits", [f"in{i}" for i in range(7)])
+    latest = store.latest_for("fruits", "tiny", [f"in{i}" for i in range(7)])
     wanted = [latest["in5"], latest["in0"], latest["in5"], latest["in3"]]
 
     assert store.read_rows(wanted) == [records[5], records[0], records[5], records[3]]
@@ -185,12 +200,12 @@ def test_newer_record_of_an_input_becomes_latest_and_the_old_one_stays_findable(
     first = write(store, [record("old", "a"), record("k-b", "b")])
     second = write(store, [record("new", "a", output="pome")], run_id="f" * 32)
 
-    latest = store.latest_for("fruits", ["a", "b", "unknown"])
+    latest = store.latest_for("fruits", "tiny", ["a", "b", "unknown"])
     assert set(latest) == {"a", "b"}
-    assert latest["a"] == Located("fruits", "a", "new", second[0], 0, False)
+    assert latest["a"] == Located("fruits", "a", "new", second[0], 0, False, "tiny")
     assert latest["b"].shard == first[0]
-    older = store.versions_for("fruits", [("a", "old"), ("a", "nope")])
-    assert older == {("a", "old"): Located("fruits", "a", "old", first[0], 0, False)}
+    older = store.versions_for("fruits", "tiny", [("a", "old"), ("a", "nope")])
+    assert older == {("a", "old"): Located("fruits", "a", "old", first[0], 0, False, "tiny")}
     assert store.read_rows([older[("a", "old")]])[0]["output"] == "drupe"
 
 
@@ -199,9 +214,9 @@ def test_repoint_moves_latest_without_writing_a_shard(store: PredictionStore) ->
     write(store, [record("new", "a")])
     shards_before = table(store, "shards")
 
-    store.repoint("fruits", [Located("fruits", "a", "old", first[0], 0, False)])
+    store.repoint("fruits", "tiny", [Located("fruits", "a", "old", first[0], 0, False, "tiny")])
 
-    assert store.latest_for("fruits", ["a"])["a"].key == "old"
+    assert store.latest_for("fruits", "tiny", ["a"])["a"].key == "old"
     assert table(store, "shards") == shards_before
 
 
@@ -212,7 +227,7 @@ def test_writer_flushes_what_it_holds_when_the_block_raises(store: PredictionSto
             writer.add(record("k2", "b"))
             raise RuntimeError("engine died")
     assert writer.rows_written == 2 and len(writer.shards) == 1
-    assert set(store.latest_for("fruits", ["a", "b"])) == {"a", "b"}
+    assert set(store.latest_for("fruits", "tiny", ["a", "b"])) == {"a", "b"}
 
 
 def test_generated_anywhere_finds_keys_across_jobs_and_ignores_failures(
@@ -233,7 +248,7 @@ def test_lookups_handle_more_ids_than_one_query_takes(store: PredictionStore) ->
     records = [record(f"k{i:04d}", f"in{i:04d}") for i in range(1200)]
     write(store, records)
     ids = [f"in{i:04d}" for i in range(1200)]
-    assert len(store.latest_for("fruits", ids)) == 1200
+    assert len(store.latest_for("fruits", "tiny", ids)) == 1200
     assert len(store.generated_anywhere([f"k{i:04d}" for i in range(1200)])) == 1200
 
 
@@ -246,10 +261,10 @@ def test_recover_removes_a_temporary_left_by_a_crash(store: PredictionStore) -> 
     leftover = directory / ".part-20240501T000000000000-01234567-00001.parquet.tmp"
     leftover.write_bytes(b"PAR1 half a file")
 
-    assert store.recover("fruits") == {"removed_tmp": 1, "indexed": 0}
+    assert store.recover("fruits") == {"removed_tmp": 1, "indexed": 0, "lost": 0}
     assert not leftover.exists()
     assert sorted(p.name for p in directory.iterdir()) == shards
-    assert store.recover("fruits") == {"removed_tmp": 0, "indexed": 0}
+    assert store.recover("fruits") == {"removed_tmp": 0, "indexed": 0, "lost": 0}
 
 
 def test_recover_indexes_a_shard_that_landed_but_was_never_indexed(store: PredictionStore) -> None:
@@ -262,17 +277,17 @@ def test_recover_indexes_a_shard_that_landed_but_was_never_indexed(store: Predic
     pq.write_table(pa.Table.from_pylist(landed, schema=arrow_schema()),
                    store.job_dir("fruits") / name)
 
-    assert store.recover("fruits") == {"removed_tmp": 0, "indexed": 1}
+    assert store.recover("fruits") == {"removed_tmp": 0, "indexed": 1, "lost": 0}
 
-    latest = store.latest_for("fruits", ["a", "b", "c"])
-    assert latest["a"] == Located("fruits", "a", "new", name, 0, False)
-    assert latest["c"] == Located("fruits", "c", "x-fail", name, 1, True)
+    latest = store.latest_for("fruits", "tiny", ["a", "b", "c"])
+    assert latest["a"] == Located("fruits", "a", "new", name, 0, False, "tiny")
+    assert latest["c"] == Located("fruits", "c", "x-fail", name, 1, True, "tiny")
     assert latest["b"].key == "k-b"
     shard = next(row for row in table(store, "shards") if row[1] == name)
     assert shard[2] == 2 and shard[5] == crashed_run
     assert shard[4] == file_sha256(store.job_dir("fruits") / name)
     assert store.read_rows([latest["a"]]) == [landed[0]]
-    assert store.recover("fruits") == {"removed_tmp": 0, "indexed": 0}
+    assert store.recover("fruits") == {"removed_tmp": 0, "indexed": 0, "lost": 0}
 
 
 def test_recover_indexes_several_landed_shards_oldest_first(store: PredictionStore) -> None:
@@ -284,14 +299,15 @@ def test_recover_indexes_several_landed_shards_oldest_first(store: PredictionSto
                        directory / name)
 
     assert store.recover("fruits")["indexed"] == 2
-    assert store.latest_for("fruits", ["a"])["a"].key == "newer"
+    assert store.latest_for("fruits", "tiny", ["a"])["a"].key == "newer"
 
 
 def test_recover_on_a_job_never_run_does_nothing(store: PredictionStore) -> None:
-    assert store.recover("never") == {"removed_tmp": 0, "indexed": 0}
+    assert store.recover("never") == {"removed_tmp": 0, "indexed": 0, "lost": 0}
 
 
 # The index as the first version of the cache wrote it: an index.db made then must keep working.
+FIRST_COLUMNS = pa.schema([f for f in arrow_schema() if f.name not in ("candidate", "adapter_revision")])
 FIRST_INDEX = """
 CREATE TABLE shards (job TEXT NOT NULL, name TEXT NOT NULL, rows INTEGER NOT NULL,
     bytes INTEGER NOT NULL, sha256 TEXT NOT NULL, run_id TEXT, created_at TEXT NOT NULL,
@@ -312,7 +328,9 @@ def test_an_index_written_by_the_first_version_is_read_and_extended(tmp_path: Pa
     (root / "fruits").mkdir(parents=True)
     name = "part-20240501T000000000000-01234567-00000.parquet"
     rows = [record("k1", "a"), record("k2", "b", error="boom")]
-    pq.write_table(pa.Table.from_pylist(rows, schema=arrow_schema()), root / "fruits" / name)
+    for r in rows:  # the shard has the columns the first version wrote
+        del r["candidate"], r["adapter_revision"]
+    pq.write_table(pa.Table.from_pylist(rows, schema=FIRST_COLUMNS), root / "fruits" / name)
     path = root / "fruits" / name
     db = sqlite3.connect(root / "index.db")
     with db:
@@ -324,13 +342,19 @@ def test_an_index_written_by_the_first_version_is_read_and_extended(tmp_path: Pa
                            [("a", "k1", name, 0, 0), ("b", "k2", name, 1, 1)])
     db.close()
 
-    with Predictions.at(root, "fruits") as p:
-        assert p.get_many(["a", "b"]) == {"a": rows[0], "b": rows[1]}
+    with Predictions.at(root, "fruits") as p:  # a reader upgrades the index's format
+        # The rows read back as the first version wrote them, their model as candidate.
+        assert p.get_many(["a", "b"]) == {r["input_id"]: {**r, "candidate": "tiny",
+                                                          "adapter_revision": None}
+                                          for r in rows}
+        assert [c.label for c in p.candidates()] == ["tiny"]
+    assert index_format(root) == FORMAT
     store = PredictionStore(root)
     try:
-        assert store.latest_for("fruits", ["b"])["b"] == Located("fruits", "b", "k2", name, 1, True)
+        assert store.latest_for("fruits", "tiny", ["b"])["b"] == \
+            Located("fruits", "b", "k2", name, 1, True, "tiny")
         write(store, [record("k3", "b")])
-        assert store.read_rows([store.latest_for("fruits", ["b"])["b"]])[0]["key"] == "k3"
+        assert store.read_rows([store.latest_for("fruits", "tiny", ["b"])["b"]])[0]["key"] == "k3"
     finally:
         store.close()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from almanac.demo import DEMO_JOB
-from almanac.demo.families import FRUIT_FAMILIES
+from almanac.demo.families import FRUIT_COLOURS, FRUIT_FAMILIES
 from almanac.demo.training import DemoPrompts
 from batch.run.inputs import read_rows
 from batch.run.prompts import PromptRenderer
@@ -33,27 +33,48 @@ def test_every_fruit_of_the_demo_job_has_a_known_type() -> None:
     spec = load_spec(DEMO_JOB)
     fruits = [row.fields["fruit"] for row in read_rows(spec.input)]
     assert fruits and set(fruits) <= set(FRUIT_FAMILIES)
+    # Each row carries its right answer, which the job's [score] reference reads.
+    assert all(row.fields["family"] == FRUIT_FAMILIES[row.fields["fruit"]]
+               for row in read_rows(spec.input))
+    assert set(FRUIT_COLOURS) == set(FRUIT_FAMILIES)  # the generalist's second task
     assert all(FRUIT_FAMILIES[ex["fruit"]] == ex["family"] for ex in spec.prompt.examples)
 
 
 @pytest.mark.engine
-def test_demo_trains_a_specialist_that_is_right_and_reruns_from_cache(home: Path) -> None:
+def test_demo_compares_the_specialist_with_a_generalist_and_its_lora_then_reruns_from_cache(
+        home: Path) -> None:
     first = almanac(home, "demo", "--json")
     assert first.returncode == 0, first.stderr[-3000:]
     out = json.loads(first.stdout)  # stdout carries only the JSON, even with vLLM running
-    assert out["run"]["generated"] == out["accuracy"]["total"] == 58
-    assert out["run"]["engine_started"] is True
-    # Trained here in well under a minute, the specialist names the fruit types.
-    assert out["accuracy"]["correct"] >= 55
-    assert all(p["output"] for p in out["predictions"])
+    specialist, generalist = "almanac/fruit-specialist", "almanac/tiny-generalist"
+    lora = f"{generalist}+almanac/fruit-lora"
+    run = out["run"]
+    assert run["generated"] == 3 * 58 and run["engine_started"] is True
+    # The adapter shares its base's engine: two starts for three candidates.
+    assert run["engine_starts"] == 2
+    assert [c["label"] for c in run["candidates"]] == [specialist, generalist, lora]
+    right = {label: a["correct"] for label, a in out["accuracy"].items()}
+    assert all(a["total"] == 58 for a in out["accuracy"].values())
+    # Trained here in under a minute, the specialist names the fruit types; the
+    # generalist errs, and a LoRA adapter trained in seconds mends most of it.
+    assert right[specialist] >= 55 and right[lora] >= 40 and right[generalist] < right[lora] - 10
+    assert all(p["answers"][specialist] for p in out["predictions"])
+    # The comparison, best score first, with a cost from the job's [cost] price.
+    compared = out["compare"]
+    assert [c["label"] for c in compared] == [specialist, lora, generalist]
+    assert compared[0]["score"] == pytest.approx(right[specialist] / 58)
+    assert all(c["cost_per_1k"] is not None and c["n"] == 58 for c in compared)
 
     second = almanac(home, "demo", "--json")
     assert second.returncode == 0, second.stderr[-3000:]
     again = json.loads(second.stdout)
-    assert (again["run"]["cached"], again["run"]["generated"]) == (58, 0)
-    assert again["run"]["engine_started"] is False
+    assert (again["run"]["cached"], again["run"]["generated"]) == (3 * 58, 0)
+    assert again["run"]["engine_started"] is False and again["run"]["engine_starts"] == 0
     assert again["accuracy"] == out["accuracy"]
 
-    shown = almanac(home, "models", "show", "almanac/fruit-specialist", "--json")
-    listed = json.loads(shown.stdout)
-    assert listed["source"] == "local" and listed["performance"]["tokens_per_s"] > 0
+    shown = almanac(home, "models", "show", specialist, "--json")
+    assert json.loads(shown.stdout)["source"] == "local"
+    runs = json.loads(almanac(home, "runs", "--json").stdout)
+    assert [r["engine_starts"] for r in runs] == [0, 2]  # newest first
+    lora_entry = json.loads(almanac(home, "models", "show", "almanac/fruit-lora", "--json").stdout)
+    assert (lora_entry["relation"], lora_entry["base_model"]) == ("adapter", generalist)

@@ -192,7 +192,19 @@ INVALID = {
     ),
     "prompt with only examples": (
         'name = "j"\nmodel = "m"\n[input]\npath = "a.jsonl"\n[prompt]\nexamples = []\n',
-        ["prompt:", "needs a template or messages"],
+        ["prompt:", "needs a template, messages or a recipe"],
+    ),
+    "input both a file and a job": (
+        GOOD.replace('path = "fruits.jsonl"', 'path = "fruits.jsonl"\njob = "teacher"'),
+        ["input:", "give `path` (a file, with format and id_field) or `job`"],
+    ),
+    "input neither a file nor a job": (
+        'name = "j"\nmodel = "m"\n[input]\nid_field = "k"\n[prompt]\ntemplate = "x"\n',
+        ["input:", "give `path`"],
+    ),
+    "unknown recipe": (
+        GOOD.replace('template = "{{ fruit }}:"', 'recipe = "no-such"'),
+        ["prompt.recipe", "no recipe 'no-such'", "shipped: global, implications, local"],
     ),
     "engine.model": (
         GOOD + '[engine]\nmodel = "other/model"\n',
@@ -341,7 +353,7 @@ def test_dry_run_on_a_catalog_model_plans_without_importing_vllm(tmp_path: Path,
     assert summary["status"] == "planned" and summary["engine_started"] is False
     assert summary["plan"] == {
         "inputs": 4, "cached": 0, "copy": 0, "missing": 3, "distinct_missing": 2,
-        "invalid": 1, "failed_before": 0,
+        "invalid": 1, "failed_before": 0, "candidates": 1,
     }
     assert not (home / "predictions" / "fruit-families").exists()  # a dry run writes nothing
 

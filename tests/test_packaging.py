@@ -36,6 +36,9 @@ for name in ('job', 'prediction', 'model-entry'):
 assert '[[model]]' in resources.files('catalog.seed').joinpath('models.toml').read_text()
 assert resources.files('catalog.migrations').joinpath('env.py').is_file()
 assert any(p.name.endswith('.tcss') for p in resources.files('tui').iterdir())
+from batch.run.recipes import shipped
+assert str(resources.files('batch.run').joinpath('recipes', 'local.toml')).startswith(target)
+assert {'local', 'global'} <= set(shipped()), shipped()
 
 from almanac.demo import DEMO_JOB
 from almanac.demo.training import DemoPrompts

@@ -66,7 +66,7 @@ def commit(store: PredictionStore, plan: Plan, *, run_id: str = "r" * 32,
     """What a run writes for a plan, with a pretend engine that answers `<prompt> ok`."""
     with ShardWriter(store, plan.job, run_id, 100, 10) as writer:
         if plan.repoint:
-            store.repoint(plan.job, plan.repoint)
+            store.repoint(plan.job, plan.candidate, plan.repoint)
         sources = store.read_rows([src for _, _, src in plan.copies])
         for (input_id, _, _), source in zip(plan.copies, sources, strict=True):
             writer.add({**source, "job": plan.job, "input_id": input_id, "run_id": run_id})
@@ -175,7 +175,7 @@ def test_a_prompt_changed_then_changed_back_is_repointed(tmp_path: Path, store: 
     job = spec(tmp_path)
     v1 = plan_for(job, store)
     commit(store, v1, run_id="1" * 32)
-    old = store.latest_for("fruits", ["a"])["a"]
+    old = store.latest_for("fruits", "tiny", ["a"])["a"]
 
     dataset(tmp_path, [{"id": "a", "fruit": "plum"}, *FRUITS[1:]])
     v2 = plan_for(job, store)
@@ -188,7 +188,7 @@ def test_a_prompt_changed_then_changed_back_is_repointed(tmp_path: Path, store: 
     assert back.summary() == {"inputs": 3, "cached": 2, "copy": 1, "missing": 0,
                               "distinct_missing": 0, "invalid": 0, "failed_before": 0}
     commit(store, back, run_id="3" * 32)
-    assert store.latest_for("fruits", ["a"])["a"] == old
+    assert store.latest_for("fruits", "tiny", ["a"])["a"] == old
     assert plan_for(job, store).cached == 3
 
 
@@ -265,7 +265,7 @@ def test_a_broken_duplicate_of_a_good_id_does_not_overwrite_its_prediction(
     assert "duplicate id 'req-1'" in failure.error and "missing body" in failure.error
 
     commit(store, plan)
-    assert store.latest_for(job.name, ["req-1"])["req-1"].failed is False
+    assert store.latest_for(job.name, "tiny", ["req-1"])["req-1"].failed is False
     assert plan_for(job, store).cached == 1
 
 
@@ -306,7 +306,7 @@ def test_a_row_that_stops_rendering_is_a_new_failure(tmp_path: Path, store: Pred
     plan = plan_for(spec(tmp_path), store)
     assert [f.input_id for f in plan.failures] == ["a"] and plan.cached == 2
     commit(store, plan)
-    assert store.latest_for("fruits", ["a"])["a"].failed is True
+    assert store.latest_for("fruits", "tiny", ["a"])["a"].failed is True
 
 
 def test_engine_failures_wait_for_retry_failed(tmp_path: Path, store: PredictionStore) -> None:

@@ -179,8 +179,8 @@ def test_a_reader_relocates_after_the_index_moved_on(predictions: Path) -> None:
     (old,) = write(predictions, [record("plum", version=1, output="old")])
     (new,) = write(predictions, [record("plum", version=2, output="new")], run_id="f" * 32)
     (predictions / "fruits" / old).unlink()
-    answers = iter([[Located("fruits", "plum", key_for("plum", 1), old, 0, False)],
-                    [Located("fruits", "plum", key_for("plum", 2), new, 0, False)]])
+    answers = iter([[Located("fruits", "plum", key_for("plum", 1), old, 0, False, "tiny")],
+                    [Located("fruits", "plum", key_for("plum", 2), new, 0, False, "tiny")]])
     with Predictions.at(predictions, "fruits") as p:
         assert [r["output"] for r in p._resolve(lambda: next(answers))] == ["new"]
 
@@ -303,8 +303,8 @@ def test_exports_hold_the_latest_rows_in_every_format(predictions: Path, home: P
 
 def test_openai_batch_export_reads_as_openai_batch_output(predictions: Path, home: Path,
                                                            tmp_path: Path) -> None:
-    openai_chat = pytest.importorskip("openai.types.chat")
-    write(predictions, _varied(8))
+    openai_types = pytest.importorskip("openai.types")
+    write(predictions, _varied(8))  # plain prompts: answered as text completions
     out = tmp_path / "batch_output.jsonl"
     assert almanac(home, "export", "fruits", "--format", "openai-batch", "-o", str(out)).returncode == 0
 
@@ -313,10 +313,10 @@ def test_openai_batch_export_reads_as_openai_batch_output(predictions: Path, hom
     by_id = {x["custom_id"]: x for x in lines}
     ok, failed, multi = by_id["in-000"], by_id["in-005"], by_id["in-003"]
     assert ok["error"] is None and ok["response"]["status_code"] == 200
-    completion = openai_chat.ChatCompletion.model_validate(ok["response"]["body"])
-    assert completion.choices[0].message.content == "Drupe 0"
+    completion = openai_types.Completion.model_validate(ok["response"]["body"])
+    assert completion.choices[0].text == "Drupe 0"
     assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
-    assert [c.message.content for c in openai_chat.ChatCompletion.model_validate(
+    assert [c.text for c in openai_types.Completion.model_validate(
         multi["response"]["body"]).choices] == ["a3", "b3"]
     assert failed["response"] is None and failed["error"]["message"] == "too long"
 

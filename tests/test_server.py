@@ -119,7 +119,8 @@ def test_models_take_the_filters_of_models_list(client: httpx.Client, served: tu
     assert _is_error(client.get("/models", params={"fits": "a lot"}), 400)["message"].startswith("fits: ")
     _is_error(client.get("/models", params={"limit": 0}), 422)
     _is_error(client.get("/models", params={"limit": 10_000}), 422)
-    _is_error(client.get("/models", params={"sort": "random"}), 422)
+    # Sorts are checked by the same parser (score:JOB is open-ended): 400 naming the field.
+    assert _is_error(client.get("/models", params={"sort": "random"}), 400)["message"].startswith("sort: ")
 
 
 def test_one_model_by_a_ref_with_a_slash(client: httpx.Client) -> None:

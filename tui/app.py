@@ -22,7 +22,8 @@ SCREENS = ("models", "runs", "predictions")
 
 class AlmanacApp(App):
     TITLE = "Almanac"
-    CSS_PATH = ["app.tcss", "models.tcss", "detail.tcss", "runs.tcss", "predictions.tcss"]
+    CSS_PATH = ["app.tcss", "models.tcss", "detail.tcss", "runs.tcss", "predictions.tcss",
+                "compare.tcss"]
     MODES = {"models": ModelsScreen, "runs": RunsScreen, "predictions": PredictionsScreen}
     BINDINGS = [
         Binding("1", "show('models')", "Models"),
@@ -73,6 +74,13 @@ class AlmanacApp(App):
         if isinstance(screen, PredictionsScreen) and screen.query_now is not None:
             screen.select_job(job)
 
+    def open_comparison(self, job: str) -> None:
+        """The job's candidates compared, on top of the current screen."""
+        # plotext and the scoring room load when a comparison first opens, not at start.
+        from tui.screens.compare import ComparisonScreen
+
+        self.push_screen(ComparisonScreen(job))
+
     def open_record(self, record: dict[str, Any]) -> None:
         self.push_screen(RecordScreen(record))
 
@@ -96,6 +104,7 @@ class AlmanacApp(App):
             ("model", "Open model", "The model of the current prediction"),
             ("predictions", "Predictions of job", "Cached predictions of the highlighted run"),
             ("base", "Base model", "Open this model's base model"),
+            ("compare", "Compare candidates", "The job's candidates: score, speed and cost"),
         ):
             if hasattr(screen, f"action_{action}"):
                 yield SystemCommand(title, help_, lambda a=action: screen.run_action(a))

@@ -25,7 +25,9 @@ from catalog.runs import count_runs, jobs_of_model, list_runs
 from catalog.search import count_models, domain_counts, language_counts, list_models
 
 if TYPE_CHECKING:  # the cache reader pulls in pyarrow: loaded when a screen first needs it
+    from batch.cache.reader import CandidateSummary
     from batch.query import CacheReader
+    from batch.score.compare import CandidateComparison
 
 PAGE = 50
 # A bigger page cache than SQLite's 2 MB default: facet and search queries on a
@@ -97,9 +99,11 @@ class PredictionQuery:
     job: str
     contains: str = ""
     failed: bool | None = None
+    candidate: str | None = None  # one candidate's label; None: every candidate
 
     def args(self) -> dict[str, Any]:
-        return {"contains": self.contains or None, "failed": self.failed}
+        return {"contains": self.contains or None, "failed": self.failed,
+                "candidate": self.candidate}
 
 
 @dataclass
@@ -197,6 +201,25 @@ class Data:
     def jobs(self) -> list[JobSummary]:
         return [JobSummary(i.job, i.rows, i.failed, i.shards) for i in self._cache().jobs()]
 
+    def outdated(self, rows: list[dict[str, Any]]) -> list[str]:
+        """The models of these records whose revision the catalog knows was replaced
+        since they were made (catalog.history)."""
+        from catalog.history import revision_statuses
+
+        pairs = [(r["model"], r.get("revision")) for r in rows]
+        with self.catalog.sessions() as s:
+            statuses = revision_statuses(s, pairs)
+        return sorted({ref for (ref, _), st in statuses.items() if st.is_current is False})
+
+    def candidates(self, job: str) -> list[CandidateSummary]:
+        """The job's current candidates in order ([] for a job with nothing cached)."""
+        from batch.query import UnknownJobError
+
+        try:
+            return self._cache().job(job).candidates()
+        except UnknownJobError:
+            return []
+
     def predictions(self, q: PredictionQuery, offset: int = 0, limit: int = PAGE,
                     with_total: bool = False) -> Page:
         from batch.query import UnknownJobError
@@ -205,9 +228,24 @@ class Data:
             view = self._cache().job(q.job)
         except UnknownJobError:
             return Page([], offset, 0)
-        rows = view.search(**q.args(), limit=limit, offset=offset)
-        total = view.count(**q.args()) if with_total else None
+        args = q.args()
+        if q.candidate is not None and q.candidate not in view.select():
+            args["candidate"] = None  # a run since has dropped it: show every candidate
+        rows = view.search(**args, limit=limit, offset=offset)
+        total = view.count(**args) if with_total else None
         return Page(rows, offset, total)
+
+    def comparison(self, job: str) -> list[CandidateComparison]:
+        """The job's candidates compared (batch.score.compare), best score first; [] for
+        a job with nothing cached."""
+        from batch.query import UnknownJobError
+        from batch.score.compare import compare_job
+
+        try:
+            view = self._cache().job(job)
+        except UnknownJobError:
+            return []
+        return compare_job(self.catalog.sessions, view)
 
     def _cache(self) -> CacheReader:
         """One shared, thread-safe reader of the cache index and shards. batch.query

@@ -7,10 +7,14 @@ import click
 from almanac import __version__
 from almanac.cli import (
     batch_cmds,
+    cache_cmds,
     catalog_cmds,
+    data_cmds,
     models,
+    models_hub,
     models_import,
     query_cmds,
+    score_cmds,
     serve_cmd,
     tui_cmd,
 )
@@ -40,9 +44,14 @@ cli.add_command(catalog_cmds.languages)
 cli.add_command(models.models)
 models.models.add_command(models_import.add)
 models.models.add_command(models_import.scan_cache)
+models.models.add_command(models_hub.discover)
+models.models.add_command(models_hub.refresh)
 cli.add_command(tui_cmd.tui)
 batch_cmds.register(cli)
 query_cmds.register(cli)
+query_cmds.cache.add_command(cache_cmds.repair)
+score_cmds.register(cli)
+data_cmds.register(cli)
 cli.add_command(serve_cmd.serve)
 
 

@@ -8,10 +8,16 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from almanac.paths import Home
+from batch.run.stopping import Stopped  # stdlib and schemas only: --help stays quick
 from schemas.errors import AlmanacError, ExitCode
 
 if TYPE_CHECKING:  # catalog.db imports SQLAlchemy and Alembic: not for --help
     from catalog.db import Catalog
+
+
+# The largest count or offset an option takes: SQLite's largest integer, so that no
+# number a user types overflows a query (click's IntRange would take any Python int).
+MAX_INT = 2**63 - 1
 
 
 class Env:
@@ -28,6 +34,15 @@ class Env:
 
             self.home.ensure()
             self._catalog = open_catalog(self.home.catalog_db)
+        return self._catalog
+
+    def catalog_readonly(self) -> Catalog:
+        """The home's catalog as it is, for commands that must write nothing (a dry run):
+        never created nor upgraded here."""
+        if self._catalog is None:
+            from catalog.db import open_catalog
+
+            self._catalog = open_catalog(self.home.catalog_db, readonly=True)
         return self._catalog
 
     def close(self) -> None:
@@ -70,6 +85,11 @@ class AlmanacGroup(click.Group):
             return super().invoke(ctx)
         except AlmanacError as exc:
             raise CommandError(str(exc), exc.exit_code) from exc
+        except Stopped as stop:
+            # A run stopped by SIGINT / SIGTERM outside `almanac run` (the demo): it wrote
+            # what it had finished; exit as the shell would report the signal.
+            warn(f"{stop}: what was finished is written and indexed")
+            ctx.exit(stop.exit_code)
 
 
 def echo_table(rows: list[list[str]], headers: list[str]) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from almanac.cli.base import (
+    MAX_INT,
     Env,
     echo_table,
     emit_json,
@@ -17,6 +19,7 @@ from almanac.cli.base import (
     translate,
     warn,
 )
+from almanac.cli.score_cmds import check_scores, score_after_run
 from schemas.errors import ExitCode
 
 if TYPE_CHECKING:  # the runner (pyarrow, SQLAlchemy) loads only when a job runs, not for --help
@@ -43,55 +46,112 @@ def _human(result: RunResult) -> str:
             f"{result.copied} copied, {result.generated} generated, {result.failed} failed "
             f"in {result.total_s:.1f} s")
     if result.engine_started:
-        line += f" (engine start {result.engine_start_s:.1f} s"
+        starts = f"{result.engine_starts} engine starts" if result.engine_starts > 1 \
+            else "engine start"
+        line += f" ({starts} {result.engine_start_s:.1f} s"
         if result.tokens_per_s:
             line += f", {result.tokens_per_s:.0f} output tokens/s"
         line += ")"
     elif not p["missing"]:
         line += " (engine not started: nothing missing)"
+    if result.executor == "ray":
+        line += f" on Ray ({result.replicas} replica{'s' if result.replicas != 1 else ''})"
+    if len(result.candidates) > 1:  # each candidate's share, one line each
+        line += "".join(f"\n  {c.label}: {c.inputs} inputs, {c.cached} cached, {c.copied} "
+                        f"copied, {c.generated} generated, {c.failed} failed"
+                        for c in result.candidates)
     return line
+
+
+def _exit_now(code: int) -> None:
+    """Exit at once after a stop signal. Everything finished is on disk: shards fsynced
+    and renamed, index and catalog committed (SQLite keeps a commit through a process
+    exit), the lock the kernel's. Tearing the engine down and collecting its memory
+    takes seconds that a stopping service (systemd, a cron timeout) may not have."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @click.command()
 @click.argument("jobs", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--dry-run", is_flag=True, help="Plan only: count cached, missing and invalid rows.")
-@click.option("--limit", type=click.IntRange(min=1), help="Only the first N input rows.")
+@click.option("--dry-run", is_flag=True,
+              help="Plan only: count cached, missing and invalid rows. Writes nothing.")
+@click.option("--limit", type=click.IntRange(1, MAX_INT), help="Only the first N input rows.")
 @click.option("--retry-failed", is_flag=True, help="Try rows that failed in the engine before again.")
+@click.option("--ray", "ray_address", metavar="ADDRESS", envvar="ALMANAC_RAY_ADDRESS",
+              help="Generate on a Ray cluster through Ray Data LLM: auto, HOST:PORT, "
+                   "ray://HOST:10001, or local (a throwaway cluster on this machine). "
+                   "Default: $ALMANAC_RAY_ADDRESS; unset, in this process.")
 @json_option
 @pass_env
 def run(env: Env, jobs: tuple[str, ...], dry_run: bool, limit: int | None, retry_failed: bool,
-        json_: bool) -> None:
+        ray_address: str | None, json_: bool) -> None:
     """Run batch jobs (TOML files): generate what is missing, cache everything.
 
-    Exit codes: 0 ok, 1 error, 2 invalid spec, 3 some rows failed, 75 job locked."""
+    Exit codes: 0 ok, 1 error, 2 invalid spec, 3 some rows failed, 75 job locked,
+    130 / 143 stopped by SIGINT / SIGTERM (what was finished is written and indexed)."""
+    from batch.data.chains import UpstreamReader
+    from batch.run.ray_settings import RayAddress
     from batch.run.runner import Runner, configure_logging
     from batch.run.spec import load_spec
+    from batch.run.stopping import Stopped, catch_stops
 
     configure_logging()
+    ray = RayAddress.parse(ray_address) if ray_address else None
     specs = [load_spec(path) for path in jobs]  # every spec is checked before any work
-    runner = Runner(env.catalog(), env.home.predictions, env.home.locks)
-    results, statuses = [], []
-    try:
-        for spec in specs:
-            try:
-                result = runner.run(spec, dry_run=dry_run, limit=limit, retry_failed=retry_failed)
-            except Exception as exc:
-                translated = translate(exc) if len(specs) > 1 else None
-                if translated is None:
+    check_scores(specs)
+    several = len(specs) > 1
+    results: list[dict[str, Any]] = []
+    statuses: list[str] = []
+    stopped: Stopped | None = None
+    with catch_stops():
+        runner = None
+        try:
+            # A dry run writes nothing: not even a new home or catalog.
+            runner = Runner(env.catalog_readonly() if dry_run else env.catalog(),
+                            env.home.predictions, env.home.locks,
+                            upstream=UpstreamReader(env.home.predictions), ray=ray)
+            for spec in specs:
+                try:
+                    result = runner.run(spec, dry_run=dry_run, limit=limit,
+                                        retry_failed=retry_failed)
+                except Stopped as stop:
+                    if stop.result is not None:
+                        results.append(stop.result.to_json())
+                        statuses.append(stop.result.status)
+                        if not json_:
+                            click.echo(_human(stop.result))
                     raise
-                # cron with several jobs: one job's problem must not hide the others' results
-                warn(f"{spec.name}: {translated.message}")
-                statuses.append("locked" if translated.exit_code == ExitCode.LOCKED else "error")
-                continue
-            results.append(result)
-            statuses.append(result.status)
-            if not json_:
-                click.echo(_human(result))
-    finally:
-        runner.close()
-    if json_:
-        data = [r.to_json() for r in results]
-        emit_json(data[0] if len(data) == 1 else data)
+                except Exception as exc:
+                    translated = translate(exc) if several else None
+                    if translated is None:
+                        raise
+                    # cron with several jobs: one job's problem must not hide the others'
+                    warn(f"{spec.name}: {translated.message}")
+                    status = "locked" if translated.exit_code == ExitCode.LOCKED else "error"
+                    results.append({"job": spec.name, "status": status,
+                                    "error": translated.message})
+                    statuses.append(status)
+                    continue
+                results.append(result.to_json())
+                statuses.append(result.status)
+                if not json_:
+                    click.echo(_human(result))
+                # Scores follow the run (batch.score sits above the runner: called here).
+                statuses.append(score_after_run(runner, spec, result, results[-1],
+                                                echo=not json_))
+        except Stopped as stop:
+            stopped = stop
+        finally:
+            if runner is not None and stopped is None:
+                runner.close()
+    if json_ and results:
+        emit_json(results if several else results[0])
+    if stopped is not None:
+        warn(f"stopped by {stopped.name}: what was finished is written and indexed; "
+             "run again to go on")
+        _exit_now(stopped.exit_code)
     code = _exit_code(statuses)
     if code:
         sys.exit(code)
@@ -99,7 +159,7 @@ def run(env: Env, jobs: tuple[str, ...], dry_run: bool, limit: int | None, retry
 
 @click.command()
 @click.option("--job", help="Only this job's runs.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, MAX_INT), default=50, show_default=True)
 @json_option
 @pass_env
 def runs(env: Env, job: str | None, limit: int, json_: bool) -> None:
@@ -128,23 +188,31 @@ def runs(env: Env, job: str | None, limit: int, json_: bool) -> None:
 @json_option
 @pass_env
 def demo(env: Env, job_path: str | None, json_: bool) -> None:
-    """Build a tiny fruit specialist, register it, and precompute its predictions.
+    """Train a tiny fruit specialist, a generalist and a LoRA adapter of it, register
+    them, run the three over the fruit job, score them and compare them.
 
     Run it again and every prediction comes from the cache, without starting the engine."""
+    from almanac.cli.score_cmds import echo_comparison
     from almanac.demo.run import run_demo
 
-    result, preview, (right, total) = run_demo(env.catalog(), env.home,
-                                               Path(job_path) if job_path else None)
+    done = run_demo(env.catalog(), env.home, Path(job_path) if job_path else None)
     if json_:
-        emit_json({"run": result.to_json(), "predictions": preview,
-                   "accuracy": {"correct": right, "total": total}})
+        emit_json({"run": done.result.to_json(), "predictions": done.preview,
+                   "accuracy": {label: {"correct": right, "total": total}
+                                for label, (right, total) in done.accuracy.items()},
+                   "compare": [e.to_json() for e in done.comparison]})
     else:
-        click.echo(_human(result))
-        echo_table([[p["input_id"], p["fruit"], p["output"], p["expected"]] for p in preview],
-                   ["ID", "FRUIT", "PREDICTION", "EXPECTED"])
-        click.echo(f"{right}/{total} predictions match the expected fruit type")
-        warn(f"predictions: {env.home.predictions / result.job} (a Parquet dataset)")
-    code = _exit_code([result.status])
+        click.echo(_human(done.result))
+        labels = list(done.accuracy)
+        echo_table([[p["input_id"], p["fruit"] or "", *(p["answers"][label] for label in labels),
+                     p["expected"]] for p in done.preview],
+                   ["ID", "FRUIT", *(label.removeprefix("almanac/") for label in labels),
+                    "EXPECTED"])
+        for label, (right, total) in done.accuracy.items():
+            click.echo(f"{label}: {right}/{total} right")
+        echo_comparison(done.comparison)
+        warn(f"predictions: {env.home.predictions / done.result.job} (a Parquet dataset)")
+    code = _exit_code([done.result.status])
     if code:
         sys.exit(code)
 

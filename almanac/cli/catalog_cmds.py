@@ -14,7 +14,9 @@ def init(env: Env, json_: bool) -> None:
     """Create the home and catalog, and load the curated seed list. Safe to repeat."""
     from catalog.seed import load_seed
 
-    with env.catalog().sessions.begin() as s:
+    # The write lock first: concurrent `init`s take turns, and the later ones find the
+    # seed already loaded.
+    with env.catalog().writing() as s:
         counts = load_seed(s)
     summary = {"home": str(env.home.root), "catalog": str(env.home.catalog_db), "seed": counts}
     if json_:

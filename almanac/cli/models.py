@@ -9,10 +9,11 @@ import sys
 
 import click
 
-from almanac.cli.base import Env, echo_table, emit_json, json_option, pass_env, warn
+from almanac.cli.base import MAX_INT, Env, echo_table, emit_json, json_option, pass_env, warn
 
 # The filters' parser holds no SQLAlchemy: --help stays quick.
 from catalog.filters import QUANTS, SORTS, SOURCES, FilterError, model_filter
+from catalog.records import MeasuredEvalRecord
 
 EXPORT_COLUMNS = [
     "ref", "repo_id", "revision", "name", "parameters", "context_length", "dtype", "license",
@@ -36,9 +37,10 @@ def models() -> None:
 @click.option("--quant", type=click.Choice(QUANTS), help="Assume this quantization for --fits.")
 @click.option("--search", help="Full-text search over name, description, tags and card.")
 @click.option("--source", type=click.Choice(SOURCES))
-@click.option("--sort", default="name", show_default=True, type=click.Choice(SORTS))
-@click.option("--limit", type=click.IntRange(min=1), help="At most this many models.")
-@click.option("--offset", type=click.IntRange(min=0), default=0)
+@click.option("--sort", default="name", show_default=True, metavar="SORT",
+              help=f"One of {', '.join(SORTS)}, or score:JOB (best measured score on JOB first).")
+@click.option("--limit", type=click.IntRange(1, MAX_INT), help="At most this many models.")
+@click.option("--offset", type=click.IntRange(0, MAX_INT), default=0)
 @json_option
 @pass_env
 def list_(env: Env, domains: tuple[str, ...], languages: tuple[str, ...],
@@ -63,11 +65,13 @@ def list_(env: Env, domains: tuple[str, ...], languages: tuple[str, ...],
     if json_:
         emit_json([r.to_json() for r in records])
         return
+    scored = sort.startswith("score:")
     echo_table(
         [[r.ref, sizes.format_params(r.parameters), ",".join(r.domains), ",".join(r.languages),
-          r.license or "?", f"{r.performance.tokens_per_s:.0f}" if r.performance and r.performance.tokens_per_s else ""]
+          r.license or "?", f"{r.performance.tokens_per_s:.0f}" if r.performance and r.performance.tokens_per_s else "",
+          *([f"{r.score:.4g}" if r.score is not None else ""] if scored else [])]
          for r in records],
-        ["MODEL", "PARAMS", "DOMAINS", "LANGUAGES", "LICENSE", "TOK/S"],
+        ["MODEL", "PARAMS", "DOMAINS", "LANGUAGES", "LICENSE", "TOK/S", *(["SCORE"] if scored else [])],
     )
 
 
@@ -99,13 +103,29 @@ def show(env: Env, ref: str, json_: bool) -> None:
     for label, value in lines:
         if value not in (None, ""):
             click.echo(f"{label:>13}: {value}")
+    if record.refreshed_at:
+        click.echo(f"{'from the Hub':>13}: {record.refreshed_at:%Y-%m-%d %H:%M} UTC")
+    if record.curated:
+        click.echo(f"{'kept as set':>13}: {', '.join(record.curated)}")
     for e in record.evals:
-        click.echo(f"{'eval':>13}: {e.benchmark} {e.metric} = {e.value:g}" + (f"  ({e.source})" if e.source else ""))
+        source = f"  ({e.source})" if e.source else ""
+        click.echo(f"{'card eval':>13}: {e.benchmark} {e.metric} = {e.value:g}{source}")
+    for m in record.measured:  # scored by Almanac on users' jobs, apart from the card's claims
+        click.echo(f"{'measured eval':>13}: {_measured(m)}")
     if p := record.performance:
         click.echo(f"{'measured':>13}: {p.tokens_per_s:.1f} tokens/s, engine start "
                    f"{p.engine_start_s or 0:.1f} s on {p.hardware} ({p.runs} runs)")
+    for h in record.history:
+        click.echo(f"{'old revision':>13}: {h.revision} (replaced by {h.replaced_by} on {h.replaced_at:%Y-%m-%d})")
     if record.description:
         click.echo("\n" + record.description)
+
+
+def _measured(m: MeasuredEvalRecord) -> str:
+    adapter = f" + {m.adapter}" if m.adapter else ""
+    interval = f" [{m.ci_low:.3g}, {m.ci_high:.3g}]" if m.ci_low is not None and m.ci_high is not None else ""
+    when = f", {m.measured_at:%Y-%m-%d}" if m.measured_at else ""
+    return f"{m.task}{adapter}: {m.metric} = {m.value:.4g}{interval} (n={m.n}{when})"
 
 
 @models.command()

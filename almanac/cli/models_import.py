@@ -50,22 +50,27 @@ def add(env: Env, repo_id: str | None, path: Path | None, name: str | None, revi
     if repo_id is not None and name:
         raise click.UsageError("--name applies to --path; a Hub model is named by its repo id")
     if repo_id is not None:
+        from almanac.cli.models_hub import hub_api
         from catalog.hub import fetch_entry
 
-        entry = fetch_entry(repo_id, revision=revision)
+        entry = fetch_entry(repo_id, revision=revision, api=hub_api())
     else:
         from catalog.localmodels import entry_from_directory
 
         entry = entry_from_directory(path, name=name)
+    # What the user states is curated: a later discovery or refresh keeps it.
     if domains:
         entry.domains = domains
+        entry.curated.append("domains")
     if languages:
         entry.languages = languages
+        entry.curated.append("languages")
 
-    from catalog.models import fill_from_existing, to_record, upsert_model
+    from catalog.models import fill_from_existing, to_record, upsert_model, utcnow
 
-    with env.catalog().sessions.begin() as s:
-        record = to_record(s, upsert_model(s, fill_from_existing(s, entry)))
+    refreshed_at = utcnow() if repo_id is not None else None  # the Hub described it just now
+    with env.catalog().writing() as s:  # two adds of one model take turns, never collide
+        record = to_record(s, upsert_model(s, fill_from_existing(s, entry), refreshed_at=refreshed_at))
     where = f"the Hub at {record.revision}" if record.source == "hub" else record.local_path
     warn(f"added {record.ref} from {where}")
     if json_:
@@ -88,7 +93,7 @@ def scan_cache(env: Env, cache_dir: Path | None, json_: bool) -> None:
     entries, warnings = hubcache.scan_cache(cache_dir)
     for message in warnings:
         warn(f"warning: {message}")
-    with env.catalog().sessions.begin() as s:
+    with env.catalog().writing() as s:
         records = [to_record(s, upsert_model(s, fill_from_existing(s, entry))) for entry in entries]
     warn(f"{cache_dir}: {len(records)} models added or refreshed, {len(warnings)} skipped")
     if json_:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from almanac.cli.base import (
+    MAX_INT,
     CommandError,
     Env,
     echo_table,
@@ -31,14 +33,39 @@ def _short(value: object, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _emit(records: list[PredictionRecord], fmt: str) -> None:
+def _revisions(env: Env, records: list[PredictionRecord]) -> dict[tuple[str, str | None], Any]:
+    """Whether each (model, revision) the records were made on is the catalog's current
+    revision of that model (catalog.history); nothing when there is no usable catalog."""
+    from catalog.db import CatalogError
+    from catalog.history import revision_statuses
+
+    pairs = [(r["model"], r["revision"]) for r in records]
+    if not pairs:
+        return {}
+    try:
+        with env.catalog_readonly().sessions() as s:
+            return revision_statuses(s, pairs)
+    except CatalogError:
+        return {}  # predictions read without a catalog say nothing of revisions
+
+
+def _emit(records: list[PredictionRecord], fmt: str, env: Env) -> None:
     from batch.cache.reader import columns, to_json
 
-    if fmt == "json":
-        emit_json([to_json(r) for r in records])
-    elif fmt == "jsonl":
+    if fmt in ("json", "jsonl"):
+        # Each record says whether its model has moved on since (None: cannot tell).
+        statuses = _revisions(env, records)
+        out = []
         for r in records:
-            click.echo(json.dumps(to_json(r), ensure_ascii=False))
+            status = statuses.get((r["model"], r["revision"]))
+            out.append({**to_json(r),
+                        "revision_current": status.is_current if status else None,
+                        "current_revision": status.current_revision if status else None})
+        if fmt == "json":
+            emit_json(out)
+        else:
+            for line in out:
+                click.echo(json.dumps(line, ensure_ascii=False))
     elif fmt == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(columns())
@@ -46,10 +73,59 @@ def _emit(records: list[PredictionRecord], fmt: str) -> None:
             writer.writerow(["" if v is None else json.dumps(v) if isinstance(v, list) else to_json(v)
                              for v in r.values()])
     else:
-        echo_table([[r["input_id"], _short(r["output"]), r["finish_reason"] or "",
+        several = len({r["candidate"] for r in records}) > 1  # then each row says whose
+        echo_table([[r["input_id"], *([_short(r["candidate"], 40)] if several else []),
+                     _short(r["output"]), r["finish_reason"] or "",
                      str(r["output_tokens"] or ""), r["created_at"].strftime("%Y-%m-%d %H:%M:%S"),
                      _short(r["error"], 50)] for r in records],
-                   ["INPUT", "OUTPUT", "FINISH", "TOKENS", "CREATED", "ERROR"])
+                   ["INPUT", *(["CANDIDATE"] if several else []), "OUTPUT", "FINISH", "TOKENS",
+                    "CREATED", "ERROR"])
+
+
+def candidate_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--candidate, --model and --adapter: which of a job's candidates to read."""
+    for option in reversed([
+        click.option("--candidate", help="Only this candidate (its label; "
+                                         "`almanac query JOB --candidates` lists them)."),
+        click.option("--model", help="Only the candidates running this model reference."),
+        click.option("--adapter", help="Only the candidates with this adapter (as the job "
+                                       "names it: a catalog reference or a directory)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _adapter_ref(adapter: str | None) -> str | None:
+    """A directory named relative to here, as a job names it once resolved: absolute."""
+    if adapter is not None and Path(adapter).is_dir():
+        return str(Path(adapter).resolve())
+    return adapter
+
+
+def _one_candidate(p: Predictions, candidate: str | None, model: str | None,
+                   adapter: str | None) -> str | None:
+    """The candidate a lookup reads (None: let the job's only one answer)."""
+    from batch.cache.reader import CandidateRequiredError
+
+    if candidate is None and model is None and adapter is None:
+        return None
+    labels = p.select(candidate, model, adapter)
+    if not labels:
+        asked = " and ".join(f"{name} {value!r}" for name, value in
+                             (("model", model), ("adapter", adapter)) if value is not None)
+        raise CommandError(f"job {p.job!r} has no candidate with {asked}", ExitCode.USAGE)
+    if len(labels) > 1:
+        raise CandidateRequiredError(p.job, labels)
+    return labels[0]
+
+
+def _show_candidates(p: Predictions, json_: bool) -> None:
+    found = p.candidates()
+    if json_:
+        emit_json([c.to_json() for c in found])
+        return
+    echo_table([[c.label, c.model, c.adapter or "", str(c.rows), str(c.failed)] for c in found],
+               ["CANDIDATE", "MODEL", "ADAPTER", "ROWS", "FAILED"])
 
 
 def _format(json_: bool, jsonl: bool, csv_: bool) -> str:
@@ -59,17 +135,17 @@ def _format(json_: bool, jsonl: bool, csv_: bool) -> str:
     return chosen[0] if chosen else "table"
 
 
-def _lookup(p: Predictions, input_ids: tuple[str, ...], key: str | None,
-            all_versions: bool) -> tuple[list[PredictionRecord], list[str]]:
+def _lookup(p: Predictions, input_ids: tuple[str, ...], key: str | None, all_versions: bool,
+            candidate: str | None) -> tuple[list[PredictionRecord], list[str]]:
     """The records asked for, and what was asked for but is not cached."""
     if key is not None:
         found = p.by_key(key)
         return ([found], []) if found else ([], [f"key {key!r}"])
     wanted = list(dict.fromkeys(input_ids))
     if all_versions:
-        by_id = {i: p.versions(i) for i in wanted}
+        by_id = {i: p.versions(i, candidate) for i in wanted}
     else:
-        got = p.get_many(wanted)
+        got = p.get_many(wanted, candidate)
         by_id = {i: [got[i]] if i in got else [] for i in wanted}
     return [r for rs in by_id.values() for r in rs], [f"input {i!r}" for i, rs in by_id.items() if not rs]
 
@@ -79,40 +155,56 @@ def _lookup(p: Predictions, input_ids: tuple[str, ...], key: str | None,
 @click.option("--input-id", "input_ids", multiple=True, help="Look up this input (repeatable).")
 @click.option("--key", help="Look up a prediction by its content address.")
 @click.option("--contains", help="Only outputs containing this text (case-insensitive).")
-@click.option("--model", help="Only predictions of this model reference.")
+@candidate_options
+@click.option("--candidates", "list_candidates", is_flag=True,
+              help="List the job's candidates (label, model, adapter, rows) instead.")
 @click.option("--failed", is_flag=True, help="Only failed rows.")
 @click.option("--all", "all_versions", is_flag=True, help="Every cached version, not only the latest.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--offset", type=click.IntRange(min=0), default=0)
+@click.option("--limit", type=click.IntRange(1, MAX_INT), default=50, show_default=True)
+@click.option("--offset", type=click.IntRange(0, MAX_INT), default=0)
 @json_option
 @click.option("--jsonl", is_flag=True, help="Print one JSON record per line.")
 @click.option("csv_", "--csv", is_flag=True, help="Print CSV with every column.")
 @pass_env
 def query(env: Env, job: str, input_ids: tuple[str, ...], key: str | None, contains: str | None,
-          model: str | None, failed: bool, all_versions: bool, limit: int, offset: int,
-          json_: bool, jsonl: bool, csv_: bool) -> None:
-    """Cached predictions of JOB: the latest per input, in input id order.
+          candidate: str | None, model: str | None, adapter: str | None, list_candidates: bool,
+          failed: bool, all_versions: bool, limit: int, offset: int, json_: bool, jsonl: bool,
+          csv_: bool) -> None:
+    """Cached predictions of JOB: the latest per input, in input id order (then candidate
+    order, for a job with several candidates).
 
-    With --input-id or --key, exactly those (exit 1 if one is not cached)."""
+    With --input-id or --key, exactly those (exit 1 if one is not cached); a job with
+    several candidates needs --candidate, --model or --adapter to look up an input."""
     from batch.cache.reader import Predictions
 
     fmt = _format(json_, jsonl, csv_)
     lookup = bool(input_ids) or key is not None
+    adapter = _adapter_ref(adapter)
     if input_ids and key is not None:
         raise click.UsageError("--input-id and --key are two ways to look up: use one")
-    if lookup and (contains is not None or model is not None or failed):
-        raise click.UsageError("--contains, --model and --failed filter listings, not lookups")
+    if lookup and (contains is not None or failed):
+        raise click.UsageError("--contains and --failed filter listings, not lookups")
     with Predictions.at(env.home.predictions, job) as p:
+        if list_candidates:
+            _show_candidates(p, json_)
+            return
         if lookup:
-            records, missing = _lookup(p, input_ids, key, all_versions)
+            records, missing = _lookup(p, input_ids, key, all_versions,
+                                       _one_candidate(p, candidate, model, adapter))
         else:
-            records, total = p.page(contains=contains, model=model,
-                                    failed=True if failed else None, all_versions=all_versions,
-                                    limit=limit, offset=offset, total=fmt == "table")
+            records, total = p.page(contains=contains, candidate=candidate, model=model,
+                                    adapter=adapter, failed=True if failed else None,
+                                    all_versions=all_versions, limit=limit, offset=offset,
+                                    total=fmt == "table")
             missing = []
             if total is not None and total > offset + len(records):
                 warn(f"{offset + 1}–{offset + len(records)} of {total}; --offset {offset + limit} for more")
-    _emit(records, fmt)
+    _emit(records, fmt, env)
+    if fmt == "table":
+        for (model, revision), status in _revisions(env, records).items():
+            if status.is_current is False:
+                warn(f"note: predictions of {model} were made on revision {revision}; the "
+                     f"catalog's current revision is {status.current_revision}")
     if missing:
         raise CommandError(f"job {job!r} has no prediction for {', '.join(missing)}", ExitCode.ERROR)
 
@@ -125,14 +217,24 @@ def query(env: Env, job: str, input_ids: tuple[str, ...], key: str | None, conta
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="File to write ('-': stdout, text formats only).")
 @click.option("--all", "all_versions", is_flag=True, help="Every cached version, not only the latest.")
+@click.option("--errors", "errors", type=click.Path(dir_okay=False, path_type=Path),
+              help="openai-batch: write failed rows to this file as error lines, apart from "
+                   "the output (as OpenAI's batch error file).")
+@candidate_options
 @pass_env
-def export(env: Env, job: str, fmt: str, output: str, all_versions: bool) -> None:
-    """Export JOB's predictions (the latest per input) to a file."""
+def export(env: Env, job: str, fmt: str, output: str, all_versions: bool,
+           errors: Path | None, candidate: str | None, model: str | None,
+           adapter: str | None) -> None:
+    """Export JOB's predictions (the latest per input, of every candidate unless one is
+    chosen) to a file."""
     from batch.cache.export import export as run_export
 
     target = None if output == "-" else Path(output)
-    n = run_export(env.home.predictions, job, fmt, target, all_versions=all_versions)
-    warn(f"exported {n} predictions of {job} to {output if target else 'stdout'}")
+    n = run_export(env.home.predictions, job, fmt, target, all_versions=all_versions,
+                   errors=errors, candidate=candidate, model=model,
+                   adapter=_adapter_ref(adapter))
+    warn(f"exported {n} predictions of {job} to {output if target else 'stdout'}"
+         + (f" (failed rows to {errors})" if errors is not None else ""))
 
 
 @click.group()
@@ -160,7 +262,8 @@ def verify(env: Env, job: str | None, json_: bool) -> None:
             warn(f"note: {note.job}/{note.shard}: {note.kind}: {note.detail}")
         warn(f"{len(report.jobs)} jobs, {report.shards} shards, {report.rows} rows, "
              f"{report.bytes} bytes checked: "
-             + ("ok" if report.ok else f"{len(report.problems)} problems"))
+             + ("ok" if report.ok else f"{len(report.problems)} problems; `almanac cache "
+                                        f"repair{' ' + job if job else ''}` sets them right"))
     if not report.ok:
         sys.exit(ExitCode.ERROR)
 

@@ -1,37 +1,107 @@
-"""`almanac serve`: the read-only HTTP API."""
+"""`almanac serve`: the read-only HTTP API.
+
+Exposure rules: on a loopback address (the default) no token is needed and only
+loopback Host headers are answered (DNS rebinding); any other address needs a bearer
+token (`--token` or ALMANAC_TOKEN), which every request but /health and the docs
+must then send. A port in use or a host that cannot be bound exits 1; Ctrl-C or
+SIGTERM stop it cleanly (exit 0).
+"""
 
 from __future__ import annotations
 
 import copy
+import signal
+import socket
+from types import FrameType
 
 import click
 
-from almanac.cli.base import Env, pass_env, warn
+from almanac.cli.base import CommandError, Env, pass_env, warn
+from schemas.errors import ExitCode
 
-LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+ENV_TOKEN = "ALMANAC_TOKEN"
+
+
+def _addresses(host: str, port: int) -> list[tuple[int, tuple[str, int]]]:
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise CommandError(f"cannot listen on {host!r}: not an address of this machine ({exc})",
+                           ExitCode.ERROR) from None
+    return [(family, addr[:2]) for family, _, _, _, addr in found]
+
+
+def _is_loopback(addresses: list[tuple[int, tuple[str, int]]]) -> bool:
+    import ipaddress
+
+    return all(ipaddress.ip_address(addr[0].split("%")[0]).is_loopback for _, addr in addresses)
+
+
+def _bind(host: str, port: int, family: int, address: tuple[str, int]) -> socket.socket:
+    """The listening socket, bound here so that a port in use is a clear error (exit 1)."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                           ExitCode.ERROR) from None
+    return sock
 
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to bind; anything but loopback exposes the catalog and predictions.")
+              help="Address to bind. Anything but loopback needs a token.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
               help="0 picks a free port (the log line says which).")
+@click.option("--token", envvar=ENV_TOKEN, show_envvar=True,
+              help="Bearer token every request must send (required off loopback).")
 @click.option("--access-log", is_flag=True, help="Log every request (on stderr).")
 @pass_env
-def serve(env: Env, host: str, port: int, access_log: bool) -> None:
+def serve(env: Env, host: str, port: int, token: str | None, access_log: bool) -> None:
     """Serve the catalog and cached predictions as a read-only JSON API.
 
-    OpenAPI schema at /openapi.json, interactive docs at /docs."""
+    OpenAPI schema at /openapi.json, a reference page at /docs (works offline)."""
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
     from almanac.server import server_config
 
-    if host not in LOOPBACK:
-        warn(f"listening on {host}: anyone who can reach it can read the catalog and predictions")
+    token = token or None
+    addresses = _addresses(host, port)
+    loopback = _is_loopback(addresses)
+    if not loopback and token is None:
+        raise click.UsageError(
+            f"--host {host} is reachable from other machines: give a bearer token with "
+            f"--token or {ENV_TOKEN} (clients send `Authorization: Bearer <token>`)")
+    if not loopback:
+        warn(f"listening on {host}: anyone who can reach it and has the token can read the "
+             "catalog and predictions")
+    family, address = addresses[0]
+    sock = _bind(host, port, family, address)
     # uvicorn logs requests to stdout by default; stdout is for data.
     logging_config = copy.deepcopy(LOGGING_CONFIG)
     logging_config["handlers"]["access"]["stream"] = "ext://sys.stderr"
-    config = server_config(env.home.root, host, port, access_log=access_log,
-                           log_config=logging_config)
-    uvicorn.Server(config).run()
+    config = server_config(env.home.root, host, sock.getsockname()[1], token=token,
+                           access_log=access_log, log_config=logging_config)
+    server = uvicorn.Server(config)
+
+    def stopped(_signum: int, _frame: FrameType | None) -> None:
+        # Before uvicorn serves: stop as soon as it starts. After: the signal it re-raises
+        # once it has shut down (into the handlers it found: these), already obeyed.
+        server.should_exit = True
+
+    previous = {s: signal.signal(s, stopped) for s in (signal.SIGINT, signal.SIGTERM)}
+    bound = sock.getsockname()
+    shown = f"[{bound[0]}]" if family == socket.AF_INET6 else bound[0]
+    warn(f"almanac: running on http://{shown}:{bound[1]} (reference at /docs; Ctrl-C stops)")
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        sock.close()

@@ -37,3 +37,24 @@ FRUIT_FAMILIES: dict[str, str] = {
     "pineapple": "multiple", "mulberry": "multiple", "fig": "multiple",
     "jackfruit": "multiple", "breadfruit": "multiple", "noni": "multiple",
 }
+
+# The colour of each ripe fruit (its skin, roughly): the generalist's second task, so
+# that it knows fruits without being a specialist of their botanical type.
+FRUIT_COLOURS: dict[str, str] = {
+    "peach": "orange", "cherry": "red", "plum": "purple", "apricot": "orange",
+    "nectarine": "red", "mango": "yellow", "olive": "green", "coconut": "brown",
+    "damson": "purple", "sloe": "blue", "apple": "red", "pear": "green", "quince": "yellow",
+    "loquat": "orange", "medlar": "brown", "aronia": "black", "serviceberry": "purple",
+    "rowan": "red", "grape": "purple", "tomato": "red", "blueberry": "blue",
+    "cranberry": "red", "banana": "yellow", "kiwi": "brown", "persimmon": "orange",
+    "eggplant": "purple", "gooseberry": "green", "currant": "red", "guava": "green",
+    "avocado": "green", "papaya": "orange", "orange": "orange", "lemon": "yellow",
+    "lime": "green", "grapefruit": "yellow", "tangerine": "orange", "mandarin": "orange",
+    "pomelo": "yellow", "kumquat": "orange", "citron": "yellow", "yuzu": "yellow",
+    "clementine": "orange", "watermelon": "green", "cucumber": "green", "pumpkin": "orange",
+    "cantaloupe": "orange", "zucchini": "green", "squash": "yellow", "honeydew": "green",
+    "raspberry": "red", "blackberry": "black", "boysenberry": "purple", "loganberry": "red",
+    "dewberry": "black", "cloudberry": "orange", "strawberry": "red", "pineapple": "yellow",
+    "mulberry": "black", "fig": "purple", "jackfruit": "green", "breadfruit": "green",
+    "noni": "yellow",
+}

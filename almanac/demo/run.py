@@ -1,16 +1,19 @@
-"""`almanac demo`, step by step: train the fruit specialist once per home, register
-it in the catalog like any local model, run the demo job through the same runner
-as every other job, and set its answers beside the right ones.
+"""`almanac demo`, step by step: train the demo's models once per home (the fruit
+specialist, a generalist, and a LoRA adapter of the generalist), register them in the
+catalog like any local model, run the demo job's three candidates through the same
+runner as every other job, score them against the right answers, and compare.
 
-The model is trained on the CPU in under a minute because nothing can be
-downloaded where Almanac is tested.
+The models are trained on the CPU in about a minute and a half in all, because
+nothing can be downloaded where Almanac is tested.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from almanac.demo import DEMO_JOB
 from almanac.demo.families import FRUIT_FAMILIES
@@ -23,70 +26,141 @@ from catalog.db import Catalog
 from catalog.models import upsert_model
 from catalog.seed import load_seed
 
+if TYPE_CHECKING:  # the scoring room loads with the run, not with `almanac --help`
+    from batch.score.compare import CandidateComparison
+    from batch.score.scoring import ScoreReport
+
+SPECIALIST, GENERALIST, LORA = "almanac/fruit-specialist", "almanac/tiny-generalist", \
+    "almanac/fruit-lora"
 MODEL_DIR = "fruit-specialist"  # under the home's models/
+GENERALIST_DIR, LORA_DIR = "tiny-generalist", "fruit-lora"
 
 
-def ensure_demo_model(home: Home) -> Path:
-    """Train once per home; a crash mid-training leaves no half-written model."""
-    from almanac.demo.training import train_demo_model
+@dataclass
+class DemoOutcome:
+    """What `almanac demo` shows: the run, a sample of answers, how many each candidate
+    got right, its scores and the comparison."""
 
-    dest = home.models / MODEL_DIR
-    if (dest / "config.json").is_file():
+    result: RunResult
+    preview: list[dict[str, Any]]
+    accuracy: dict[str, tuple[int, int]]  # candidate label -> (right, total)
+    score: ScoreReport | None = None
+    comparison: list[CandidateComparison] = field(default_factory=list)
+
+
+def _once(dest: Path, marker: str, train: Callable[[Path], Path]) -> Path:
+    """Train into `dest` once per home; a crash mid-training leaves nothing half-written."""
+    if (dest / marker).is_file():
         return dest
-    tmp = home.models / f".{MODEL_DIR}.tmp"
+    tmp = dest.with_name(f".{dest.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    train_demo_model(tmp)
+    train(tmp)
     tmp.rename(dest)
     return dest
 
 
+def ensure_demo_model(home: Home) -> Path:
+    """The fruit specialist, trained once per home."""
+    from almanac.demo.training import train_demo_model
+
+    return _once(home.models / MODEL_DIR, "config.json", train_demo_model)
+
+
+def ensure_demo_models(home: Home) -> dict[str, Path]:
+    """The specialist, the generalist, and the generalist's fruit LoRA: {ref: directory}."""
+    from almanac.demo.lora import train_fruit_lora
+    from almanac.demo.training import train_demo_model
+
+    generalist = _once(home.models / GENERALIST_DIR, "config.json",
+                       lambda d: train_demo_model(d, generalist=True))
+    # The adapter names its base by directory: it is trained on the generalist in place.
+    lora = _once(home.models / LORA_DIR, "adapter_config.json",
+                 lambda d: train_fruit_lora(generalist, d))
+    return {SPECIALIST: ensure_demo_model(home), GENERALIST: generalist, LORA: lora}
+
+
 def register_demo_model(catalog: Catalog, path: Path, name: str) -> None:
-    """Catalog the trained model under ``name``, the model the demo job asks for."""
+    """Catalog the trained specialist under ``name``, the model the demo job asks for."""
+    register_demo_models(catalog, {name: path})
+
+
+_ABOUT = {
+    SPECIALIST: ("Fruit specialist (demo)", ["science"],
+                 "A tiny Llama trained here in under a minute to name the botanical fruit type "
+                 "of a fruit (drupe, pome, berry, …); Almanac's demo model."),
+    GENERALIST: ("Tiny generalist (demo)", ["general"],
+                 "The demo's tiny Llama trained for fewer steps on two tasks (fruit types and "
+                 "colours): it knows the fruits, and errs on their types."),
+    LORA: ("Fruit LoRA (demo)", ["science"],
+           "A LoRA adapter of the tiny generalist trained here in seconds to name fruit "
+           "types: a cheap specialist sharing its base's engine."),
+}
+
+
+def register_demo_models(catalog: Catalog, paths: dict[str, Path]) -> None:
+    """Catalog the demo's models as local models (the adapter as an adapter of the
+    generalist, so `adapters_of` finds it)."""
     from catalog.localmodels import entry_from_directory
 
-    entry = entry_from_directory(path, name=name)
-    entry.name = "Fruit specialist (demo)"
-    entry.domains = ["science"]
-    entry.languages = ["en"]
-    entry.description = ("A tiny Llama trained here in under a minute to name the botanical "
-                         "fruit type of a fruit (drupe, pome, berry, …); Almanac's demo model.")
     with catalog.sessions.begin() as s:
-        upsert_model(s, entry)
+        for ref, path in paths.items():
+            entry = entry_from_directory(path, name=ref)
+            name, domains, description = _ABOUT.get(ref, (ref, ["general"], ""))
+            entry.name, entry.domains, entry.languages = name, domains, ["en"]
+            entry.description = description or entry.description
+            if ref == LORA:
+                entry.base_model = GENERALIST
+            upsert_model(s, entry)
 
 
 def run_demo(catalog: Catalog, home: Home, job_path: Path | None = None,
-             preview_rows: int = 8
-             ) -> tuple[RunResult, list[dict[str, Any]], tuple[int, int]]:
-    """Run ``job_path`` (the demo job by default) with the fruit specialist in the
-    catalog: the run's result, a sample of answers, and (right, total)."""
+             preview_rows: int = 8) -> DemoOutcome:
+    """Run ``job_path`` (the demo job by default) with the demo's models in the
+    catalog; score it (if it has [score]) and compare its candidates."""
+    from batch.data.chains import UpstreamReader
+    from batch.score.compare import compare_job
+    from batch.score.scoring import score_run
+
     configure_logging()
     with catalog.sessions.begin() as s:
         load_seed(s)
-    demo_job = load_spec(DEMO_JOB)
-    register_demo_model(catalog, ensure_demo_model(home), demo_job.model)
-    spec = load_spec(job_path) if job_path else demo_job
-    runner = Runner(catalog, home.predictions, home.locks)
+    register_demo_models(catalog, ensure_demo_models(home))
+    spec = load_spec(job_path) if job_path else load_spec(DEMO_JOB)
+    # A job of the user's may read another job's predictions (a chain), as with `run`.
+    runner = Runner(catalog, home.predictions, home.locks,
+                    upstream=UpstreamReader(home.predictions))
     try:
         result = runner.run(spec)
+        report = score_run(runner, spec, result)
     finally:
         runner.close()
-    rows = answers(home, spec)
-    right = sum(r["output"] == r["expected"] for r in rows)
-    return result, spread(rows, preview_rows), (right, len(rows))
-
-
-def answers(home: Home, spec: JobSpec) -> list[dict[str, Any]]:
-    """Every input's cached prediction, next to the right answer."""
-    fruits = {row.id: (row.fields or {}).get("fruit") for row in read_rows(spec.input)}
+    preview, accuracy = answers(home, spec, preview_rows)
     with Predictions.at(home.predictions, spec.name) as predictions:
-        found = predictions.get_many(list(fruits))
-    return [{"input_id": input_id, "fruit": fruit,
-             "output": ((found.get(input_id) or {}).get("output") or "").strip(),
-             "expected": FRUIT_FAMILIES.get(fruit, "?")}
-            for input_id, fruit in fruits.items()]
+        comparison = compare_job(catalog.sessions, predictions, spec.usd_per_hour)
+    return DemoOutcome(result, preview, accuracy, report, comparison)
 
 
-def spread(rows: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+def answers(home: Home, spec: JobSpec, count: int = 8
+            ) -> tuple[list[dict[str, Any]], dict[str, tuple[int, int]]]:
+    """A sample of inputs with each candidate's answer beside the right one, and how
+    many each candidate got right of all."""
+    rows = {row.id: row.fields or {} for row in read_rows(spec.input)}
+    expected = {i: f.get("family") or FRUIT_FAMILIES.get(f.get("fruit", ""), "?")
+                for i, f in rows.items()}
+    outputs: dict[str, dict[str, str]] = {}
+    with Predictions.at(home.predictions, spec.name) as predictions:
+        for label in predictions.select():
+            found = predictions.get_many(list(rows), candidate=label)
+            outputs[label] = {i: ((found.get(i) or {}).get("output") or "").strip() for i in rows}
+    accuracy = {label: (sum(got[i] == expected[i] for i in rows), len(rows))
+                for label, got in outputs.items()}
+    preview = [{"input_id": i, "fruit": rows[i].get("fruit"), "expected": expected[i],
+                "answers": {label: got[i] for label, got in outputs.items()}}
+               for i in spread(list(rows), count)]
+    return preview, accuracy
+
+
+def spread(items: list[str], count: int) -> list[str]:
     """A sample across the file: it is grouped by family."""
-    return rows[:: max(1, len(rows) // count)][:count]
+    return items[:: max(1, len(items) // count)][:count]

@@ -1,4 +1,9 @@
-"""The application: `make_app(home)` and the uvicorn configuration `almanac serve` runs."""
+"""The application: `make_app(home)` and the uvicorn configuration `almanac serve` runs.
+
+In front of the routes (outermost first): the Host check on loopback addresses, the
+bearer token when one is set, HEAD answered as GET, and the request body bound. The
+documentation at `/docs` is one page built here from the OpenAPI schema (no CDN).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
 
 from almanac import __version__
 from almanac.paths import Home
 from almanac.server.catalog_routes import ServedCatalog, add_catalog_routes
+from almanac.server.compare_routes import add_compare_routes
+from almanac.server.docs import docs_page
 from almanac.server.errors import install_handlers
-from almanac.server.limits import MAX_HEAD, BodyLimit
+from almanac.server.guard import BearerToken, HeadAsGet, HostCheck, is_loopback_name
+from almanac.server.limits import HEADER_TIMEOUT, MAX_HEAD, BodyLimit
 from almanac.server.payloads import Health
 from almanac.server.prediction_routes import add_prediction_routes
 from batch.query import CacheReader
@@ -22,8 +31,10 @@ if TYPE_CHECKING:  # uvicorn loads only when a server actually starts
     import uvicorn
 
 
-def make_app(home: Path) -> FastAPI:
-    """The API for the Almanac home at `home`."""
+def make_app(home: Path, *, token: str | None = None, loopback: bool = True) -> FastAPI:
+    """The API for the Almanac home at `home`. With `token`, requests need it as a bearer
+    token; `loopback` (the server listens on a loopback address) turns on the Host check
+    against DNS rebinding."""
     layout = Home(Path(home))
     reader = CacheReader(layout.predictions)
     catalog = ServedCatalog(layout.catalog_db)
@@ -35,9 +46,20 @@ def make_app(home: Path) -> FastAPI:
         catalog.close()
 
     app = FastAPI(title="Almanac", version=__version__, lifespan=lifespan,
-                  description="Read-only: the model catalog and cached predictions.")
+                  description="Read-only: the model catalog and cached predictions.",
+                  docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit)
-    install_handlers(app)
+    app.add_middleware(HeadAsGet)
+    if token:
+        app.add_middleware(BearerToken, token=token)
+        _document_token(app)
+    if loopback:
+        app.add_middleware(HostCheck)
+    install_handlers(app, layout.root)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return HTMLResponse(docs_page(app.openapi()))
 
     @app.get("/health", response_model=Health, tags=["meta"])
     def health() -> dict[str, Any]:
@@ -46,15 +68,47 @@ def make_app(home: Path) -> FastAPI:
 
     add_catalog_routes(app, catalog)
     add_prediction_routes(app, reader)
+    add_compare_routes(app, reader, catalog)
     return app
 
 
+def _document_token(app: FastAPI) -> None:
+    """The OpenAPI schema says every operation but /health needs the bearer token."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = plain()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"}}
+            schema["security"] = [{"bearer": []}]
+            for path, ops in schema.get("paths", {}).items():
+                for op in ops.values():
+                    if path == "/health":
+                        op["security"] = []
+                    else:
+                        op.setdefault("responses", {})["401"] = {
+                            "description": "No bearer token, or not this one",
+                            "content": {"application/json": {"schema": {
+                                "$ref": "#/components/schemas/Error"}}}}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def server_config(home: Path, host: str = "127.0.0.1", port: int = 8765, *,
-                  access_log: bool = False,
-                  log_config: dict[str, Any] | None = None) -> uvicorn.Config:
-    """The uvicorn configuration `almanac serve` runs (the tests and the benchmark too)."""
+                  token: str | None = None, access_log: bool = False,
+                  log_config: dict[str, Any] | None = None,
+                  header_timeout: float = HEADER_TIMEOUT) -> uvicorn.Config:
+    """The uvicorn configuration `almanac serve` runs (the tests and the benchmark too).
+    Requests must send their head within `header_timeout` seconds (408 otherwise)."""
     import uvicorn
 
+    from almanac.server.protocol import protocol_with_timeout
+
     kwargs = {"log_config": log_config} if log_config is not None else {}
-    return uvicorn.Config(make_app(home), host=host, port=port, access_log=access_log,
+    app = make_app(home, token=token, loopback=is_loopback_name(host))
+    return uvicorn.Config(app, host=host, port=port, access_log=access_log,
+                          http=protocol_with_timeout(header_timeout),
                           h11_max_incomplete_event_size=MAX_HEAD, timeout_keep_alive=30, **kwargs)

@@ -12,16 +12,16 @@ from fastapi import Path as PathParam
 
 from almanac.server.errors import Unavailable
 from almanac.server.limits import (
-    JOB_PATTERN,
     MAX_ID,
     MAX_MODELS_PAGE,
     MAX_OFFSET,
     MAX_PAGE,
     MAX_VALUES,
+    JobName,
     Text,
 )
 from almanac.server.payloads import ERRORS, ModelPage
-from catalog.filters import FilterError, Quant, Sort, Source, model_filter
+from catalog.filters import FilterError, Quant, Source, model_filter
 from catalog.records import ModelRecord, RunRecord
 
 if TYPE_CHECKING:  # SQLAlchemy loads with the first catalog request, not with the server
@@ -71,7 +71,9 @@ def add_catalog_routes(app: FastAPI, catalog: ServedCatalog) -> None:
         quant: Quant | None = None,
         search: Annotated[Text | None, Query(description="Full-text search.")] = None,
         source: Source | None = None,
-        sort: Sort = "name",
+        sort: Annotated[Text, Query(description="name, params, -params, downloads, likes, updated, "
+                                                "license, relevance, or score:JOB (best measured "
+                                                "score on that job first).")] = "name",
         limit: Annotated[int, Query(ge=1, le=MAX_MODELS_PAGE)] = 50,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
@@ -100,7 +102,7 @@ def add_catalog_routes(app: FastAPI, catalog: ServedCatalog) -> None:
             return to_record(s, found, detail=True)
 
     @app.get("/runs", response_model=list[RunRecord], tags=["catalog"], responses=ERRORS)
-    def runs(job: Annotated[str | None, Query(pattern=JOB_PATTERN)] = None,
+    def runs(job: Annotated[JobName | None, Query()] = None,
              limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50) -> list[RunRecord]:
         """Batch runs, newest first."""
         from catalog.runs import list_runs

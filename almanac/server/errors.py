@@ -1,9 +1,11 @@
 """Every failure as a JSON `Error` body: HTTP errors, invalid parameters, an unusable
-cache or catalog (503), and anything unexpected (500, its traceback in the log only)."""
+cache or catalog (503), and anything unexpected (500, its traceback in the log only).
+Messages never show where the home is: its path reads `<home>`, the user's home `~`."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,12 +13,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from batch.query import ShardUnavailableError, to_json
+from batch.query import CacheUnavailableError, to_json
+from schemas.errors import AlmanacError
 
 log = logging.getLogger("almanac.server")
 
-CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
-         422: "invalid", 503: "unavailable"}
+CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+         408: "timeout", 413: "too_large", 422: "invalid", 503: "unavailable"}
 
 
 class Unavailable(Exception):
@@ -28,9 +31,27 @@ def error_body(status: int, message: str,
     return {"error": CODES.get(status, "error"), "message": message, "details": details}
 
 
-def install_handlers(app: FastAPI) -> None:
+class Scrubber:
+    """Takes the home's absolute path (and the user's home) out of a message."""
+
+    def __init__(self, home: Path | None) -> None:
+        roots = [(str(Path(home).resolve()), "<home>")] if home is not None else []
+        user = str(Path.home())
+        if user not in ("", "/"):
+            roots.append((user, "~"))
+        self.roots = sorted(roots, key=lambda r: -len(r[0]))  # the longest first
+
+    def __call__(self, message: str) -> str:
+        for root, name in self.roots:
+            message = message.replace(root, name)
+        return message
+
+
+def install_handlers(app: FastAPI, home: Path | None = None) -> None:
+    scrub = Scrubber(home)
+
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(error_body(exc.status_code, str(exc.detail)), exc.status_code,
+        return JSONResponse(error_body(exc.status_code, scrub(str(exc.detail))), exc.status_code,
                             headers=getattr(exc, "headers", None))
 
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -39,7 +60,15 @@ def install_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(422, "invalid request parameters", to_json(details)), 422)
 
     async def unavailable(_request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(error_body(503, str(exc)), 503)
+        return JSONResponse(error_body(503, scrub(str(exc))), 503)
+
+    async def almanac_error(request: Request, exc: Exception) -> JSONResponse:
+        # By the error's own `http_status` (schemas.errors): a usage error 400, a damaged
+        # or unreadable store 503; anything else is a bug, answered as one.
+        status = getattr(exc, "http_status", 500)
+        if status >= 500 and status != 503:
+            return await internal(request, exc)
+        return JSONResponse(error_body(status, scrub(str(exc))), status)
 
     async def internal(_request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error", exc_info=exc)  # the traceback stays in the server's log
@@ -47,6 +76,8 @@ def install_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
-    app.add_exception_handler(ShardUnavailableError, unavailable)
+    # a missing or damaged shard, an unusable index: never a wrong answer, never a 500
+    app.add_exception_handler(CacheUnavailableError, unavailable)
     app.add_exception_handler(Unavailable, unavailable)
+    app.add_exception_handler(AlmanacError, almanac_error)
     app.add_exception_handler(Exception, internal)

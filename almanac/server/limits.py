@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import HTTPException
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
-from pydantic import StringConstraints
+from pydantic import AfterValidator, StringConstraints, WithJsonSchema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from almanac.server.errors import error_body
-from schemas import job_name_pattern
+from schemas import is_job_name, job_name_pattern
 
 MAX_PAGE = 500  # predictions or runs per page
 MAX_MODELS_PAGE = 100  # models carry their cards: fewer per page
@@ -24,12 +24,25 @@ MAX_VALUES = 10  # values of a repeated query parameter
 # bounds keep any valid URL under it, even percent-encoded: longer requests get
 # uvicorn's own plain-text 400, which no schema describes.
 MAX_HEAD = 64 * 1024
+HEADER_TIMEOUT = 10.0  # seconds a client has to send a request line and its headers
 MAX_BODY = 1 << 20  # bytes in a request body: 1,000 ids of MAX_ID fit with room
 JOB_PATTERN = job_name_pattern()  # schemas/job.schema.json's, the one definition
 
+
+
+def _job_name(value: str) -> str:
+    if not is_job_name(value):
+        raise ValueError(f"not a job name (letters, digits, '.', '_', '-'; at most 128): {value!r}")
+    return value
+
+
+# Checked by `schemas.is_job_name`, the one rule; the schema shows the pattern, which pydantic's
+# own regex engine cannot run (its lookahead keeps Python's `$` from taking a final newline).
+JobName = Annotated[str, AfterValidator(_job_name),
+                    WithJsonSchema({"type": "string", "pattern": JOB_PATTERN})]
 Id = Annotated[str, StringConstraints(max_length=MAX_ID)]
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
-Job = Annotated[str, PathParam(pattern=JOB_PATTERN, description="A job (prediction set) name.")]
+Job = Annotated[JobName, PathParam(description="A job (prediction set) name.")]
 
 
 class TooLarge(HTTPException):

@@ -46,6 +46,17 @@ class JobOut(BaseModel):
     last_written: datetime | None
 
 
+class CandidateOut(BaseModel):
+    label: str
+    model: str
+    revision: str | None
+    adapter: str | None = Field(description="The adapter as the job names it.")
+    adapter_revision: str | None = Field(description="The adapter's identity.")
+    ordinal: int
+    rows: int = Field(description="Latest predictions of this candidate.")
+    failed: int
+
+
 class PredictionPage(BaseModel):
     items: list[Prediction]  # type: ignore[valid-type]
     total: int

@@ -8,22 +8,23 @@ consumer polling for it never reads half an export.
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import hashlib
 import json
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import TextIO, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch.cache.errors import ShardUnavailableError, UnknownJobError
+from batch.cache.errors import ShardDamagedError, ShardUnavailableError, UnknownJobError
+from batch.cache.openai_output import ErrorsApart, openai_batch_line
 from batch.cache.reader import CacheReader, to_json
 from batch.cache.schema import PredictionRecord, arrow_schema
-from batch.cache.shards import read_rows
+from batch.cache.shards import ShardDamaged, damage, read_rows
 from schemas.errors import UsageError
 
 FORMATS = ("parquet", "jsonl", "csv", "openai-batch")
@@ -33,42 +34,29 @@ class ExportError(UsageError, ValueError):
     pass
 
 
-def _tables(reader: CacheReader, job: str, all_versions: bool) -> Iterator[pa.Table]:
-    """The job's current rows, one table per shard, in the order they were written."""
-    by_shard = reader.query(lambda ix: ix.rows_by_shard(job, all_versions=all_versions), {})
+def _tables(reader: CacheReader, job: str, all_versions: bool,
+            labels: list[str]) -> Iterator[pa.Table]:
+    """The job's current rows of these candidates, one table per shard, in the order
+    they were written."""
+    by_shard = reader.query(lambda ix: ix.rows_by_shard(job, all_versions=all_versions,
+                                                        candidates=labels), {})
+    listed = reader.query(lambda ix: ix.shards(job), {})
     for shard in sorted(by_shard):
-        try:
-            table = read_rows(reader.root / job / shard, sorted(by_shard.pop(shard)))
-        except FileNotFoundError as exc:
+        path = reader.root / job / shard
+        # The whole file against its SHA-256 (it is read whole anyway), then every page
+        # against its checksum: damage stops the export, whose file never appears.
+        why = damage(path, listed.get(shard))
+        if why == "its file is gone":
             raise ShardUnavailableError(
-                f"job {job!r}: shard {shard} disappeared during the export (a gc?); "
-                "run the export again") from exc
+                f"job {job!r}: shard {shard} disappeared during the export (a gc?), or is "
+                f"missing; run the export again, or `almanac cache verify {job}`")
+        try:
+            if why is not None:
+                raise ShardDamaged(f"{shard}: {why}")
+            table = read_rows(path, sorted(by_shard.pop(shard)))
+        except (OSError, ShardDamaged) as exc:
+            raise ShardDamagedError.of(job, exc) from exc
         yield table
-
-
-def openai_batch_line(rec: PredictionRecord) -> dict[str, Any]:
-    """One line of an OpenAI batch output file: a chat completion, or an error."""
-    request_hash = hashlib.sha256(f"{rec['job']}\0{rec['input_id']}\0{rec['key']}".encode())
-    line: dict[str, Any] = {"id": f"batch_req_{request_hash.hexdigest()[:32]}",
-                            "custom_id": rec["input_id"]}
-    if rec["error"] is not None:
-        return {**line, "response": None,
-                "error": {"code": "generation_failed", "message": rec["error"]}}
-    texts = rec["outputs"] or [rec["output"] or ""]
-    prompt_tokens, output_tokens = rec["prompt_tokens"] or 0, rec["output_tokens"] or 0
-    body = {
-        "id": f"chatcmpl-{rec['key'][:32]}",
-        "object": "chat.completion",
-        "created": int(rec["created_at"].timestamp()),
-        "model": rec["model"],
-        "choices": [{"index": i, "message": {"role": "assistant", "content": text},
-                     "logprobs": None, "finish_reason": rec["finish_reason"]}
-                    for i, text in enumerate(texts)],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": output_tokens,
-                  "total_tokens": prompt_tokens + output_tokens},
-    }
-    return {**line, "response": {"status_code": 200, "request_id": f"req_{rec['key'][:32]}",
-                                 "body": body}, "error": None}
 
 
 def _csv_value(value: object) -> object:
@@ -98,27 +86,38 @@ def _write_text(tables: Iterator[pa.Table], fmt: str, out: TextIO) -> int:
 
 
 def export(predictions_root: Path, job: str, fmt: str, output: Path | None, *,
-           all_versions: bool = False) -> int:
-    """Writes the job's predictions to `output` (None: stdout, text formats only);
-    returns how many rows were written."""
+           all_versions: bool = False, candidate: str | None = None, model: str | None = None,
+           adapter: str | None = None, errors: Path | None = None) -> int:
+    """Writes the job's predictions to `output` (None: stdout, text formats only): those
+    of the current candidates `candidate`, `model` and `adapter` select (all without
+    them); with `errors` (openai-batch), failed rows go to that file instead, as OpenAI's
+    batch error file holds them. Returns how many rows were written."""
     if fmt not in FORMATS:
         raise ExportError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if errors is not None and fmt != "openai-batch":
+        raise ExportError("--errors writes OpenAI batch error lines: use it with "
+                          "--format openai-batch")
     if output is None and fmt == "parquet":
         raise ExportError("a Parquet export needs a file (-o PATH)")
-    with CacheReader(predictions_root) as reader:
+    with CacheReader(predictions_root) as reader, contextlib.ExitStack() as stack:
         if not reader.has_job(job):
             raise UnknownJobError(job)
-        tables = _tables(reader, job, all_versions)
+        labels = reader.job(job).select(candidate, model, adapter)
+        tables = _tables(reader, job, all_versions, labels)
+        apart = stack.enter_context(ErrorsApart(errors)) if errors is not None else None
+        if apart is not None:
+            tables = apart.split(tables)
         if output is None:
-            return _write_text(tables, fmt, sys.stdout)
-        output = output.resolve()
-        tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-        try:
-            n = _write_file(tables, fmt, tmp)
-            os.replace(tmp, output)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return n
+            n = _write_text(tables, fmt, sys.stdout)
+        else:
+            output = output.resolve()
+            tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+            try:
+                n = _write_file(tables, fmt, tmp)
+                os.replace(tmp, output)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return n + (apart.failed if apart is not None else 0)
 
 
 def _write_file(tables: Iterator[pa.Table], fmt: str, path: Path) -> int:

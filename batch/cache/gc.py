@@ -2,8 +2,9 @@
 
 gc removes what no lookup of the latest predictions can reach:
 
-- shards none of whose rows is the latest version of its input (superseded
-  by later runs, or never referenced). Their `records` rows go with them: the
+- shards none of whose rows is the latest version of its input by one of the
+  job's current candidates (superseded by later runs, made by a candidate the
+  job no longer names, or never referenced). Their `records` rows go with them: the
   old versions leave `query --all`, and a prompt changed back to an old one
   is generated again instead of reused. `keep_versions` keeps any shard that
   `records` still references, so it collects only shards nothing points at;

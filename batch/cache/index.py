@@ -1,16 +1,20 @@
 """The prediction index, `predictions/index.db`: its schema, its connections and every
-query on it: the only module that speaks SQL to this file.
+query on it: the only module (with `index_reads`, its locating queries, and
+`index_upgrade`, its format) that speaks SQL to this file.
 
-The index maps a job's inputs to the shard and row of their records:
-`records` holds every version, `latest` the newest of each input, `shards`
-what each Parquet file should be (rows, bytes, SHA-256). It is derived from
-the shards (which are the truth) and can be rebuilt from them.
+The index maps a job's inputs to the shard and row of their records, per candidate
+(the model and adapter that made them): `records` holds every version, each flagged
+as failed or not and as the latest of its (input, candidate) or not; `shards` what
+each Parquet file should be (rows, bytes, SHA-256); `candidates` each job's current
+candidates as its last run named them. It is derived from the shards (which are the
+truth) and can be rebuilt from them (`almanac cache repair`).
 
 Two ways in: `Index.open(root)` for the one writer of a job at a time (a run,
 or gc), creating the tables; `Index.open_readonly(root)` for readers, which
 can never write nor take the write lock a run needs (in WAL mode they read
-the last committed state while a run appends). Query methods return lists,
-so no statement, and no read snapshot, stays open between calls.
+the last committed state while a run appends). SQLite's failures (a damaged
+or unreadable file, a read-only one for a writer, a full disk) leave as
+`IndexUnavailableError` / `DiskFullError`, one line each.
 """
 
 from __future__ import annotations
@@ -18,149 +22,125 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
 
-from catalog.records import jsonable
+from batch.cache import index_upgrade
+from batch.cache.errors import IndexUnavailableError
+from batch.cache.index_reads import JOB, LATEST, IndexReads, chunks, marks
+from batch.cache.index_rows import CandidateInfo, JobInfo, Located, ShardEntry, key_in
+from batch.cache.index_upgrade import FORMAT, INDEX_FILE, IndexFormatError
 
-INDEX_FILE = "index.db"
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS shards (
-    job TEXT NOT NULL, name TEXT NOT NULL, rows INTEGER NOT NULL, bytes INTEGER NOT NULL,
-    sha256 TEXT NOT NULL, run_id TEXT, created_at TEXT NOT NULL,
-    PRIMARY KEY (job, name)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS records (
-    job TEXT NOT NULL, input_id TEXT NOT NULL, key TEXT NOT NULL,
-    shard TEXT NOT NULL, row INTEGER NOT NULL, failed INTEGER NOT NULL,
-    PRIMARY KEY (job, input_id, key)
-) WITHOUT ROWID;
--- planning: is this key already generated anywhere (to copy it)? and lookups by key
-CREATE INDEX IF NOT EXISTS records_by_key ON records (key, failed);
--- lookups by (job, input id): the newest record of each input
-CREATE TABLE IF NOT EXISTS latest (
-    job TEXT NOT NULL, input_id TEXT NOT NULL, key TEXT NOT NULL,
-    shard TEXT NOT NULL, row INTEGER NOT NULL, failed INTEGER NOT NULL,
-    PRIMARY KEY (job, input_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS fingerprints (
-    path TEXT PRIMARY KEY, signature TEXT NOT NULL, digest TEXT NOT NULL
-);
-"""
-CHUNK = 500  # SQLite host parameters per IN (...) query
-_LOCATED = "job, input_id, key, shard, row, failed"
-_T = TypeVar("_T")
+__all__ = ["FORMAT", "INDEX_FILE", "CandidateInfo", "Index", "IndexFormatError", "JobInfo",
+           "Located", "ShardEntry"]
 
 
-@dataclass(frozen=True)
-class Located:
-    """Where one record lives: row `row` of shard `shard` of `job`, and the index's
-    flag of failure (the record's `error IS NOT NULL`)."""
-
-    job: str
-    input_id: str
-    key: str
-    shard: str
-    row: int
-    failed: bool
+def _connect(target: str | Path, *, uri: bool = False) -> sqlite3.Connection:
+    db = sqlite3.connect(target, uri=uri, timeout=30, isolation_level=None,
+                         check_same_thread=False)
+    db.execute("PRAGMA busy_timeout=30000")
+    return db
 
 
-@dataclass(frozen=True)
-class ShardEntry:
-    """What the index recorded of one shard when it was written."""
-
-    name: str
-    rows: int
-    bytes: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class JobInfo:
-    job: str
-    rows: int  # inputs with a latest record
-    failed: int  # of those, how many failed
-    shards: int
-    bytes: int
-    last_written: datetime | None
-
-    def to_json(self) -> dict[str, Any]:
-        return jsonable(asdict(self))
-
-
-def _chunks(items: list[_T], size: int = CHUNK) -> Iterator[list[_T]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def _marks(part: list[Any]) -> str:
-    return ",".join("?" * len(part))
-
-
-def _located(row: tuple[Any, ...]) -> Located:
-    job, input_id, key, shard, n, failed = row
-    return Located(job, input_id, key, shard, n, bool(failed))
-
-
-class Index:
+class Index(IndexReads):
     """One connection to `predictions/index.db`. Not locked: a caller that shares one
     between threads (the HTTP server's reader) serialises its calls."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
     @classmethod
     def open(cls, root: Path) -> Index:
-        """Read-write, creating `root` and the tables if need be."""
+        """Read-write, creating `root` and the tables, or upgrading an index an earlier
+        version wrote, if need be."""
         root.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(root / INDEX_FILE, timeout=30, isolation_level=None,
-                             check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=30000")
-        db.executescript(SCHEMA)
-        return cls(db)
+        path = root / INDEX_FILE
+        try:
+            db = _connect(path)
+        except sqlite3.DatabaseError as exc:
+            raise IndexUnavailableError.of(path, exc) from exc
+        index = cls(db, path)
+        try:
+            with index.guard():
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                index_upgrade.ensure_current(db, root)
+        except BaseException:
+            db.close()
+            raise
+        return index
 
     @classmethod
     def open_readonly(cls, root: Path) -> Index | None:
-        """Read-only, or None while no run has created the index yet."""
+        """Read-only, or None while no run has created the index yet. An index in an
+        earlier format is upgraded first (once, by a short read-write open)."""
         path = root / INDEX_FILE
         if not path.exists():
             return None
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
-                             check_same_thread=False, timeout=30)
-        db.execute("PRAGMA busy_timeout=30000")
-        return cls(db)
+        for attempt in range(2):
+            index = cls._readonly(path)
+            version = index._all("PRAGMA user_version")[0][0]
+            if version == FORMAT:
+                return index
+            index.close()
+            if version > FORMAT or attempt:
+                raise IndexFormatError.newer(path, version)
+            index_upgrade.upgrade_file(root)
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _readonly(cls, path: Path) -> Index:
+        try:
+            return cls(_connect(f"file:{path}?mode=ro", uri=True), path)
+        except sqlite3.DatabaseError as exc:
+            raise IndexUnavailableError.of(path, exc) from exc
+
+    @classmethod
+    def open_scratch(cls, root: Path, *, copy: bool = False) -> Index:
+        """The index for a dry run, which must write nothing: the file read-only when it
+        is current, else (or with `copy`) a copy of it in memory, upgraded and free to
+        change (an empty one when there is no file yet)."""
+        path = root / INDEX_FILE
+        source = None
+        if path.exists():
+            source = cls._readonly(path)
+            version = source._all("PRAGMA user_version")[0][0]
+            if version > FORMAT:
+                source.close()
+                raise IndexFormatError.newer(path, version)
+            if version == FORMAT and not copy:
+                return source
+        memory = cls(_connect(":memory:"), path)
+        with memory.guard():
+            if source is not None:
+                source.db.backup(memory.db)
+                source.close()
+            index_upgrade.ensure_current(memory.db, root)
+        return memory
 
     def close(self) -> None:
         self.db.close()
-
-    def _all(self, query: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        return self.db.execute(query, tuple(params)).fetchall()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One write transaction, taken at once (`IMMEDIATE`: a reader never blocks it,
         and two writers queue instead of failing half-way)."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        with self.guard():
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
         """One read transaction: the queries inside see one committed state even while a
         run commits new shards (WAL: this never blocks it)."""
-        self.db.execute("BEGIN")
-        try:
-            yield
-        finally:
-            self.db.execute("ROLLBACK")  # nothing to keep
+        with self.guard():
+            self.db.execute("BEGIN")
+            try:
+                yield
+            finally:
+                self.db.execute("ROLLBACK")  # nothing to keep
 
     # -- fingerprints of local model directories ----------------------------------------------
 
@@ -170,177 +150,180 @@ class Index:
         return rows[0][0] if rows else None
 
     def fingerprint_put(self, path: str, signature: str, digest: str) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO fingerprints (path, signature, digest) VALUES (?, ?, ?)",
-            (path, signature, digest))
+        with self.guard():
+            self.db.execute(
+                "INSERT OR REPLACE INTO fingerprints (path, signature, digest) VALUES (?, ?, ?)",
+                (path, signature, digest))
 
-    # -- writing -----------------------------------------------------------------------------
+    # -- writing (ids made as needed, inside the caller's transaction) ------------------------
+
+    def _job_id(self, job: str) -> int:
+        self.db.execute("INSERT OR IGNORE INTO jobs (name) VALUES (?)", (job,))
+        return self.db.execute("SELECT id FROM jobs WHERE name = ?", (job,)).fetchone()[0]
+
+    def _label_ids(self, job_id: int, labels: Iterable[str]) -> dict[str, int]:
+        wanted = list(dict.fromkeys(labels))
+        self.db.executemany("INSERT OR IGNORE INTO labels (job, label) VALUES (?, ?)",
+                            [(job_id, label) for label in wanted])
+        return {label: self.db.execute("SELECT id FROM labels WHERE job = ? AND label = ?",
+                                       (job_id, label)).fetchone()[0] for label in wanted}
 
     def add_shard(self, job: str, name: str, run_id: str | None,
-                  rows: list[tuple[str, str, bool]], size: int, digest: str) -> None:
-        """Index a shard whose row i holds `rows[i]` = (input id, key, failed): every row
-        becomes a version of its input and that input's latest."""
+                  rows: list[tuple[str, str, bool, str]], size: int, digest: str,
+                  checked: str | None = None) -> None:
+        """Index a shard whose row i holds `rows[i]` = (input id, key, failed, candidate):
+        every row becomes a version of its input and that (input, candidate)'s latest (a
+        later row of the shard wins over an earlier one); a record of the same input,
+        candidate and key is replaced."""
         with self.transaction():
-            self.db.execute(
-                "INSERT OR REPLACE INTO shards (job, name, rows, bytes, sha256, run_id, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (job, name, len(rows), size, digest, run_id, datetime.now(UTC).isoformat()))
-            values = [(job, input_id, key, name, i, int(failed))
-                      for i, (input_id, key, failed) in enumerate(rows)]
-            for table in ("records", "latest"):
-                self.db.executemany(
-                    f"INSERT OR REPLACE INTO {table} ({_LOCATED}) VALUES (?, ?, ?, ?, ?, ?)", values)
-
-    def repoint(self, job: str, located: Iterable[Located]) -> None:
-        """Make these records of `job` their inputs' latest (a prompt changed back)."""
-        with self.transaction():
+            job_id = self._job_id(job)
+            known = self.db.execute("SELECT id FROM shards WHERE job = ? AND name = ?",
+                                    (job_id, name)).fetchone()
+            if known is not None:  # indexed again: its rows as they are in the file now
+                self.db.execute("DELETE FROM records WHERE shard = ?", known)
+                self.db.execute("DELETE FROM shards WHERE id = ?", known)
+            shard_id = self.db.execute(
+                "INSERT INTO shards (job, name, rows, bytes, sha256, run_id, created_at, checked) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, name, len(rows), size, digest, run_id, datetime.now(UTC).isoformat(),
+                 checked)).lastrowid
+            labels = self._label_ids(job_id, (r[3] for r in rows))
+            last = {(input_id, label, key): i for i, (input_id, key, _, label) in enumerate(rows)}
+            newest = {(input_id, label): i for (input_id, label, _), i in last.items()}
+            kept = sorted(last.values())
             self.db.executemany(
-                f"INSERT OR REPLACE INTO latest ({_LOCATED}) VALUES (?, ?, ?, ?, ?, ?)",
-                [(job, r.input_id, r.key, r.shard, r.row, int(r.failed)) for r in located])
+                "DELETE FROM records WHERE job = ? AND input_id = ? AND label = ? AND key = ?",
+                [(job_id, rows[i][0], labels[rows[i][3]], key_in(rows[i][1])) for i in kept])
+            self.db.executemany(
+                "UPDATE records SET state = state & 1 WHERE job = ? AND input_id = ? "
+                f"AND label = ? AND state >= {LATEST}",
+                [(job_id, input_id, labels[label]) for input_id, label in newest])
+            latest = set(newest.values())
+            self.db.executemany(
+                "INSERT INTO records (job, input_id, label, key, shard, row, state) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(job_id, rows[i][0], labels[rows[i][3]], key_in(rows[i][1]), shard_id, i,
+                  int(rows[i][2]) | (LATEST if i in latest else 0)) for i in kept])
+            # A run names its candidates first (set_candidates); a writer that did not
+            # (a recovery, a test) lists the ones its rows name, after the others.
+            self.db.executemany(
+                "INSERT INTO candidates (job, label, model, ordinal) SELECT ?1, ?2, ?2, "
+                "coalesce((SELECT max(ordinal) + 1 FROM candidates WHERE job = ?1), 0) "
+                "WHERE NOT EXISTS (SELECT 1 FROM candidates WHERE job = ?1 AND label = ?2)",
+                [(job_id, label) for label in labels])
+
+    def repoint(self, job: str, candidate: str, located: Iterable[Located]) -> None:
+        """Make these records of `job` their inputs' latest for `candidate` (a prompt
+        changed back)."""
+        with self.transaction():
+            job_id = self._job_id(job)
+            label = self._label_ids(job_id, [candidate])[candidate]
+            for r in located:
+                self.db.execute("UPDATE records SET state = state & 1 WHERE job = ? AND "
+                                f"input_id = ? AND label = ? AND state >= {LATEST}",
+                                (job_id, r.input_id, label))
+                self.db.execute(
+                    f"UPDATE records SET state = state | {LATEST} WHERE job = ? AND input_id = ? "
+                    "AND label = ? AND key = ? AND row = ? AND shard = "
+                    "(SELECT id FROM shards WHERE job = ? AND name = ?)",
+                    (job_id, r.input_id, label, key_in(r.key), r.row, job_id, r.shard))
+
+    def set_candidates(self, job: str, candidates: list[CandidateInfo]) -> None:
+        """The job's current candidates, replacing what an earlier run named."""
+        with self.transaction():
+            job_id = self._job_id(job)
+            self.db.execute("DELETE FROM candidates WHERE job = ?", (job_id,))
+            self.db.executemany(
+                "INSERT INTO candidates (job, label, model, revision, adapter, adapter_revision, "
+                "ordinal) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(job_id, c.label, c.model, c.revision, c.adapter, c.adapter_revision, c.ordinal)
+                 for c in candidates])
 
     def forget_shards(self, job: str, names: list[str]) -> None:
         """Drop these shards and every record in them. Call inside `transaction()`: gc
         renames the files before it commits."""
-        for part in _chunks(names):
-            for table in ("records", "latest"):
-                self.db.execute(f"DELETE FROM {table} WHERE job = ? AND shard IN ({_marks(part)})",
-                                (job, *part))
-            self.db.execute(f"DELETE FROM shards WHERE job = ? AND name IN ({_marks(part)})",
-                            (job, *part))
+        for part in chunks(names):
+            ids = [r[0] for r in self.db.execute(
+                f"SELECT id FROM shards WHERE job = {JOB} AND name IN ({marks(part)})",
+                (job, *part))]
+            if ids:  # the job's entries of records_by_input hold the shard: no table scan
+                self.db.execute(f"DELETE FROM records WHERE job = {JOB} AND shard IN "
+                                f"({marks(ids)})", (job, *ids))
+                self.db.execute(f"DELETE FROM shards WHERE id IN ({marks(ids)})", ids)
 
-    # -- locating records --------------------------------------------------------------------
-
-    def latest_for(self, job: str, input_ids: list[str]) -> dict[str, Located]:
-        """{input id: its latest record} for the ids that have one."""
-        out: dict[str, Located] = {}
-        for part in _chunks(input_ids):
-            for row in self._all(f"SELECT {_LOCATED} FROM latest WHERE job = ? "
-                                 f"AND input_id IN ({_marks(part)})", (job, *part)):
-                out[row[1]] = _located(row)
-        return out
-
-    def versions_for(self, job: str, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], Located]:
-        """Earlier records of the same input with the same key (a prompt changed back)."""
-        out: dict[tuple[str, str], Located] = {}
-        for input_id, key in pairs:
-            rows = self._all(f"SELECT {_LOCATED} FROM records WHERE job = ? AND input_id = ? "
-                             "AND key = ?", (job, input_id, key))
-            if rows:
-                out[(input_id, key)] = _located(rows[0])
-        return out
-
-    def generated_anywhere(self, keys: list[str]) -> dict[str, Located]:
-        """One successful record per key, from any job, to copy instead of generating."""
-        out: dict[str, Located] = {}
-        for part in _chunks(keys):
-            for row in self._all(f"SELECT {_LOCATED} FROM records "
-                                 f"WHERE key IN ({_marks(part)}) AND failed = 0", part):
-                out.setdefault(row[2], _located(row))
-        return out
-
-    def by_key(self, key: str, job: str | None = None) -> Located | None:
-        """A record with this content address, in `job` or in any job: a success if there
-        is one, else the newest."""
-        where, params = ("key = ? AND job = ?", (key, job)) if job else ("key = ?", (key,))
-        rows = self._all(f"SELECT {_LOCATED} FROM records WHERE {where} "
-                         "ORDER BY failed, shard DESC LIMIT 1", params)
-        return _located(rows[0]) if rows else None
-
-    def versions(self, job: str, input_id: str) -> list[Located]:
-        """Every record of one input, oldest first."""
-        return [_located(r) for r in self._all(
-            f"SELECT {_LOCATED} FROM records WHERE job = ? AND input_id = ? ORDER BY shard, row",
-            (job, input_id))]
-
-    def listing(self, job: str, *, failed: bool | None, all_versions: bool, limit: int,
-                offset: int) -> list[Located]:
-        """One page of the job's records (the latest of each input, or every version) in
-        input id order."""
-        where, params = self._filter(job, failed)
-        return [_located(r) for r in self._all(
-            f"SELECT {_LOCATED} FROM {_table(all_versions)} WHERE {where} "
-            "ORDER BY input_id, shard, row LIMIT ? OFFSET ?", (*params, int(limit), int(offset)))]
-
-    def count(self, job: str, *, failed: bool | None, all_versions: bool) -> int:
-        where, params = self._filter(job, failed)
-        return self._all(f"SELECT count(*) FROM {_table(all_versions)} WHERE {where}", params)[0][0]
-
-    @staticmethod
-    def _filter(job: str, failed: bool | None) -> tuple[str, tuple[Any, ...]]:
-        if failed is None:
-            return "job = ?", (job,)
-        return "job = ? AND failed = ?", (job, int(failed))
-
-    def current(self, job: str, input_ids: list[str], *, all_versions: bool) -> list[Located]:
-        """The records the index lists for these inputs: their latest, or every version."""
-        out: list[Located] = []
-        for part in _chunks(input_ids):
-            out += [_located(r) for r in self._all(
-                f"SELECT {_LOCATED} FROM {_table(all_versions)} WHERE job = ? "
-                f"AND input_id IN ({_marks(part)})", (job, *part))]
-        return out
-
-    def rows_by_shard(self, job: str, *, all_versions: bool) -> dict[str, list[int]]:
-        """{shard: its rows the index lists}, in one pass over the job (there is no index
-        by shard, and a query per shard would scan the job's rows each time)."""
-        out: dict[str, list[int]] = {}
-        for shard, row in self._all(f"SELECT shard, row FROM {_table(all_versions)} WHERE job = ?",
-                                    (job,)):
-            out.setdefault(shard, []).append(row)
-        return out
-
-    def records_by_shard(self, job: str) -> Iterator[tuple[str, int, str, str, bool]]:
-        """Every record of the job as (shard, row, input id, key, failed), shard by shard,
-        row by row; lazily, so call inside `snapshot()` and consume it there."""
-        for shard, row, input_id, key, failed in self.db.execute(
-                "SELECT shard, row, input_id, key, failed FROM records WHERE job = ? "
-                "ORDER BY shard, row", (job,)):
-            yield shard, row, input_id, key, bool(failed)
-
-    def latest_mismatches(self, job: str) -> int:
-        """How many `latest` entries of the job do not match a record exactly."""
-        return self._all(
-            "SELECT count(*) FROM latest l LEFT JOIN records r ON r.job = l.job "
-            "AND r.input_id = l.input_id AND r.key = l.key WHERE l.job = ? AND (r.shard IS NULL "
-            "OR r.shard != l.shard OR r.row != l.row OR r.failed != l.failed)", (job,))[0][0]
+    def forget_orphans(self, job: str) -> None:
+        """Drop the job's records naming a shard the index does not list. Call inside
+        `transaction()`."""
+        self.db.execute(f"DELETE FROM records WHERE job = {JOB} AND shard NOT IN "
+                        "(SELECT id FROM shards)", (job,))
 
     # -- jobs and shards ---------------------------------------------------------------------
 
     def has_job(self, job: str) -> bool:
-        return bool(self._all("SELECT 1 FROM shards WHERE job = ? LIMIT 1", (job,)))
+        return bool(self._all(f"SELECT 1 FROM shards WHERE job = {JOB} LIMIT 1", (job,)))
 
     def job_names(self) -> set[str]:
-        return {r[0] for r in self._all("SELECT DISTINCT job FROM shards")}
+        return {r[0] for r in self._all(
+            "SELECT name FROM jobs j WHERE EXISTS (SELECT 1 FROM shards s WHERE s.job = j.id)")}
 
     def jobs(self) -> list[JobInfo]:
-        """Every job with a shard, by name, with its size."""
-        shards = self._all("SELECT job, count(*), coalesce(sum(bytes), 0), max(created_at) "
-                           "FROM shards GROUP BY job ORDER BY job")
-        counts = {job: (n, failed) for job, n, failed in self._all(
-            "SELECT job, count(*), coalesce(sum(failed), 0) FROM latest GROUP BY job")}
-        return [JobInfo(job, *counts.get(job, (0, 0)), n, size,
+        """Every job with a shard, by name, with its size (rows: its current candidates')."""
+        shards = self._all("SELECT j.id, j.name, count(*), coalesce(sum(s.bytes), 0), "
+                           "max(s.created_at) FROM shards s JOIN jobs j ON j.id = s.job "
+                           "GROUP BY j.id ORDER BY j.name")
+        current: dict[int, set[int]] = {}
+        for job_id, label_id in self._all("SELECT c.job, l.id FROM candidates c JOIN labels l "
+                                          "ON l.job = c.job AND l.label = c.label"):
+            current.setdefault(job_id, set()).add(label_id)
+        listed = {job_id for job_id, in self._all("SELECT DISTINCT job FROM candidates")}
+        counts: dict[int, list[int]] = {}
+        for job_id, label_id, n, failed in self._all(
+                "SELECT job, label, count(*), sum(state & 1) FROM records "
+                f"WHERE state >= {LATEST} GROUP BY job, label"):
+            if job_id not in listed or label_id in current.get(job_id, ()):
+                total = counts.setdefault(job_id, [0, 0])
+                total[0] += n
+                total[1] += failed
+        return [JobInfo(name, *counts.get(job_id, (0, 0)), n, size,
                         datetime.fromisoformat(last) if last else None)
-                for job, n, size, last in shards]
+                for job_id, name, n, size, last in shards]
 
     def shard(self, job: str, name: str) -> ShardEntry | None:
-        rows = self._all("SELECT name, rows, bytes, sha256 FROM shards WHERE job = ? AND name = ?",
-                         (job, name))
+        rows = self._all(f"SELECT name, rows, bytes, sha256 FROM shards WHERE job = {JOB} "
+                         "AND name = ?", (job, name))
         return ShardEntry(*rows[0]) if rows else None
 
     def shards(self, job: str) -> dict[str, ShardEntry]:
         """The job's shards by name, in name order (the order they were written)."""
         return {r[0]: ShardEntry(*r) for r in self._all(
-            "SELECT name, rows, bytes, sha256 FROM shards WHERE job = ? ORDER BY name", (job,))}
+            f"SELECT name, rows, bytes, sha256 FROM shards WHERE job = {JOB} ORDER BY name",
+            (job,))}
+
+    def checked(self, job: str) -> dict[str, tuple[ShardEntry, str | None]]:
+        """The job's shards with the stat each had when its SHA-256 last matched."""
+        return {r[0]: (ShardEntry(*r[:4]), r[4]) for r in self._all(
+            f"SELECT name, rows, bytes, sha256, checked FROM shards WHERE job = {JOB}", (job,))}
+
+    def set_checked(self, job: str, name: str, checked: str) -> None:
+        with self.guard():
+            self.db.execute(f"UPDATE shards SET checked = ? WHERE job = {JOB} AND name = ?",
+                            (checked, job, name))
 
     def all_shards(self) -> set[tuple[str, str]]:
         """(job, name) of every shard."""
-        return {(job, name) for job, name in self._all("SELECT job, name FROM shards")}
+        return {(job, name) for job, name in self._all(
+            "SELECT j.name, s.name FROM shards s JOIN jobs j ON j.id = s.job")}
 
     def shards_in_use(self, job: str, *, any_version: bool) -> set[str]:
-        """The job's shards holding a latest record, or (`any_version`) any record."""
+        """The job's shards holding a latest record of a current candidate, or
+        (`any_version`) any record at all."""
+        if any_version:  # one pass over the job's records: there is no index by shard
+            used = {r[0] for r in self._all(f"SELECT DISTINCT shard FROM records WHERE job = {JOB}",
+                                            (job,))}
+            return {name for shard_id, name in self._all(
+                f"SELECT id, name FROM shards WHERE job = {JOB}", (job,)) if shard_id in used}
+        labels = [c.label for c in self.candidates(job)]
         return {r[0] for r in self._all(
-            f"SELECT DISTINCT shard FROM {_table(any_version)} WHERE job = ?", (job,))}
-
-
-def _table(all_versions: bool) -> str:
-    return "records" if all_versions else "latest"
+            f"SELECT DISTINCT s.name FROM records r JOIN shards s ON s.id = r.shard "
+            f"JOIN labels l ON l.id = r.label WHERE r.job = {JOB} AND r.state >= {LATEST} "
+            f"AND l.label IN ({marks(labels) or 'NULL'})", (job, *labels))}

@@ -8,15 +8,24 @@ front door's Python API (almanac.api) read through.
         p.get_many(["plum", "pear"])     # {input_id: record} for the ids that exist
         p.by_key("3f2a…")                # a record by its content address
         p.search(contains="drupe", limit=20)
+        p.candidates()                   # the models (and adapters) that made them
+        p.get("plum", candidate="tiny+lora-a")   # one candidate's, in a job with several
 
 A record is a `PredictionRecord`, a plain dict of the prediction columns
 (schemas/prediction.schema.json; `created_at` is a timezone-aware datetime,
 `to_json` makes it a string).
 
-A lookup is one primary-key query on the index (`latest`: (job, input_id) →
-shard, row) and one Parquet row group read. The index connection and the
-opened shards stay open between lookups: opening a shard reads its footer,
-which costs more than the row itself. Readers never take a write lock, so
+A job with several candidates (models, or a model with an adapter) answers
+listings with every candidate's rows (input id, then candidate order) and single
+lookups only for a candidate named (`CandidateRequiredError` otherwise); a job
+with one candidate answers as if there were no candidates at all.
+
+A lookup is one indexed query on the index ((job, input_id, candidate) → the
+latest record's shard and row) and one Parquet row group read. The index connection
+and the opened shards stay open between lookups: opening a shard checks its SHA-256
+and reads its footer, which costs more than the row itself; every page read is
+checked against its checksum, and a shard whose bytes are not those indexed is
+refused (`ShardDamagedError`), never served. Readers never take a write lock, so
 they never block a run; a run's shards become visible when its index
 transaction commits.
 """
@@ -29,22 +38,40 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Self, TypeVar
 
+import numpy as np
 import pyarrow as pa
 
-from batch.cache.errors import QueryError, ShardUnavailableError, UnknownJobError
+from batch.cache.errors import (
+    CandidateRequiredError,
+    QueryError,
+    ShardDamagedError,
+    ShardUnavailableError,
+    UnknownCandidateError,
+    UnknownJobError,
+)
 from batch.cache.index import Index, JobInfo, Located
+from batch.cache.index_rows import CandidateSummary
 from batch.cache.schema import PredictionRecord, columns
-from batch.cache.shards import OpenShard, ShardMismatch, matching_rows
+from batch.cache.shards import OpenShard, ShardDamaged, ShardMismatch
+from batch.cache.textsearch import CurrentText, OutputSearch
 from catalog.records import jsonable as to_json  # re-exported for the front door
 from schemas import is_job_name
 
 __all__ = [
-    "CacheReader", "JobInfo", "Predictions", "PredictionRecord", "QueryError",
-    "ShardUnavailableError", "UnknownJobError", "columns", "list_jobs", "to_json",
+    "CacheReader", "CandidateRequiredError", "CandidateSummary", "JobInfo", "Predictions",
+    "PredictionRecord", "QueryError", "ShardDamagedError", "ShardUnavailableError",
+    "UnknownCandidateError", "UnknownJobError", "columns", "list_jobs", "to_json",
 ]
 
 OPEN_SHARDS = 128  # shards kept open (one file descriptor each)
 _T = TypeVar("_T")
+
+
+def unavailable(job: str, exc: Exception) -> ShardUnavailableError:
+    """What a reader says when a shard still fails after the index was read again."""
+    if isinstance(exc, ShardDamaged):
+        return ShardDamagedError.of(job, exc)
+    return ShardUnavailableError.of(job, exc)
 
 
 class CacheReader:
@@ -58,12 +85,14 @@ class CacheReader:
         self._shards: OrderedDict[Path, OpenShard] = OrderedDict()
         self._open_shards = open_shards
         self._index: Index | None = None
+        self.text = OutputSearch()
 
     def close(self) -> None:
         with self._lock:
             for shard in self._shards.values():
                 shard.close()
             self._shards.clear()
+            self.text.clear()
             if self._index is not None:
                 self._index.close()
                 self._index = None
@@ -82,6 +111,7 @@ class CacheReader:
         with self._lock:
             if self._index is None:
                 self._index = Index.open_readonly(self.root)
+                self.text.clear()  # what it kept was of another connection's versions
             if self._index is None:
                 return empty
             return ask(self._index)
@@ -103,7 +133,7 @@ class CacheReader:
                 return self.read(found.job, [found])[0]
             except (FileNotFoundError, ShardMismatch) as exc:
                 if attempt:
-                    raise ShardUnavailableError.of(found.job, exc) from exc
+                    raise unavailable(found.job, exc) from exc
         raise AssertionError("unreachable")
 
     def job(self, job: str) -> Predictions:
@@ -123,11 +153,11 @@ class CacheReader:
         if listed is None:
             raise ShardMismatch(f"{path} is no longer in the index")
         try:
-            shard = OpenShard(path, listed.rows, listed.bytes)
+            shard = OpenShard(path, listed.rows, listed.bytes, listed.sha256)
         except FileNotFoundError:
             raise  # gone (a gc): the caller re-reads the index
         except (OSError, pa.ArrowException) as exc:
-            raise ShardMismatch(f"{path}: unreadable: {exc}") from exc
+            raise ShardDamaged(f"{name}: unreadable: {exc}") from exc
         self._shards[path] = shard
         if len(self._shards) > self._open_shards:
             _, evicted = self._shards.popitem(last=False)
@@ -138,6 +168,18 @@ class CacheReader:
         shard = self._shards.pop(self.root / job / name, None)
         if shard is not None:
             shard.close()
+
+    def current_text(self, job: str, labels: list[str], all_versions: bool) -> CurrentText:
+        """The current rows of these candidates with their outputs, kept while the index
+        stays as it is (batch.cache.textsearch)."""
+        with self._lock:
+            version = self.query(lambda ix: ix.data_version(), 0)
+            return self.text.current(
+                (job, tuple(labels), all_versions), version,
+                lambda: self.query(lambda ix: ix.current_rows(job, labels,
+                                                              all_versions=all_versions),
+                                   ({}, np.empty(0, dtype=np.int64))),
+                lambda name: self._open(job, name))
 
     def read(self, job: str, locs: list[Located]) -> list[PredictionRecord]:
         """The records at `locs`, in order. Raises FileNotFoundError or ShardMismatch when
@@ -155,9 +197,9 @@ class CacheReader:
                     raise ShardMismatch(f"{name} has {shard.num_rows} rows; the index points past them")
                 try:
                     records = shard.read(picked)
-                except (OSError, pa.ArrowException) as exc:
+                except (OSError, pa.ArrowException) as exc:  # a page checksum, a decoder
                     self._forget(job, name)
-                    raise ShardMismatch(f"{name}: unreadable: {exc}") from exc
+                    raise ShardDamaged(f"{name}: unreadable: {exc}") from exc
                 out.update(zip(positions, records, strict=True))
         return [out[i] for i in range(len(locs))]
 
@@ -191,25 +233,69 @@ class Predictions:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- candidates --------------------------------------------------------------------------
+
+    def candidates(self) -> list[CandidateSummary]:
+        """The job's current candidates in their order, with their latest records and
+        failures."""
+        def ask(ix: Index) -> list[CandidateSummary]:
+            counts = ix.candidate_counts(self.job)
+            return [CandidateSummary(c.label, c.model, c.revision, c.adapter, c.adapter_revision,
+                                     c.ordinal, *counts.get(c.label, (0, 0)))
+                    for c in ix.candidates(self.job)]
+
+        return self._ask(ask, [])
+
+    def select(self, candidate: str | None = None, model: str | None = None,
+               adapter: str | None = None) -> list[str]:
+        """The labels of the current candidates that match every criterion given (all of
+        them without any). Raises UnknownCandidateError for a label the job lacks; a
+        model or adapter no candidate has selects none."""
+        current = self._ask(lambda ix: ix.candidates(self.job), [])
+        labels = [c.label for c in current]
+        if candidate is not None and candidate not in labels:
+            raise UnknownCandidateError(self.job, candidate, labels)
+        return [c.label for c in current
+                if (candidate is None or c.label == candidate)
+                and (model is None or c.model == model)
+                and (adapter is None or c.adapter == adapter)]
+
+    def _one(self, candidate: str | None) -> str | None:
+        """The candidate a single lookup reads: the one named, or the job's only one
+        (None: the job has none). Raises CandidateRequiredError if it has several."""
+        labels = self.select(candidate)
+        if len(labels) > 1:
+            raise CandidateRequiredError(self.job, labels)
+        return labels[0] if labels else None
+
     # -- lookups -----------------------------------------------------------------------------
 
-    def get(self, input_id: str) -> PredictionRecord | None:
-        """The latest record of one input, or None."""
-        return self.get_many([input_id]).get(input_id)
+    def get(self, input_id: str, candidate: str | None = None) -> PredictionRecord | None:
+        """The latest record of one input (by `candidate`), or None."""
+        return self.get_many([input_id], candidate).get(input_id)
 
-    def get_many(self, ids: Iterable[str]) -> dict[str, PredictionRecord]:
-        """{input_id: latest record} for the ids that have one (others are left out)."""
+    def get_many(self, ids: Iterable[str], candidate: str | None = None
+                 ) -> dict[str, PredictionRecord]:
+        """{input_id: latest record} for the ids that have one (others are left out). A
+        job with several candidates needs `candidate` (CandidateRequiredError)."""
         wanted = list(dict.fromkeys(ids))
+        label = self._one(candidate)
+        if label is None:
+            return {}
 
         def locate() -> list[Located]:
-            found = self._ask(lambda ix: ix.latest_for(self.job, wanted), {})
+            found = self._ask(lambda ix: ix.latest_for(self.job, label, wanted), {})
             return [found[i] for i in wanted if i in found]
 
         return {r["input_id"]: r for r in self._resolve(locate)}
 
-    def versions(self, input_id: str) -> list[PredictionRecord]:
-        """Every cached version of one input, oldest first."""
-        return self._resolve(lambda: self._ask(lambda ix: ix.versions(self.job, input_id), []))
+    def versions(self, input_id: str, candidate: str | None = None) -> list[PredictionRecord]:
+        """Every cached version of one input (by `candidate`), oldest first."""
+        label = self._one(candidate)
+        if label is None:
+            return []
+        return self._resolve(lambda: self._ask(
+            lambda ix: ix.versions(self.job, input_id, [label]), []))
 
     def by_key(self, key: str) -> PredictionRecord | None:
         """A record of this job with this content address (a success if there is one,
@@ -217,43 +303,63 @@ class Predictions:
         return self.reader.by_key(key, self.job)
 
     def search(self, *, contains: str | None = None, failed: bool | None = None,
-               model: str | None = None, all_versions: bool = False, limit: int = 50,
+               candidate: str | None = None, model: str | None = None,
+               adapter: str | None = None, all_versions: bool = False, limit: int = 50,
                offset: int = 0) -> list[PredictionRecord]:
-        """Records in input id order. `contains`: a case-insensitive substring of the
-        output; `failed`: True only failures, False only successes; `model`: the model
-        reference; `all_versions`: every version, not just the latest of each input.
-        Filters on `failed` alone page through the index; `contains` and `model` read
-        those columns of every shard of the job (about a second per million rows)."""
-        return self.page(contains=contains, failed=failed, model=model,
-                         all_versions=all_versions, limit=limit, offset=offset, total=False)[0]
+        """Records in input id order, then candidate order. `contains`: a case-insensitive
+        substring of the output; `failed`: True only failures, False only successes;
+        `candidate`, `model`, `adapter`: only the current candidates with this label,
+        model reference or adapter reference (without them: every current candidate);
+        `all_versions`: every version, not just the latest of each input. Filters on
+        candidates and `failed` page through the index; `contains` searches the output
+        columns this reader keeps (batch.cache.textsearch: the first search of a job
+        reads them, about a second per million rows; later ones take milliseconds)."""
+        return self.page(contains=contains, failed=failed, candidate=candidate, model=model,
+                         adapter=adapter, all_versions=all_versions, limit=limit,
+                         offset=offset, total=False)[0]
 
     def count(self, *, contains: str | None = None, failed: bool | None = None,
-              model: str | None = None, all_versions: bool = False) -> int:
+              candidate: str | None = None, model: str | None = None,
+              adapter: str | None = None, all_versions: bool = False) -> int:
         """How many records `search` with the same filters pages through."""
-        if contains is None and model is None:
-            return self._ask(lambda ix: ix.count(self.job, failed=failed,
+        labels = self.select(candidate, model, adapter)
+        if contains is None:
+            return self._ask(lambda ix: ix.count(self.job, labels, failed=failed,
                                                  all_versions=all_versions), 0)
-        return len(self._scan(contains, failed, model, all_versions))
+        return self.page(contains=contains, failed=failed, candidate=candidate, model=model,
+                         adapter=adapter, all_versions=all_versions, limit=0)[1] or 0
 
     def page(self, *, contains: str | None = None, failed: bool | None = None,
-             model: str | None = None, all_versions: bool = False, limit: int = 50,
+             candidate: str | None = None, model: str | None = None,
+             adapter: str | None = None, all_versions: bool = False, limit: int = 50,
              offset: int = 0, total: bool = True) -> tuple[list[PredictionRecord], int | None]:
         """`search` and `count` at once: one pass over the shards when filtering on text."""
         if limit < 0 or offset < 0:
             raise ValueError("limit and offset must not be negative")
-        if contains is None and model is None:
+        labels = self.select(candidate, model, adapter)
+        if contains is None:
             found = self._resolve(lambda: self._ask(lambda ix: ix.listing(
-                self.job, failed=failed, all_versions=all_versions, limit=limit, offset=offset), []))
-            n = self.count(failed=failed, all_versions=all_versions) if total else None
+                self.job, labels, failed=failed, all_versions=all_versions, limit=limit,
+                offset=offset), []))
+            n = self._ask(lambda ix: ix.count(self.job, labels, failed=failed,
+                                              all_versions=all_versions), 0) if total else None
             return found, n
-        hits: list[Located] = []
+        hits: list[int] = []
 
         def locate() -> list[Located]:
-            hits[:] = self._scan(contains, failed, model, all_versions)
-            return hits[offset : offset + limit]
+            """The page's matches as the index lists them now (a match a run superseded
+            since the search is left out)."""
+            current = self.reader.current_text(self.job, labels, all_versions)
+            ranks = current.matching(contains, failed, None if total else offset + limit)
+            hits[:] = [len(ranks)]
+            wanted = current.located(ranks[offset : offset + limit])
+            ids = sorted({input_id for _, _, input_id in wanted})
+            listed = {(loc.shard, loc.row): loc for loc in self._ask(
+                lambda ix: ix.current(self.job, ids, labels, all_versions=all_versions), [])}
+            return [listed[(shard, row)] for shard, row, _ in wanted if (shard, row) in listed]
 
         found = self._resolve(locate)
-        return found, len(hits) if total else None
+        return found, hits[0] if total else None
 
     def info(self) -> JobInfo:
         for info in self.reader.jobs():
@@ -274,28 +380,8 @@ class Predictions:
                 return self.reader.read(self.job, locate())
             except (FileNotFoundError, ShardMismatch) as exc:
                 if attempt:
-                    raise ShardUnavailableError.of(self.job, exc) from exc
+                    raise unavailable(self.job, exc) from exc
         raise AssertionError("unreachable")
-
-    def _scan(self, contains: str | None, failed: bool | None, model: str | None,
-              all_versions: bool) -> list[Located]:
-        """Filters on Parquet columns: scan the job's shards (only the filtered columns),
-        then keep the matches the index still lists (a shard also holds superseded rows),
-        with the index's failure flag applied, in input id order."""
-        candidates: set[tuple[str, str, int]] = set()
-        for name in self._ask(lambda ix: ix.shards(self.job), {}):
-            try:
-                rows = matching_rows(self.reader.root / self.job / name, contains=contains,
-                                     model=model)
-            except FileNotFoundError:
-                continue  # collected since the index was read: its rows are not current
-            candidates.update((input_id, name, row) for input_id, row in rows)
-        ids = sorted({c[0] for c in candidates})
-        listed = self._ask(lambda ix: ix.current(self.job, ids, all_versions=all_versions), [])
-        out = [loc for loc in listed if (loc.input_id, loc.shard, loc.row) in candidates
-               and (failed is None or loc.failed == failed)]
-        out.sort(key=lambda h: (h.input_id, h.shard, h.row))
-        return out
 
 
 def list_jobs(predictions_root: Path) -> list[JobInfo]:

@@ -38,6 +38,8 @@ class PredictionRecord(TypedDict):
     model: str
     revision: str | None
     adapter: str | None
+    candidate: str
+    adapter_revision: str | None
     prompt: str | None
     output: str | None
     finish_reason: str | None
@@ -65,6 +67,34 @@ def arrow_schema() -> pa.Schema:
 
 def columns() -> list[str]:
     return arrow_schema().names
+
+
+# Columns shards written before candidates lack; readers fill them (`conform`).
+LATER_COLUMNS = ("candidate", "adapter_revision")
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """A table read from a shard, in the schema's columns and order: a shard written
+    before candidates has neither `candidate` (its rows' candidate is their `model`) nor
+    `adapter_revision` (null). Only columns the table has are kept or filled."""
+    names = table.column_names
+    for name in LATER_COLUMNS:
+        if name in names:
+            continue
+        if name == "candidate" and "model" in names:
+            table = table.append_column(arrow_schema().field(name), table["model"])
+        else:
+            table = table.append_column(arrow_schema().field(name).with_nullable(True),
+                                        pa.nulls(table.num_rows, pa.string()))
+    order = [c for c in arrow_schema().names if c in table.column_names]
+    return table.select(order)
+
+
+def is_legacy(schema: pa.Schema) -> bool:
+    """A shard's schema is the one written before candidates: every column but those."""
+    current = arrow_schema()
+    earlier = pa.schema([f for f in current if f.name not in LATER_COLUMNS])
+    return schema.equals(earlier, check_metadata=False)
 
 
 def declared_types() -> dict[str, object]:

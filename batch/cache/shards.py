@@ -10,6 +10,7 @@ again, except by gc on its way to deleting one (`.<name>.gc`).
 from __future__ import annotations
 
 import bisect
+import errno
 import hashlib
 import os
 from collections.abc import Container, Mapping, Sequence
@@ -18,12 +19,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batch.cache.errors import UnknownJobError
-from batch.cache.index import Index, Located
-from batch.cache.schema import PredictionRecord, arrow_schema
+from batch.cache.errors import DiskFullError, UnknownJobError
+from batch.cache.index import Index, Located, ShardEntry
+from batch.cache.schema import LATER_COLUMNS, PredictionRecord, arrow_schema, conform
 from schemas import is_job_name
 
 # Flat string and integer columns: the ones whose Parquet statistics give back their value.
@@ -35,6 +35,17 @@ _FROM_INDEX = frozenset({"input_id", "key"})
 class ShardMismatch(Exception):
     """The index and a shard disagree: the file is gone from the index, has another size
     or row count, or cannot be read. Readers retry once, then report it."""
+
+
+class ShardDamaged(ShardMismatch):
+    """The file under a shard's name is not the one the index describes: its size, its
+    SHA-256, a page checksum or its row count differ, or it does not decode. Never a
+    race (shards are immutable and keep their names): the rows it holds are refused."""
+
+
+# Every read checks the CRC of each page it decodes (written with each page below).
+CHECKED = {"page_checksum_verification": True}
+DAMAGED_SUFFIX = ".damaged"
 
 
 # -- where shards live -----------------------------------------------------------------------
@@ -78,6 +89,19 @@ def collected(directory: Path) -> list[Path]:
     return sorted(directory.glob(".*.gc"))
 
 
+def set_aside(path: Path) -> Path:
+    """Rename a damaged shard to `.<name>.damaged` (`.damaged.1`, … if taken): out of the
+    dataset, out of recovery's sight, and kept as evidence (nothing deletes it)."""
+    target = path.with_name(f".{path.name}{DAMAGED_SUFFIX}")
+    n = 0
+    while target.exists():
+        n += 1
+        target = path.with_name(f".{path.name}{DAMAGED_SUFFIX}.{n}")
+    os.rename(path, target)
+    fsync_dir(path.parent)
+    return target
+
+
 # -- writing ---------------------------------------------------------------------------------
 
 
@@ -93,15 +117,54 @@ def write_shard(directory: Path, name: str, records: Sequence[Mapping[str, objec
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{name}.tmp"
     table = pa.Table.from_pylist(list(records), schema=arrow_schema())
-    with tmp.open("wb") as fh:
-        pq.write_table(table, fh, row_group_size=row_group_rows, compression=compression)
-        fh.flush()
-        os.fsync(fh.fileno())
-    digest = file_sha256(tmp)
-    size = tmp.stat().st_size
-    os.rename(tmp, directory / name)
+    try:
+        with tmp.open("wb") as fh:
+            pq.write_table(table, fh, row_group_size=row_group_rows, compression=compression,
+                           write_page_checksum=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        digest = file_sha256(tmp)
+        size = tmp.stat().st_size
+        os.rename(tmp, directory / name)
+    except BaseException as exc:
+        # A full disk or a signal mid-write: no half-written file stays to fill the disk
+        # further (the next run's recovery would remove it too), and nothing is indexed.
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and (exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                                         or "No space left" in str(exc)):
+            raise DiskFullError(
+                f"no space left on the device holding {directory} while writing a shard of "
+                f"{len(records)} rows: nothing of it was kept; the shards written before "
+                "are indexed, so after freeing space the next run resumes from there") from exc
+        raise
     fsync_dir(directory)
     return size, digest
+
+
+def damage(path: Path, entry: ShardEntry | None) -> str | None:
+    """Why the file at `path` is not the shard the index describes (gone, another size,
+    another SHA-256), or None: it is, byte for byte."""
+    if entry is None:
+        return "the index does not list it"
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "its file is gone"
+    if size != entry.bytes:
+        return f"{size} bytes; the index recorded {entry.bytes}"
+    if file_sha256(path) != entry.sha256:
+        return "its SHA-256 differs from the one indexed"
+    return None
+
+
+def stat_signature(path: Path) -> str | None:
+    """What changes when a file is written, replaced or truncated (inode, size, mtime,
+    ctime); None when it is gone."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
 def file_sha256(path: Path) -> str:
@@ -124,51 +187,54 @@ def fsync_dir(path: Path) -> None:
 # -- reading ---------------------------------------------------------------------------------
 
 
-def index_entries(path: Path) -> tuple[str | None, list[tuple[str, str, bool]]]:
-    """What the index holds of a shard: its run id and each row's (input id, key, failed)."""
-    rows = pq.read_table(path, columns=["input_id", "key", "error", "run_id"]).to_pylist()
+def index_entries(path: Path) -> tuple[str | None, list[tuple[str, str, bool, str]]]:
+    """What the index holds of a shard: its run id and each row's (input id, key, failed,
+    candidate); a shard written before candidates names its rows' model instead."""
+    names = pq.read_schema(path).names
+    label = "candidate" if "candidate" in names else "model"
+    rows = pq.read_table(path, columns=["input_id", "key", "error", "run_id", label],
+                         **CHECKED).to_pylist()
     run_id = rows[0]["run_id"] if rows else None
-    return run_id, [(r["input_id"], r["key"], r["error"] is not None) for r in rows]
+    return run_id, [(r["input_id"], r["key"], r["error"] is not None, r[label]) for r in rows]
 
 
 def read_rows(path: Path, rows: list[int]) -> pa.Table:
     """These rows of a shard, every column, in the order given."""
-    return pq.read_table(path, schema=arrow_schema()).take(pa.array(rows, pa.int64()))
-
-
-def matching_rows(path: Path, *, contains: str | None, model: str | None) -> list[tuple[str, int]]:
-    """(input id, row) of the rows whose output contains `contains` (ignoring case) and
-    whose model is `model`; reads only those columns."""
-    wanted = ["input_id"] + (["output"] if contains is not None else []) + \
-        (["model"] if model is not None else [])
-    table = pq.read_table(path, columns=wanted)
-    mask = None
-    if contains is not None:
-        mask = pc.fill_null(pc.match_substring(table["output"], contains, ignore_case=True), False)
-    if model is not None:
-        same = pc.fill_null(pc.equal(table["model"], model), False)
-        mask = same if mask is None else pc.and_(mask, same)
-    rows = pc.indices_nonzero(mask).to_pylist()
-    ids = table["input_id"].take(pa.array(rows, pa.int64())).to_pylist()
-    return list(zip(ids, rows, strict=True))
+    table = conform(pq.read_table(path, **CHECKED)).cast(arrow_schema())
+    return table.take(pa.array(rows, pa.int64()))
 
 
 class OpenShard:
     """A shard kept open for lookups: where each of its row groups starts, and which
     columns each row group need not decode."""
 
-    def __init__(self, path: Path, rows: int, size: int) -> None:
-        # memory_map: a row group read is then a slice of the page cache, not a read().
-        # Size and row count as indexed: a cheap sign that this is the file the index
-        # describes (`cache verify` compares checksums and every row).
-        self.source = pa.memory_map(str(path))
+    def __init__(self, path: Path, rows: int, size: int, sha256: str | None = None) -> None:
+        # Plain reads, not a memory map: a shard truncated while it is open must fail a
+        # read, not kill the process with SIGBUS. The whole file's SHA-256, once per open
+        # (about 1 ms a megabyte here), proves it is the file the index describes: page
+        # checksums leave page headers, the footer and its statistics (which `constants`
+        # serves values from) uncovered. Pages are checked again as they are decoded,
+        # should the file change while it is open.
+        self.source = pa.OSFile(str(path))
         try:
             if self.source.size() != size:
-                raise ShardMismatch(f"{path} is {self.source.size()} bytes; the index recorded {size}")
-            self.file = pq.ParquetFile(self.source)
+                raise ShardDamaged(f"{path.name} is {self.source.size()} bytes; the index "
+                                   f"recorded {size}")
+            if sha256 is not None:
+                digest = hashlib.sha256()
+                while chunk := self.source.read(1 << 20):
+                    digest.update(chunk)
+                self.source.seek(0)
+                found = digest.hexdigest()
+                if found != sha256:
+                    raise ShardDamaged(f"{path.name}: its SHA-256 differs from the one indexed")
+            try:
+                self.file = pq.ParquetFile(self.source, **CHECKED)
+            except (OSError, pa.ArrowException) as exc:
+                raise ShardDamaged(f"{path.name}: unreadable: {exc}") from exc
             meta = self.file.metadata
             if meta.num_rows != rows:
-                raise ShardMismatch(f"{path} has {meta.num_rows} rows; the index recorded {rows}")
+                raise ShardDamaged(f"{path.name} has {meta.num_rows} rows; the index recorded {rows}")
         except BaseException:
             self.source.close()
             raise
@@ -176,6 +242,8 @@ class OpenShard:
         for i in range(meta.num_row_groups):
             self.starts.append(self.starts[-1] + meta.row_group(i).num_rows)
         self.num_rows = meta.num_rows
+        # Columns a shard written before candidates lacks: filled on every read.
+        self.missing = [c for c in LATER_COLUMNS if c not in self.file.schema_arrow.names]
         self._constants: dict[int, dict[str, Any]] = {}
 
     def group_of(self, row: int) -> int:
@@ -235,6 +303,8 @@ class OpenShard:
         out = []
         for loc, rec in zip(locs, picked, strict=True):
             rec.update(constants, input_id=loc.input_id, key=loc.key)
+            for name in self.missing:
+                rec[name] = rec["model"] if name == "candidate" else None
             # The schema's column order; the columns are exactly PredictionRecord's.
             out.append(cast(PredictionRecord, {c: rec[c] for c in names}))
         return out

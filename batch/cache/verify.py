@@ -3,7 +3,7 @@
 verify reads everything and changes nothing: every indexed shard exists, has
 the size and SHA-256 the index recorded, is readable Parquet with the schema
 and row count the index expects, and holds at each indexed row the input id,
-key and failure state the index says; `latest` agrees with `records`; every
+key, failure state and candidate the index says; each input has one latest; every
 Parquet file in a job's directory is indexed.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from batch.cache.index import Index, ShardEntry
-from batch.cache.schema import arrow_schema
-from batch.cache.shards import file_sha256, select_jobs
+from batch.cache.schema import arrow_schema, is_legacy
+from batch.cache.shards import CHECKED, DAMAGED_SUFFIX, file_sha256, select_jobs
 
 EXAMPLES = 3  # mismatching rows quoted per shard; the count says how many in all
 
@@ -83,12 +83,12 @@ def _verify_job(root: Path, index: Index | None, job: str, report: VerifyReport)
                 _verify_shard(directory, job, shards[shard], [], report)
             if n := index.latest_mismatches(job):
                 report.problems.append(Finding(job, None, "latest-mismatch",
-                                               f"{n} latest entries do not match a record"))
+                                               f"{n} inputs have more than one latest record"))
     _scan_directory(directory, job, set(shards), report)
 
 
 def _verify_shard(directory: Path, job: str, expected: ShardEntry,
-                  rows: list[tuple[str, int, str, str, bool]], report: VerifyReport) -> None:
+                  rows: list[tuple[str, int, str, str, bool, str]], report: VerifyReport) -> None:
     name = expected.name
     path = directory / name
     problems = report.problems
@@ -103,11 +103,14 @@ def _verify_shard(directory: Path, job: str, expected: ShardEntry,
     elif file_sha256(path) != expected.sha256:
         problems.append(Finding(job, name, "checksum", "SHA-256 differs from the one indexed"))
     try:
-        table = pq.read_table(path)  # every column decoded: "readable" means all of it
+        # Every column decoded, every page's checksum checked: "readable" means all of it.
+        table = pq.read_table(path, **CHECKED)
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         problems.append(Finding(job, name, "unreadable", str(exc)))
         return
-    if not table.schema.equals(arrow_schema(), check_metadata=False):
+    # A shard written before candidates lacks their columns; readers fill them in.
+    legacy = is_legacy(table.schema)
+    if not legacy and not table.schema.equals(arrow_schema(), check_metadata=False):
         problems.append(Finding(job, name, "schema", "columns differ from schemas/prediction.schema.json"))
         return
     report.rows += table.num_rows
@@ -116,9 +119,10 @@ def _verify_shard(directory: Path, job: str, expected: ShardEntry,
                                 f"{table.num_rows} rows; the index recorded {expected.rows}"))
     ids, keys = table["input_id"].to_pylist(), table["key"].to_pylist()
     failed = table["error"].is_valid().to_pylist()
-    bad = [(row, input_id) for _, row, input_id, key, fail in rows
+    labels = table["model" if legacy else "candidate"].to_pylist()
+    bad = [(row, input_id) for _, row, input_id, key, fail, label in rows
            if row >= table.num_rows or ids[row] != input_id or keys[row] != key
-           or failed[row] != fail]
+           or failed[row] != fail or labels[row] != label]
     if bad:
         quoted = ", ".join(f"row {r} ({i!r})" for r, i in bad[:EXAMPLES])
         problems.append(Finding(job, name, "index-mismatch",
@@ -135,10 +139,14 @@ def _scan_directory(directory: Path, job: str, indexed: set[str], report: Verify
                                         "a write in progress, or one a crash interrupted (gc removes it)"))
         elif name.startswith(".") and name.endswith(".gc"):
             report.notes.append(Finding(job, name, "interrupted-gc", "gc finishes or undoes it"))
+        elif name.startswith(".") and DAMAGED_SUFFIX in name:
+            report.notes.append(Finding(job, name, "damaged-kept",
+                                        "a damaged shard `cache repair` set aside; its rows left "
+                                        "the index (delete the file once it has been examined)"))
         elif name.endswith(".parquet") and not name.startswith(".") and name not in indexed:
             report.problems.append(Finding(job, name, "unindexed",
                                            "not in the index (a crash after the write); "
-                                           "the next run or `almanac cache gc` indexes it"))
+                                           "the next run or `almanac cache repair` indexes it"))
 
 
 def _recheck(root: Path, report: VerifyReport) -> None:

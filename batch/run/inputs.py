@@ -14,21 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from batch.run.files import FileMissing, FileProblem, check_regular
+from batch.run.openai_batch import LineError, parse_line
 from batch.run.spec import InputSpec
 from schemas.errors import AlmanacError
 
-# OpenAI batch body fields that map onto our sampling parameters.
-OPENAI_SAMPLING = {
-    "max_tokens": "max_tokens",
-    "max_completion_tokens": "max_tokens",
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "seed": "seed",
-    "stop": "stop",
-    "n": "n",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-}
+MAX_LINE = 256 * 1024 * 1024  # bytes of one JSONL line
 
 
 class InputError(AlmanacError, OSError):
@@ -45,6 +36,9 @@ class InputRow:
     messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
     sampling: dict[str, Any] | None = None
+    # A digest of everything in the row a prompt can depend on (batch.run.upstream.row_basis),
+    # from sources that give one (chains): planning may then reuse the key it made last time.
+    basis: str | None = None
 
 
 def content_id(fields: dict[str, Any]) -> str:
@@ -53,8 +47,15 @@ def content_id(fields: dict[str, Any]) -> str:
 
 
 def read_rows(spec: InputSpec) -> Iterator[InputRow]:
-    if not spec.path.exists():
-        raise InputError(f"input file not found: {spec.path}")
+    if spec.path is None:  # a chain's rows come from the cache, through the runner's Upstream
+        raise InputError(f"input.job {spec.job!r}: another job's predictions are read by "
+                         "the runner's upstream reader (batch.data.chains), not from a file")
+    try:
+        check_regular(spec.path)  # a device or FIFO would be read without end
+    except FileMissing:
+        raise InputError(f"input file not found: {spec.path}") from None
+    except FileProblem as exc:
+        raise InputError(f"input file {spec.path} {exc}") from None
     readers = {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet, "openai-batch": _openai}
     yield from readers[spec.format](spec.path, spec.id_field)
 
@@ -67,9 +68,17 @@ def _with_id(position: int, fields: dict[str, Any], id_field: str) -> InputRow:
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str | None, str | None]]:
-    """(line number, text, decode error); bad bytes spoil one line, not the file."""
+    """(line number, text, decode error); bad bytes spoil one line, not the file, and so
+    does a line over MAX_LINE bytes (read no further than that: memory stays bounded)."""
     with path.open("rb") as fh:
-        for n, raw in enumerate(fh, start=1):
+        n = 0
+        while raw := fh.readline(MAX_LINE + 1):
+            n += 1
+            if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+                while (rest := fh.readline(MAX_LINE)) and not rest.endswith(b"\n"):
+                    pass  # skip to the end of the line
+                yield n, None, f"line {n}: longer than {MAX_LINE:,} bytes"
+                continue
             try:
                 yield n, raw.decode("utf-8"), None
             except UnicodeDecodeError as exc:
@@ -82,9 +91,11 @@ def _jsonl(path: Path, id_field: str) -> Iterator[InputRow]:
             continue
         if error is None:
             try:
-                fields = json.loads(text)
+                fields = _object(text)
             except json.JSONDecodeError as exc:
                 error = f"line {n}: invalid JSON: {exc.msg} at column {exc.colno}"
+            except RecursionError:
+                error = f"line {n}: invalid JSON: nested too deeply"
             else:
                 if isinstance(fields, dict):
                     yield _with_id(n, fields, id_field)
@@ -93,12 +104,38 @@ def _jsonl(path: Path, id_field: str) -> Iterator[InputRow]:
         yield InputRow(n, f"line-{n}", error=error)
 
 
+def _object(text: str) -> Any:
+    """json.loads(text), without its two regular-expression scans for whitespace (a
+    third of the time of a short line); json.loads itself words any error."""
+    stripped = text.strip(" \t\n\r")  # JSON's whitespace, no other
+    try:
+        value, end = _DECODE(stripped)
+    except json.JSONDecodeError:
+        value, end = None, -1
+    if end != len(stripped):
+        return json.loads(text)  # raises, with json's own message and column
+    return value
+
+
+_DECODE = json.JSONDecoder().raw_decode
+
+
 def _csv(path: Path, id_field: str) -> Iterator[InputRow]:
     # utf-8-sig: a spreadsheet's byte order mark must not become part of the first
     # column's name (the id column, usually).
+    if csv.field_size_limit() < MAX_LINE:  # the default, 128 KiB, is less than a long document
+        csv.field_size_limit(MAX_LINE)
     with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
         reader = csv.DictReader(fh)
-        for fields in reader:
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # a NUL byte, a field over the limit: this row only
+                n = reader.line_num
+                yield InputRow(n, f"line-{n}", error=f"line {n}: unreadable CSV: {exc}")
+                continue
             n = reader.line_num  # blank lines and quoted newlines count too
             if None in fields:
                 yield InputRow(n, f"line-{n}", error=f"line {n}: more values than header columns")
@@ -117,35 +154,30 @@ def _parquet(path: Path, id_field: str) -> Iterator[InputRow]:
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise InputError(f"cannot read Parquet file {path}: {exc}") from exc
     n = 0
-    for batch in pf.iter_batches(batch_size=8192):
+    batches = pf.iter_batches(batch_size=8192)
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as exc:  # damage past the footer shows only when a page is read
+            raise InputError(f"cannot read Parquet file {path} after row {n}: {exc}") from exc
+        if batch is None:
+            return
         for fields in batch.to_pylist():
             n += 1
             yield _with_id(n, fields, id_field)
 
 
 def _openai(path: Path, id_field: str) -> Iterator[InputRow]:
-    """OpenAI/vLLM batch lines run as they are: custom_id, body.messages or body.prompt."""
+    """OpenAI/vLLM batch lines run as they are (batch.run.openai_batch reads each)."""
     for row in _jsonl(path, "custom_id"):
         if row.error is not None:
             yield row
             continue
         assert row.fields is not None
-        body = row.fields.get("body")
-        custom_id = row.fields.get("custom_id")
-        problem = None
-        if not isinstance(custom_id, str) or not custom_id:
-            problem = "missing custom_id"
-        elif not isinstance(body, dict):
-            problem = "missing body"
-        elif not isinstance(body.get("messages"), list) and not isinstance(body.get("prompt"), str):
-            problem = "body has neither messages nor prompt"
-        if problem:
-            yield InputRow(row.position, row.id, error=f"line {row.position}: {problem}")
+        try:
+            line = parse_line(row.fields)
+        except LineError as exc:
+            yield InputRow(row.position, row.id, error=f"line {row.position}: {exc}")
             continue
-        sampling = {ours: body[theirs] for theirs, ours in OPENAI_SAMPLING.items() if theirs in body}
-        if isinstance(sampling.get("stop"), str):
-            sampling["stop"] = [sampling["stop"]]
-        yield InputRow(
-            row.position, custom_id, row.fields,
-            messages=body.get("messages"), prompt=body.get("prompt"), sampling=sampling,
-        )
+        yield InputRow(row.position, line.custom_id, row.fields, messages=line.messages,
+                       prompt=line.prompt, sampling=line.sampling)

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from batch.run.errors import SpecError
+from batch.run.sandbox import MAX_TEMPLATE, BoundedSandbox, BoundsError, render_bounded
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,9 @@ class PromptRenderer:
     def __init__(self, prompt: PromptSpec) -> None:
         # StrictUndefined: a misspelt or missing field fails the row instead of
         # silently rendering an empty string into the prompt. Immutable: a template
-        # that appended to `examples` would change every later row's prompt.
-        self._env = ImmutableSandboxedEnvironment(
+        # that appended to `examples` would change every later row's prompt. Bounded
+        # (batch.run.sandbox): no template may loop, recurse or allocate without end.
+        self._env = BoundedSandbox(
             keep_trailing_newline=True, undefined=jinja2.StrictUndefined, autoescape=False
         )
         # What the job sets wins over a row field of the same name; what it leaves
@@ -50,10 +51,17 @@ class PromptRenderer:
         ]
 
     def _compile(self, where: str, source: str) -> jinja2.Template:
+        if len(source) > MAX_TEMPLATE:
+            raise SpecError(f"{where}: the template is {len(source):,} characters "
+                            f"(at most {MAX_TEMPLATE:,}); put long text in context_file")
         try:
             return self._env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
             raise SpecError(f"{where}: template syntax error at line {exc.lineno}: {exc.message}") from None
+        except (RecursionError, MemoryError, SyntaxError) as exc:
+            # Nesting deeper than Jinja's parser or Python's compiler can take.
+            raise SpecError(f"{where}: the template nests too deeply to compile "
+                            f"({type(exc).__name__})") from None
 
     @property
     def chat(self) -> bool:
@@ -67,8 +75,15 @@ class PromptRenderer:
         variables = self._vars(fields)
         try:
             if self._template is not None:
-                return self._template.render(variables)
-            return [{"role": role, "content": t.render(variables)} for role, t in self._messages]
+                return render_bounded(self._template, variables)
+            return [{"role": role, "content": render_bounded(t, variables)}
+                    for role, t in self._messages]
+        except BoundsError as exc:
+            raise RenderError(f"template error: {exc}") from None
+        except RecursionError:
+            raise RenderError("template error: recursion too deep (a macro calling itself?)") from None
+        except MemoryError:
+            raise RenderError("template error: out of memory while rendering") from None
         except jinja2.UndefinedError as exc:
             raise RenderError(f"template error: {exc.message}") from None
         except jinja2.TemplateError as exc:

@@ -12,7 +12,7 @@ from batch.cache.schema import PredictionRecord
 
 if TYPE_CHECKING:  # the engine module is only needed once rows are generated
     from batch.run.engine import Completion
-    from batch.run.plan import Failure, Request
+    from batch.run.plan import Failure, Plan, Request
 
 
 def prompt_text(prompt: str | list[dict[str, Any]] | None) -> str | None:
@@ -23,19 +23,29 @@ def prompt_text(prompt: str | list[dict[str, Any]] | None) -> str | None:
 
 
 class RecordBuilder:
-    """Records of one run of one job on one model (and adapter)."""
+    """Records of one run of one job by one candidate (a model, and maybe an adapter)."""
 
-    def __init__(self, job: str, model: str, revision: str | None, adapter: str | None,
-                 run_id: str) -> None:
-        self.job, self.model, self.revision, self.adapter = job, model, revision, adapter
-        self.run_id = run_id
+    def __init__(self, job: str, run_id: str, *, candidate: str, model: str,
+                 revision: str | None, adapter: str | None = None,
+                 adapter_revision: str | None = None) -> None:
+        self.job, self.run_id, self.candidate = job, run_id, candidate
+        self.model, self.revision = model, revision
+        self.adapter, self.adapter_revision = adapter, adapter_revision
+
+    @classmethod
+    def of(cls, plan: Plan, run_id: str) -> RecordBuilder:
+        """Records of a plan's candidate."""
+        return cls(plan.job, run_id, candidate=plan.candidate, model=plan.model,
+                   revision=plan.revision, adapter=plan.adapter,
+                   adapter_revision=plan.adapter_revision)
 
     def _record(self, input_id: str, key: str, *, prompt: str | None = None,
                 params: str | None = None, prompt_tokens: int | None = None,
                 error: str | None = None) -> PredictionRecord:
         return PredictionRecord(
             key=key, job=self.job, input_id=input_id, model=self.model,
-            revision=self.revision, adapter=self.adapter, prompt=prompt, output=None,
+            revision=self.revision, adapter=self.adapter, candidate=self.candidate,
+            adapter_revision=self.adapter_revision, prompt=prompt, output=None,
             finish_reason=None, prompt_tokens=prompt_tokens, output_tokens=None,
             run_id=self.run_id, created_at=datetime.now(UTC), error=error,
             outputs=None, logprobs=None, params=params,
@@ -66,8 +76,9 @@ class RecordBuilder:
 
     def copied(self, source: PredictionRecord, input_id: str) -> PredictionRecord:
         """Another record of the same key: same weights, same answer; the catalog name,
-        input id and run are this job's."""
+        candidate, input id and run are this job's."""
         record = source.copy()
         record.update(job=self.job, input_id=input_id, model=self.model, run_id=self.run_id,
-                      created_at=datetime.now(UTC))
+                      candidate=self.candidate, adapter=self.adapter,
+                      adapter_revision=self.adapter_revision, created_at=datetime.now(UTC))
         return record

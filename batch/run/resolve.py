@@ -32,9 +32,11 @@ class ResolvedModel:
 
 @dataclass(frozen=True)
 class ResolvedAdapter:
-    path: str
-    identity: str
+    path: str  # what vLLM loads
+    identity: str  # the adapter part of every cache key (`lora:sha256:…`)
     rank: int
+    base: str | None = None  # the model it was trained on, as its config or catalog entry says
+    catalog_ref: str | None = None  # its catalog reference, if the catalog has it
 
 
 def resolve_model(session: Session, ref: str, revision: str | None,
@@ -77,6 +79,7 @@ def _resolve_hub_revision(repo_id: str, revision: str | None) -> str:
 
 def resolve_adapter(session: Session, adapter: str, store: PredictionStore) -> ResolvedAdapter:
     path = Path(adapter)
+    entry = None
     if not path.is_dir():
         entry = find_model(session, adapter)
         if entry is not None and entry.local_path and Path(entry.local_path).is_dir():
@@ -92,6 +95,13 @@ def resolve_adapter(session: Session, adapter: str, store: PredictionStore) -> R
     config = path / "adapter_config.json"
     if not config.is_file():
         raise ResolveError(f"adapter {adapter!r}: no adapter_config.json in {path}")
-    rank = int(json.loads(config.read_text()).get("r", 8))
+    try:
+        settings = json.loads(config.read_text())
+        rank = int(settings.get("r", 8))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ResolveError(f"adapter {adapter!r}: unreadable adapter_config.json: {exc}") from exc
+    base = (entry.base_model if entry is not None else None) or \
+        settings.get("base_model_name_or_path") or None
     digest = fingerprint_dir(path, store.fingerprint_get, store.fingerprint_put)
-    return ResolvedAdapter(str(path), f"lora:{digest}", rank)
+    return ResolvedAdapter(str(path), f"lora:{digest}", rank, base,
+                           entry.ref if entry is not None else None)

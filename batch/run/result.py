@@ -5,6 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from catalog.records import CandidateRun
+
+# What a run reports of each candidate; the rest of CandidateRun is filled when read back.
+CANDIDATE_FIELDS = ("label", "model_ref", "revision", "adapter", "adapter_revision", "inputs",
+                    "cached", "copied", "generated", "failed", "prompt_tokens", "output_tokens",
+                    "generation_s", "engine_start_s", "engine_group")
+
 
 @dataclass
 class Phases:
@@ -17,8 +24,10 @@ class Phases:
     plan_s: float = 0.0  # reading, rendering and keying rows; index lookups
     plan_lookups_s: float = 0.0  # of which: index lookups
     catalog_s: float = 0.0  # the run's record in the catalog, at its start and end
+    cluster_s: float = 0.0  # reaching a Ray cluster (or starting a local one) and its checks
     copy_s: float = 0.0  # repointing, and reading rows generated elsewhere to copy them
     engine_start_s: float = 0.0  # importing vLLM and loading the model, if this run did
+    # (on Ray: until the first rows come back, the replicas' start and their first batch)
     tokenize_s: float = 0.0  # prompt token ids (the engine gets ids, not text)
     generate_s: float = 0.0  # handing requests to the engine and waiting for answers
     engine_enqueue_s: float = 0.0  # of which: LLM.enqueue
@@ -44,13 +53,17 @@ class RunResult:
     prompt_tokens: int = 0
     output_tokens: int = 0
     engine_started: bool = False
-    engine_start_s: float | None = None
+    engine_starts: int = 0  # engines this run started: one per base at most
+    engine_start_s: float | None = None  # all of them
     generation_s: float | None = None  # from the first request to the last answer written
     plan_s: float = 0.0  # from the start to a finished plan (lock, recovery, resolving, planning)
     total_s: float = 0.0
     shards: list[str] = field(default_factory=list)
     error: str | None = None
     phases: Phases = field(default_factory=Phases)
+    candidates: list[CandidateRun] = field(default_factory=list)  # each one's share
+    executor: str = "local"  # where rows were generated: in this process, or "ray"
+    replicas: int | None = None  # engine replicas on the Ray cluster
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -59,7 +72,8 @@ class RunResult:
         return self.output_tokens / self.generation_s
 
     def to_json(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k != "phases"}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("phases", "candidates")}
         out["tokens_per_s"] = self.tokens_per_s
         out["phases"] = self.phases.to_json()
+        out["candidates"] = [{k: getattr(c, k) for k in CANDIDATE_FIELDS} for c in self.candidates]
         return out

@@ -13,37 +13,33 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batch.cache.lock import JobLock
 from batch.cache.schema import PredictionRecord
 from batch.cache.store import PredictionStore, ShardWriter
-from batch.run.engine import (
-    Completion,
-    Engine,
-    EnginePool,
-    EngineRequest,
-    EngineStats,
-    EngineTarget,
-)
+from batch.run.candidates import Candidate, engine_groups, resolve_candidates, route
+from batch.run.engine import EnginePool
+from batch.run.generate import Share, generate
+from batch.run.inputs import InputRow, read_rows
 from batch.run.machine import hardware
-from batch.run.plan import Failure, Plan, make_plan
-from batch.run.progress import Progress
+from batch.run.plan import Plan, Target, make_plans
+from batch.run.ray_settings import RayAddress
 from batch.run.records import RecordBuilder
-from batch.run.resolve import (
-    ResolvedAdapter,
-    ResolvedModel,
-    resolve_adapter,
-    resolve_model,
-)
 from batch.run.result import Phases, RunResult
 from batch.run.spec import JobSpec
+from batch.run.stopping import Stopped, catch_stops, shielded
 from catalog import runs as run_log
 from catalog.db import Catalog
+from catalog.records import CandidateRun
+
+if TYPE_CHECKING:  # the protocol only types an argument; the Ray executor loads when used
+    from batch.run.ray_executor import RayCluster
+    from batch.run.upstream import Upstream
 
 __all__ = ["Phases", "RunResult", "Runner", "configure_logging"]
 
 log = logging.getLogger("almanac.batch")
-TOKENIZE_CHUNK = 1024
 COPY_CHUNK = 10_000  # copied rows read per batch of shard reads
 
 
@@ -57,15 +53,17 @@ class _Output:
         if not records:
             return
         began = time.perf_counter()
-        for record in records:
-            self.writer.add(record)
+        with shielded():  # a stop waits for the shard being written and indexed
+            for record in records:
+                self.writer.add(record)
         self.phases.write_s += time.perf_counter() - began
 
     def flush(self) -> None:
         if not self.writer.buffer:
             return
         began = time.perf_counter()
-        self.writer.flush()
+        with shielded():
+            self.writer.flush()
         self.phases.write_s += time.perf_counter() - began
 
 
@@ -74,12 +72,27 @@ class Runner:
     several jobs on one model (or a test session) start the engine once."""
 
     def __init__(self, catalog: Catalog, predictions: Path, locks: Path,
-                 pool: EnginePool | None = None) -> None:
+                 pool: EnginePool | None = None, upstream: Upstream | None = None,
+                 ray: RayAddress | None = None) -> None:
         self.catalog = catalog
-        self.store = PredictionStore(predictions)
+        # Generate on this Ray cluster instead of in this process (`--ray ADDRESS`).
+        self.ray = ray
+        self._cluster: RayCluster | None = None
+        # Reads chains' rows (`[input] job`) and keeps their lineage; the front door hands
+        # in batch.data.chains.UpstreamReader (a room above this one).
+        self.upstream = upstream
+        self.predictions = predictions
+        self._store: PredictionStore | None = None
         self.locks = locks
         self._pool = pool
         self._owns_pool = pool is None
+
+    @property
+    def store(self) -> PredictionStore:
+        """The cache this runner writes, opened on first use: a dry run never opens it."""
+        if self._store is None:
+            self._store = PredictionStore(self.predictions)
+        return self._store
 
     @property
     def pool(self) -> EnginePool:
@@ -87,12 +100,22 @@ class Runner:
             self._pool = EnginePool()
         return self._pool
 
+    def input_rows(self, spec: JobSpec) -> Iterator[InputRow]:
+        """The job's input rows: its file's, or a chain's upstream predictions."""
+        if spec.input.format == "job" and self.upstream is not None:
+            return self.upstream.rows(spec)
+        return read_rows(spec.input)
+
     def close(self) -> None:
         """Closes the index, and the engines if this runner started them (a pool
         handed in, as tests share one, stays open for its owner)."""
         if self._owns_pool and self._pool is not None:
             self._pool.close()
-        self.store.close()
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+        if self._store is not None:
+            self._store.close()
 
     def run(self, spec: JobSpec, *, dry_run: bool = False, limit: int | None = None,
             retry_failed: bool = False) -> RunResult:
@@ -100,171 +123,185 @@ class Runner:
         phases = Phases()
         if dry_run:
             # Planning only reads; a dry run must work while cron holds the lock.
-            return self._plan(spec, began, phases, limit, retry_failed)[0]
-        with JobLock(self.locks, spec.name):
+            return self._dry_run(spec, began, phases, limit, retry_failed)
+        # SIGINT / SIGTERM raise Stopped (batch.run.stopping): the writer keeps what it
+        # holds, the run is recorded as interrupted, and the lock is released.
+        with catch_stops(), JobLock(self.locks, spec.name):
             recovered = self.store.recover(spec.name)
+            with shielded(), self.catalog.sessions.begin() as s:
+                # Under the lock no other run of this job can be going: a run still
+                # "running" was killed (kill -9, a crash) before it could say so.
+                recovered["runs_closed"] = run_log.close_stale_runs(s, spec.name)
             if any(recovered.values()):
                 log.warning("recovered after an interrupted run: %s", recovered)
             phases.recover_s = time.perf_counter() - began
-            result, plan, model, adapter = self._plan(spec, began, phases, limit, retry_failed)
+            result, plans, candidates = self._plan(spec, began, phases, limit, retry_failed)
+            # Before anything is written: a cluster that cannot serve leaves no trace.
+            where = self._reach_cluster(spec, plans, candidates, result) or hardware()
+            if self.upstream is not None:  # the job's file, a chain's lineage and memo
+                mark = time.perf_counter()
+                with shielded():
+                    self.upstream.record(spec, plans, complete=limit is None)
+                phases.plan_s += time.perf_counter() - mark
             run_id = result.run_id = uuid.uuid4().hex
             mark = time.perf_counter()
-            with self.catalog.sessions.begin() as s:
-                run_log.start_run(s, run_id, spec.name, model.ref, model.revision, hardware())
+            first = candidates[0].model
+            with shielded(), self.catalog.sessions.begin() as s:
+                run_log.start_run(s, run_id, spec.name, first.ref, first.revision, where)
             phases.catalog_s += time.perf_counter() - mark
             try:
-                self._execute(spec, plan, model, adapter, result, run_id)
+                self._execute(spec, plans, candidates, result, run_id)
                 result.status = "failed_rows" if result.failed else "ok"
-            except KeyboardInterrupt:
-                result.status, result.error = "interrupted", "interrupted"
+            except (Stopped, KeyboardInterrupt) as stop:
+                name = stop.name if isinstance(stop, Stopped) else "SIGINT"
+                result.status, result.error = "interrupted", f"stopped by {name}"
+                if isinstance(stop, Stopped):
+                    stop.result = result
                 raise
             except Exception as exc:
                 result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
                 raise
             finally:
                 mark = time.perf_counter()
-                self._record(result, run_id)
+                with shielded():
+                    self._record(result, run_id, spec, candidates)
                 phases.catalog_s += time.perf_counter() - mark
                 result.total_s = time.perf_counter() - began
         return result
 
+    def _dry_run(self, spec: JobSpec, began: float, phases: Phases, limit: int | None,
+                 retry_failed: bool) -> RunResult:
+        """The plan a real run would make, from a store that writes nothing (no index
+        created, no fingerprint kept, crash leftovers indexed only in memory)."""
+        scratch = PredictionStore.for_dry_run(self.predictions, spec.name)
+        kept, self._store = self._store, scratch
+        try:
+            return self._plan(spec, began, phases, limit, retry_failed)[0]
+        finally:
+            self._store = kept
+            scratch.close()
+
     def _plan(self, spec: JobSpec, began: float, phases: Phases, limit: int | None,
-              retry_failed: bool) -> tuple[RunResult, Plan, ResolvedModel, ResolvedAdapter | None]:
+              retry_failed: bool) -> tuple[RunResult, list[Plan], list[Candidate]]:
         mark = time.perf_counter()
         with self.catalog.sessions() as s:
-            model = resolve_model(s, spec.model, spec.revision, self.store)
-            adapter = resolve_adapter(s, spec.adapter, self.store) if spec.adapter else None
+            candidates = resolve_candidates(s, spec.candidates, spec.path, self.store)
         planning = time.perf_counter()
         phases.resolve_s = planning - mark
-        plan = make_plan(spec, self.store, model_identity=model.identity,
-                         revision=model.revision,
-                         adapter_identity=adapter.identity if adapter else None,
-                         limit=limit, retry_failed=retry_failed)
-        done = time.perf_counter()
-        phases.plan_s, phases.plan_lookups_s = done - planning, plan.lookups_s
-        result = RunResult(spec.name, None, "planned", plan.summary(), plan_s=done - began,
-                           total_s=done - began, phases=phases)
-        return result, plan, model, adapter
+        targets = [Target(c.label, c.model.ref, c.model.revision, c.model.identity,
+                          c.adapter_ref, c.adapter_identity) for c in candidates]
 
-    def _record(self, r: RunResult, run_id: str) -> None:
+        def router(name: str | None) -> list[int] | str:
+            chosen = route(name, candidates)
+            if chosen is None:
+                return (f"body.model {name!r} is not a candidate of this job (its candidates: "
+                        f"{', '.join(c.label for c in candidates)})")
+            return [c.ordinal for c in chosen]
+
+        plans = make_plans(spec, self.store, targets, route=router, limit=limit,
+                           retry_failed=retry_failed, upstream=self.upstream)
+        done = time.perf_counter()
+        phases.plan_s = done - planning
+        phases.plan_lookups_s = sum(p.lookups_s for p in plans)
+        summary = {name: sum(p.summary()[name] for p in plans) for name in plans[0].summary()}
+        result = RunResult(spec.name, None, "planned", {**summary, "candidates": len(plans)},
+                           plan_s=done - began, total_s=done - began, phases=phases)
+        result.candidates = [
+            CandidateRun(c.label, c.model.ref, c.model.revision, c.adapter_ref,
+                         c.adapter_identity, inputs=p.inputs, cached=p.cached,
+                         failed=p.failed_before)
+            for c, p in zip(candidates, plans, strict=True)]
+        return result, plans, candidates
+
+    def _record(self, r: RunResult, run_id: str, spec: JobSpec,
+                candidates: list[Candidate]) -> None:
+        # A run's speed is its model's measured performance; with several models it is
+        # nobody's, and each candidate's share is in run_candidates.
+        one_model = len({c.model.ref for c in candidates}) == 1
         with self.catalog.sessions.begin() as s:
             run_log.finish_run(
                 s, run_id, status=r.status, inputs=r.plan["inputs"], cached=r.cached,
                 copied=r.copied, generated=r.generated, failed=r.failed,
                 prompt_tokens=r.prompt_tokens, output_tokens=r.output_tokens,
                 engine_start_s=r.engine_start_s, generation_s=r.generation_s,
-                tokens_per_s=r.tokens_per_s, error=r.error,
+                tokens_per_s=r.tokens_per_s if one_model else None, error=r.error,
+                engine_starts=r.engine_starts, usd_per_hour=spec.usd_per_hour,
+                phases=r.phases.to_json(), executor=r.executor, replicas=r.replicas,
             )
+            run_log.record_candidates(s, run_id, r.candidates)
 
-    def _execute(self, spec: JobSpec, plan: Plan, model: ResolvedModel,
-                 adapter: ResolvedAdapter | None, result: RunResult, run_id: str) -> None:
-        result.cached = plan.cached
-        result.failed = plan.failed_before
+    def _reach_cluster(self, spec: JobSpec, plans: list[Plan], candidates: list[Candidate],
+                       result: RunResult) -> str | None:
+        """With --ray and rows to generate, the cluster (reached once per runner, checked
+        for this job) and its description; without either, Ray is never contacted."""
+        if self.ray is None or not any(plan.requests for plan in plans):
+            return None
+        from batch.run.ray_executor import prepare
+
+        mark = time.perf_counter()
+        self._cluster, where = prepare(self._cluster, self.ray, spec, candidates)
+        result.phases.cluster_s += time.perf_counter() - mark
+        result.executor, result.replicas = "ray", spec.ray.replicas
+        return where
+
+    def _execute(self, spec: JobSpec, plans: list[Plan], candidates: list[Candidate],
+                 result: RunResult, run_id: str) -> None:
+        """Write what is known (repoints, copies, failures) for every candidate, then
+        generate the rest one engine after another."""
         phases = result.phases
-        records = RecordBuilder(spec.name, plan.model, plan.revision, plan.adapter, run_id)
+        self.store.set_candidates(spec.name, [c.info() for c in candidates])
+        builders = [RecordBuilder.of(plan, run_id) for plan in plans]
+        for plan, tally in zip(plans, result.candidates, strict=True):
+            result.cached += plan.cached
+            result.failed += plan.failed_before
+            tally.copied = len(plan.repoint) + len(plan.copies)
+            tally.failed += len(plan.failures)
         with ShardWriter(self.store, spec.name, run_id, spec.shard_rows,
                          spec.row_group_rows, spec.compression) as writer:
             out = _Output(writer, phases)
-            if plan.repoint:
-                mark = time.perf_counter()
-                self.store.repoint(spec.name, plan.repoint)
-                phases.copy_s += time.perf_counter() - mark
-            for i in range(0, len(plan.copies), COPY_CHUNK):
-                mark = time.perf_counter()
-                chunk = plan.copies[i : i + COPY_CHUNK]
-                sources = self.store.read_rows([src for _, _, src in chunk])
-                copies = [records.copied(source, input_id)
-                          for (input_id, _, _), source in zip(chunk, sources, strict=True)]
-                phases.copy_s += time.perf_counter() - mark
-                out.add(copies)
-            result.copied = len(plan.repoint) + len(plan.copies)
-            mark = time.perf_counter()
-            failures = [records.failed(failure) for failure in plan.failures]
-            phases.record_s += time.perf_counter() - mark
-            out.add(failures)
-            result.failed += len(plan.failures)
-            if plan.requests:
-                self._generate(spec, plan, model, adapter, out, records, result)
+            for plan, records in zip(plans, builders, strict=True):
+                self._known(spec, plan, records, out, result)
+            for group in engine_groups(candidates):
+                shares = [Share(plans[c.ordinal], builders[c.ordinal],
+                                c.adapter.path if c.adapter else None,
+                                result.candidates[c.ordinal])
+                          for c in group.members if plans[c.ordinal].requests]
+                if shares and self._cluster is not None and result.executor == "ray":
+                    from batch.run.ray_executor import generate_on_ray
+
+                    generate_on_ray(self._cluster, group.target, shares, group.index, out,
+                                    result, spec.ray)
+                elif shares:
+                    generate(self.pool, group.target, shares, group.index, out, result)
             out.flush()  # the last shard, timed; closing the writer then has nothing left
         result.shards = writer.shards
 
-    def _generate(self, spec: JobSpec, plan: Plan, model: ResolvedModel,
-                  adapter: ResolvedAdapter | None, out: _Output, records: RecordBuilder,
-                  result: RunResult) -> None:
+    def _known(self, spec: JobSpec, plan: Plan, records: RecordBuilder, out: _Output,
+               result: RunResult) -> None:
+        """A plan's rows that need no engine: repointed, copied and failed ones."""
         phases = result.phases
-        target = EngineTarget.make(model.load, model.load_revision, spec.engine,
-                                   adapter.rank if adapter else None)
-        starts = self.pool.starts
-        engine = self.pool.get(target)
-        result.engine_started = self.pool.starts > starts
-        result.engine_start_s = engine.start_seconds if result.engine_started else 0.0
-        phases.engine_start_s = result.engine_start_s
-        progress = Progress(plan.missing_rows, spec.name)
-        stats = EngineStats()
-        began = time.perf_counter()
-        try:
-            stream = engine.stream(self._admitted(engine, plan, out, records, result),
-                                   adapter_path=adapter.path if adapter else None, stats=stats)
-            for key, completion in _waited_on(stream, phases):
-                request = plan.requests[key]
-                mark = time.perf_counter()
-                answered = [records.generated(request, input_id, completion)
-                            for input_id in request.input_ids]
-                phases.record_s += time.perf_counter() - mark
-                out.add(answered)
-                if completion.error is None:
-                    result.generated += len(request.input_ids)
-                    result.prompt_tokens += completion.prompt_tokens
-                    result.output_tokens += completion.output_tokens
-                else:
-                    result.failed += len(request.input_ids)
-                progress.update(len(request.input_ids))
-        finally:
-            progress.close()
-            result.generation_s = time.perf_counter() - began
-            phases.engine_enqueue_s, phases.engine_step_s = stats.enqueue_s, stats.step_s
-            phases.engine_steps = stats.steps
-
-    def _admitted(self, engine: Engine, plan: Plan, out: _Output, records: RecordBuilder,
-                  result: RunResult) -> Iterator[EngineRequest]:
-        """Tokenize requests and hold back any the context cannot fit: vLLM rejects a
-        whole batch for one over-long prompt."""
-        phases = result.phases
-        requests = list(plan.requests.values())
-        for i in range(0, len(requests), TOKENIZE_CHUNK):
-            chunk = requests[i : i + TOKENIZE_CHUNK]
+        if plan.repoint:
             mark = time.perf_counter()
-            token_ids = engine.token_ids_many([r.prompt for r in chunk])
-            phases.tokenize_s += time.perf_counter() - mark
-            for request, ids in zip(chunk, token_ids, strict=True):
-                if len(ids) >= engine.max_model_len:
-                    error = (f"prompt is {len(ids)} tokens; the model's context "
-                             f"(max_model_len) is {engine.max_model_len}")
-                    mark = time.perf_counter()
-                    refused = [records.failed(Failure(input_id, request.key, error,
-                                                      request.prompt, request.sampling),
-                                              prompt_tokens=len(ids))
-                               for input_id in request.input_ids]
-                    phases.record_s += time.perf_counter() - mark
-                    out.add(refused)
-                    result.failed += len(request.input_ids)
-                    continue
-                yield request.key, ids, request.sampling
-
-
-def _waited_on(stream: Iterator[tuple[str, Completion]],
-               phases: Phases) -> Iterator[tuple[str, Completion]]:
-    """The stream's answers, adding the time spent waiting for each to `generate_s`,
-    less what admitting requests (which runs inside the stream) timed itself."""
-    while True:
+            with shielded():
+                self.store.repoint(spec.name, plan.candidate, plan.repoint)
+                result.copied += len(plan.repoint)
+            phases.copy_s += time.perf_counter() - mark
+        for i in range(0, len(plan.copies), COPY_CHUNK):
+            mark = time.perf_counter()
+            chunk = plan.copies[i : i + COPY_CHUNK]
+            sources = self.store.read_rows([src for _, _, src in chunk])
+            copies = [records.copied(source, input_id)
+                      for (input_id, _, _), source in zip(chunk, sources, strict=True)]
+            phases.copy_s += time.perf_counter() - mark
+            with shielded():  # written and counted together, or neither, when a stop comes
+                out.add(copies)
+                result.copied += len(copies)
         mark = time.perf_counter()
-        inside = phases.tokenize_s + phases.record_s + phases.write_s
-        item = next(stream, None)
-        own = phases.tokenize_s + phases.record_s + phases.write_s - inside
-        phases.generate_s += time.perf_counter() - mark - own
-        if item is None:
-            return
-        yield item
+        failures = [records.failed(failure) for failure in plan.failures]
+        phases.record_s += time.perf_counter() - mark
+        with shielded():
+            out.add(failures)
+            result.failed += len(plan.failures)
 
 
 def configure_logging() -> None:

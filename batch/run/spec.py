@@ -3,29 +3,37 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import schemas
+from batch.run.candidate_spec import CandidateSpec, candidate_specs
 from batch.run.errors import SpecError
+from batch.run.files import MAX_CONTEXT_FILE, MAX_JOB_FILE, FileMissing, FileProblem, read_text
 from batch.run.prompts import PromptRenderer, PromptSpec
+from batch.run.ray_settings import RaySettings
+from batch.run.recipes import apply_recipe
 from batch.run.settings import EngineOptions, Sampling
 
-__all__ = ["InputSpec", "JobSpec", "PromptSpec", "SpecError", "load_spec", "spec_from_dict"]
+__all__ = ["CandidateSpec", "InputSpec", "JobSpec", "PromptSpec", "SpecError", "load_spec",
+           "spec_from_dict"]
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    path: Path
-    format: str
+    path: Path | None  # None for a chain (`job`): its rows are another job's predictions
+    format: str  # jsonl, csv, parquet, openai-batch, or "job" for a chain
     id_field: str
+    job: str | None = None  # the upstream job of a chain
+    candidate: str | None = None  # the upstream candidate whose predictions it reads
+    explode: bool = False  # one row per upstream item (n samples, or a JSON list's items)
 
 
 @dataclass(frozen=True)
 class JobSpec:
     name: str
-    model: str
+    model: str  # the top-level `model`; with [[candidates]], the first one's (or its base)
     path: Path  # the job file
     input: InputSpec
     prompt: PromptSpec
@@ -38,6 +46,12 @@ class JobSpec:
     compression: str = "lz4"
     revision: str | None = None
     adapter: str | None = None
+    # [score] as the schema checked it; batch.score reads it (it sits above the run room).
+    score: dict[str, Any] | None = None
+    # Who runs over the rows: the top-level model (one candidate), or [[candidates]].
+    candidates: tuple[CandidateSpec, ...] = ()
+    usd_per_hour: float | None = None  # [cost]: the hardware's price, for `compare`
+    ray: RaySettings = field(default_factory=RaySettings)  # [ray]: replicas, with --ray
 
     @property
     def chat(self) -> bool:
@@ -47,36 +61,51 @@ class JobSpec:
 def load_spec(path: str | Path) -> JobSpec:
     path = Path(path).resolve()
     try:
-        data = tomllib.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
+        data = tomllib.loads(read_text(path, MAX_JOB_FILE))
+    except FileMissing:
         raise SpecError(f"{path}: no such job file") from None
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read the job file: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except FileProblem as exc:
+        raise SpecError(f"{path}: cannot read the job file: it {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: not valid TOML: {exc}") from None
-    return spec_from_dict(data, path)
+    except RecursionError:
+        raise SpecError(f"{path}: not valid TOML: nested too deeply") from None
+    try:
+        return spec_from_dict(data, path)
+    except RecursionError:  # a table nested thousands deep, met by the schema's validator
+        raise SpecError(f"{path}: invalid job spec: nested too deeply") from None
 
 
 def spec_from_dict(data: dict[str, Any], path: Path) -> JobSpec:
     problems = schemas.problems("job", data)
     if problems:
         raise SpecError(f"{path}: invalid job spec: " + "; ".join(problems))
+    recipe = apply_recipe(data, path)
+    if recipe is not data:  # what the recipe brought must be a valid spec too
+        if problems := schemas.problems("job", recipe):
+            raise SpecError(f"{path}: invalid job spec with prompt.recipe "
+                            f"{data['prompt'].get('recipe')!r}: " + "; ".join(problems))
+        data = recipe
     base = path.parent
     inp = data["input"]
-    input_path = (base / inp["path"]).resolve()
-    fmt = inp.get("format", "auto")
-    if fmt == "auto":
-        fmt = _format_from_suffix(input_path, path)
+    if "job" in inp:
+        input_spec = InputSpec(None, "job", "input_id", inp["job"], inp.get("candidate"),
+                               inp.get("explode", False))
+    else:
+        input_path = (base / inp["path"]).resolve()
+        fmt = inp.get("format", "auto")
+        if fmt == "auto":
+            fmt = _format_from_suffix(input_path, path)
+        input_spec = InputSpec(input_path, fmt, inp.get("id_field", "id"))
     prompt = data.get("prompt", {})
     context = None
     if cf := prompt.get("context_file"):
         try:
-            context = (base / cf).read_text("utf-8")
-        except OSError as exc:
-            raise SpecError(f"{path}: prompt.context_file: cannot read {cf!r}: {exc.strerror}") from None
-    adapter = data.get("adapter")
-    if adapter and (base / adapter).exists():
-        adapter = str((base / adapter).resolve())
+            context = read_text(base / cf, MAX_CONTEXT_FILE)
+        except FileProblem as exc:
+            raise SpecError(f"{path}: prompt.context_file: cannot read {cf!r}: it {exc}") from None
+    candidates = candidate_specs(data, path, data.get("engine", {}))
+    first = candidates[0]
     output = data.get("output", {})
     try:
         sampling = Sampling.from_mapping(data.get("sampling", {}))
@@ -86,11 +115,15 @@ def spec_from_dict(data: dict[str, Any], path: Path) -> JobSpec:
         engine = EngineOptions.from_mapping(data.get("engine", {}))
     except SpecError as exc:
         raise SpecError(f"{path}: engine.{exc}") from None
+    try:
+        ray = RaySettings.from_mapping(data.get("ray", {}))
+    except SpecError as exc:
+        raise SpecError(f"{path}: ray.{exc}") from None
     spec = JobSpec(
         name=data["name"],
-        model=data["model"],
+        model=first.model or first.adapters_of or "",
         path=path,
-        input=InputSpec(input_path, fmt, inp.get("id_field", "id")),
+        input=input_spec,
         prompt=PromptSpec(
             template=prompt.get("template"),
             messages=prompt.get("messages"),
@@ -103,7 +136,11 @@ def spec_from_dict(data: dict[str, Any], path: Path) -> JobSpec:
         row_group_rows=output.get("row_group_rows", 1024),
         compression=output.get("compression", "lz4"),
         revision=data.get("revision"),
-        adapter=adapter,
+        adapter=first.adapter if "model" in data else None,
+        score=data.get("score"),
+        candidates=candidates,
+        usd_per_hour=data.get("cost", {}).get("usd_per_hour"),
+        ray=ray,
     )
     if spec.input.format != "openai-batch":
         # Compile the templates now, so a syntax error fails the spec before any

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import schemas
 from catalog import taxonomy
-from catalog.records import EvalRecord, ModelEntry
+from catalog.records import CURATABLE, LIVE, EvalRecord, ModelEntry
 from schemas.errors import UsageError
 
 if TYPE_CHECKING:  # reading the list needs no database: SQLAlchemy loads with load_seed
@@ -71,16 +71,21 @@ def _taxonomy_errors(item: dict) -> list[str]:
 
 
 def entry_from_dict(item: dict, *, source: str) -> ModelEntry:
+    """An entry from one [[model]] table; what it states is curated (kept by Hub imports),
+    except the live figures the Hub owns."""
     fields = dict(item)
     evals = [EvalRecord(**e) for e in fields.pop("evals", [])]
     repo_id = fields.pop("repo_id")
-    return ModelEntry(ref=repo_id, repo_id=repo_id, source=source, evals=evals, **fields)
+    curated = sorted(k for k in item if k in CURATABLE and k not in LIVE and k != "repo_id")
+    return ModelEntry(ref=repo_id, repo_id=repo_id, source=source, evals=evals, curated=curated,
+                      **fields)
 
 
 def load_seed(session: Session, entries: list[ModelEntry] | None = None) -> dict[str, int]:
     """Add or refresh seed models; leaves models that came from elsewhere alone.
     Unchanged entries are not written at all, so a second `init` changes nothing."""
-    from catalog.models import find_model, upsert_model
+    from catalog.merge import seeded
+    from catalog.models import find_model, to_record, upsert_model
 
     counts = {"added": 0, "updated": 0, "unchanged": 0, "kept": 0}
     for entry in entries if entries is not None else read_entries():
@@ -88,9 +93,12 @@ def load_seed(session: Session, entries: list[ModelEntry] | None = None) -> dict
         if existing is not None and existing.source != "seed":
             counts["kept"] += 1
             continue
-        if existing is not None and _same(session, existing, entry):
-            counts["unchanged"] += 1
-            continue
+        if existing is not None:
+            # What a refresh from the Hub added (revision, downloads, a card) stays.
+            entry = seeded(to_record(session, existing), entry)
+            if _same(session, existing, entry):
+                counts["unchanged"] += 1
+                continue
         upsert_model(session, entry)
         counts["updated" if existing is not None else "added"] += 1
     return counts

@@ -10,10 +10,17 @@ from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, OptionList
 from textual.widgets.option_list import Option
 
-from catalog.records import ModelRecord
+from catalog.records import MeasuredEvalRecord, ModelRecord
 from tui.data import JobUse
 from tui.screens.base import DataScreen
 from tui.widgets.model_card import ModelCard
+
+
+def measured_text(m: MeasuredEvalRecord) -> Text:
+    interval = f" [{m.ci_low:.3f}, {m.ci_high:.3f}]" if m.ci_low is not None and m.ci_high is not None else ""
+    who = f"  {m.label}" if m.label and m.label != m.model_ref else ""
+    return Text.assemble((m.task, "bold"), f"  {m.metric} {m.value:.3f}{interval}  n={m.n:,}",
+                         (who, "dim"))
 
 
 class ModelDetailScreen(DataScreen):
@@ -29,17 +36,20 @@ class ModelDetailScreen(DataScreen):
         self.ref = ref
         self.model: ModelRecord | None = None
         self.jobs: list[JobUse] | None = None
+        self.measured: list[MeasuredEvalRecord] = []
 
     def compose(self) -> ComposeResult:
         yield Header()
         with VerticalScroll(id="detail"):
             yield ModelCard(id="card")
+        yield OptionList(id="measured", classes="-empty")
         yield OptionList(id="jobs")
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.sub_title = self.ref
         self.query_one("#jobs").border_title = "Jobs with predictions from this model"
+        self.query_one("#measured").border_title = "Measured on jobs (Enter: compare the candidates)"
         self.query_one("#detail").loading = True
         self.reload()
 
@@ -58,6 +68,16 @@ class ModelDetailScreen(DataScreen):
         self.model = model
         self.sub_title = model.name
         self.query_one(ModelCard).show(model)
+        self._show_measured(model.measured)
+
+    def _show_measured(self, measured: list[MeasuredEvalRecord]) -> None:
+        """Scores measured on users' jobs, apart from the card's evals; hidden without any."""
+        options = self.query_one("#measured", OptionList)
+        options.set_class(not measured, "-empty")
+        self.measured = measured
+        options.set_options([Option(measured_text(m), id=str(i)) for i, m in enumerate(measured)])
+        if measured:
+            options.highlighted = 0
 
     def _show_jobs(self, jobs: list[JobUse]) -> None:
         self.jobs = jobs
@@ -69,6 +89,11 @@ class ModelDetailScreen(DataScreen):
         else:
             options.set_options([Option(Text("none: no cached predictions from this model",
                                              style="dim"), disabled=True)])
+
+    @on(OptionList.OptionSelected, "#measured")
+    def _compare_job(self, event: OptionList.OptionSelected) -> None:
+        if event.option.id is not None:  # one option per measured eval: several per job
+            self.app.open_comparison(self.measured[int(event.option.id)].task)
 
     @on(OptionList.OptionSelected, "#jobs")
     def _open_job(self, event: OptionList.OptionSelected) -> None:

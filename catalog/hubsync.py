@@ -1,0 +1,169 @@
+"""`models discover` and `models refresh`: the Hub read in batches, each batch written in a
+transaction of its own.
+
+Both are safe to repeat and to interrupt: a batch is written whole or not at all, a model
+already in the catalog is refreshed rather than duplicated, and a refresh picks the models
+the Hub described longest ago first, so one stopped halfway resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import or_, select
+
+from catalog.hub import entry_from_model_info
+from catalog.hubapi import Refusal, Sleep, list_models, model_card, model_info
+from catalog.hubquery import DiscoverQuery
+from catalog.importer import Outcome, import_entries
+from catalog.records import ModelEntry
+from catalog.tables import Model
+
+if TYPE_CHECKING:  # the client comes from the caller (the CLI honours HF_ENDPOINT, HF_TOKEN)
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import ModelInfo
+    from sqlalchemy.orm import Session
+
+    from catalog.db import Catalog
+
+log = logging.getLogger(__name__)
+DISCOVER_BATCH = 500
+REFRESH_BATCH = 50
+# Sources a refresh asks the Hub about: a cached or local model is what is on disk.
+REFRESHED_SOURCES = ("hub", "seed")
+
+T = TypeVar("T")
+Progress = Callable[[int], None]
+
+
+@dataclass
+class Report:
+    """What a discovery or refresh did, model by model."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
+    dry_run: bool = False
+
+    def count(self, action: str) -> int:
+        return sum(o.action == action for o in self.outcomes)
+
+    @property
+    def moved(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.previous_revision]
+
+    def absorb(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            if outcome.action == "refused":
+                self.refused.append(Refusal(outcome.ref, outcome.reason or "refused"))
+            else:
+                self.outcomes.append(outcome)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            **{action: self.count(action) for action in ("added", "updated", "unchanged")},
+            "revisions_moved": len(self.moved),
+            "refused": [r.to_json() for r in self.refused],
+            "models": [o.to_json() for o in self.outcomes],
+        }
+
+
+def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    it = iter(items)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
+
+
+def _entry(info: ModelInfo, card: str = "") -> ModelEntry | Refusal:
+    try:
+        return entry_from_model_info(info, card_text=card)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # odd metadata on the Hub
+        return Refusal(info.id, f"{info.id}: unreadable metadata on the Hub: {exc}")
+
+
+def _write(catalog: Catalog, report: Report, entries: list[ModelEntry | Refusal],
+           dry_run: bool) -> None:
+    report.refused += [e for e in entries if isinstance(e, Refusal)]
+    good = [e for e in entries if isinstance(e, ModelEntry)]
+    # The write lock first: a second discovery of the same models waits, then refreshes.
+    with catalog.writing() as session:
+        report.absorb(import_entries(session, good, now=datetime.now(UTC), dry_run=dry_run))
+
+
+def discover(catalog: Catalog, api: HfApi, query: DiscoverQuery, *,
+             dry_run: bool = False, batch: int = DISCOVER_BATCH, progress: Progress | None = None,
+             sleep: Sleep = time.sleep) -> Report:
+    """List what the Hub has for `query` and add or refresh each model, a batch at a time."""
+    report = Report(dry_run=dry_run)
+    for infos in _batches(list_models(api, query, sleep=sleep), batch):
+        _write(catalog, report, [_entry(info) for info in infos], dry_run)
+        if progress:
+            progress(len(report.outcomes) + len(report.refused))
+    return report
+
+
+@dataclass(frozen=True)
+class _Due:
+    ref: str
+    repo_id: str
+    revision: str | None
+    has_card: bool
+
+
+def due(session: Session, *, older_than: timedelta | None = None, refs: Iterable[str] = (),
+        limit: int | None = None, now: datetime | None = None) -> list[_Due]:
+    """Catalog models the Hub should describe again, the longest unasked first."""
+    stmt = select(Model.ref, Model.repo_id, Model.revision, Model.card != "").where(
+        Model.repo_id.is_not(None), Model.source.in_(REFRESHED_SOURCES))
+    if wanted := list(refs):
+        stmt = stmt.where(or_(Model.ref.in_(wanted), Model.repo_id.in_(wanted)))
+    if older_than is not None:
+        cutoff = (now or datetime.now(UTC)) - older_than
+        stmt = stmt.where(or_(Model.refreshed_at.is_(None), Model.refreshed_at < cutoff))
+    stmt = stmt.order_by(Model.refreshed_at.is_not(None), Model.refreshed_at, Model.id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [_Due(*row) for row in session.execute(stmt)]
+
+
+def refresh(catalog: Catalog, api: HfApi, *, older_than: timedelta | None = None,
+            refs: Iterable[str] = (), limit: int | None = None, dry_run: bool = False,
+            batch: int = REFRESH_BATCH, progress: Progress | None = None,
+            sleep: Sleep = time.sleep) -> Report:
+    """Ask the Hub again about catalog models: revisions, downloads, likes, gating, card
+    evals. A model whose revision moved gets its new card, and keeps the old revision's
+    facts in its history."""
+    with catalog.sessions() as session:
+        todo = due(session, older_than=older_than, refs=refs, limit=limit)
+    report = Report(dry_run=dry_run)
+    for chunk in _batches(todo, batch):
+        entries: list[ModelEntry | Refusal] = []
+        for model in chunk:
+            entries.append(_refreshed(api, model, sleep))
+        _write(catalog, report, entries, dry_run)
+        if progress:
+            progress(len(report.outcomes) + len(report.refused))
+    return report
+
+
+def _refreshed(api: HfApi, model: _Due, sleep: Sleep) -> ModelEntry | Refusal:
+    info = model_info(api, model.repo_id, sleep=sleep)
+    if isinstance(info, Refusal):
+        return info
+    card = ""
+    if info.sha != model.revision or not model.has_card:
+        fetched = model_card(api, model.repo_id, info.sha)
+        if isinstance(fetched, Refusal):
+            log.warning("%s", fetched.reason)  # the facts still refresh; the card waits
+        else:
+            card = fetched
+    entry = _entry(info, card)
+    if isinstance(entry, ModelEntry):
+        entry.ref = model.ref  # a seed model's reference is its repo id, a Hub one's too
+    return entry

@@ -1,0 +1,30 @@
+"""`python -m bench.data --smoke`: curate and chain planning end to end at small sizes,
+their counts checked (timings are never asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import data as bench_data
+
+
+def test_data_benchmark_smoke_run_curates_and_plans_only_the_new_rows(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "data.json"
+    assert bench_data.main(["--smoke", "--output", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out) == r
+    run = r["curate"]["runs"][0]
+    counts = dict(run["counts"])
+    assert counts["latest predictions"] == 3000 and counts["succeeded"] == 2970  # 1% failed
+    assert 0 < counts["--dedupe exact"] < counts["--where score >= 0.5"] < 2970
+    assert sum(run["split_rows"].values()) == counts["--dedupe exact"]
+    assert set(run["steps"]) >= {"read", "filter", "messages", "dedupe", "write"}
+    chain = r["chain"]
+    plan = chain["runs"][0]["plan"]
+    assert (plan["inputs"], plan["cached"], plan["missing"]) == (2000, 1980, 20)
+    assert chain["without_memo"]["plan"] == plan  # the memo changes the time, not the plan
+    assert r["machine"]["cores"] and r["load_before"] is not None

@@ -1,0 +1,41 @@
+"""The Ray benchmark's parts that need neither an engine nor Ray (bench/ray.py,
+bench/ray_driver.py): its job is valid with its [ray] table, and the driver's write
+path, fed pre-made answers, lands every row in shards and the index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from batch.query import Predictions
+from batch.run.spec import load_spec
+from bench import ray as bench_ray
+from bench.engine_workload import JOB, MODEL_NAME
+from bench.ray_driver import keeps_up, write_path
+
+
+def test_the_job_carries_its_ray_table(tmp_path: Path) -> None:
+    job = bench_ray.write_job(tmp_path, 7, {"max_tokens": 8, "temperature": 0.0},
+                              {"replicas": 2, "cpus_per_replica": 1})
+    spec = load_spec(job)
+    assert (spec.ray.replicas, spec.ray.cpus_per_replica) == (2, 1.0)
+    assert len((tmp_path / "prompts.jsonl").read_text().splitlines()) == 7
+
+
+def test_the_write_path_indexes_every_premade_answer(tmp_path: Path, tiny_model: Path) -> None:
+    n = 300
+    job = bench_ray.write_job(tmp_path / "job", n, {"max_tokens": 8, "temperature": 0.0},
+                              {"replicas": 1})
+    figures = write_path(tmp_path / "home", job, tiny_model, MODEL_NAME, max_tokens=8)
+    assert figures["rows"] == n and figures["shards"] == 1
+    assert figures["write_rows_per_s"] > 0 and figures["outbox_rows_per_s"] > 0
+    with Predictions.at(tmp_path / "home" / "predictions", JOB) as p:
+        rows = p.search(limit=n + 1)
+    assert len(rows) == n
+    assert all(r["error"] is None and r["output_tokens"] == 8 for r in rows)
+    assert rows[0]["prompt"].endswith(":")  # the job's own prompts, rendered
+
+
+def test_the_limit_is_the_write_rate_over_a_replica_rate() -> None:
+    assert keeps_up(10_000.0, {"slow": 400.0, "fast": 3_000.0}) == {
+        "slow": {"replica_rows_per_s": 400.0, "replicas": 25},
+        "fast": {"replica_rows_per_s": 3000.0, "replicas": 3}}
