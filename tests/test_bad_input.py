@@ -109,17 +109,14 @@ def test_a_job_file_or_input_that_is_a_device_is_refused(tmp_path: Path) -> None
         next(read_rows(spec.input))
 
 
-def test_an_overlong_or_deeply_nested_input_line_fails_alone(tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_overlong_or_deeply_nested_input_line_fails_alone(tmp_path: Path) -> None:
     from batch.run import inputs
-
-    monkeypatch.setattr(inputs, "MAX_LINE", 10_000)
     write_text(tmp_path / "fruits.jsonl", "\n".join([
         json.dumps({"id": "long", "fruit": "x" * 50_000}),
         '{"id": "deep", "fruit": ' + "[" * 4000 + "]" * 4000 + "}",
         json.dumps({"id": "ok", "fruit": "fig"}),
     ]) + "\n")
-    rows = list(inputs.read_rows(load_spec(job(tmp_path, GOOD)).input))
+    rows = list(inputs.read_rows(load_spec(job(tmp_path, GOOD)).input, max_line=10_000))
     assert [(r.id, r.error is None) for r in rows] == [("line-1", False), ("line-2", False),
                                                        ("ok", True)]
     assert "longer than 10,000 bytes" in rows[0].error and "nested too deeply" in rows[1].error
@@ -179,3 +176,26 @@ def test_numbers_out_of_range_in_a_job_are_exit_2_naming_the_field(tmp_path: Pat
     result = CliRunner().invoke(cli, ["run", "--dry-run", str(path)])
     assert result.exit_code == 2, result.output
     assert f"{section}.{setting.split(' ')[0]}" in result.output and "maximum" in result.output
+
+
+def test_a_hub_that_does_not_answer_is_exit_1_not_a_bad_spec(home: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job naming a Hub model whose revision the Hub cannot give now is a fine job on a
+    bad night: exit 1 (try again), not exit 2 (fix the spec), and nothing written."""
+    import socket
+
+    from tests.engine_support import almanac, write_job
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))  # no branch refs cached
+    assert almanac(home, "init").returncode == 0
+    job = write_job(tmp_path / "jobs", "hub-job", [{"id": "a", "word": "plum"}],
+                    model="epfl-llm/meditron-7b")
+    proc = almanac(home, "run", str(job))
+    assert proc.returncode == 1, proc.stderr
+    assert "the Hub did not answer" in proc.stderr and "pin `revision`" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (home / "predictions" / "hub-job").exists()

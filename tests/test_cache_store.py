@@ -467,3 +467,30 @@ def test_lock_held_by_another_process_is_refused_and_freed_when_it_is_killed(tmp
     assert holder.returncode == -9
     with JobLock(locks, "fruits"):  # the kernel released the flock
         pass
+
+
+def test_a_shard_whose_indexing_fails_is_written_once_and_indexed_by_recovery(
+        store: PredictionStore) -> None:
+    """The shard file lands, then the index is busy past waiting: the writer must not
+    write the same rows again on its way out (the dataset would hold them twice);
+    the next run's recovery indexes the landed file."""
+    from batch.cache.errors import IndexUnavailableError
+
+    blocker = sqlite3.connect(store.root / "index.db", isolation_level=None)
+    store.index.db.execute("PRAGMA busy_timeout=500")  # wait half a second, not thirty
+    rows = [record(f"{i:064x}", f"w{i}") for i in range(10)]
+    try:
+        with pytest.raises(IndexUnavailableError):
+            with ShardWriter(store, "fruits", RUN, 10, row_group_rows=4) as writer:
+                blocker.execute("BEGIN IMMEDIATE")
+                for r in rows:
+                    writer.add(r)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    landed = sorted(p.name for p in (store.root / "fruits").glob("*.parquet"))
+    assert len(landed) == 1 and writer.buffer == []
+    assert store.recover("fruits")["indexed"] == 1
+    with Predictions.at(store.root, "fruits") as p:
+        assert sorted(r["input_id"] for r in p.search(limit=100)) == sorted(r["input_id"]
+                                                                             for r in rows)

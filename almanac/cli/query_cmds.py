@@ -277,8 +277,10 @@ def verify(env: Env, job: str | None, json_: bool) -> None:
 @json_option
 @pass_env
 def gc(env: Env, job: str | None, dry_run: bool, keep_versions: bool, json_: bool) -> None:
-    """Remove superseded shards (no row is any input's latest) and temporary files left
-    by crashes. Exits 75 without changing anything while a run is active."""
+    """Remove superseded shards and temporary files left by crashes. A shard is
+    superseded when none of its rows is an input's latest for a candidate the job's last
+    run named: the predictions of a candidate dropped from the job go too (preview with
+    --dry-run). Exits 75 without changing anything while a run is active."""
     from batch.cache.gc import gc as run_gc
 
     report = run_gc(env.home.predictions, env.home.locks, job=job, dry_run=dry_run,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Container, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
@@ -30,6 +31,18 @@ from batch.cache.schema import PredictionRecord
 log = logging.getLogger("almanac.batch.cache")
 
 __all__ = ["CandidateInfo", "Located", "PredictionStore", "ShardWriter"]
+
+
+@dataclass(frozen=True)
+class LandedShard:
+    """A shard file in place (renamed, synced) that the index does not list yet."""
+
+    job: str
+    name: str
+    run_id: str
+    rows: list[tuple[str, str, bool, str]]  # (input_id, key, failed, candidate)
+    size: int
+    digest: str
 
 
 class PredictionStore:
@@ -142,18 +155,23 @@ class PredictionStore:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def write_shard(self, job: str, run_id: str, seq: int, records: list[Mapping[str, Any]],
-                    row_group_rows: int, compression: str = "lz4") -> str:
-        """Write one immutable shard and index it; returns its file name. A record
+    def land_shard(self, job: str, run_id: str, seq: int, records: list[Mapping[str, Any]],
+                   row_group_rows: int, compression: str = "lz4") -> LandedShard:
+        """Write one immutable shard (temporary, fsync, rename), not yet indexed. A record
         without a candidate is its model's (as every record was before candidates)."""
         name = shards.shard_name(run_id, seq)
         records = [r if r.get("candidate") else {**r, "candidate": r["model"]} for r in records]
         size, digest = shards.write_shard(self.job_dir(job), name, records, row_group_rows,
                                           compression)
         rows = [(r["input_id"], r["key"], r["error"] is not None, r["candidate"]) for r in records]
-        self.index.add_shard(job, name, run_id, rows, size, digest,
-                             shards.stat_signature(self.job_dir(job) / name))
-        return name
+        return LandedShard(job, name, run_id, rows, size, digest)
+
+    def index_shard(self, landed: LandedShard) -> None:
+        """Index a landed shard. Should this fail, the file stays: the next run's
+        recovery indexes it, as it does a shard a crash left unindexed."""
+        self.index.add_shard(landed.job, landed.name, landed.run_id, landed.rows, landed.size,
+                             landed.digest,
+                             shards.stat_signature(self.job_dir(landed.job) / landed.name))
 
     def recover(self, job: str) -> dict[str, int]:
         """Call under the job's lock: drop temporaries a crash left, index shards that
@@ -240,11 +258,14 @@ class ShardWriter:
     def flush(self) -> None:
         if not self.buffer:
             return
-        name = self.store.write_shard(self.job, self.run_id, len(self.shards), self.buffer,
-                                      self.row_group_rows, self.compression)
-        self.shards.append(name)
+        landed = self.store.land_shard(self.job, self.run_id, len(self.shards), self.buffer,
+                                       self.row_group_rows, self.compression)
+        # On disk now: were indexing to fail, writing these rows again would put them in
+        # the dataset twice; recovery indexes the landed file instead.
+        self.shards.append(landed.name)
         self.rows_written += len(self.buffer)
         self.buffer = []
+        self.store.index_shard(landed)
 
     def __enter__(self) -> ShardWriter:
         return self

@@ -95,7 +95,7 @@ def curate(predictions_root: Path, job: str, output: Path, *, command: str,
         with Predictions.at(predictions_root, job) as predictions:
             labels = predictions.select(candidate)
     except UnknownJobError:
-        raise CurateError(f"no cached predictions for job {job!r} (see `almanac query --jobs`)") \
+        raise CurateError(f"no cached predictions for job {job!r} (`almanac runs` lists the jobs that ran)") \
             from None
     report = CurateReport(job, output, command, split, labels)
     fields = input_fields(predictions_root, job) if where and re.search(r"\brow\b", where) else None

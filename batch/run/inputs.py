@@ -46,7 +46,8 @@ def content_id(fields: dict[str, Any]) -> str:
     return "h" + hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def read_rows(spec: InputSpec) -> Iterator[InputRow]:
+def read_rows(spec: InputSpec, *, max_line: int = MAX_LINE) -> Iterator[InputRow]:
+    """The input's rows; a JSONL line over `max_line` bytes becomes a failed row."""
     if spec.path is None:  # a chain's rows come from the cache, through the runner's Upstream
         raise InputError(f"input.job {spec.job!r}: another job's predictions are read by "
                          "the runner's upstream reader (batch.data.chains), not from a file")
@@ -56,7 +57,11 @@ def read_rows(spec: InputSpec) -> Iterator[InputRow]:
         raise InputError(f"input file not found: {spec.path}") from None
     except FileProblem as exc:
         raise InputError(f"input file {spec.path} {exc}") from None
-    readers = {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet, "openai-batch": _openai}
+    if spec.format in ("jsonl", "openai-batch"):
+        lines = _jsonl if spec.format == "jsonl" else _openai
+        yield from lines(spec.path, spec.id_field, max_line)
+        return
+    readers = {"csv": _csv, "parquet": _parquet}
     yield from readers[spec.format](spec.path, spec.id_field)
 
 
@@ -67,17 +72,17 @@ def _with_id(position: int, fields: dict[str, Any], id_field: str) -> InputRow:
     return InputRow(position, str(raw), fields)
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str | None, str | None]]:
+def _lines(path: Path, max_line: int) -> Iterator[tuple[int, str | None, str | None]]:
     """(line number, text, decode error); bad bytes spoil one line, not the file, and so
-    does a line over MAX_LINE bytes (read no further than that: memory stays bounded)."""
+    does a line over `max_line` bytes (read no further than that: memory stays bounded)."""
     with path.open("rb") as fh:
         n = 0
-        while raw := fh.readline(MAX_LINE + 1):
+        while raw := fh.readline(max_line + 1):
             n += 1
-            if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
-                while (rest := fh.readline(MAX_LINE)) and not rest.endswith(b"\n"):
+            if len(raw) > max_line and not raw.endswith(b"\n"):
+                while (rest := fh.readline(max_line)) and not rest.endswith(b"\n"):
                     pass  # skip to the end of the line
-                yield n, None, f"line {n}: longer than {MAX_LINE:,} bytes"
+                yield n, None, f"line {n}: longer than {max_line:,} bytes"
                 continue
             try:
                 yield n, raw.decode("utf-8"), None
@@ -85,8 +90,8 @@ def _lines(path: Path) -> Iterator[tuple[int, str | None, str | None]]:
                 yield n, None, f"line {n}: not UTF-8 ({exc.reason})"
 
 
-def _jsonl(path: Path, id_field: str) -> Iterator[InputRow]:
-    for n, text, error in _lines(path):
+def _jsonl(path: Path, id_field: str, max_line: int = MAX_LINE) -> Iterator[InputRow]:
+    for n, text, error in _lines(path, max_line):
         if error is None and text is not None and not text.strip():
             continue
         if error is None:
@@ -167,9 +172,9 @@ def _parquet(path: Path, id_field: str) -> Iterator[InputRow]:
             yield _with_id(n, fields, id_field)
 
 
-def _openai(path: Path, id_field: str) -> Iterator[InputRow]:
+def _openai(path: Path, id_field: str, max_line: int = MAX_LINE) -> Iterator[InputRow]:
     """OpenAI/vLLM batch lines run as they are (batch.run.openai_batch reads each)."""
-    for row in _jsonl(path, "custom_id"):
+    for row in _jsonl(path, "custom_id", max_line):
         if row.error is not None:
             yield row
             continue

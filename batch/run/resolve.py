@@ -12,13 +12,18 @@ from sqlalchemy.orm import Session
 from batch.cache.store import PredictionStore
 from batch.run.keys import fingerprint_dir
 from catalog.models import find_model, get_model
-from schemas.errors import AlmanacError
+from schemas.errors import AlmanacError, UnavailableError
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
 class ResolveError(AlmanacError, RuntimeError):
     pass
+
+
+class HubUnreachableError(UnavailableError):
+    """The Hub could not say which commit a model's branch is at (network down, offline
+    mode, rate limit, a server error): the job is fine, try again later (exit 1)."""
 
 
 @dataclass(frozen=True)
@@ -68,12 +73,20 @@ def _resolve_hub_revision(repo_id: str, revision: str | None) -> str:
     ref_file = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs" / (revision or "main")
     if ref_file.is_file():
         return ref_file.read_text().strip()
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
     try:
         return HfApi().model_info(repo_id, revision=revision).sha
-    except Exception as exc:  # network, auth, missing repo: all end the same way here
+    except (RepositoryNotFoundError, RevisionNotFoundError) as exc:  # the job names it wrong
         raise ResolveError(
             f"cannot resolve the revision of {repo_id!r} ({revision or 'main'}): "
             f"{type(exc).__name__}: {exc}".splitlines()[0]
+        ) from exc
+    except Exception as exc:  # the network, offline mode, the Hub itself: not the job's fault
+        raise HubUnreachableError(
+            f"cannot resolve the revision of {repo_id!r} ({revision or 'main'}): the Hub did "
+            f"not answer ({type(exc).__name__}: {exc}".splitlines()[0] + "); try again, or pin "
+            "`revision` to a commit sha in the job"
         ) from exc
 
 

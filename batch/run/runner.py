@@ -146,10 +146,14 @@ class Runner:
             run_id = result.run_id = uuid.uuid4().hex
             mark = time.perf_counter()
             first = candidates[0].model
-            with shielded(), self.catalog.sessions.begin() as s:
-                run_log.start_run(s, run_id, spec.name, first.ref, first.revision, where)
-            phases.catalog_s += time.perf_counter() - mark
+            started = False
             try:
+                # A stop that arrives while the run's record is written is raised as the
+                # shield ends: inside this try, so the record is closed as interrupted.
+                with shielded(), self.catalog.sessions.begin() as s:
+                    run_log.start_run(s, run_id, spec.name, first.ref, first.revision, where)
+                    started = True
+                phases.catalog_s += time.perf_counter() - mark
                 self._execute(spec, plans, candidates, result, run_id)
                 result.status = "failed_rows" if result.failed else "ok"
             except (Stopped, KeyboardInterrupt) as stop:
@@ -163,8 +167,9 @@ class Runner:
                 raise
             finally:
                 mark = time.perf_counter()
-                with shielded():
-                    self._record(result, run_id, spec, candidates)
+                if started:
+                    with shielded():
+                        self._record(result, run_id, spec, candidates)
                 phases.catalog_s += time.perf_counter() - mark
                 result.total_s = time.perf_counter() - began
         return result
