@@ -2,7 +2,7 @@
 per prediction, table by table, and `search(contains=…)` over every output.
 
 Search queries are fixed, so runs compare: a word in 4% of the outputs, two words
-together (2%), a common prefix (8%), a number in one output, a number prefix (1%),
+together (a pair no output holds), a common prefix (8%), a number in one output, a number prefix (1%),
 one letter (87%), and a word no output holds. Each is timed as `page()` (the first 50
 matches in input id order and the total, what the HTTP API and `almanac query`
 ask) and as `search()` (the first 50, no total); p50 and p99 are over every query's

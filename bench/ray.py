@@ -9,13 +9,13 @@ process of its own on a fresh home:
   loopback (started once, as tests/ray_support.py starts it: token auth on), with the
   job's `[ray]` table (one replica of all the machine's CPUs by default).
 
-The sides alternate, `--reps` times each, and the best of each is compared. A run's
-time is its `total_s - engine_start_s`, as each run reports it: on Ray that leaves
-out loading the tokenizer, building the processor, the replica's start and its first
-batch (Ray Data does not report the replica's start apart), and keeps in reaching the
-cluster and checking its nodes. Because the first batch is left out there, a second
-figure is also given: the Ray run's `total_s` less the start of a Ray run of a few
-prompts (`start_probe`), which keeps that first batch in. Outputs are compared row by row.
+The sides alternate, `--reps` times each, and the best of each is compared. The
+in-process time is the run's `total_s - engine_start_s`. Ray Data does not report a
+replica's start apart (a Ray run's `engine_start_s` lasts until the first block of
+answers is back, and rows answered before it are in it), so the Ray time is the run's
+`total_s` less the `engine_start_s` of a Ray run of two prompts (`start_probe`): the
+replica's start and the tokenizer's load, with reaching the cluster and every row kept
+in. Outputs are compared row by row.
 
 Then the driver's write path alone (bench.ray_driver): `--write-rows` pre-made answers
 through the outbox and the write path, no engine and no Ray; from it, how many
@@ -118,19 +118,25 @@ def compare(work: Path, model: Path, job: Path, env: dict[str, str], ray_env: di
 
 
 def figures(r: dict[str, Any], probe_start_s: float) -> dict[str, Any]:
+    """`ratio`: in-process time over the Ray run's `total_s` less the start of a Ray run
+    of two prompts (the replica's start apart, its first batch kept in). The Ray run's
+    own split (`total_s - engine_start_s`) leaves out every row answered before the
+    first block comes back, which Ray Data holds until a whole batch is done: it is
+    kept as `ratio_after_first_block`, not as the figure."""
     local = min(r["in_process"], key=lambda x: x["time_s"])
-    ray = min(r["ray"], key=lambda x: x["time_s"])
-    strict = min(x["total_s"] - probe_start_s for x in r["ray"])
-    replica_rate = ray["generated"] / ray["generation_s"] if ray["generation_s"] else 0.0
+    ray = min(r["ray"], key=lambda x: x["total_s"])
+    ray_s = ray["total_s"] - probe_start_s
     return {
-        "best_in_process_s": local["time_s"], "best_ray_s": ray["time_s"],
-        "ratio": round(local["time_s"] / ray["time_s"], 3),
-        "ray_strict_s": round(strict, 3), "ratio_strict": round(local["time_s"] / strict, 3),
+        "best_in_process_s": local["time_s"], "best_ray_s": round(ray_s, 3),
+        "ratio": round(local["time_s"] / ray_s, 3),
+        "ray_after_first_block_s": ray["time_s"],
+        "ratio_after_first_block": round(local["time_s"] / ray["time_s"], 3),
         "ratio_with_starts": round(min(x["total_s"] for x in r["in_process"])
-                                   / min(x["total_s"] for x in r["ray"]), 3),
-        "ray_cluster_s": min(x["phases"]["cluster_s"] for x in r["ray"]),
-        "replica_rows_per_s": round(replica_rate, 1),
-        "in_process_rows_per_s": round(local["generated"] / local["generation_s"], 1),
+                                   / ray["total_s"], 3),
+        "ray_first_block_s": ray["engine_start_s"], "probe_start_s": probe_start_s,
+        "ray_cluster_s": ray["phases"]["cluster_s"],
+        "replica_rows_per_s": round(ray["generated"] / ray_s, 1),
+        "in_process_rows_per_s": round(local["generated"] / local["time_s"], 1),
     }
 
 
@@ -142,8 +148,8 @@ def table(r: dict[str, Any]) -> str:
         for x in r[side]:
             lines.append(f"  {side:10} {x['time_s']:7.2f} s  (engine start {x['engine_start_s']:.1f}"
                          f" s, total {x['total_s']:.1f} s, load {x['load_start']})")
-    lines += [f"  ratio in-process / Ray {f['ratio']} (target {TARGET}); with the first batch "
-              f"kept in: {f['ratio_strict']}; with starts: {f['ratio_with_starts']}",
+    lines += [f"  ratio in-process / Ray {f['ratio']} (target {TARGET}); after the first "
+              f"block only: {f['ratio_after_first_block']}; with starts: {f['ratio_with_starts']}",
               f"  outputs equal {min(r['outputs_equal_share']):.0%}; probe start "
               f"{r['start_probe']['engine_start_s']:.1f} s",
               f"  driver write path: {w['write_rows_per_s']:,} rows/s over {w['rows']:,} rows "
@@ -163,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
                              "own tasks find one beside a replica holding every core)")
     parser.add_argument("--ray", metavar="KEY=JSON", action="append", default=[],
                         help="a [ray] setting (default replicas=1, cpus_per_replica=cores)")
+    parser.add_argument("--worker-niceness", type=int, metavar="N",
+                        help="the niceness of the cluster's workers (Ray's default is 15: a "
+                             "replica yields the CPU to any other process here; 0 competes as "
+                             "the in-process engine does)")
     parser.add_argument("--write-rows", type=int, default=100_000,
                         help="pre-made answers through the driver's write path")
     parser.add_argument("--replica-rates", default="100,1000",
@@ -186,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         client = client_environment(work / "ray-client")
         env = side_environment(False)
         ray_env = {**env, **client}
-        cluster = start_cluster(work / "ray", client, cpus=args.cluster_cpus)
+        head = dict(client)
+        if args.worker_niceness is not None:
+            head["RAY_worker_niceness"] = str(args.worker_niceness)
+        cluster = start_cluster(work / "ray", head, cpus=args.cluster_cpus)
         job = write_job(work / "job", args.prompts, sampling, ray_settings)
         probe_job = write_job(work / "probe-job", 2, sampling, ray_settings)
         quiet = wait_for_quiet(args.quiet_below) if args.quiet_below else None
@@ -196,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine_description(*PACKAGES), "model": what, "prompts": args.prompts,
             "sampling": sampling, "engine": TINY_ENGINE, "ray_settings": ray_settings,
             "cluster": {"address": cluster.address, "cpus": args.cluster_cpus,
+                        "worker_niceness": args.worker_niceness if args.worker_niceness
+                        is not None else "15 (Ray's default)",
                         "nodes": 1, "where": "one head node on 127.0.0.1"},
             "quiet": quiet, "load_average": load_average()}
         print("ray bench: the start of a Ray run of 2 prompts", file=sys.stderr, flush=True)
