@@ -40,14 +40,15 @@ class HeadNode:
 
     def stop(self) -> None:
         """Stop the head and every process it started: they share its process group,
-        and GCS and raylet outlive a SIGTERM, so the group gets a SIGKILL after it."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        and GCS and raylet outlive a SIGTERM, so the group gets a SIGKILL soon after it
+        (nothing of a throwaway test cluster needs saving)."""
+        for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 30)):
             try:
                 os.killpg(self.process.pid, sig)
             except ProcessLookupError:  # the group is gone already
                 break
             try:
-                self.process.wait(timeout=30)
+                self.process.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 continue
         self.process.wait(timeout=60)
