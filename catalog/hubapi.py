@@ -153,7 +153,8 @@ def model_info(http: HubHTTP, repo_id: str, *, revision: str | None = None,
         try:
             validate_repo_id(repo_id)
         except ValueError as exc:  # HFValidationError
-            raise HubError(repo_id, f"{repo_id!r} is not a valid Hub repo id: {exc}") from None
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise HubError(repo_id, f"{repo_id!r} is not a valid Hub repo id: {first}") from None
     url = f"{http.endpoint}/api/models/{repo_id}"
     if revision is not None:
         url += f"/revision/{quote(revision, safe='')}"

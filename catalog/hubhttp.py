@@ -227,7 +227,7 @@ def redact(url: str) -> str:
     netloc = f"{host}:{parts.port}" if parts.port else host
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
              if not any(word in k.lower() for word in _SECRET_PARAMS)]
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), ""))
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe=":,/"), ""))
 
 
 @contextmanager
