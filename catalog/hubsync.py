@@ -171,9 +171,11 @@ def refresh(catalog: Catalog, api: HfApi, *, older_than: timedelta | None = None
             try:
                 for model in chunk:
                     entries.append(_refreshed(http, model))
-            finally:  # a stop halfway keeps what the Hub described before it
-                if entries:
+            except HubError:
+                if entries:  # what the Hub described before it went out of reach stays
                     _write(catalog, report, entries, dry_run)
+                raise
+            _write(catalog, report, entries, dry_run)
             if progress:
                 progress(len(report.outcomes) + len(report.refused))
     return report

@@ -507,3 +507,39 @@ def test_refresh_reads_the_context_length_from_config_json_once_per_revision(hub
     assert fetched == [f"/lexis/thai-legal-13b/resolve/{'b2' * 20}/config.json",
                        f"/lexis/thai-legal-13b/resolve/{'b3' * 20}/config.json"]
     assert show(home, "lexis/thai-legal-13b")["context_length"] == 8192
+
+
+def test_a_hub_gone_halfway_through_a_refresh_keeps_what_was_refreshed_before(home: Path) -> None:
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import close_session
+
+    from catalog.db import Catalog
+    from catalog.hubhttp import HubError
+    from catalog.hubsync import due, refresh
+
+    stand_in = HubStandIn()
+    stand_in.add(*_models())
+    with Served(stand_in) as served:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("HF_ENDPOINT", served.url)
+            ok_json(home, "models", "discover", "--task", "any")
+        for data in stand_in.models.values():
+            data["likes"] = 1234
+        catalog = Catalog.at(home / "catalog.db")
+        with catalog.sessions() as s:
+            order = [d.repo_id for d in due(s)]
+        stand_in.fail_next(f"/api/models/{order[2]}", 429, headers={"Retry-After": "1"})
+
+        def gone(_seconds: float) -> None:  # the Hub goes away while we wait
+            served.server.shutdown()
+            served.server.server_close()
+            close_session()  # and the client's open connections with it
+
+        try:
+            with pytest.raises(HubError, match="cannot reach the Hub") as raised:
+                refresh(catalog, HfApi(endpoint=served.url, token=False), sleep=gone)
+        finally:
+            catalog.close()
+    assert raised.value.fatal
+    likes = {m["ref"]: m["likes"] for m in ok_json(home, "models", "list")}
+    assert sorted(ref for ref, n in likes.items() if n == 1234) == sorted(order[:2])
