@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+import threading
 from pathlib import Path
 
 import datasets
@@ -75,6 +76,36 @@ def test_two_sets_in_directories_of_the_same_name_each_load_their_own_rows(
     curate(predictions, "small", tmp_path / "two" / "sft", command="c", split=1)
     assert loaded(tmp_path / "one" / "sft", cache)["train"] == [f"big {i}" for i in range(20)]
     assert loaded(tmp_path / "two" / "sft", cache)["train"] == [f"small {i}" for i in range(5)]
+
+
+def test_a_reader_of_the_card_sees_one_set_whole_while_curates_replace_it(
+        predictions: Path, tmp_path: Path) -> None:
+    job(predictions, "teacher", [f"answer {i}" for i in range(30)])
+    out = tmp_path / "sft"
+    sets = {"score is null": None, "score is null and output contains '2'": None}
+    for where in sets:
+        curate(predictions, "teacher", out, command="c", split=0.5, where=where)
+        sets[where] = on_disk(out)
+    seen: list[dict[str, list[str]]] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                seen.append(on_disk(out))
+            except (FileNotFoundError, CuratedSetError):
+                continue  # the set it began to read was replaced meanwhile: read again
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(4):
+            for where in sets:
+                curate(predictions, "teacher", out, command="c", split=0.5, where=where)
+    finally:
+        done.set()
+        reader.join(timeout=60)
+    assert seen and all(s in sets.values() for s in seen)
 
 
 def test_a_curate_removes_what_an_earlier_or_killed_one_left_and_nothing_else(

@@ -124,16 +124,17 @@ class NewSet:
 
     def commit(self) -> None:
         """New data files into place, then the card, then the old set's files away."""
+        if self.card_text is None:  # the old card would name files about to go
+            raise RuntimeError("a curated set is replaced with its card")
         kept = {final.name for _, final in self.pending}
         for tmp, final in self.pending:
             if not final.exists():
                 self.placed.append(final)
             os.replace(tmp, final)
         _fsync(self.directory)
-        if self.card_text is not None:
-            os.replace(self._temporary(CARD), self.directory / CARD)
-            self.placed = []  # the card names them now
-            _fsync(self.directory)
+        os.replace(self._temporary(CARD), self.directory / CARD)
+        self.placed = []  # the card names them now
+        _fsync(self.directory)
         for old in self.directory.iterdir():
             if _DATA.fullmatch(old.name) and old.name not in kept:
                 with suppress(FileNotFoundError):
