@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +11,7 @@ import click
 from almanac.paths import Home
 from batch.run.stopping import Stopped  # stdlib and schemas only: --help stays quick
 from schemas.errors import AlmanacError, ExitCode
+from schemas.output_path import ReaderGone
 
 if TYPE_CHECKING:  # catalog.db imports SQLAlchemy and Alembic: not for --help
     from catalog.db import Catalog
@@ -85,11 +87,40 @@ class AlmanacGroup(click.Group):
             return super().invoke(ctx)
         except AlmanacError as exc:
             raise CommandError(str(exc), exc.exit_code) from exc
+        except BrokenPipeError as exc:
+            # The reader of the output went away (`| head`): it has what it wanted. Exit 0
+            # without a word. Any other broken pipe (an engine's) is a failure: raised.
+            if not (_stdout_closed() or isinstance(exc, ReaderGone)):
+                raise
+            ctx.exit(0)
         except Stopped as stop:
             # A run stopped by SIGINT / SIGTERM outside `almanac run` (the demo): it wrote
             # what it had finished; exit as the shell would report the signal.
             warn(f"{stop}: what was finished is written and indexed")
             ctx.exit(stop.exit_code)
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe (or socket) whose reader went away; if so it is pointed at
+    /dev/null, so that what is still buffered for that reader is not written (nor fails)
+    at exit."""
+    import os
+    import select
+    import sys
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        gone = any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False  # not a descriptor (a test's captured stdout): not a closed pipe
+    if gone:
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+    return gone
 
 
 def echo_table(rows: list[list[str]], headers: list[str]) -> None:

@@ -214,26 +214,31 @@ def query(env: Env, job: str, input_ids: tuple[str, ...], key: str | None, conta
 @click.option("--format", "fmt", required=True,
               type=click.Choice(["parquet", "jsonl", "csv", "openai-batch"]),
               help="openai-batch: OpenAI batch output lines (custom_id = input id).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="File to write ('-': stdout, text formats only).")
+@click.option("-o", "--output", required=True, type=click.Path(allow_dash=True), metavar="PATH",
+              help="File to write ('-': stdout). A file is replaced only once the export is "
+                   "complete; a device or FIFO (/dev/null, /dev/stdout) is written through.")
 @click.option("--all", "all_versions", is_flag=True, help="Every cached version, not only the latest.")
-@click.option("--errors", "errors", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--errors", "errors", type=click.Path(allow_dash=True), metavar="PATH",
               help="openai-batch: write failed rows to this file as error lines, apart from "
                    "the output (as OpenAI's batch error file).")
 @candidate_options
 @pass_env
 def export(env: Env, job: str, fmt: str, output: str, all_versions: bool,
-           errors: Path | None, candidate: str | None, model: str | None,
+           errors: str | None, candidate: str | None, model: str | None,
            adapter: str | None) -> None:
     """Export JOB's predictions (the latest per input, of every candidate unless one is
-    chosen) to a file."""
+    chosen) to a file, a device or stdout.
+
+    Exit codes: 0 ok (also when a reader of the output stops early, as `| head` does),
+    1 error (an unknown job; the output could not be written: permissions, a full disk),
+    2 a bad option, or an output path that cannot take it (a directory, a socket,
+    Parquet to a terminal)."""
     from batch.cache.export import export as run_export
 
-    target = None if output == "-" else Path(output)
-    n = run_export(env.home.predictions, job, fmt, target, all_versions=all_versions,
+    n = run_export(env.home.predictions, job, fmt, output, all_versions=all_versions,
                    errors=errors, candidate=candidate, model=model,
                    adapter=_adapter_ref(adapter))
-    warn(f"exported {n} predictions of {job} to {output if target else 'stdout'}"
+    warn(f"exported {n} predictions of {job} to {'stdout' if output == '-' else output}"
          + (f" (failed rows to {errors})" if errors is not None else ""))
 
 

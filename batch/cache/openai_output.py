@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
-from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from batch.cache.schema import PredictionRecord
 
@@ -131,14 +128,12 @@ def _completion_logprobs(chosen: list[dict[str, Any]],
 
 
 class ErrorsApart:
-    """`export --errors FILE`: failed rows go to FILE as error lines, the rest on to the
-    output. FILE appears under its name only once complete, like the export itself."""
+    """`export --errors FILE`: failed rows go to FILE (an open text file) as error lines,
+    the rest on to the output."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path.resolve()
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
         self.failed = 0
-        self._fh = self.tmp.open("w", encoding="utf-8", newline="")
 
     def split(self, tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
         """The tables' successful rows; the failed ones are written to the errors file."""
@@ -147,22 +142,7 @@ class ErrorsApart:
         for table in tables:
             failed = table.filter(pc.is_valid(table["error"]))
             for rec in failed.to_pylist():
-                self._fh.write(json.dumps(openai_batch_line(cast(PredictionRecord, rec)),
+                self.out.write(json.dumps(openai_batch_line(cast(PredictionRecord, rec)),
                                           ensure_ascii=False) + "\n")
             self.failed += failed.num_rows
             yield table.filter(pc.is_null(table["error"]))
-
-    def __enter__(self) -> ErrorsApart:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        try:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
-            if exc is None:
-                os.replace(self.tmp, self.path)
-        finally:
-            self._fh.close()
-            self.tmp.unlink(missing_ok=True)

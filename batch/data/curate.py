@@ -7,19 +7,21 @@ rows it currently reads (their lineage matches) → `--where` → `--dedupe` →
 by a hash of each row's group. Rows are sorted by input id, then candidate, first:
 the same cache gives the same files, byte for byte.
 
-Writes `train.parquet` / `train.jsonl`, `validation.*` (if any row lands there) and
-`README.md` (batch.data.card) into DIR, each file under a temporary name first.
+Writes each split (validation only if a row lands there) as Parquet and JSON Lines
+named by its content, `train-<digest>.parquet` / `.jsonl`, and the card `README.md`
+(batch.data.card) naming them, into DIR, replacing the set it held as one
+(batch.data.curated_set).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,13 +33,14 @@ import pyarrow.parquet as pq
 from batch.cache.errors import UnknownJobError
 from batch.cache.reader import Predictions
 from batch.cache.scan import latest_table
-from batch.data import card, dedupe, sft
+from batch.data import card, curated_set, dedupe, sft
 from batch.data.inputs import input_fields
 from batch.data.lineage import LineageStore
 from batch.data.sources import SourceModel, source_models
 from batch.data.where import compile_where
 from batch.score.store import scores_for
 from schemas.errors import UsageError
+from schemas.output_path import refuse_non_directory
 
 if TYPE_CHECKING:  # the catalog is only asked for licenses
     from catalog.db import Catalog
@@ -63,6 +66,7 @@ class CurateReport:
     candidates: list[str] = field(default_factory=list)
     counts: list[tuple[str, int]] = field(default_factory=list)
     split_rows: dict[str, int] = field(default_factory=dict)
+    split_files: dict[str, str] = field(default_factory=dict)  # split → `train-<digest>`
     sources: list[SourceModel] = field(default_factory=list)
     upstream: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -91,6 +95,8 @@ def curate(predictions_root: Path, job: str, output: Path, *, command: str,
         raise CurateError(f"--split: {split} is not in (0, 1]: the share of rows to train on")
     if dedupe_by is not None and dedupe_by not in DEDUPE:
         raise CurateError(f"--dedupe: {dedupe_by!r} is not one of {', '.join(DEDUPE)}")
+    refuse_non_directory(output)  # before any work: `-o /dev/null` is never replaced
+    output = output.absolute()
     try:
         with Predictions.at(predictions_root, job) as predictions:
             labels = predictions.select(candidate)
@@ -136,28 +142,27 @@ def curate(predictions_root: Path, job: str, output: Path, *, command: str,
         if s.restriction:
             report.warnings.append(f"{s.model} ({s.license}), answering in job {s.job}: "
                                    f"{s.restriction}")
-    output.mkdir(parents=True, exist_ok=True)
     columns = _provenance(table, job)
-    with report.timed("write"):
-        _write_splits(output, train, lists, text, columns, report)
-        _write_text(output / "README.md", card.render(report))
-    report.files.append("README.md")
+    with report.timed("write"), curated_set.replacing(output) as new_set:
+        _write_splits(new_set, train, lists, text, columns, report)
+        new_set.card(card.render(report))
+    report.files.append(curated_set.CARD)
     return report
 
 
-def _write_splits(output: Path, train: np.ndarray, lists: pa.Array, text: pa.Array,
-                  columns: dict[str, pa.Array], report: CurateReport) -> None:
+def _write_splits(new_set: curated_set.NewSet, train: np.ndarray, lists: pa.Array,
+                  text: pa.Array, columns: dict[str, pa.Array], report: CurateReport) -> None:
     for name, mask in (("train", train), ("validation", ~train)):
         idx = pa.array(np.flatnonzero(mask))
         report.split_rows[name] = len(idx)
         if not len(idx):
-            for suffix in (".parquet", ".jsonl"):
-                (output / f"{name}{suffix}").unlink(missing_ok=True)
             continue
         part = {k: v.take(idx) for k, v in columns.items()}
-        _write_parquet(output / f"{name}.parquet", lists.take(idx), part)
-        _write_jsonl(output / f"{name}.jsonl", text.take(idx), part)
-        report.files += [f"{name}.parquet", f"{name}.jsonl"]
+        split_lists, split_text = lists.take(idx), text.take(idx)
+        stem = new_set.split(name, partial(_write_jsonl, text=split_text, columns=part),
+                             partial(_write_parquet, lists=split_lists, columns=part))
+        report.split_files[name] = stem
+        report.files += [f"{stem}.parquet", f"{stem}.jsonl"]
 
 
 def _with_sources(table: pa.Table, root: Path, job: str, labels: list[str],
@@ -232,36 +237,13 @@ def _provenance(table: pa.Table, job: str) -> dict[str, pa.Array]:
 
 
 def _write_parquet(path: Path, lists: pa.Array, columns: dict[str, pa.Array]) -> None:
-    table = pa.table({"messages": lists, **columns})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    pq.write_table(pa.table({"messages": lists, **columns}), path, compression="zstd")
 
 
-def _write_jsonl(path: Path, text: pa.Array, columns: dict[str, pa.Array]) -> None:
+def _write_jsonl(fh: curated_set.Writable, text: pa.Array, columns: dict[str, pa.Array]) -> None:
     kinds = {name: "number" if name == "score" else "text" for name in columns}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("wb") as fh:
-            for start in range(0, len(text), WRITE_ROWS):
-                stop = start + WRITE_ROWS
-                batch = {"messages": (text[start:stop], "json")}
-                batch.update({k: (v[start:stop], kinds[k]) for k, v in columns.items()})
-                sft.write_lines(sft.jsonl_lines(batch), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    for start in range(0, len(text), WRITE_ROWS):
+        stop = start + WRITE_ROWS
+        batch = {"messages": (text[start:stop], "json")}
+        batch.update({k: (v[start:stop], kinds[k]) for k, v in columns.items()})
+        sft.write_lines(sft.jsonl_lines(batch), fh)
