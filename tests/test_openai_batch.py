@@ -127,7 +127,7 @@ def test_what_almanac_cannot_honour_is_an_error_line_naming_it(given: dict[str, 
 
 def test_an_error_line_is_a_failed_row_of_its_own(tmp_path: Path) -> None:
     from batch.run.inputs import read_rows
-    from batch.run.spec import load_spec
+    from batch.run.spec.job import load_spec
 
     lines = [line("ok", CHAT, messages=MESSAGES), line("bad", CHAT, messages=MESSAGES, stream=True)]
     spec = load_spec(write_job(tmp_path, "oai", lines, template=None, input_format="openai-batch"))
@@ -215,7 +215,7 @@ def test_a_batch_file_runs_and_exports_as_vllm_and_openai_read_it(runner: Any, h
     from vllm.entrypoints.launchers.run_batch import BatchRequestInput, BatchRequestOutput
     from vllm.entrypoints.openai.completion.protocol import CompletionRequest, CompletionResponse
 
-    from batch.run.spec import load_spec
+    from batch.run.spec.job import load_spec
 
     good = [
         line("chat", CHAT, messages=MESSAGES, max_tokens=8),

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from batch.run.errors import SpecError
-from batch.run.spec import spec_from_dict
+from batch.run.spec.errors import SpecError
+from batch.run.spec.job import spec_from_dict
 from batch.score.judge import judge_job_name, verdict
 from batch.score.metrics import first_number, make_metric, normalize
 from batch.score.settings import JudgeSpec, Reference, RowError, ScoreSpec, compile_template, render

@@ -14,7 +14,7 @@ import pytest
 from textual.app import App
 
 from batch.query import Predictions
-from batch.run.spec import load_spec
+from batch.run.spec.job import load_spec
 from catalog.db import Catalog
 from catalog.models import upsert_model
 from catalog.records import ModelEntry

@@ -23,7 +23,9 @@ from almanac.cli.score_cmds import check_scores, score_after_run
 from schemas.errors import ExitCode
 
 if TYPE_CHECKING:  # the runner (pyarrow, SQLAlchemy) loads only when a job runs, not for --help
+    from batch.run.executors.base import Executor
     from batch.run.result import RunResult
+    from batch.run.spec.ray_settings import RayAddress
 
 
 def _exit_code(statuses: list[str]) -> int:
@@ -63,6 +65,15 @@ def _human(result: RunResult) -> str:
     return line
 
 
+def _executor(ray: RayAddress | None) -> Executor | None:
+    """Where the runs generate: on the Ray cluster at `ray`, else (None) in this process."""
+    if ray is None:
+        return None
+    from batch.run.executors.ray import RayExecutor
+
+    return RayExecutor(ray)
+
+
 def _exit_now(code: int) -> None:
     """Exit at once after a stop signal. Everything finished is on disk: shards fsynced
     and renamed, index and catalog committed (SQLite keeps a commit through a process
@@ -92,9 +103,9 @@ def run(env: Env, jobs: tuple[str, ...], dry_run: bool, limit: int | None, retry
     Exit codes: 0 ok, 1 error, 2 invalid spec, 3 some rows failed, 75 job locked,
     130 / 143 stopped by SIGINT / SIGTERM (what was finished is written and indexed)."""
     from batch.data.chains import UpstreamReader
-    from batch.run.ray_settings import RayAddress
     from batch.run.runner import Runner, configure_logging
-    from batch.run.spec import load_spec
+    from batch.run.spec.job import load_spec
+    from batch.run.spec.ray_settings import RayAddress
     from batch.run.stopping import Stopped, catch_stops
 
     configure_logging()
@@ -110,8 +121,8 @@ def run(env: Env, jobs: tuple[str, ...], dry_run: bool, limit: int | None, retry
         try:
             # A dry run writes nothing: not even a new home or catalog.
             runner = Runner(env.catalog_readonly() if dry_run else env.catalog(),
-                            env.home.predictions, env.home.locks,
-                            upstream=UpstreamReader(env.home.predictions), ray=ray)
+                            env.home.predictions, env.home.locks, executor=_executor(ray),
+                            upstream=UpstreamReader(env.home.predictions))
             for spec in specs:
                 try:
                     result = runner.run(spec, dry_run=dry_run, limit=limit,

@@ -15,7 +15,7 @@ from schemas.errors import AlmanacError, ExitCode, UsageError
 if TYPE_CHECKING:  # the rooms load when a command runs, not for --help
     from batch.run.result import RunResult
     from batch.run.runner import Runner
-    from batch.run.spec import JobSpec
+    from batch.run.spec.job import JobSpec
     from batch.score.compare import CandidateComparison
     from batch.score.scoring import ScoreReport
 
@@ -100,7 +100,7 @@ def score(env: Env, jobs: tuple[str, ...], json_: bool) -> None:
     Exit codes: 0 ok, 1 error, 2 invalid spec or no [score], 75 judge job locked."""
     from batch.data.chains import UpstreamReader
     from batch.run.runner import Runner, configure_logging
-    from batch.run.spec import load_spec
+    from batch.run.spec.job import load_spec
     from batch.score.scoring import check_score, score_run
 
     configure_logging()

@@ -18,9 +18,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from batch.cache.store import CandidateInfo, PredictionStore
-from batch.run.candidate_spec import CandidateSpec
-from batch.run.engine import EngineTarget
-from batch.run.errors import SpecError
+from batch.run.executors.target import EngineTarget
 from batch.run.resolve import (
     ResolvedAdapter,
     ResolvedModel,
@@ -28,7 +26,9 @@ from batch.run.resolve import (
     resolve_adapter,
     resolve_model,
 )
-from batch.run.settings import EngineOptions
+from batch.run.spec.candidates import CandidateSpec
+from batch.run.spec.errors import SpecError
+from batch.run.spec.settings import EngineOptions
 from catalog.models import UnknownModelError, find_model, to_record
 
 MAX_LORA_RANK = 512  # the largest `max_lora_rank` vLLM accepts

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from batch.run.settings import Sampling
+from batch.run.spec.settings import Sampling
 
 KEY_VERSION = 1
 # Files that cannot change a model's outputs. Not every `.txt`: a tokenizer's

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from batch.cache.schema import PredictionRecord
 
 if TYPE_CHECKING:  # the engine module is only needed once rows are generated
-    from batch.run.engine import Completion
+    from batch.run.executors.base import Completion
     from batch.run.plan import Failure, Plan, Request
 
 

@@ -26,7 +26,7 @@ from batch.run.keys import KEY_VERSION, canonical
 if TYPE_CHECKING:  # plan imports this module's protocol: annotations only
     from batch.run.inputs import InputRow
     from batch.run.plan import Plan, Target
-    from batch.run.spec import JobSpec
+    from batch.run.spec.job import JobSpec
 
 MEMO_VERSION = 1  # bump when rendering changes what a row's fields make
 

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from batch.run.errors import SpecError
+from batch.run.spec.errors import SpecError
 
 if TYPE_CHECKING:  # the spec loader pulls in the run room's settings: annotations only
-    from batch.run.spec import JobSpec
+    from batch.run.spec.job import JobSpec
 
 METRICS = ("exact", "normalized", "contains", "regex", "json", "numeric", "chrf", "judge")
 # The options each metric takes; any other option set is a mistake worth a message.

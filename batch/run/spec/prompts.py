@@ -7,8 +7,8 @@ from typing import Any
 
 import jinja2
 
-from batch.run.errors import SpecError
-from batch.run.sandbox import MAX_TEMPLATE, BoundedSandbox, BoundsError, render_bounded
+from batch.run.spec.errors import SpecError
+from batch.run.spec.sandbox import MAX_TEMPLATE, BoundedSandbox, BoundsError, render_bounded
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class PromptRenderer:
         # StrictUndefined: a misspelt or missing field fails the row instead of
         # silently rendering an empty string into the prompt. Immutable: a template
         # that appended to `examples` would change every later row's prompt. Bounded
-        # (batch.run.sandbox): no template may loop, recurse or allocate without end.
+        # (batch.run.spec.sandbox): no template may loop, recurse or allocate without end.
         self._env = BoundedSandbox(
             keep_trailing_newline=True, undefined=jinja2.StrictUndefined, autoescape=False
         )
