@@ -24,7 +24,7 @@ from catalog.tables import (
     RunCandidate,
     utcnow,
 )
-from schemas.errors import AlmanacError
+from schemas.errors import NotFoundError
 
 _SCALARS = (
     "repo_id", "revision", "name", "description", "architecture", "parameters",
@@ -33,7 +33,7 @@ _SCALARS = (
 )
 
 
-class UnknownModelError(AlmanacError, LookupError):
+class UnknownModelError(NotFoundError, LookupError):
     def __init__(self, ref: str) -> None:
         super().__init__(f"no model {ref!r} in the catalog (see `almanac models list`)")
         self.ref = ref

@@ -23,10 +23,10 @@ import pytest
 
 from batch.cache.index import FORMAT, Located
 from batch.cache.lock import JobLock, JobLockedError
-from batch.cache.reader import Predictions
 from batch.cache.schema import PredictionRecord, arrow_schema, columns, declared_types
 from batch.cache.shards import file_sha256
 from batch.cache.store import PredictionStore, ShardWriter
+from batch.query import Predictions
 from batch.run.keys import fingerprint_dir, stat_signature
 from tests.cache_support import index_table
 

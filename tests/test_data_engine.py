@@ -14,8 +14,8 @@ import tomli_w
 from click.testing import CliRunner
 
 from almanac.cli import cli
-from batch.cache.reader import Predictions
 from batch.data.chains import UpstreamReader
+from batch.query import Predictions
 from batch.run.executors.engine import EnginePool
 from batch.run.executors.local import LocalExecutor
 from batch.run.runner import Runner, RunResult

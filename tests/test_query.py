@@ -15,7 +15,7 @@ import pytest
 
 from almanac import api
 from batch.cache.index import Located
-from batch.cache.reader import (
+from batch.query import (
     JobInfo,
     Predictions,
     ShardUnavailableError,

@@ -31,7 +31,7 @@ def _start(home: Path, job: Path, out: Path, err: Path) -> subprocess.Popen[byte
 
 
 def _indexed_rows(home: Path, job: str) -> int:
-    from batch.cache.reader import CacheReader
+    from batch.query import CacheReader
 
     with CacheReader(home / "predictions") as reader:
         return reader.job(job).count() if reader.has_job(job) else 0

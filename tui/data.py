@@ -25,8 +25,7 @@ from catalog.runs import count_runs, jobs_of_model, list_runs
 from catalog.search import count_models, domain_counts, language_counts, list_models
 
 if TYPE_CHECKING:  # the cache reader pulls in pyarrow: loaded when a screen first needs it
-    from batch.cache.reader import CandidateSummary
-    from batch.query import CacheReader
+    from batch.query import CacheReader, CandidateSummary
     from batch.score.compare import CandidateComparison
 
 PAGE = 50
@@ -224,15 +223,15 @@ class Data:
                     with_total: bool = False) -> Page:
         from batch.query import UnknownJobError
 
+        args = q.args()
         try:
             view = self._cache().job(q.job)
+            if q.candidate is not None and q.candidate not in view.select():
+                args["candidate"] = None  # a run since has dropped it: show every candidate
+            rows = view.search(**args, limit=limit, offset=offset)
+            total = view.count(**args) if with_total else None
         except UnknownJobError:
             return Page([], offset, 0)
-        args = q.args()
-        if q.candidate is not None and q.candidate not in view.select():
-            args["candidate"] = None  # a run since has dropped it: show every candidate
-        rows = view.search(**args, limit=limit, offset=offset)
-        total = view.count(**args) if with_total else None
         return Page(rows, offset, total)
 
     def comparison(self, job: str) -> list[CandidateComparison]:
@@ -242,10 +241,9 @@ class Data:
         from batch.score.compare import compare_job
 
         try:
-            view = self._cache().job(job)
+            return compare_job(self.catalog.sessions, self._cache().job(job))
         except UnknownJobError:
             return []
-        return compare_job(self.catalog.sessions, view)
 
     def _cache(self) -> CacheReader:
         """One shared, thread-safe reader of the cache index and shards. batch.query

@@ -9,18 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from almanac.cli.base import (
-    MAX_INT,
-    Env,
-    echo_table,
-    emit_json,
-    json_option,
-    pass_env,
-    translate,
-    warn,
-)
+from almanac.cli.base import MAX_INT, Env, echo_table, emit_json, json_option, pass_env, warn
 from almanac.cli.score_cmds import check_scores, score_after_run
-from schemas.errors import ExitCode
+from schemas.errors import AlmanacError, ExitCode
 
 if TYPE_CHECKING:  # the runner (pyarrow, SQLAlchemy) loads only when a job runs, not for --help
     from batch.run.executors.base import Executor
@@ -28,14 +19,20 @@ if TYPE_CHECKING:  # the runner (pyarrow, SQLAlchemy) loads only when a job runs
     from batch.run.spec.ray_settings import RayAddress
 
 
-def _exit_code(statuses: list[str]) -> int:
-    if "error" in statuses:
-        return ExitCode.ERROR
-    if "locked" in statuses:
-        return ExitCode.LOCKED
-    if "failed_rows" in statuses:
-        return ExitCode.FAILED_ROWS
-    return ExitCode.OK
+# Several jobs exit with the gravest of their codes: an error, then a lock, then failed rows.
+_GRAVEST = (ExitCode.ERROR, ExitCode.LOCKED, ExitCode.FAILED_ROWS)
+
+
+def _exit_code(codes: list[int]) -> int:
+    for code in _GRAVEST:
+        if code in codes:
+            return code
+    return ExitCode.ERROR if any(codes) else ExitCode.OK
+
+
+def _job_failed(exc: AlmanacError) -> int:
+    """A job of several that could not run: locked, or an error (whatever its own code)."""
+    return ExitCode.LOCKED if exc.exit_code == ExitCode.LOCKED else ExitCode.ERROR
 
 
 def _human(result: RunResult) -> str:
@@ -114,7 +111,7 @@ def run(env: Env, jobs: tuple[str, ...], dry_run: bool, limit: int | None, retry
     check_scores(specs)
     several = len(specs) > 1
     results: list[dict[str, Any]] = []
-    statuses: list[str] = []
+    codes: list[int] = []
     stopped: Stopped | None = None
     with catch_stops():
         runner = None
@@ -130,28 +127,27 @@ def run(env: Env, jobs: tuple[str, ...], dry_run: bool, limit: int | None, retry
                 except Stopped as stop:
                     if stop.result is not None:
                         results.append(stop.result.to_json())
-                        statuses.append(stop.result.status)
+                        codes.append(stop.result.exit_code)
                         if not json_:
                             click.echo(_human(stop.result))
                     raise
-                except Exception as exc:
-                    translated = translate(exc) if several else None
-                    if translated is None:
+                except AlmanacError as exc:
+                    if not several:
                         raise
                     # cron with several jobs: one job's problem must not hide the others'
-                    warn(f"{spec.name}: {translated.message}")
-                    status = "locked" if translated.exit_code == ExitCode.LOCKED else "error"
-                    results.append({"job": spec.name, "status": status,
-                                    "error": translated.message})
-                    statuses.append(status)
+                    warn(f"{spec.name}: {exc}")
+                    code = _job_failed(exc)
+                    results.append({"job": spec.name,
+                                    "status": "locked" if code == ExitCode.LOCKED else "error",
+                                    "error": str(exc)})
+                    codes.append(code)
                     continue
                 results.append(result.to_json())
-                statuses.append(result.status)
+                codes.append(result.exit_code)
                 if not json_:
                     click.echo(_human(result))
                 # Scores follow the run (batch.score sits above the runner: called here).
-                statuses.append(score_after_run(runner, spec, result, results[-1],
-                                                echo=not json_))
+                codes.append(score_after_run(runner, spec, result, results[-1], echo=not json_))
         except Stopped as stop:
             stopped = stop
         finally:
@@ -163,7 +159,7 @@ def run(env: Env, jobs: tuple[str, ...], dry_run: bool, limit: int | None, retry
         warn(f"stopped by {stopped.name}: what was finished is written and indexed; "
              "run again to go on")
         _exit_now(stopped.exit_code)
-    code = _exit_code(statuses)
+    code = _exit_code(codes)
     if code:
         sys.exit(code)
 
@@ -223,9 +219,8 @@ def demo(env: Env, job_path: str | None, json_: bool) -> None:
             click.echo(f"{label}: {right}/{total} right")
         echo_comparison(done.comparison)
         warn(f"predictions: {env.home.predictions / done.result.job} (a Parquet dataset)")
-    code = _exit_code([done.result.status])
-    if code:
-        sys.exit(code)
+    if done.result.exit_code:
+        sys.exit(done.result.exit_code)
 
 
 def register(cli: click.Group) -> None:

@@ -53,27 +53,28 @@ def check_scores(specs: list[JobSpec]) -> None:
 
 
 def score_after_run(runner: Runner, spec: JobSpec, result: RunResult, summary: dict[str, Any],
-                    *, echo: bool) -> str:
+                    *, echo: bool) -> int:
     """Score a job right after its run (`almanac run`), putting the report in the run's
     JSON `summary` under "score". A scoring that fails is reported without hiding the
-    run's own result; the status returned ("ok", "error", "locked") joins the run's."""
+    run's own result; the exit code returned (0, 1, or 75 for a judge job locked) joins
+    the run's."""
     from batch.score.scoring import score_run
 
     if result.status not in ("ok", "failed_rows"):
-        return "ok"
+        return ExitCode.OK
     try:
         report = score_run(runner, spec, result)
     except AlmanacError as exc:
         warn(f"{spec.name}: scoring: {exc}")
         summary["score"] = {"error": str(exc)}
-        return "locked" if exc.exit_code == ExitCode.LOCKED else "error"
+        return ExitCode.LOCKED if exc.exit_code == ExitCode.LOCKED else ExitCode.ERROR
     if report is not None:
         summary["score"] = report.to_json()
         if echo:
             click.echo(score_line(report))
         for warning in report.warnings:
             warn(warning)
-    return "ok"
+    return ExitCode.OK
 
 
 def _echo_report(report: ScoreReport) -> None:

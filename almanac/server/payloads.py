@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, create_model
 
 from almanac.server.limits import MAX_BATCH, Id
-from batch.cache.schema import arrow_schema
+from batch.query import arrow_schema
 from catalog.records import ModelRecord
 
 

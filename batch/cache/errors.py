@@ -5,14 +5,14 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from schemas.errors import AlmanacError, UnavailableError, UsageError
+from schemas.errors import AlmanacError, NotFoundError, UnavailableError, UsageError
 
 
 class QueryError(AlmanacError):
     """A problem reading the cache; the message says what to do."""
 
 
-class UnknownJobError(QueryError, LookupError):
+class UnknownJobError(QueryError, NotFoundError, LookupError):
     def __init__(self, job: str) -> None:
         super().__init__(f"no cached predictions for job {job!r}")
         self.job = job
@@ -84,18 +84,26 @@ class DiskFullError(UnavailableError):
 
 
 class CandidateRequiredError(UsageError):
-    """A single lookup in a job with several current candidates: which one?"""
+    """A single lookup that more than one current candidate answers: which one?"""
 
-    def __init__(self, job: str, labels: list[str]) -> None:
-        super().__init__(f"job {job!r} has {len(labels)} candidates ({', '.join(labels)}): "
-                         "choose one by its candidate label, model or adapter")
+    def __init__(self, job: str, labels: list[str], matching: str | None = None) -> None:
+        running = f" with {matching}" if matching else ""
+        super().__init__(f"job {job!r} has {len(labels)} candidates ({', '.join(labels)})"
+                         f"{running}: choose one by its candidate label"
+                         + ("" if matching else ", model or adapter"))
         self.job, self.labels = job, labels
 
 
 class UnknownCandidateError(UsageError, LookupError):
-    """A candidate label the job does not have."""
+    """A candidate the job does not have: a label, or a model or adapter none runs."""
 
-    def __init__(self, job: str, label: str, labels: list[str]) -> None:
-        super().__init__(f"candidate: job {job!r} has no candidate {label!r} "
-                         f"(its candidates: {', '.join(labels) or 'none'})")
+    def __init__(self, job: str, label: str, labels: list[str], *,
+                 message: str | None = None) -> None:
+        super().__init__(message or f"candidate: job {job!r} has no candidate {label!r} "
+                                    f"(its candidates: {', '.join(labels) or 'none'})")
         self.job, self.label, self.labels = job, label, labels
+
+    @classmethod
+    def matching(cls, job: str, asked: str, labels: list[str]) -> UnknownCandidateError:
+        return cls(job, asked, labels, message=f"job {job!r} has no candidate with {asked} "
+                                               f"(its candidates: {', '.join(labels) or 'none'})")

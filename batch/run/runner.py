@@ -31,6 +31,7 @@ from batch.run.stopping import Stopped, catch_stops, shielded
 from catalog import runs as run_log
 from catalog.db import Catalog
 from catalog.records import CandidateRun
+from schemas.errors import ExitCode
 
 if TYPE_CHECKING:  # the protocol only types an argument
     from batch.run.upstream import Upstream
@@ -141,15 +142,17 @@ class Runner:
                     started = True
                 phases.catalog_s += time.perf_counter() - mark
                 self._execute(spec, plans, candidates, result, run_id)
-                result.status = "failed_rows" if result.failed else "ok"
+                result.settle("failed_rows" if result.failed else "ok")
             except (Stopped, KeyboardInterrupt) as stop:
-                name = stop.name if isinstance(stop, Stopped) else "SIGINT"
-                result.status, result.error = "interrupted", f"stopped by {name}"
                 if isinstance(stop, Stopped):
+                    result.settle("interrupted", f"stopped by {stop.name}", stop.exit_code)
                     stop.result = result
+                else:
+                    result.settle("interrupted", "stopped by SIGINT")
                 raise
             except Exception as exc:
-                result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
+                result.settle("error", f"{type(exc).__name__}: {exc}",
+                              getattr(exc, "exit_code", ExitCode.ERROR))
                 raise
             finally:
                 mark = time.perf_counter()

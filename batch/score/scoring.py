@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from batch.cache.index import Located
-from batch.cache.reader import CandidateSummary, Predictions
+from batch.cache.index_rows import CandidateSummary
+from batch.cache.reader import Predictions
 from batch.run.spec.errors import SpecError
 from batch.score import judge as judging
 from batch.score.metrics import Metric, make_metric

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
-from schemas.errors import AlmanacError
+from schemas.errors import UnavailableError
 
 SCORES_FILE = "scores.db"
 FORMAT = 1  # PRAGMA user_version of the layout below
@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS scorings (
 """
 
 
-class ScoreStoreError(AlmanacError):
+class ScoreStoreError(UnavailableError):
     """scores.db cannot be used: written by a newer Almanac, or not a database."""
 
 
