@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
-
 from schemas.errors import AlmanacError, NotFoundError, UnavailableError, UsageError
 
 
@@ -45,35 +42,16 @@ class ShardDamagedError(ShardUnavailableError):
                    "run generates what was lost)")
 
 
-class IndexUnavailableError(CacheUnavailableError):
-    """`predictions/index.db` cannot be used: not a database, unreadable, read-only for a
-    writer, or busy beyond the wait."""
+class SideStoreError(UnavailableError):
+    """A SQLite side store (batch.cache.sidestore) cannot be used: not a database,
+    unreadable, read-only for a writer, busy beyond the wait, or in a format this
+    version cannot read. Exit 1 (HTTP 503); the message names the file and what to do."""
 
-    @classmethod
-    def of(cls, path: Path, exc: sqlite3.Error) -> CacheUnavailableError | DiskFullError:
-        name = getattr(exc, "sqlite_errorname", "") or ""
-        if name.startswith("SQLITE_FULL"):
-            return DiskFullError(f"no space left on the device holding {path} ({exc}): free "
-                                 "some space and run again; what was written before is kept")
-        if name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
-            why = ("it is damaged (not a readable SQLite database): run `almanac cache repair` "
-                   "to set it aside and rebuild it from the shards")
-        elif name.startswith("SQLITE_READONLY"):
-            why = "it is read-only here, and this command writes to it: check its permissions"
-        elif name.startswith(("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")):
-            why = "it cannot be opened: check that it is a file this user may read and write"
-        elif name.startswith("SQLITE_IOERR"):
-            why = ("it cannot be read or written (an I/O error): check that it is a file this "
-                   "user may read and write, on a healthy disk")
-        elif name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-            why = "another process holds it locked: try again"
-        else:
-            why = "it cannot be used"
-        found = cls(f"prediction index {path}: {why} ({exc})")
-        found.damaged = name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT"))
-        return found
+    damaged: bool = False  # the file itself is bad: it can be set aside and rebuilt
 
-    damaged: bool = False  # the file itself is bad: repair can set it aside and rebuild
+
+class IndexUnavailableError(CacheUnavailableError, SideStoreError):
+    """`predictions/index.db` cannot be used."""
 
 
 class DiskFullError(UnavailableError):

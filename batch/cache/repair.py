@@ -234,18 +234,15 @@ def _drop(index: Index, directory: Path, job: str, missing: list[str],
           damaged: list[str]) -> dict[str, str]:
     """Forget these shards and set the damaged files aside, in one transaction (the files
     move before it commits, and back if it fails); {shard: the name it is kept as}."""
-    moved: list[tuple[Path, Path]] = []
-    try:
-        with index.transaction():
-            index.forget_shards(job, missing + damaged)
-            for name in damaged:
-                path = directory / name
-                if path.exists():
-                    moved.append((shards.set_aside(path), path))
-    except BaseException:
-        for kept, original in moved:
-            os.rename(kept, original)
-        raise
+    bad = set(damaged)
+
+    def aside(name: str) -> tuple[Path, Path] | None:
+        path = directory / name
+        if name not in bad or not path.exists():
+            return None
+        return shards.set_aside(path), path
+
+    moved = shards.forget_moving(index, job, missing + damaged, aside)
     return {original.name: kept.name for kept, original in moved}
 
 

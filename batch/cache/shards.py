@@ -13,7 +13,7 @@ import bisect
 import errno
 import hashlib
 import os
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -100,6 +100,28 @@ def set_aside(path: Path) -> Path:
     os.rename(path, target)
     fsync_dir(path.parent)
     return target
+
+
+def forget_moving(index: Index, job: str, names: list[str],
+                  move: Callable[[str], tuple[Path, Path] | None]) -> list[tuple[Path, Path]]:
+    """Drop these shards (and every record in them) from the index and move their files
+    out of the dataset, in one index transaction: `move(name)` moves one file before the
+    commit, returning (where it is now, where it was), or None when it moved nothing.
+    If the transaction fails, every file moved goes back, so a committed index never
+    names a file that is gone, nor a file lies under its name without index rows.
+    Returns what was moved."""
+    moved: list[tuple[Path, Path]] = []
+    try:
+        with index.transaction():
+            index.forget_shards(job, names)
+            for name in names:
+                if (done := move(name)) is not None:
+                    moved.append(done)
+    except BaseException:
+        for now, was in moved:
+            os.rename(now, was)
+        raise
+    return moved
 
 
 # -- writing ---------------------------------------------------------------------------------
