@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from catalog import taxonomy
 from catalog.db import open_catalog
+from catalog.detail import model_detail
 from catalog.filters import ModelFilter
-from catalog.models import find_model, to_record
+from catalog.lookup import find_model
 from catalog.records import ModelRecord, RunRecord
 from catalog.runs import count_runs, jobs_of_model, list_runs
 from catalog.search import count_models, domain_counts, language_counts, list_models
@@ -169,7 +170,7 @@ class Data:
     def model(self, ref: str) -> ModelRecord | None:
         with self.catalog.sessions() as s:
             model = find_model(s, ref)
-            return to_record(s, model, detail=True) if model is not None else None
+            return model_detail(s, model) if model is not None else None
 
     def model_jobs(self, ref: str) -> list[JobUse]:
         """Jobs with cached predictions from this model. The runs table names the

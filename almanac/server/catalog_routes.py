@@ -85,10 +85,11 @@ def add_catalog_routes(app: FastAPI, catalog: ServedCatalog) -> None:
     @app.get("/models/{ref:path}", response_model=ModelRecord, tags=["catalog"], responses=ERRORS)
     def model(ref: Annotated[str, PathParam(max_length=MAX_ID)]) -> ModelRecord:
         """One model: lineage, evals, adapters, measured speed."""
-        from catalog.models import get_model, to_record
+        from catalog.detail import model_detail
+        from catalog.lookup import get_model
 
         with catalog.sessions()() as s:
-            return to_record(s, get_model(s, ref), detail=True)
+            return model_detail(s, get_model(s, ref))
 
     @app.get("/runs", response_model=list[RunRecord], tags=["catalog"], responses=ERRORS)
     def runs(job: Annotated[JobName | None, Query()] = None,
