@@ -210,7 +210,7 @@ def test_set_candidates_replaces_the_list_in_its_order(predictions: Path) -> Non
 
 # -- shards and indexes written before candidates ------------------------------------------------
 
-EARLIER = pa.schema([f for f in arrow_schema() if f.name not in ("candidate", "adapter_revision")])
+EARLIER = pa.schema([f for f in arrow_schema() if f.name not in ("candidate", "adapter_revision", "chat")])
 EARLIER_INDEX = """
 CREATE TABLE shards (job TEXT NOT NULL, name TEXT NOT NULL, rows INTEGER NOT NULL,
     bytes INTEGER NOT NULL, sha256 TEXT NOT NULL, run_id TEXT, created_at TEXT NOT NULL,

@@ -116,11 +116,12 @@ class Page:
 
 
 class Data:
-    """Read-only access to one Almanac home, safe to call from several threads."""
+    """Read-only access to one Almanac home's catalog and predictions (their paths are
+    given: the home's layout is the front door's), safe to call from several threads."""
 
-    def __init__(self, home: Path) -> None:
-        self.home = Path(home)
-        self.catalog = open_catalog(self.home / "catalog.db", readonly=True, cache_kib=CACHE_KIB)
+    def __init__(self, catalog_db: Path, predictions: Path) -> None:
+        self.predictions_root = Path(predictions)
+        self.catalog = open_catalog(Path(catalog_db), readonly=True, cache_kib=CACHE_KIB)
         self._reader_lock = threading.Lock()
         self._reader: CacheReader | None = None
 
@@ -253,6 +254,6 @@ class Data:
 
         with self._reader_lock:
             if self._reader is None:
-                self._reader = CacheReader(self.home / "predictions")
+                self._reader = CacheReader(self.predictions_root)
             return self._reader
 

@@ -1,4 +1,4 @@
-"""`almanac query`, `almanac export` and `almanac cache verify|gc`: reading the cache."""
+"""`almanac query` and `almanac export`: reading the cache."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from almanac.cli.base import (
     pass_env,
     warn,
 )
-from schemas.errors import ExitCode, NotFoundError
+from schemas.errors import NotFoundError
 
 if TYPE_CHECKING:  # pyarrow loads in hundreds of milliseconds: not for `almanac --help`
     from batch.query import PredictionRecord, Predictions
@@ -220,68 +220,6 @@ def export(env: Env, job: str, fmt: str, output: str, all_versions: bool,
          + (f" (failed rows to {errors})" if errors is not None else ""))
 
 
-@click.group()
-def cache() -> None:
-    """Check and clean the prediction cache."""
-
-
-@cache.command()
-@click.argument("job", required=False)
-@json_option
-@pass_env
-def verify(env: Env, job: str | None, json_: bool) -> None:
-    """Check every shard (readable, rows and checksum as indexed) and the index against
-    the files. Exit 1 if anything is damaged."""
-    from batch.cache.verify import verify as run_verify
-
-    report = run_verify(env.home.predictions, job)
-    if json_:
-        emit_json(report.to_json())
-    else:
-        if report.problems:
-            echo_table([[f.job, f.shard or "", f.kind, f.detail] for f in report.problems],
-                       ["JOB", "SHARD", "PROBLEM", "DETAIL"])
-        for note in report.notes:
-            warn(f"note: {note.job}/{note.shard}: {note.kind}: {note.detail}")
-        warn(f"{len(report.jobs)} jobs, {report.shards} shards, {report.rows} rows, "
-             f"{report.bytes} bytes checked: "
-             + ("ok" if report.ok else f"{len(report.problems)} problems; `almanac cache "
-                                        f"repair{' ' + job if job else ''}` sets them right"))
-    if not report.ok:
-        sys.exit(ExitCode.ERROR)
-
-
-@cache.command()
-@click.argument("job", required=False)
-@click.option("--dry-run", is_flag=True, help="Report what would be removed; change nothing.")
-@click.option("--keep-versions", is_flag=True,
-              help="Keep shards holding older versions (`query --all`); remove only shards "
-                   "nothing references.")
-@json_option
-@pass_env
-def gc(env: Env, job: str | None, dry_run: bool, keep_versions: bool, json_: bool) -> None:
-    """Remove superseded shards and temporary files left by crashes. A shard is
-    superseded when none of its rows is an input's latest for a candidate the job's last
-    run named: the predictions of a candidate dropped from the job go too (preview with
-    --dry-run). Exits 75 without changing anything while a run is active."""
-    from batch.cache.gc import gc as run_gc
-
-    report = run_gc(env.home.predictions, env.home.locks, job=job, dry_run=dry_run,
-                    keep_versions=keep_versions)
-    if json_:
-        emit_json(report.to_json())
-        return
-    rows = [[j.job, c.shard, str(c.rows), str(c.bytes)] for j in report.jobs for c in j.collected]
-    if rows:
-        echo_table(rows, ["JOB", "SHARD", "ROWS", "BYTES"])
-    verb = "would remove" if dry_run else "removed"
-    tmp = sum(j.removed_tmp for j in report.jobs)
-    indexed = sum(j.indexed for j in report.jobs)
-    warn(f"{verb} {report.shards_removed} shards ({report.bytes_freed} bytes) and {tmp} "
-         f"temporary files; {'would index' if dry_run else 'indexed'} {indexed} unindexed shards")
-
-
 def register(cli: click.Group) -> None:
     cli.add_command(query)
     cli.add_command(export)
-    cli.add_command(cache)

@@ -21,7 +21,7 @@ class Error(BaseModel):
 def _prediction_model() -> type[BaseModel]:
     """Built from schemas/prediction.schema.json (via the Arrow schema): the one source."""
     kinds = {"string": str, "int32": int, "int64": int, "timestamp[us, tz=UTC]": datetime,
-             "list<item: string>": list[str]}
+             "list<item: string>": list[str], "bool": bool}
     fields: dict[str, Any] = {}
     for f in arrow_schema():
         kind = kinds[str(f.type)]

@@ -44,7 +44,7 @@ from batch.cache import shards
 from batch.cache.errors import IndexUnavailableError
 from batch.cache.index import INDEX_FILE, Index, Located
 from batch.cache.lock import JobLock
-from batch.cache.schema import arrow_schema, is_legacy
+from batch.cache.schema import is_known
 from batch.cache.store import PredictionStore
 from batch.cache.verify import Finding, verify
 
@@ -252,7 +252,7 @@ def _undecodable(path: Path) -> str | None:
         table = pq.read_table(path, **shards.CHECKED)
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         return f"unreadable: {exc}"
-    if not is_legacy(table.schema) and not table.schema.equals(arrow_schema(), check_metadata=False):
+    if not is_known(table.schema):
         return "columns differ from schemas/prediction.schema.json"
     return None
 

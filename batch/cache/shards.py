@@ -26,9 +26,11 @@ from batch.cache.index import Index, Located, ShardEntry
 from batch.cache.schema import LATER_COLUMNS, PredictionRecord, arrow_schema, conform
 from schemas import is_job_name
 
-# Flat string and integer columns: the ones whose Parquet statistics give back their value.
+# Flat string, integer and boolean columns: the ones whose Parquet statistics give back
+# their value.
 _FLAT = frozenset(f.name for f in arrow_schema()
-                  if pa.types.is_string(f.type) or pa.types.is_integer(f.type))
+                  if pa.types.is_string(f.type) or pa.types.is_integer(f.type)
+                  or pa.types.is_boolean(f.type))
 _FROM_INDEX = frozenset({"input_id", "key"})
 
 
@@ -264,7 +266,7 @@ class OpenShard:
         for i in range(meta.num_row_groups):
             self.starts.append(self.starts[-1] + meta.row_group(i).num_rows)
         self.num_rows = meta.num_rows
-        # Columns a shard written before candidates lacks: filled on every read.
+        # Columns a shard an earlier version wrote lacks: filled on every read.
         self.missing = [c for c in LATER_COLUMNS if c not in self.file.schema_arrow.names]
         self._constants: dict[int, dict[str, Any]] = {}
 

@@ -6,7 +6,7 @@ It holds what chains need to remember between runs:
 - `job_files`: the job file each job was last run from, so that a chain naming its
   upstream job by name can read that job's input rows (their fields travel down);
 - `plans`: per chain job and candidate, the upstream job and candidate it reads and the
-  digest (batch.run.upstream.plan_digest) its rows' keys were planned under;
+  digest (batch.run.keys.plan_digest) its rows' keys were planned under;
 - `lineage`: per chain row and candidate, the key it was last planned with, the basis
   (a digest of its fields) that key came from, and the upstream record that fed it
   (input id, key, and the item's position when the job explodes answers).

@@ -36,7 +36,7 @@ class InputRow:
     messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
     sampling: dict[str, Any] | None = None
-    # A digest of everything in the row a prompt can depend on (batch.run.upstream.row_basis),
+    # A digest of everything in the row a prompt can depend on (batch.run.keys.row_basis),
     # from sources that give one (chains): planning may then reuse the key it made last time.
     basis: str | None = None
 
