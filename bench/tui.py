@@ -69,6 +69,7 @@ async def _until(app: Any, done: Any, timeout: float = 30.0) -> None:
 
 COLD = """
 import asyncio, sys, time
+from pathlib import Path
 began = time.perf_counter()
 from bench.tui import _until
 from almanac.paths import Home
@@ -76,7 +77,7 @@ from tui.app import make_app
 imported = time.perf_counter() - began
 
 async def main():
-    home = Home(sys.argv[1])
+    home = Home(Path(sys.argv[1]))
     app = make_app(home.catalog_db, home.predictions)
     async with app.run_test(size=(100, 30)):
         await _until(app, lambda: getattr(app.screen, "shown", None) is not None)
