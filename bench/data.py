@@ -154,7 +154,7 @@ def bench_chain(home: Path, rows: int, reps: int) -> dict[str, Any]:
     from batch.run.candidates import resolve_candidates
     from batch.run.plan import Target, make_plans
     from batch.run.runner import Runner
-    from batch.run.spec import load_spec
+    from batch.run.spec.job import load_spec
     from catalog.db import Catalog
     from catalog.localmodels import entry_from_directory
     from catalog.models import upsert_model

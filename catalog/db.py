@@ -18,21 +18,22 @@ from sqlalchemy import URL, Engine, ExceptionContext, create_engine, event, make
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from schemas.errors import AlmanacError, UnavailableError
+from schemas.errors import UnavailableError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 
 
-class CatalogError(AlmanacError):
-    """A catalog problem the user can act on; the message says what."""
+class CatalogError(UnavailableError):
+    """The catalog cannot be used as it is (missing, written by a newer Almanac, damaged);
+    the message says what to do. Exit 1 (HTTP 503)."""
 
 
 class SchemaTooNewError(CatalogError):
     pass
 
 
-class CatalogUnusableError(CatalogError, UnavailableError):
+class CatalogUnusableError(CatalogError):
     """The catalog file cannot be used as it is: damaged, not a database, unreadable,
     read-only for a command that writes, or locked past waiting."""
 

@@ -23,7 +23,7 @@ RAY_CLIENT = client_environment(_RAY_WORK)
 os.environ.update(RAY_CLIENT)
 
 if TYPE_CHECKING:  # the engine and the catalog load only in the tests that use them
-    from batch.run.engine import EnginePool
+    from batch.run.executors.engine import EnginePool
     from batch.run.runner import Runner
     from catalog.db import Catalog
     from tests.ray_support import HeadNode
@@ -59,7 +59,8 @@ def lora_adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def engine_pool(tiny_model: Path) -> Iterator[EnginePool]:
     """One real vLLM engine for the whole session, started with LoRA enabled (room
     for four adapters at once) so that jobs with and without adapters share it."""
-    from batch.run.engine import EnginePool, EngineTarget
+    from batch.run.executors.engine import EnginePool
+    from batch.run.executors.target import EngineTarget
     from tests.engine_support import ENGINE_OPTIONS, LORA_RANK, MAX_LORAS
 
     pool = EnginePool()

@@ -15,9 +15,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from batch.run.engine import EnginePool
+from batch.run.executors.engine import EnginePool
+from batch.run.executors.local import LocalExecutor
 from batch.run.runner import Runner
-from batch.run.spec import load_spec
+from batch.run.spec.job import load_spec
 from tests.engine_support import almanac, popen_almanac, runner_for, write_job
 
 pytestmark = pytest.mark.engine
@@ -83,10 +84,11 @@ def test_rerun_is_served_from_cache_without_starting_the_engine(
 ) -> None:
     job = write_job(tmp_path, "again", words(40))
     runner.run(load_spec(job))
-    fresh = Runner(runner.catalog, home / "predictions", home / "locks", pool=EnginePool())
+    local = LocalExecutor(EnginePool())
+    fresh = Runner(runner.catalog, home / "predictions", home / "locks", executor=local)
     result = fresh.run(load_spec(job))
     assert (result.cached, result.generated, result.engine_started) == (40, 0, False)
-    assert fresh.pool.starts == 0
+    assert local.pool.starts == 0
     # Nothing was tokenized, generated or written: the phases say so.
     assert result.phases.plan_s > 0 and result.phases.recover_s > 0
     assert (result.phases.tokenize_s, result.phases.generate_s, result.phases.write_s,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from batch.run.spec import load_spec
+from batch.run.spec.job import load_spec
 from bench import adapters as bench_adapters
 from bench.engine_workload import prompt
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from batch.query import Predictions
-from batch.run.spec import load_spec
+from batch.run.spec.job import load_spec
 from bench import ray as bench_ray
 from bench.engine_workload import JOB, MODEL_NAME
 from bench.ray_driver import keeps_up, write_path

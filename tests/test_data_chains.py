@@ -15,7 +15,7 @@ from safetensors.numpy import save_file
 from almanac.cli import cli
 from batch.data.chains import UpstreamError, UpstreamReader
 from batch.data.lineage import LineageStore
-from batch.run.spec import load_spec
+from batch.run.spec.job import load_spec
 from schemas.errors import ExitCode
 from tests.cache_support import key_for
 from tests.data_support import answers, plan, recorded, run, scores, write_job

@@ -31,7 +31,7 @@ def _start(home: Path, job: Path, out: Path, err: Path) -> subprocess.Popen[byte
 
 
 def _indexed_rows(home: Path, job: str) -> int:
-    from batch.cache.reader import CacheReader
+    from batch.query import CacheReader
 
     with CacheReader(home / "predictions") as reader:
         return reader.job(job).count() if reader.has_job(job) else 0
@@ -64,7 +64,7 @@ def test_sigterm_and_sigint_mid_run_keep_what_was_finished_and_a_rerun_completes
 ) -> None:
     from batch.cache import shards as shard_files
     from batch.cache.lock import JobLock
-    from batch.run.spec import load_spec
+    from batch.run.spec.job import load_spec
     from catalog.runs import list_runs
 
     n = 1500

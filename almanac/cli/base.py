@@ -73,14 +73,6 @@ class CommandError(click.ClickException):
         self.exit_code = int(code)
 
 
-def translate(exc: BaseException) -> CommandError | None:
-    """A room's error as the CLI reports it: the message, and the exit code the
-    error carries (schemas.errors.AlmanacError). Anything else is a bug: None."""
-    if isinstance(exc, AlmanacError):
-        return CommandError(str(exc), exc.exit_code)
-    return None
-
-
 class AlmanacGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:

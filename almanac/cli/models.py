@@ -81,10 +81,11 @@ def list_(env: Env, domains: tuple[str, ...], languages: tuple[str, ...],
 def show(env: Env, ref: str, json_: bool) -> None:
     """Everything the catalog knows about one model: lineage, evals, measured speed."""
     from catalog import sizes
-    from catalog.models import get_model, to_record
+    from catalog.detail import model_detail
+    from catalog.lookup import get_model
 
     with env.catalog().sessions() as s:
-        record = to_record(s, get_model(s, ref), detail=True)
+        record = model_detail(s, get_model(s, ref))
     if json_:
         emit_json(record.to_json())
         return

@@ -23,9 +23,10 @@ import pyarrow.parquet as pq
 
 from batch.cache.errors import ShardDamagedError, ShardUnavailableError, UnknownJobError
 from batch.cache.openai_output import ErrorsApart, openai_batch_line
-from batch.cache.reader import CacheReader, to_json
+from batch.cache.reader import CacheReader
 from batch.cache.schema import PredictionRecord, arrow_schema
 from batch.cache.shards import ShardDamaged, damage, read_rows
+from catalog.records import jsonable as to_json
 from schemas.errors import UsageError
 from schemas.output_path import STDOUT, open_output
 

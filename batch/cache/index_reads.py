@@ -6,16 +6,13 @@ candidates' ids looked up inside it."""
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import numpy as np
 
-from batch.cache.errors import IndexUnavailableError
 from batch.cache.index_rows import CandidateInfo, Located, key_in, key_out, key_prefix
+from batch.cache.sidestore import SideStore
 
 CHUNK = 500  # SQLite host parameters per IN (...) query
 _T = TypeVar("_T")
@@ -25,10 +22,6 @@ JOB = "(SELECT id FROM jobs WHERE name = ?)"
 LOC = "r.input_id, r.key, s.name, r.row, r.state, l.label"
 FROM = "records r JOIN shards s ON s.id = r.shard JOIN labels l ON l.id = r.label"
 LATEST = 2  # `state` bit: the latest of its (job, input, candidate); bit 0: failed
-# SQLite's errors that say something about the file (or the disk), not about the SQL.
-FILE_STATES = ("SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_READONLY", "SQLITE_CANTOPEN",
-               "SQLITE_PERM", "SQLITE_AUTH", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_LOCKED",
-               "SQLITE_FULL")
 
 
 def chunks(items: list[_T], size: int = CHUNK) -> Iterator[list[_T]]:
@@ -58,27 +51,9 @@ def flags(failed: bool | None, all_versions: bool) -> str:
     return latest + ("" if failed is None else f" AND (r.state & 1) = {int(failed)}")
 
 
-class IndexReads:
-    """The locating queries of one connection to `predictions/index.db`."""
-
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
-        self.db = db
-        self.path = path
-
-    @contextmanager
-    def guard(self) -> Iterator[None]:
-        """SQLite's errors as the one-line errors the front door shows (a damaged,
-        unreadable or read-only file, a full disk)."""
-        try:
-            yield
-        except sqlite3.DatabaseError as exc:
-            if not str(getattr(exc, "sqlite_errorname", "")).startswith(FILE_STATES):
-                raise  # SQL of ours that is wrong, a constraint: a bug, not the file's state
-            raise IndexUnavailableError.of(self.path, exc) from exc
-
-    def _all(self, query: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        with self.guard():
-            return self.db.execute(query, tuple(params)).fetchall()
+class IndexReads(SideStore):
+    """The locating queries of one connection to `predictions/index.db` (opened, and
+    its failures translated, as every side store's: batch.cache.sidestore)."""
 
     def data_version(self) -> int:
         """Changes whenever another connection commits (SQLite's `PRAGMA data_version`):

@@ -2,8 +2,8 @@
 
 A line is `{"id", "custom_id", "response": {"status_code", "request_id", "body"},
 "error"}`. The body answers the request's endpoint: a `chat.completion` for chat
-messages, a `text_completion` for a plain prompt (the `prompt` column holds chat
-messages as JSON, so the record itself says which). Log-probabilities kept by the
+messages, a `text_completion` for a plain prompt, as the record's `chat` column says
+(a record written before that column is read by the shape of its `prompt`). Log-probabilities kept by the
 run come back in the endpoint's own form (`choices[].logprobs.content` for chat;
 `tokens` / `token_logprobs` / `top_logprobs` / `text_offset` for completions).
 
@@ -27,8 +27,12 @@ _FINISH = frozenset({"stop", "length", "content_filter"})
 _LOWEST = -9999.0  # what OpenAI-compatible servers report for a log-probability of -inf
 
 
-def is_chat(prompt: str | None) -> bool:
-    """Whether a `prompt` column holds chat messages (their JSON) rather than a text."""
+def is_chat(rec: PredictionRecord) -> bool:
+    """Whether the record answers chat messages: its `chat` column, or for a record
+    written before that column, whether its `prompt` holds chat messages' JSON."""
+    if rec.get("chat") is not None:
+        return bool(rec["chat"])
+    prompt = rec["prompt"]
     if not prompt or not prompt.startswith("[{"):
         return False
     try:
@@ -48,7 +52,7 @@ def openai_batch_line(rec: PredictionRecord) -> dict[str, Any]:
         # A row that never became a request has a failure key ("x…"): the request was bad.
         code = "invalid_request" if rec["key"].startswith("x") else "generation_failed"
         return {**line, "response": None, "error": {"code": code, "message": rec["error"]}}
-    chat = is_chat(rec["prompt"])
+    chat = is_chat(rec)
     texts = rec["outputs"] or [rec["output"] or ""]
     finish = rec["finish_reason"] if rec["finish_reason"] in _FINISH else "stop"
     steps = _steps(rec)

@@ -32,10 +32,10 @@ from batch.cache.errors import UnknownJobError
 from batch.cache.reader import Predictions
 from batch.cache.scan import latest_table
 from batch.data.lineage import LineageStore, PlanInfo
-from batch.run.files import MAX_JOB_FILE, FileProblem, read_text
 from batch.run.inputs import InputRow, read_rows
-from batch.run.spec import JobSpec, load_spec
-from batch.run.upstream import row_basis
+from batch.run.keys import row_basis
+from batch.run.spec.files import MAX_JOB_FILE, FileProblem, read_text
+from batch.run.spec.job import JobSpec, load_spec
 from batch.score.store import scores_for
 from schemas.errors import UsageError
 

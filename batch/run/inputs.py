@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batch.run.files import FileMissing, FileProblem, check_regular
 from batch.run.openai_batch import LineError, parse_line
-from batch.run.spec import InputSpec
+from batch.run.spec.files import FileMissing, FileProblem, check_regular
+from batch.run.spec.job import InputSpec
 from schemas.errors import AlmanacError
 
 MAX_LINE = 256 * 1024 * 1024  # bytes of one JSONL line
@@ -36,7 +36,7 @@ class InputRow:
     messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
     sampling: dict[str, Any] | None = None
-    # A digest of everything in the row a prompt can depend on (batch.run.upstream.row_basis),
+    # A digest of everything in the row a prompt can depend on (batch.run.keys.row_basis),
     # from sources that give one (chains): planning may then reuse the key it made last time.
     basis: str | None = None
 

@@ -15,13 +15,12 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from batch.cache.store import Located, PredictionStore
-from batch.run.errors import SpecError
 from batch.run.inputs import InputRow, read_rows
-from batch.run.keys import failure_key, request_key
-from batch.run.prompts import PromptRenderer, RenderError
-from batch.run.settings import Sampling
-from batch.run.spec import JobSpec
-from batch.run.upstream import plan_digest
+from batch.run.keys import failure_key, plan_digest, request_key
+from batch.run.spec.errors import SpecError
+from batch.run.spec.job import JobSpec
+from batch.run.spec.prompts import PromptRenderer, RenderError
+from batch.run.spec.settings import Sampling
 
 if TYPE_CHECKING:  # the protocol only types an argument
     from batch.run.upstream import Upstream

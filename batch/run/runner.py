@@ -19,22 +19,21 @@ from batch.cache.lock import JobLock
 from batch.cache.schema import PredictionRecord
 from batch.cache.store import PredictionStore, ShardWriter
 from batch.run.candidates import Candidate, engine_groups, resolve_candidates, route
-from batch.run.engine import EnginePool
-from batch.run.generate import Share, generate
+from batch.run.executors.base import Executor, Share
+from batch.run.executors.local import LocalExecutor
 from batch.run.inputs import InputRow, read_rows
 from batch.run.machine import hardware
 from batch.run.plan import Plan, Target, make_plans
-from batch.run.ray_settings import RayAddress
 from batch.run.records import RecordBuilder
 from batch.run.result import Phases, RunResult
-from batch.run.spec import JobSpec
+from batch.run.spec.job import JobSpec
 from batch.run.stopping import Stopped, catch_stops, shielded
 from catalog import runs as run_log
 from catalog.db import Catalog
 from catalog.records import CandidateRun
+from schemas.errors import ExitCode
 
-if TYPE_CHECKING:  # the protocol only types an argument; the Ray executor loads when used
-    from batch.run.ray_executor import RayCluster
+if TYPE_CHECKING:  # the protocol only types an argument
     from batch.run.upstream import Upstream
 
 __all__ = ["Phases", "RunResult", "Runner", "configure_logging"]
@@ -68,24 +67,22 @@ class _Output:
 
 
 class Runner:
-    """Runs jobs against one home. The engine pool outlives single jobs, so
-    several jobs on one model (or a test session) start the engine once."""
+    """Runs jobs against one home. Its executor (batch.run.executors) outlives single
+    jobs: several jobs on one model (or a test session) start the engine once, and a
+    Ray cluster is reached once."""
 
     def __init__(self, catalog: Catalog, predictions: Path, locks: Path,
-                 pool: EnginePool | None = None, upstream: Upstream | None = None,
-                 ray: RayAddress | None = None) -> None:
+                 executor: Executor | None = None, upstream: Upstream | None = None) -> None:
         self.catalog = catalog
-        # Generate on this Ray cluster instead of in this process (`--ray ADDRESS`).
-        self.ray = ray
-        self._cluster: RayCluster | None = None
+        # Where missing rows are generated: vLLM in this process unless the front door
+        # hands in another executor (`--ray ADDRESS`: batch.run.executors.ray).
+        self.executor = executor if executor is not None else LocalExecutor()
         # Reads chains' rows (`[input] job`) and keeps their lineage; the front door hands
         # in batch.data.chains.UpstreamReader (a room above this one).
         self.upstream = upstream
         self.predictions = predictions
         self._store: PredictionStore | None = None
         self.locks = locks
-        self._pool = pool
-        self._owns_pool = pool is None
 
     @property
     def store(self) -> PredictionStore:
@@ -94,12 +91,6 @@ class Runner:
             self._store = PredictionStore(self.predictions)
         return self._store
 
-    @property
-    def pool(self) -> EnginePool:
-        if self._pool is None:
-            self._pool = EnginePool()
-        return self._pool
-
     def input_rows(self, spec: JobSpec) -> Iterator[InputRow]:
         """The job's input rows: its file's, or a chain's upstream predictions."""
         if spec.input.format == "job" and self.upstream is not None:
@@ -107,13 +98,9 @@ class Runner:
         return read_rows(spec.input)
 
     def close(self) -> None:
-        """Closes the index, and the engines if this runner started them (a pool
-        handed in, as tests share one, stays open for its owner)."""
-        if self._owns_pool and self._pool is not None:
-            self._pool.close()
-        if self._cluster is not None:
-            self._cluster.close()
-            self._cluster = None
+        """Closes the index and the executor (which keeps an engine pool handed in, as
+        tests share one, open for its owner)."""
+        self.executor.close()
         if self._store is not None:
             self._store.close()
 
@@ -136,8 +123,8 @@ class Runner:
                 log.warning("recovered after an interrupted run: %s", recovered)
             phases.recover_s = time.perf_counter() - began
             result, plans, candidates = self._plan(spec, began, phases, limit, retry_failed)
-            # Before anything is written: a cluster that cannot serve leaves no trace.
-            where = self._reach_cluster(spec, plans, candidates, result) or hardware()
+            # Before anything is written: an executor that cannot serve leaves no trace.
+            where = self._prepare(spec, plans, candidates, result)
             if self.upstream is not None:  # the job's file, a chain's lineage and memo
                 mark = time.perf_counter()
                 with shielded():
@@ -155,15 +142,17 @@ class Runner:
                     started = True
                 phases.catalog_s += time.perf_counter() - mark
                 self._execute(spec, plans, candidates, result, run_id)
-                result.status = "failed_rows" if result.failed else "ok"
+                result.settle("failed_rows" if result.failed else "ok")
             except (Stopped, KeyboardInterrupt) as stop:
-                name = stop.name if isinstance(stop, Stopped) else "SIGINT"
-                result.status, result.error = "interrupted", f"stopped by {name}"
                 if isinstance(stop, Stopped):
+                    result.settle("interrupted", f"stopped by {stop.name}", stop.exit_code)
                     stop.result = result
+                else:
+                    result.settle("interrupted", "stopped by SIGINT")
                 raise
             except Exception as exc:
-                result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
+                result.settle("error", f"{type(exc).__name__}: {exc}",
+                              getattr(exc, "exit_code", ExitCode.ERROR))
                 raise
             finally:
                 mark = time.perf_counter()
@@ -235,19 +224,18 @@ class Runner:
             )
             run_log.record_candidates(s, run_id, r.candidates)
 
-    def _reach_cluster(self, spec: JobSpec, plans: list[Plan], candidates: list[Candidate],
-                       result: RunResult) -> str | None:
-        """With --ray and rows to generate, the cluster (reached once per runner, checked
-        for this job) and its description; without either, Ray is never contacted."""
-        if self.ray is None or not any(plan.requests for plan in plans):
-            return None
-        from batch.run.ray_executor import prepare
-
+    def _prepare(self, spec: JobSpec, plans: list[Plan], candidates: list[Candidate],
+                 result: RunResult) -> str:
+        """With rows to generate, the executor checks the job and says where it runs;
+        without, no executor is asked (a cluster is never contacted) and the run is
+        this machine's."""
+        if not any(plan.requests for plan in plans):
+            return hardware()
         mark = time.perf_counter()
-        self._cluster, where = prepare(self._cluster, self.ray, spec, candidates)
+        placement = self.executor.prepare(spec, candidates)
         result.phases.cluster_s += time.perf_counter() - mark
-        result.executor, result.replicas = "ray", spec.ray.replicas
-        return where
+        result.executor, result.replicas = placement.executor, placement.replicas
+        return placement.hardware
 
     def _execute(self, spec: JobSpec, plans: list[Plan], candidates: list[Candidate],
                  result: RunResult, run_id: str) -> None:
@@ -271,13 +259,8 @@ class Runner:
                                 c.adapter.path if c.adapter else None,
                                 result.candidates[c.ordinal])
                           for c in group.members if plans[c.ordinal].requests]
-                if shares and self._cluster is not None and result.executor == "ray":
-                    from batch.run.ray_executor import generate_on_ray
-
-                    generate_on_ray(self._cluster, group.target, shares, group.index, out,
-                                    result, spec.ray)
-                elif shares:
-                    generate(self.pool, group.target, shares, group.index, out, result)
+                if shares:
+                    self.executor.generate(group, shares, out, result)
             out.flush()  # the last shard, timed; closing the writer then has nothing left
         result.shards = writer.shards
 

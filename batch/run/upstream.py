@@ -8,7 +8,8 @@ row's key comes from rendering its prompt, and rendering every row again is what
 takes the time. So a chain's rows carry a `basis` (a digest of their fields), and the
 Upstream keeps, per candidate, the key each row's basis gave under the job's `digest`
 (everything else that decides a key: model and adapter identities, templates, shared
-context, sampling). A row whose basis and digest are unchanged, and whose latest record
+context, sampling); both are content addresses, made in batch.run.keys (`row_basis`,
+`plan_digest`). A row whose basis and digest are unchanged, and whose latest record
 still has that key, is cached without being rendered; any other is planned as usual.
 The memo is a cache of a pure function, so it can never make a wrong key: at worst a
 row is rendered again.
@@ -16,19 +17,13 @@ row is rendered again.
 
 from __future__ import annotations
 
-import hashlib
-import marshal
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
-
-from batch.run.keys import KEY_VERSION, canonical
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # plan imports this module's protocol: annotations only
     from batch.run.inputs import InputRow
-    from batch.run.plan import Plan, Target
-    from batch.run.spec import JobSpec
-
-MEMO_VERSION = 1  # bump when rendering changes what a row's fields make
+    from batch.run.plan import Plan
+    from batch.run.spec.job import JobSpec
 
 
 class Upstream(Protocol):
@@ -48,30 +43,3 @@ class Upstream(Protocol):
         record fed each row and the key it planned; `complete` is False when only the
         first rows were planned (`--limit`)."""
         ...
-
-
-def plan_digest(spec: JobSpec, target: Target) -> str:
-    """Everything but the row that decides a row's key for this candidate."""
-    payload = {
-        "v": [KEY_VERSION, MEMO_VERSION],
-        "model": target.model_identity,
-        "adapter": target.adapter_identity,
-        "template": spec.prompt.template,
-        "messages": spec.prompt.messages,
-        "examples": spec.prompt.examples,
-        "context": spec.prompt.context,
-        "sampling": spec.sampling.as_dict(),
-    }
-    return hashlib.sha256(canonical(payload).encode()).hexdigest()
-
-
-def row_basis(fields: dict[str, Any]) -> str | None:
-    """A digest of a row's fields, or None when they hold values it cannot take (a
-    Parquet timestamp): such rows are rendered every time. marshal (format 2: no
-    back-references, so equal values give equal bytes) is five times faster than JSON;
-    equal digests mean equal fields, and a different field order only costs a render."""
-    try:
-        blob = marshal.dumps(fields, 2)
-    except ValueError:
-        return None
-    return hashlib.blake2b(blob, digest_size=16).hexdigest()

@@ -1,7 +1,7 @@
 """What travels to a Ray cluster and back: rows for Ray Data LLM's vLLM stage, made
 from a run's requests, and the engine's answers made back into Completions.
 
-The driver tokenizes every prompt as an in-process run does (batch.run.tokens, over
+The driver tokenizes every prompt as an in-process run does (batch.run.executors.tokens, over
 the model's own Hugging Face tokenizer, which is vLLM's), so a replica is handed the
 same token ids and, at temperature 0, answers what this machine's engine answers.
 Prompts the context cannot fit, and requests the stage cannot express, become
@@ -31,16 +31,15 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from batch.run.engine import Completion, sampling_kwargs
-from batch.run.generate import Share, Sink, count_answer, interleaved
-from batch.run.plan import Failure, Request
-from batch.run.stopping import shielded
-from batch.run.tokens import Tokenizer, context_error, token_ids_many
+from batch.run.executors.base import Completion, Share, Sink, interleaved, refuse, write_answer
+from batch.run.executors.target import sampling_kwargs
+from batch.run.executors.tokens import Tokenizer, context_error, token_ids_many
+from batch.run.plan import Request
 
 if TYPE_CHECKING:  # plain types for annotations
-    from batch.run.engine import EngineTarget
+    from batch.run.executors.target import EngineTarget
     from batch.run.result import RunResult
-    from batch.run.settings import Sampling
+    from batch.run.spec.settings import Sampling
 
 CHUNK_ROWS = 1024  # rows tokenized, and shipped as one block, at a time
 NULLABLE = ("max_tokens", "seed", "logprobs")  # integers vLLM takes as None too
@@ -154,7 +153,7 @@ class Outbox:
                 error = context_error(len(tokens), self.max_model_len) \
                     or _inexpressible(request.sampling)
                 if error is not None:
-                    self._refuse(i, request, error, len(tokens), out, result)
+                    refuse(self.shares[i], request, error, len(tokens), out, result)
                     continue
                 share = self.shares[i]
                 columns["rid"].append(len(self.shipped))
@@ -181,19 +180,6 @@ class Outbox:
                 kwargs[name] = value
         return kwargs
 
-    def _refuse(self, i: int, request: Request, error: str, prompt_tokens: int, out: Sink,
-                result: RunResult) -> None:
-        share = self.shares[i]
-        with _timed(result, "record_s"):
-            refused = [share.records.failed(Failure(input_id, request.key, error,
-                                                    request.prompt, request.sampling),
-                                            prompt_tokens=prompt_tokens)
-                       for input_id in request.input_ids]
-        with shielded():  # written and counted together, or neither, when a stop comes
-            out.add(refused)
-            share.tally.failed += len(request.input_ids)
-            result.failed += len(request.input_ids)
-
 
 def answer(row: dict[str, Any], shipped: Shipped, endings: Endings) -> Completion:
     """The engine's answer to one shipped request, as an in-process engine gives it."""
@@ -216,20 +202,12 @@ def write_answers(block: pa.Table, outbox: Outbox, endings: Endings, shares: lis
     """Write one block of the vLLM stage's answers through the run's sink and count
     them; adds each share's tokens to `work`. Returns the rows written. This is all a
     driver does per answer (bench.ray times it alone, without an engine)."""
-    phases = result.phases
     rows = 0
     for row in block.to_pylist():
         shipped = outbox.shipped[row["rid"]]
-        share = shares[shipped.share]
         completion = answer(row, shipped, endings)
-        mark = time.perf_counter()
-        answered = [share.records.generated(shipped.request, input_id, completion)
-                    for input_id in shipped.request.input_ids]
-        phases.record_s += time.perf_counter() - mark
-        with shielded():
-            out.add(answered)
-            count_answer(share, result, shipped.request, completion)
-        work[shipped.share] += completion.prompt_tokens + completion.output_tokens
+        work[shipped.share] += write_answer(shares[shipped.share], shipped.request, completion,
+                                            out, result)
         rows += len(shipped.request.input_ids)
     return rows
 
