@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
+import pyarrow as pa
+
 from schemas.errors import UnavailableError
 
 LINEAGE_FILE = "lineage.db"
@@ -173,6 +175,15 @@ class LineageStore:
         return {r[0]: Source(*r[1:]) for r in self._all(
             "SELECT input_id, key, basis, up_input_id, up_key, position FROM lineage "
             "WHERE job = ? AND candidate = ?", (job, candidate))}
+
+    def source_table(self, job: str, candidate: str) -> pa.Table:
+        """`sources` as columns (input_id, key, up_input_id, up_key), for bulk readers
+        that match them in Arrow."""
+        rows = self._all("SELECT input_id, key, up_input_id, up_key FROM lineage "
+                         "WHERE job = ? AND candidate = ?", (job, candidate))
+        names = ["input_id", "key", "up_input_id", "up_key"]
+        columns = zip(*rows, strict=True) if rows else [()] * len(names)
+        return pa.table([pa.array(c, pa.string()) for c in columns], names=names)
 
     def save(self, job: str, candidate: str, plan: PlanInfo,
              rows: Mapping[str, tuple[str, str | None, str, str, int | None]], *,
