@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -216,8 +217,8 @@ def bench_chain(home: Path, rows: int, reps: int) -> dict[str, Any]:
         out["best_plan_s"] = min(r["plan_s"] for r in out["runs"])
 
         class Forgetful(UpstreamReader):  # the same reader without its memo
-            def memo(self, job: str, candidate: str, digest: str) -> dict[str, Any]:
-                return {}
+            def _memos(self, job: str, known: Any) -> list[Any]:
+                return super()._memos(job, [replace(k, digest="forgotten") for k in known])
 
         runner.upstream = Forgetful(home / "predictions")
         r = runner.run(spec, dry_run=True)

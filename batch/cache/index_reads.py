@@ -121,13 +121,18 @@ class IndexReads:
                 out[row[0]] = located(job, row)
         return out
 
-    def latest_keys(self, job: str, candidate: str) -> dict[str, tuple[str, bool]]:
-        """{input id: (key, failed)} of every latest record of the job by `candidate`, in
-        one pass: a chain's planning checks all its rows at once (batch.run.upstream)."""
-        return {i: (key_out(k), bool(state & 1)) for i, k, state in self._all(
-            f"SELECT r.input_id, r.key, r.state FROM records r WHERE r.job = {JOB} AND r.label = "
-            f"(SELECT l.id FROM labels l WHERE l.job = r.job AND l.label = ?) "
-            f"AND r.state >= {LATEST}", (job, candidate))}
+    def latest_keys(self, job: str, candidate: str) -> tuple[list[str], list[str], list[bool]]:
+        """(input ids, keys, failed) of every latest record of the job by `candidate`, as
+        three columns in one pass: a chain's planning checks all its rows at once, in
+        Arrow (batch.run.upstream). Keys leave as `key_out` gives them."""
+        rows = self._all(
+            "SELECT r.input_id, CASE WHEN typeof(r.key) = 'blob' THEN lower(hex(r.key)) "
+            "ELSE r.key END, r.state & 1 FROM records r WHERE r.job = (SELECT id FROM jobs "
+            "WHERE name = ?1) AND r.label = (SELECT l.id FROM labels l JOIN jobs j ON j.id = "
+            f"l.job WHERE j.name = ?1 AND l.label = ?2) AND r.state >= {LATEST}",
+            (job, candidate))
+        ids, keys, failed = zip(*rows, strict=True) if rows else ((), (), ())
+        return list(ids), list(keys), [bool(f) for f in failed]
 
     def versions_for(self, job: str, candidate: str,
                      pairs: list[tuple[str, str]]) -> dict[tuple[str, str], Located]:

@@ -161,14 +161,13 @@ class LineageStore:
             "SELECT candidate, digest, upstream, upstream_candidate FROM plans WHERE job = ?",
             (job,))}
 
-    def memo(self, job: str, candidate: str, digest: str) -> dict[str, tuple[str | None, str]]:
-        """{input id: (basis, key)} planned under `digest` ({} under another)."""
+    def memo(self, job: str, candidate: str, digest: str) -> pa.Table:
+        """(input_id, basis, key) of the rows planned under `digest` (none under another),
+        as columns: planning compares them with a chain's rows in Arrow."""
         plan = self.plan(job, candidate)
-        if plan is None or plan.digest != digest:
-            return {}
-        return {i: (b, k) for i, b, k in self._all(
-            "SELECT input_id, basis, key FROM lineage WHERE job = ? AND candidate = ?",
-            (job, candidate))}
+        rows = self._all("SELECT input_id, basis, key FROM lineage WHERE job = ? AND candidate = ?",
+                         (job, candidate)) if plan is not None and plan.digest == digest else []
+        return _columns(rows, ["input_id", "basis", "key"])
 
     def sources(self, job: str, candidate: str) -> dict[str, Source]:
         """{input id: the upstream record it was last planned from}."""
@@ -179,11 +178,9 @@ class LineageStore:
     def source_table(self, job: str, candidate: str) -> pa.Table:
         """`sources` as columns (input_id, key, up_input_id, up_key), for bulk readers
         that match them in Arrow."""
-        rows = self._all("SELECT input_id, key, up_input_id, up_key FROM lineage "
-                         "WHERE job = ? AND candidate = ?", (job, candidate))
-        names = ["input_id", "key", "up_input_id", "up_key"]
-        columns = zip(*rows, strict=True) if rows else [()] * len(names)
-        return pa.table([pa.array(c, pa.string()) for c in columns], names=names)
+        return _columns(self._all("SELECT input_id, key, up_input_id, up_key FROM lineage "
+                                  "WHERE job = ? AND candidate = ?", (job, candidate)),
+                        ["input_id", "key", "up_input_id", "up_key"])
 
     def save(self, job: str, candidate: str, plan: PlanInfo,
              rows: Mapping[str, tuple[str, str | None, str, str, int | None]], *,
@@ -226,3 +223,9 @@ class LineageStore:
         for table in ("plans", "lineage"):
             self.db.execute(f"DELETE FROM {table} WHERE job = ? AND candidate NOT IN ({marks})",
                             (job, *keep))
+
+
+def _columns(rows: list[tuple[Any, ...]], names: list[str]) -> pa.Table:
+    """Text rows as a table of string columns."""
+    columns = zip(*rows, strict=True) if rows else [()] * len(names)
+    return pa.table([pa.array(c, pa.string()) for c in columns], names=names)
