@@ -42,7 +42,6 @@ from batch.run.executors.ray_requests import (
     write_answers,
 )
 from batch.run.executors.target import ENGINE_ENVIRONMENT, llm_kwargs
-from batch.run.progress import Progress
 from batch.run.spec.ray_settings import ClusterError, RayAddress, RaySettings
 from schemas.errors import UsageError
 
@@ -260,11 +259,14 @@ def _one_pass(config: Any, outbox: Outbox, endings: Endings, shares: list[Share]
     import ray
     from ray.data.llm import build_processor
 
+    phases = result.phases
+    mark, inside = time.perf_counter(), phases.tokenize_s + phases.record_s + phases.write_s
     blocks = [ray.put(table) for table in outbox.blocks(out, result)]
+    # What the outbox timed itself (tokenizing, refusals written) is not shipping.
+    phases.ship_s += time.perf_counter() - mark - \
+        (phases.tokenize_s + phases.record_s + phases.write_s - inside)
     if not blocks:  # nothing of this pass, or every request refused before shipping
         return False
-    rows = sum(len(s.request.input_ids) for s in outbox.shipped)
-    progress: Progress | None = None
     began = time.perf_counter()
     first: float | None = None
     try:
@@ -273,12 +275,9 @@ def _one_pass(config: Any, outbox: Outbox, endings: Endings, shares: list[Share]
             dataset = processor(ray.data.from_arrow_refs(blocks)).select_columns(ANSWER_COLUMNS)
             batches = dataset.iter_batches(batch_size=None, batch_format="pyarrow")
             for block in _waited_on(iter(batches), result):
-                if progress is None:  # rows/s from the first answer, as in-process
-                    first, progress = time.perf_counter(), Progress(rows, result.job)
-                progress.update(write_answers(block, outbox, endings, shares, out, result, work))
+                first = first or time.perf_counter()
+                write_answers(block, outbox, endings, shares, out, result, work)
     finally:
-        if progress is not None:
-            progress.close()
         ended = time.perf_counter()
         clock[0] += (first or ended) - began
         clock[1] += ended - (first or ended)
