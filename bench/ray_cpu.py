@@ -25,19 +25,17 @@ INTERVAL_S = 0.5
 
 
 def _kind(proc: psutil.Process, drivers: set[int], cluster_group: int | None) -> str:
-    try:
-        name = proc.name()
-        title = " ".join(proc.cmdline())[:200]
-        group = os.getpgid(proc.pid)
-        parents = {p.pid for p in proc.parents()}
-    except (psutil.Error, ProcessLookupError):
-        return "gone"
     if proc.pid in drivers:
         return "driver"
-    if drivers & parents:
-        return "driver's children"
-    if cluster_group is None or group != cluster_group:
-        return "other processes"
+    try:
+        if proc.ppid() in drivers:
+            return "driver's children"
+        if cluster_group is None or os.getpgid(proc.pid) != cluster_group:
+            return "other processes"
+        name = proc.name()
+        title = " ".join(proc.cmdline())[:200]
+    except (psutil.Error, ProcessLookupError):
+        return "gone"
     if "EngineCore" in name or "EngineCore" in title:
         return "replica: vLLM engine core"
     if title.startswith("ray::"):
@@ -91,16 +89,11 @@ class CpuAccount:
             self._seen[key] = used
             if baseline:
                 continue
-            if before is None:
-                # A process born during the run: all of its time is the run's.
-                before = 0.0 if key[1] >= self._began_epoch else used
+            if before is None:  # not there at the baseline: born during the run
+                before = 0.0
             if used > before:
                 kind = _kind(proc, self.drivers, self.cluster_group)
                 self._by_kind[kind] = self._by_kind.get(kind, 0.0) + used - before
-
-    @property
-    def _began_epoch(self) -> float:
-        return time.time() - (time.monotonic() - self._began)
 
     def _loop(self) -> None:
         while not self._stop.wait(INTERVAL_S):

@@ -221,9 +221,15 @@ class RayExecutor(Executor):
             kwargs.pop("revision")
         workers = int(kwargs.get("tensor_parallel_size", 1)) * \
             int(kwargs.get("pipeline_parallel_size", 1))
+        # As vllm.LLM in this process has it: no periodic statistics from the replicas'
+        # engines, which Ray's stage would otherwise log after every batch.
+        kwargs.setdefault("disable_log_stats", True)
         config = vLLMEngineProcessorConfig(
             model_source=model_source, engine_kwargs=kwargs, batch_size=settings.batch_size,
-            concurrency=settings.replicas, max_concurrent_batches=settings.max_concurrent_batches,
+            # A fixed pool: an integer is a pool that starts one replica and adds the rest
+            # under backlog, each start then costing the running replicas their CPU.
+            concurrency=(settings.replicas, settings.replicas),
+            max_concurrent_batches=settings.max_concurrent_batches,
             placement_group_config={"bundles": settings.bundles(workers, gpus)},
             accelerator_type=settings.accelerator_type,
             # The driver sends token ids and keeps vLLM's own text: no stage of Ray's may
@@ -360,7 +366,8 @@ def _why_not(address: RayAddress, exc: Exception, said: str) -> str:
 @contextmanager
 def _stderr_kept() -> Iterator[Any]:
     """Keep what Ray's native code writes on stderr while it connects (retries, auth
-    refusals) to explain a failure in one line; on success it is only logged."""
+    refusals) to explain a failure in one line; on success it goes on to stderr after
+    all (the run's engine log, unless -v)."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as kept:
@@ -371,10 +378,9 @@ def _stderr_kept() -> Iterator[Any]:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-            kept.seek(0)
-            leftover = kept.read().decode("utf-8", "replace").strip()
-            if leftover:
-                log.debug("ray.init said: %s", leftover)
+        kept.seek(0)
+        if leftover := kept.read().decode("utf-8", "replace").strip():
+            print(leftover, file=sys.stderr, flush=True)
 
 
 def _quiet_ray_data() -> None:
