@@ -80,7 +80,7 @@ def outputs(home: Path) -> dict[str, str | None]:
 
 
 def compare(work: Path, model: Path, job: Path, env: dict[str, str], ray_env: dict[str, str],
-            address: str, n: int, reps: int, cluster_group: int | None) -> dict[str, Any]:
+            address: str, n: int, reps: int, cluster_head: int | None) -> dict[str, Any]:
     """The sides alternately, each on a fresh home; the best of each compared."""
     local: list[dict[str, Any]] = []
     on_ray: list[dict[str, Any]] = []
@@ -88,12 +88,12 @@ def compare(work: Path, model: Path, job: Path, env: dict[str, str], ray_env: di
     for rep in range(reps):
         home = new_home(work, f"local-{rep}", model, job)
         print(f"ray bench: in-process, {n:,} prompts (run {rep + 1})", file=sys.stderr, flush=True)
-        local.append(run(home, job, env, cluster_group=cluster_group))
+        local.append(run(home, job, env, cluster_head=cluster_head))
         reference = outputs(home)
         shutil.rmtree(home)
         home = new_home(work, f"ray-{rep}", model, job)
         print(f"ray bench: on Ray, {n:,} prompts (run {rep + 1})", file=sys.stderr, flush=True)
-        on_ray.append(run(home, job, ray_env, "--ray", address, cluster_group=cluster_group))
+        on_ray.append(run(home, job, ray_env, "--ray", address, cluster_head=cluster_head))
         got = outputs(home)
         shutil.rmtree(home)
         if set(got) != set(reference) or len(got) != n:
@@ -222,15 +222,15 @@ def main(argv: list[str] | None = None) -> int:
             "quiet": quiet, "load_average": load_average()}
         print("ray bench: the start of a Ray run of 2 prompts", file=sys.stderr, flush=True)
         probe_home = new_home(work, "probe-home", model, probe_job)
-        group = os.getpgid(cluster.process.pid)  # the head and every process it starts
+        head_pid = cluster.process.pid  # every process of the cluster descends from it
         results["start_probe"] = run(probe_home, probe_job, ray_env, "--ray", cluster.address,
-                                     cluster_group=group)
+                                     cluster_head=head_pid)
         results.update(compare(work, model, job, env, ray_env, cluster.address, args.prompts,
-                               args.reps, group))
+                               args.reps, head_pid))
         results["figures"] = figures(results, results["start_probe"]["engine_start_s"])
         if args.pair:
             results["pair"] = pair(work, model, sampling, env, ray_env, cluster.address,
-                                   args.prompts, group)
+                                   args.prompts, head_pid)
         cluster.stop()
         cluster = None
         if args.write_rows:

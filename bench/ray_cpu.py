@@ -24,20 +24,27 @@ import psutil
 INTERVAL_S = 0.5
 
 
-def _kind(proc: psutil.Process, drivers: set[int], cluster_group: int | None) -> str:
+def _kind(proc: psutil.Process, drivers: set[int], cluster: set[int]) -> str:
+    """What a process is: `cluster` holds the pids known to descend from the cluster's
+    head (Ray's workers run in process groups of their own: only their ancestry says
+    whose they are), and grows as they are found."""
     if proc.pid in drivers:
         return "driver"
     try:
         if proc.ppid() in drivers:
             return "driver's children"
-        if cluster_group is None or os.getpgid(proc.pid) != cluster_group:
-            return "other processes"
+        if proc.pid not in cluster:
+            if not cluster & {p.pid for p in proc.parents()}:
+                return "other processes"
+            cluster.add(proc.pid)
         name = proc.name()
         title = " ".join(proc.cmdline())[:200]
     except (psutil.Error, ProcessLookupError):
         return "gone"
     if "EngineCore" in name or "EngineCore" in title:
         return "replica: vLLM engine core"
+    if "VLLM::Worker" in name or "VLLM::Worker" in title:
+        return "replica: vLLM worker (the model)"
     if title.startswith("ray::"):
         if "vLLM" in title or "LLM" in title:
             return "replica: Ray actor (vLLM front end)"
@@ -63,8 +70,9 @@ def _proc_stat() -> dict[str, float]:
 class CpuAccount:
     """CPU seconds by kind of process between `start()` and `stop()`."""
 
-    def __init__(self, drivers: set[int], cluster_group: int | None) -> None:
-        self.drivers, self.cluster_group = drivers, cluster_group
+    def __init__(self, drivers: set[int], head: int | None) -> None:
+        self.drivers = drivers
+        self._cluster = {head} if head is not None else set()
         self._seen: dict[tuple[int, float], float] = {}  # (pid, created) -> CPU seconds
         self._by_kind: dict[str, float] = {}
         self._stop = threading.Event()
@@ -92,7 +100,7 @@ class CpuAccount:
             if before is None:  # not there at the baseline: born during the run
                 before = 0.0
             if used > before:
-                kind = _kind(proc, self.drivers, self.cluster_group)
+                kind = _kind(proc, self.drivers, self._cluster)
                 self._by_kind[kind] = self._by_kind.get(kind, 0.0) + used - before
 
     def _loop(self) -> None:

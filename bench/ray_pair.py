@@ -23,7 +23,7 @@ TWO_REPLICAS = {"replicas": 2, "cpus_per_replica": 1}
 
 def pair(work: Path, model: Path, sampling: dict[str, Any], env: dict[str, str],
          ray_env: dict[str, str], address: str, n: int,
-         cluster_group: int | None) -> dict[str, Any]:
+         cluster_head: int | None) -> dict[str, Any]:
     from bench.ray import outputs, write_job
 
     half = n // 2
@@ -32,7 +32,7 @@ def pair(work: Path, model: Path, sampling: dict[str, Any], env: dict[str, str],
     homes = [new_home(work, f"pair-local-{i}", model, jobs[i]) for i in range(2)]
     print(f"ray bench: two in-process runs of {half:,} prompts side by side", file=sys.stderr,
           flush=True)
-    local, local_cpu = run_all([(homes[i], jobs[i], env, ()) for i in range(2)], cluster_group)
+    local, local_cpu = run_all([(homes[i], jobs[i], env, ()) for i in range(2)], cluster_head)
     reference = {**outputs(homes[0]), **outputs(homes[1])}
     for home in homes:
         shutil.rmtree(home)
@@ -41,12 +41,12 @@ def pair(work: Path, model: Path, sampling: dict[str, Any], env: dict[str, str],
     probe_home = new_home(work, "pair-probe-home", model, probe_job)
     print("ray bench: the start of a two-replica Ray run of 2 prompts", file=sys.stderr,
           flush=True)
-    probe = run(probe_home, probe_job, ray_env, "--ray", address, cluster_group=cluster_group)
+    probe = run(probe_home, probe_job, ray_env, "--ray", address, cluster_head=cluster_head)
     shutil.rmtree(probe_home)
     job = write_job(work / "pair-ray-job", 2 * half, sampling, TWO_REPLICAS)
     home = new_home(work, "pair-ray-home", model, job)
     print(f"ray bench: on Ray, two replicas, {2 * half:,} prompts", file=sys.stderr, flush=True)
-    on_ray = run(home, job, ray_env, "--ray", address, cluster_group=cluster_group)
+    on_ray = run(home, job, ray_env, "--ray", address, cluster_head=cluster_head)
     got = outputs(home)
     shutil.rmtree(home)
     if set(got) != set(reference):

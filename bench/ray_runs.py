@@ -21,11 +21,11 @@ TIMEOUT_S = 7200
 
 
 def run_all(runs: list[tuple[Path, Path, dict[str, str], tuple[str, ...]]],
-            cluster_group: int | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+            cluster_head: int | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Start every (home, job, environment, extra arguments) run at once, wait for all;
     each run's figures, and the CPU account of them all."""
     load = load_average()
-    account = CpuAccount(set(), cluster_group)
+    account = CpuAccount(set(), cluster_head)
     began = time.perf_counter()
     procs = []
     for home, job, env, extra in runs:
@@ -68,9 +68,9 @@ def run_all(runs: list[tuple[Path, Path, dict[str, str], tuple[str, ...]]],
 
 
 def run(home: Path, job: Path, env: dict[str, str], *extra: str,
-        cluster_group: int | None = None) -> dict[str, Any]:
+        cluster_head: int | None = None) -> dict[str, Any]:
     """One run alone, with its CPU account."""
-    (out,), cpu = run_all([(home, job, env, extra)], cluster_group)
+    (out,), cpu = run_all([(home, job, env, extra)], cluster_head)
     out["cpu"] = cpu
     return out
 

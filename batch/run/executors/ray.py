@@ -240,7 +240,8 @@ class RayExecutor(Executor):
         work = [0] * len(shares)
         try:
             for picks in PASSES:
-                outbox = Outbox(shares, tokenizer, target, model_source, picks)
+                outbox = Outbox(shares, tokenizer, target, model_source, picks,
+                                settings.batch_size)
                 if _one_pass(config, outbox, endings, shares, out, result, work, clock):
                     result.engine_starts += settings.replicas
                     result.engine_started = True
