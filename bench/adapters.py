@@ -211,7 +211,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.grid or args.grid_only:
             results["grid"] = grid(work, model, adapters, args.grid_prompts, args.rank, sampling,
                                    SMOKE_SETTINGS if args.smoke else None)
-        results["load_average_end"] = load_average()
+            results["grid"].update(date=results["date"], load_average=results["load_average"],
+                                   load_average_end=load_average())
+        if args.grid_only and output is not None and output.exists() and not args.smoke:
+            # The grid alone joins the figures recorded before, which keep their date.
+            results = {**json.loads(output.read_text(encoding="utf-8")),
+                       "grid": results["grid"]}
+        results.setdefault("load_average_end", load_average())
         report(results, table(results), output)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -27,6 +27,7 @@ def test_the_write_path_indexes_every_premade_answer(tmp_path: Path, tiny_model:
                               {"replicas": 1})
     figures = write_path(tmp_path / "home", job, tiny_model, MODEL_NAME, max_tokens=8)
     assert figures["rows"] == n and figures["shards"] == 1
+    assert figures["shipped_blocks"] == 5  # blocks of a replica's batch (64 rows) at most
     assert figures["write_rows_per_s"] > 0 and figures["outbox_rows_per_s"] > 0
     with Predictions.at(tmp_path / "home" / "predictions", JOB) as p:
         rows = p.search(limit=n + 1)
