@@ -56,6 +56,21 @@ pass_env = click.make_pass_decorator(Env)
 
 json_option = click.option("json_", "--json", is_flag=True, help="Print JSON on stdout.")
 
+VERBOSE_HELP = ("Show the engine's own output (vLLM, torch, Ray) on stderr; by default it "
+                "goes to the home's logs/<job>-<run>.log, named in the run's summary.")
+
+
+def _verbose(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        from batch.run.console import set_verbose
+
+        set_verbose()
+
+
+# `almanac run -v` as well as `almanac -v run`: the command's flag is read after the group's.
+verbose_option = click.option("-v", "--verbose", is_flag=True, expose_value=False,
+                              callback=_verbose, help=VERBOSE_HELP)
+
 
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
