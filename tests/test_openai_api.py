@@ -230,6 +230,8 @@ def test_a_server_told_not_to_record_misses_keeps_none(tmp_path: Path) -> None:
     (CHAT, b'{"model": "tiny", "messages": [{"role": "user", "content": '
            b'[{"type": "image_url", "image_url": {"url": "x"}}]}]}', 400, "messages[0].content[0]"),
     (CHAT, b'{"model": "tiny", "messages": [], "tools": [{"type": "function"}]}', 400, "tools"),
+    (CHAT, b'{"model": "tiny", "messages": [{"role": ["user"], "content": "x"}]}', 400,
+     "messages[0].role"),
     (CHAT, b'{"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}', 404,
      "model"),
 ])
