@@ -312,3 +312,22 @@ def test_misses_jobs_are_named_for_their_model() -> None:
     slashed = job_name("almanac/fruit-specialist")
     assert slashed.startswith("misses-almanac-fruit-specialist-") and "/" not in slashed
     assert job_name("a/b") != job_name("a-b") and len(job_name("x" * 300)) <= 128
+
+
+def test_misses_clear_and_an_empty_run_on_the_command_line(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    cleared = CliRunner().invoke(cli, ["--home", str(home), "misses", "clear"])
+    assert cleared.exit_code == 0 and "0 misses cleared" in cleared.stderr
+    assert not (home / "predictions" / "misses.db").exists()  # nothing recorded: nothing made
+    with MissStore.open(home / "predictions") as store:
+        for model in ("tiny", "other"):
+            asked = read_request(COMPLETIONS, {"model": model, "prompt": "plum:"})
+            store.add(asked.key(model, None), model, None, COMPLETIONS, asked.body_json())
+    cleared = CliRunner().invoke(cli, ["--home", str(home), "misses", "clear", "--model", "tiny"])
+    assert cleared.exit_code == 0 and "1 miss cleared" in cleared.stderr
+    assert [m["model"] for m in _misses(home)["misses"]] == ["other"]
+    bad = CliRunner().invoke(cli, ["--home", str(home), "misses", "run", "--engine", "max_model_len"])
+    assert bad.exit_code == 2 and "--engine" in bad.output and "NAME=VALUE" in bad.output
+    nothing = CliRunner().invoke(cli, ["--home", str(home), "misses", "run", "--model", "tiny",
+                                       "--json"])
+    assert nothing.exit_code == 0 and json.loads(nothing.stdout) == []
