@@ -2,8 +2,8 @@
 
 In front of the routes (outermost first): OpenAI's error shape under `/v1/`, the Host
 check on loopback addresses, the bearer token when one is set, HEAD answered as GET,
-and the request body bound. The
-documentation at `/docs` is one page built here from the OpenAPI schema (no CDN).
+and the request body bound. The documentation at `/docs` is one page built here from
+the OpenAPI schema (no CDN).
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def make_app(home: Path, *, token: str | None = None, loopback: bool = True,
         catalog.close()
 
     app = FastAPI(title="Almanac", version=__version__, lifespan=lifespan,
-                  description="Read-only: the model catalog and cached predictions.",
+                  description="Read-only: the model catalog and cached predictions; under /v1/ "
+                              "the cache as an OpenAI-compatible model server.",
                   docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit)
     app.add_middleware(HeadAsGet)
