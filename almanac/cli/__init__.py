@@ -13,6 +13,7 @@ from almanac.cli import (
     cache_cmds,
     catalog_cmds,
     data_cmds,
+    misses_cmds,
     models,
     models_hub,
     models_import,
@@ -69,6 +70,7 @@ cache_cmds.register(cli)
 score_cmds.register(cli)
 data_cmds.register(cli)
 cli.add_command(serve_cmd.serve)
+cli.add_command(misses_cmds.misses)
 
 
 def main() -> None:
