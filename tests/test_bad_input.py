@@ -117,7 +117,7 @@ def test_an_overlong_or_deeply_nested_input_line_fails_alone(tmp_path: Path) -> 
         json.dumps({"id": "ok", "fruit": "fig"}),
     ]) + "\n")
     rows = list(inputs.read_rows(load_spec(job(tmp_path, GOOD)).input, max_line=10_000))
-    assert [(r.id, r.error is None) for r in rows] == [("line-1", False), ("line-2", False),
+    assert [(r.id, r.error is None) for r in rows] == [("<row 1>", False), ("<row 2>", False),
                                                        ("ok", True)]
     assert "longer than 10,000 bytes" in rows[0].error and "nested too deeply" in rows[1].error
 
