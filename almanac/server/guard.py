@@ -149,11 +149,11 @@ class BearerToken:
         return same and scheme.lower() == "bearer"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
-            if not self._authorized(_header(scope, b"authorization")):
-                await _refuse(send, 401, "a bearer token is required (Authorization: Bearer …)",
-                              [(b"www-authenticate", b'Bearer realm="almanac"')])
-                return
+        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS \
+                and not self._authorized(_header(scope, b"authorization")):
+            await _refuse(send, 401, "a bearer token is required (Authorization: Bearer …)",
+                          [(b"www-authenticate", b'Bearer realm="almanac"')])
+            return
         await self.app(scope, receive, send)
 
 
