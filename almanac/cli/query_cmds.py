@@ -196,7 +196,8 @@ def query(env: Env, job: str, input_ids: tuple[str, ...], key: str | None, conta
 @click.argument("job")
 @click.option("--format", "fmt", required=True,
               type=click.Choice(["parquet", "jsonl", "csv", "openai-batch"]),
-              help="openai-batch: OpenAI batch output lines (custom_id = input id).")
+              help="openai-batch: OpenAI batch output lines (custom_id = input id) of one "
+                   "candidate.")
 @click.option("-o", "--output", required=True, type=click.Path(allow_dash=True), metavar="PATH",
               help="File to write ('-': stdout). A file is replaced only once the export is "
                    "complete; a device or FIFO (/dev/null, /dev/stdout) is written through.")
@@ -212,17 +213,25 @@ def export(env: Env, job: str, fmt: str, output: str, all_versions: bool,
     """Export JOB's predictions (the latest per input, of every candidate unless one is
     chosen) to a file, a device or stdout.
 
+    --format openai-batch writes one candidate's answers, the latest per input: an OpenAI
+    batch output file answers each request (custom_id) once, from one model. A job with
+    several candidates needs --candidate (or --model / --adapter naming one); export
+    each to a file of its own. Each line's body.model names the candidate as its request
+    would: an adapter by its own name (as `vllm serve` names LoRA modules), otherwise
+    the model.
+
     Exit codes: 0 ok (also when a reader of the output stops early, as `| head` does),
     1 error (an unknown job; the output could not be written: permissions, a full disk),
-    2 a bad option, or an output path that cannot take it (a directory, a socket,
-    Parquet to a terminal)."""
+    2 a bad option (openai-batch of several candidates, none chosen), or an output path
+    that cannot take it (a directory, a socket, Parquet to a terminal)."""
     from batch.cache.export import export as run_export
 
-    n = run_export(env.home.predictions, job, fmt, output, all_versions=all_versions,
-                   errors=errors, candidate=candidate, model=model,
-                   adapter=_adapter_ref(adapter))
-    warn(f"exported {n} predictions of {job} to {'stdout' if output == '-' else output}"
-         + (f" (failed rows to {errors})" if errors is not None else ""))
+    done = run_export(env.home.predictions, job, fmt, output, all_versions=all_versions,
+                      errors=errors, candidate=candidate, model=model,
+                      adapter=_adapter_ref(adapter))
+    warn(f"exported {done.written} predictions of {job} to {'stdout' if output == '-' else output}"
+         + (f" and {done.failed} failed lines to {'stdout' if errors == '-' else errors}"
+            if errors is not None else ""))
 
 
 def register(cli: click.Group) -> None:
