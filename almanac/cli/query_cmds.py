@@ -51,13 +51,13 @@ def _emit(records: list[PredictionRecord], fmt: str, env: Env) -> None:
     from batch.query import columns, to_json
 
     if fmt in ("json", "jsonl"):
-        # Each record says whether its model has moved on since (None: cannot tell).
+        # Each record beside its model's current revision in the catalog: a `revision`
+        # that differs was made before the model moved on.
         statuses = _revisions(env, records)
         out = []
         for r in records:
             status = statuses.get((r["model"], r["revision"]))
             out.append({**to_json(r),
-                        "revision_current": status.is_current if status else None,
                         "current_revision": status.current_revision if status else None})
         if fmt == "json":
             emit_json(out)
@@ -156,7 +156,12 @@ def query(env: Env, job: str, input_ids: tuple[str, ...], key: str | None, conta
     order, for a job with several candidates).
 
     With --input-id or --key, exactly those (exit 1 if one is not cached); a job with
-    several candidates needs --candidate, --model or --adapter to look up an input."""
+    several candidates needs --candidate, --model or --adapter to look up an input.
+
+    With --json or --jsonl each record also carries `current_revision`: the catalog's
+    current revision of the record's model (null when the catalog does not know one).
+    A record whose `revision` differs was made on a revision the model has moved on
+    from."""
     from batch.query import Predictions
 
     fmt = _format(json_, jsonl, csv_)
