@@ -26,6 +26,11 @@ if TYPE_CHECKING:  # pyarrow loads in hundreds of milliseconds: not for `almanac
     from batch.query import PredictionRecord, Predictions
 
 
+# A content key as the table shows it: its first 12 characters, which `--key` takes (it
+# takes any 8 or more that begin one key only, as git takes an abbreviated hash).
+SHORT_KEY = 12
+
+
 def _short(value: object, width: int = 60) -> str:
     text = "" if value is None else str(value).replace("\n", "\\n")
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -73,11 +78,11 @@ def _emit(records: list[PredictionRecord], fmt: str, env: Env) -> None:
     else:
         several = len({r["candidate"] for r in records}) > 1  # then each row says whose
         echo_table([[r["input_id"], *([_short(r["candidate"], 40)] if several else []),
-                     _short(r["output"]), r["finish_reason"] or "",
+                     r["key"][:SHORT_KEY], _short(r["output"]), r["finish_reason"] or "",
                      str(r["output_tokens"] or ""), r["created_at"].strftime("%Y-%m-%d %H:%M:%S"),
                      _short(r["error"], 50)] for r in records],
-                   ["INPUT", *(["CANDIDATE"] if several else []), "OUTPUT", "FINISH", "TOKENS",
-                    "CREATED", "ERROR"])
+                   ["INPUT", *(["CANDIDATE"] if several else []), "KEY", "OUTPUT", "FINISH",
+                    "TOKENS", "CREATED", "ERROR"])
 
 
 def candidate_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -121,8 +126,12 @@ def _lookup(p: Predictions, input_ids: tuple[str, ...], key: str | None, all_ver
     """The records asked for (of the candidate `chosen` by label, model or adapter), and
     what was asked for but is not cached."""
     if key is not None:
+        from batch.query import MIN_PREFIX
+
         found = p.by_key(key)
-        return ([found], []) if found else ([], [f"key {key!r}"])
+        short = f" (a key's beginning needs {MIN_PREFIX} characters or more)" \
+            if len(key) < MIN_PREFIX else ""
+        return ([found], []) if found else ([], [f"key {key!r}{short}"])
     wanted = list(dict.fromkeys(input_ids))
     if all_versions:
         by_id = {i: p.versions(i, **chosen) for i in wanted}
@@ -135,7 +144,9 @@ def _lookup(p: Predictions, input_ids: tuple[str, ...], key: str | None, all_ver
 @click.command()
 @click.argument("job")
 @click.option("--input-id", "input_ids", multiple=True, help="Look up this input (repeatable).")
-@click.option("--key", help="Look up a prediction by its content address.")
+@click.option("--key", help="Look up a prediction by its content address: the whole key, "
+                             "or its beginning (8 characters or more; the KEY column shows "
+                             "12) if no other key of the job begins so.")
 @click.option("--contains", help="Only outputs containing this text (case-insensitive).")
 @candidate_options
 @click.option("--candidates", "list_candidates", is_flag=True,
@@ -187,7 +198,8 @@ def query(env: Env, job: str, input_ids: tuple[str, ...], key: str | None, conta
             missing = []
             if total is not None and total > offset + len(records):
                 warn(f"{offset + 1}–{offset + len(records)} of {total}; --offset {offset + limit} for more")
-    _emit(records, fmt, env)
+    if records or not lookup:  # a lookup that found nothing says so on stderr alone
+        _emit(records, fmt, env)
     if fmt == "table":
         for (model, revision), status in _revisions(env, records).items():
             if status.is_current is False:
