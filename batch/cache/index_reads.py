@@ -93,6 +93,16 @@ class IndexReads(SideStore):
         names = dict(self._all(f"SELECT id, label FROM labels WHERE job = {JOB}", (job,)))
         return {names[label]: (n, failed) for label, n, failed in counts}
 
+    def every_candidate(self) -> list[tuple[str, CandidateInfo, str | None]]:
+        """(job, candidate, when the job's newest shard was written) for every job's
+        current candidates as its last run named them, the most recently written job
+        first: which models and adapters the cache can answer for, across jobs."""
+        return [(job, CandidateInfo(*info), written) for job, *info, written in self._all(
+            "SELECT j.name, c.label, c.model, c.revision, c.adapter, c.adapter_revision, "
+            "c.ordinal, (SELECT max(s.created_at) FROM shards s WHERE s.job = c.job) AS written "
+            "FROM candidates c JOIN jobs j ON j.id = c.job ORDER BY written DESC, j.name, "
+            "c.ordinal")]
+
     # -- locating records --------------------------------------------------------------------
 
     def latest_for(self, job: str, candidate: str, input_ids: list[str]) -> dict[str, Located]:

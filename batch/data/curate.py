@@ -36,7 +36,7 @@ from batch.data import card, curated_set, dedupe, sft
 from batch.data.inputs import input_fields
 from batch.data.lineage import LineageStore, PlanInfo
 from batch.data.sources import SourceModel, source_models
-from batch.data.where import compile_where
+from batch.data.where import WhereError, compile_where
 from batch.score.store import value_columns
 from schemas.errors import UsageError
 from schemas.output_path import refuse_non_directory
@@ -125,7 +125,11 @@ def curate(predictions_root: Path, job: str, output: Path, *, command: str,
                 for name in compiled.fields:
                     table = table.append_column(f"row.{name}",
                                                 fields.column(name, table["input_id"]))
-            table = table.filter(compiled.expression)
+            try:
+                table = table.filter(compiled.expression)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+                # What the parser's kinds did not foresee is the filter's problem, not a crash.
+                raise WhereError(f"--where: cannot be applied to the rows: {exc}") from None
             report.counts.append((f"--where {where}", table.num_rows))
     table = table.select(KEEP).combine_chunks()
     with report.timed("messages"):
