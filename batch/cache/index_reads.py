@@ -169,8 +169,10 @@ class IndexReads(SideStore):
             where, params = where + f" AND r.job = {JOB}", [*params, job]
         rows = self._all(f"SELECT j.name, {LOC} FROM {FROM} JOIN jobs j ON j.id = r.job "
                          f"WHERE {where} ORDER BY r.state & 1, s.name DESC LIMIT 1", params)
-        if not rows and len(key) >= MIN_PREFIX:
-            # Not a whole key: the beginning of one, as git takes an abbreviated hash.
+        if not rows and len(key) >= MIN_PREFIX and not isinstance(stored, bytes):
+            # Not a whole key: the beginning of one, as git takes an abbreviated hash. (A
+            # whole SHA-256 begins no other key: its miss, as the OpenAI path's, costs one
+            # read.)
             matches = self.keys_beginning(key, job)
             if len(matches) > 1:
                 raise AmbiguousKeyError(key, matches)
