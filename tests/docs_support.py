@@ -143,7 +143,11 @@ _MASKS = [
     (re.compile(r"\b\d[\d,]*(?:\.\d+)?(?= (?:output )?(?:tokens|rows)/s\b)"), "<n>"),
     (re.compile(r"\b\d[\d,]*(?:\.\d+)?\s?(?:ms|s)\b"), "<t>"),
     (re.compile(r"\b1\d{9}\b"), "<epoch>"),
-    (re.compile(r"\b[0-9a-f]{32,64}\b"), "<hex>"),
+    # Run ids, content keys and their beginnings, curated files' digests: a LoRA
+    # adapter's files and a run's id differ from one demo to the next.
+    (re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{12,}\b"), "<hex>"),
+    # Sizes of files that hold dates and ids.
+    (re.compile(r"\b\d[\d,]* bytes\b"), "<n> bytes"),
 ]
 _TIMING_COLUMNS = {"TOK/S", "START S", "ENGINE S", "USD/1K ROWS", "CREATED", "STARTED",
                    "FINISHED", "DURATION", "FIRST SEEN", "LAST SEEN", "SECONDS"}
