@@ -13,6 +13,9 @@ CLI, TUI and HTTP server make, each in a session of its own as they open one:
 - `almanac models list --domain D --language L --json` and `--search`, end to end
   in a process of their own (Python start and imports included), once each.
 
+For each targeted shape it also records the SQL statements one call runs, each with
+SQLite's EXPLAIN QUERY PLAN and its time alone (best of 5): where a listing's time goes.
+
 Every timed call draws its filter at random from a fixed list, so one warm cache
 entry cannot answer all of them. Prints a table on stderr and the figures as JSON
 on stdout and writes them to bench/results/catalog.json (`--smoke`: 2,000 models,
@@ -145,6 +148,46 @@ def check(catalog: Any, answers: dict[str, list[Any]]) -> None:
                     raise AssertionError(f"{name}: {rec.ref} does not cover {f.languages}")
 
 
+def plans(catalog: Any, rng: random.Random) -> dict[str, list[dict[str, Any]]]:
+    """Every statement one call of each targeted shape runs: its SQL, SQLite's query
+    plan, and its time alone (best of 5)."""
+    from sqlalchemy import event
+
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, params: Any, context: Any,
+               executemany: bool) -> None:
+        seen.append((statement, params))
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    calls = _calls()
+    for name, (make, call) in queries().items():
+        if name not in TARGETED:
+            continue
+        f = make(rng)
+        seen.clear()
+        event.listen(catalog.engine, "before_cursor_execute", record)
+        try:
+            with catalog.sessions() as s:
+                calls[call](s, f)
+        finally:
+            event.remove(catalog.engine, "before_cursor_execute", record)
+        steps = []
+        with catalog.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            for statement, params in seen:
+                plan = [row[3] for row in raw.execute("EXPLAIN QUERY PLAN " + statement, params)]
+                best = math.inf
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    raw.execute(statement, params).fetchall()
+                    best = min(best, time.perf_counter() - t0)
+                steps.append({"sql": " ".join(statement.split()), "params": [str(p)[:200] for p in params],
+                              "plan": plan, "best_ms": round(best * 1000, 3)})
+        out[name] = [{"filter": repr(f)}, *steps]
+    return out
+
+
 def cli_once(home: Path, *args: str) -> dict[str, Any]:
     env = {**os.environ, "ALMANAC_HOME": str(home)}
     t0 = time.perf_counter()
@@ -220,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                 rng, keep=args.smoke)
             if args.smoke:
                 check(catalog, answers)
+            results["plans"] = plans(catalog, rng)
             results["median_found"] = {name: statistics.median(_size(a) for _, a in pairs)
                                        for name, pairs in answers.items()
                                        if not name.endswith("facet counts")}
