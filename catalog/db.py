@@ -8,11 +8,9 @@ which keeps Alembic's few hundred milliseconds of imports out of every command."
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 from sqlite3 import Connection as SQLiteConnection
 from typing import TYPE_CHECKING
@@ -22,13 +20,13 @@ from sqlalchemy import URL, Engine, ExceptionContext, create_engine, event, make
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from catalog.plain import MIGRATIONS, newest_revision
 from schemas.errors import AlmanacError, UnavailableError
 
 if TYPE_CHECKING:  # Alembic loads only to migrate or to judge an unknown revision
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -125,24 +123,6 @@ def head_revision() -> str:
     head = _script().get_current_head()
     assert head is not None
     return head
-
-
-# A revision file's own `revision = "…"` and `down_revision = "…"` lines (Alembic's
-# template writes them so; catalog/migrations/script.py.mako keeps that form).
-_REVISION_LINE = re.compile(r"^(revision|down_revision)\s*(?::[^=\n]*)?=\s*(.+?)\s*$", re.M)
-
-
-@lru_cache(maxsize=1)
-def newest_revision() -> str | None:
-    """The newest revision as the migration files name it, read as text; None when
-    they do not name exactly one (then Alembic decides). Tests hold it to Alembic's
-    own `head_revision()`."""
-    revisions, revised = set(), set()
-    for path in (MIGRATIONS / "versions").glob("*.py"):
-        for name, value in _REVISION_LINE.findall(path.read_text("utf-8")):
-            (revisions if name == "revision" else revised).add(value.strip("'\""))
-    heads = revisions - revised
-    return heads.pop() if len(heads) == 1 else None
 
 
 def current_revision(engine: Engine) -> str | None:
