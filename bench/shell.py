@@ -17,7 +17,7 @@ For each command, the heavy packages it imported are listed with their import ti
 (`python -X importtime`, cumulative, from one extra run): what the command pays for.
 
 Prints a table on stderr and the figures as JSON on stdout, and writes them to
-bench/results/shell.json (`--smoke`: 3 runs of each on 2,000 predictions, answers
+bench/results/shell.json (`--smoke`: 2 runs of each on 500 predictions, answers
 checked, nothing recorded unless `--output` says where).
 """
 
@@ -143,11 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=30, help="timed runs of each command")
     parser.add_argument("--rows", type=int, default=100_000, help="predictions in the job")
     parser.add_argument("--smoke", action="store_true",
-                        help="3 runs each over 2,000 predictions, answers checked, nothing recorded")
+                        help="2 runs each over 500 predictions, answers checked, nothing recorded")
     add_output_options(parser, RESULTS)
     args = parser.parse_args(argv)
     if args.smoke:
-        args.runs, args.rows = min(args.runs, 3), min(args.rows, 2000)
+        args.runs, args.rows = min(args.runs, 2), min(args.rows, 500)
     output = args.output if args.output or args.smoke else RESULTS
     rng = random.Random(1)
     with tempfile.TemporaryDirectory(prefix="almanac-bench-shell-") as tmp:
