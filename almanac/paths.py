@@ -51,6 +51,12 @@ class Home:
         """Models Almanac builds itself (the demo specialist)."""
         return self.root / "models"
 
+    @property
+    def misses(self) -> Path:
+        """The jobs `almanac misses run` writes (one directory each); the misses themselves
+        are kept beside the shards (`predictions/misses.db`)."""
+        return self.root / "misses"
+
     def ensure(self) -> Home:
         for path in (self.root, self.predictions, self.locks, self.logs):
             path.mkdir(parents=True, exist_ok=True)

@@ -77,13 +77,16 @@ async def _until(app: Any, done: Any, timeout: float = 30.0) -> None:
 
 COLD = """
 import asyncio, sys, time
+from pathlib import Path
 began = time.perf_counter()
 from bench.tui import _until
+from almanac.paths import Home
 from tui.app import make_app
 imported = time.perf_counter() - began
 
 async def main():
-    app = make_app(sys.argv[1])
+    home = Home(Path(sys.argv[1]))
+    app = make_app(home.catalog_db, home.predictions)
     async with app.run_test(size=(100, 30)):
         await _until(app, lambda: getattr(app.screen, "shown", None) is not None)
         print(imported, time.perf_counter() - began)
@@ -116,16 +119,17 @@ def _redrawn(screen: Any) -> bool:
 
 
 async def _measure(home: Path, check: bool, rounds: int) -> dict[str, Any]:
+    from almanac.paths import Home
     from tests.tui_capture import send_key
     from tui.app import make_app
     from tui.screens import models
     from tui.screens.models import ModelsScreen
-
-    pause_s = 2 * getattr(models, "TYPING_GAP_S", 0.15)  # what typing pauses count as
     from tui.widgets.language_list import LanguageList
 
+    pause_s = 2 * getattr(models, "TYPING_GAP_S", 0.15)  # what typing pauses count as
+
     began = time.perf_counter()
-    app = make_app(home)
+    app = make_app(Home(home).catalog_db, Home(home).predictions)
     out: dict[str, Any] = {"facet": [], "search": [], "search_complete": [], "typing": [],
                            "typing_complete": [], "checked": []}
     async with app.run_test(size=SIZE) as pilot:

@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from almanac.cli import cli
-from batch.run.errors import SpecError
-from batch.run.prompts import PromptRenderer, PromptSpec, RenderError
-from batch.run.spec import load_spec
+from batch.run.spec.errors import SpecError
+from batch.run.spec.job import load_spec
+from batch.run.spec.prompts import PromptRenderer, PromptSpec, RenderError
 from tests.cache_support import record, write
 from tests.test_job_spec import GOOD, job
 from tests.test_job_spec import write as write_text

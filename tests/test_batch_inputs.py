@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batch.run.inputs import InputError, InputRow, content_id, read_rows
-from batch.run.spec import InputSpec
+from batch.run.spec.job import InputSpec
 
 
 def read(path: Path, fmt: str, id_field: str = "id") -> list[InputRow]:

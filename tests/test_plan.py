@@ -16,7 +16,7 @@ from batch.cache.schema import columns
 from batch.cache.store import PredictionStore, ShardWriter
 from batch.run.keys import request_key
 from batch.run.plan import Plan, make_plan
-from batch.run.spec import JobSpec, spec_from_dict
+from batch.run.spec.job import JobSpec, spec_from_dict
 
 MODEL = "local:sha256:0000"
 TEMPLATE = "{{ fruit }}:"

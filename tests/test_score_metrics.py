@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from batch.run.errors import SpecError
-from batch.run.spec import spec_from_dict
+from batch.run.spec.errors import SpecError
+from batch.run.spec.job import spec_from_dict
 from batch.score.judge import judge_job_name, verdict
 from batch.score.metrics import first_number, make_metric, normalize
 from batch.score.settings import JudgeSpec, Reference, RowError, ScoreSpec, compile_template, render
@@ -146,6 +146,24 @@ def test_a_reference_failing_on_a_row_says_why() -> None:
     assert render(template, {"family": "drupe"}) == "DRUPE"
     with pytest.raises(RowError, match="'family' is undefined"):
         render(template, {"fruit": "plum"})
+
+
+@pytest.mark.parametrize("reference", [
+    "{{ 'x' * 100000000 }}",  # allocation
+    "{% for i in range(2000) %}{% for j in range(2000) %}.{% endfor %}{% endfor %}",  # steps
+    "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}",  # recursion
+])
+def test_a_reference_over_a_bound_is_a_row_that_cannot_be_scored(reference: str) -> None:
+    """References render in the bounded sandbox prompts render in: a row past a bound is
+    that row's error (could not be scored), never a hundred megabytes compared."""
+    with pytest.raises(RowError, match="template error: .*(would make a value|loop "
+                                       "iterations|recursion too deep)"):
+        Reference(reference).render({"family": "drupe"})
+
+
+def test_a_reference_too_long_to_be_a_template_is_refused_at_the_spec() -> None:
+    with pytest.raises(SpecError, match="score.reference: the template is 1,000,001 characters"):
+        ScoreSpec.from_mapping({"metric": "exact", "reference": "x" * 1_000_001})
 
 
 @pytest.mark.parametrize("value", ["drupe", 3, 2.5, None, True, ["a", 1], {"k": "v"}, "  spaced "])

@@ -102,6 +102,22 @@ def test_a_failing_reference_is_that_rows_error_and_a_failed_prediction_scores_z
     assert rows[("small+lora", "grape")].value == 0.0  # exact: " Berry" is not "berry"
 
 
+def test_a_reference_past_the_sandboxs_bounds_is_that_rows_error(home: Path, job_file: Path) -> None:
+    from batch.score.store import ScoreStore
+
+    data = tomllib.loads(job_file.read_text())
+    data["score"]["reference"] = "{{ 'x' * 100000000 if fruit == 'plum' else family }}"
+    job_file.write_text(tomli_w.dumps(data))
+    report = json.loads(_ok(almanac(home, "score", str(job_file), "--json")).stdout)
+    with ScoreStore.open_readonly(home / "predictions") as store:
+        rows = {(s.candidate, s.input_id): s for s in store.scores(JOB)}
+    plum = rows[("big", "plum")]
+    assert plum.value is None and plum.error.startswith(
+        "reference: template error: * would make a value of 100,000,000 characters")
+    assert rows[("big", "cherry")].value == 1.0  # the other rows are scored as before
+    assert report["errors"] == sum(1 for r in rows.values() if r.value is None)
+
+
 def test_rescoring_computes_only_what_changed_and_never_imports_vllm(home: Path, job_file: Path) -> None:
     probe = """
 import json, sys

@@ -22,7 +22,7 @@ from catalog.models import upsert_model
 from catalog.records import ModelEntry
 from tests.score_support import FRUITS, JOB, T0, _record, answers, score_home, write_job
 from tests.tui_capture import screen_text, settle
-from tui.app import make_app
+from tests.tui_support import tui_app
 from tui.labels import own_part, shared_prefix, short_labels
 
 SIZE = (100, 30)
@@ -105,7 +105,7 @@ def anyio_backend() -> str:
 @pytest.mark.anyio
 async def test_predictions_rows_name_their_candidates_apart_and_show_their_own_prompt(
         adapters_home: Path) -> None:
-    app = make_app(adapters_home, job=JOB)
+    app = tui_app(adapters_home, job=JOB)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         table = app.screen.query_one("#predictions", DataTable)
@@ -121,7 +121,7 @@ async def test_predictions_rows_name_their_candidates_apart_and_show_their_own_p
 @pytest.mark.anyio
 async def test_the_comparison_names_candidates_apart_and_draws_their_intervals(
         adapters_home: Path) -> None:
-    app = make_app(adapters_home, job=JOB)
+    app = tui_app(adapters_home, job=JOB)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         app.open_comparison(JOB)
@@ -134,7 +134,7 @@ async def test_the_comparison_names_candidates_apart_and_draws_their_intervals(
 
 
 def test_predictions_of_a_base_and_its_adapters_snapshot(snap_compare, adapters_home: Path) -> None:
-    assert snap_compare(make_app(adapters_home, job=JOB), terminal_size=SIZE, run_before=settle)
+    assert snap_compare(tui_app(adapters_home, job=JOB), terminal_size=SIZE, run_before=settle)
 
 
 def test_record_of_an_adapter_candidate_snapshot(snap_compare, adapters_home: Path) -> None:
@@ -143,7 +143,7 @@ def test_record_of_an_adapter_candidate_snapshot(snap_compare, adapters_home: Pa
         await pilot.press("down", "enter")
         await settle(pilot)
 
-    assert snap_compare(make_app(adapters_home, job=JOB), terminal_size=SIZE,
+    assert snap_compare(tui_app(adapters_home, job=JOB), terminal_size=SIZE,
                         run_before=open_adapter_row)
 
 
@@ -153,5 +153,5 @@ def test_comparison_of_a_base_and_its_adapters_snapshot(snap_compare, adapters_h
         pilot.app.open_comparison(JOB)
         await settle(pilot)
 
-    assert snap_compare(make_app(adapters_home, job=JOB), terminal_size=SIZE,
+    assert snap_compare(tui_app(adapters_home, job=JOB), terminal_size=SIZE,
                         run_before=open_comparison)

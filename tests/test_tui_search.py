@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from almanac.paths import Home
 from catalog.db import CatalogError
 from catalog.search import ModelFilter, count_models, list_models
 from tests.tui_capture import send_key, settle
-from tests.tui_support import build_home
-from tui.app import make_app
+from tests.tui_support import build_home, tui_app
 from tui.data import Data, ModelQuery
 from tui.screens.models import ModelsScreen
 
@@ -32,7 +32,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 async def test_a_burst_of_keystrokes_loads_the_words_typed_last_by_relevance(seeded: Path) -> None:
-    app = make_app(seeded)
+    app = tui_app(seeded)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         screen = app.screen
@@ -56,7 +56,7 @@ async def test_a_burst_of_keystrokes_loads_the_words_typed_last_by_relevance(see
 
 
 def test_interrupt_stops_a_catalog_read_under_way(seeded: Path) -> None:
-    data = Data(seeded)
+    data = Data(Home(seeded).catalog_db, Home(seeded).predictions)
     began = threading.Event()
 
     def endless() -> None:

@@ -15,7 +15,7 @@ from schemas.errors import AlmanacError, ExitCode, UsageError
 if TYPE_CHECKING:  # the rooms load when a command runs, not for --help
     from batch.run.result import RunResult
     from batch.run.runner import Runner
-    from batch.run.spec import JobSpec
+    from batch.run.spec.job import JobSpec
     from batch.score.compare import CandidateComparison
     from batch.score.scoring import ScoreReport
 
@@ -53,27 +53,28 @@ def check_scores(specs: list[JobSpec]) -> None:
 
 
 def score_after_run(runner: Runner, spec: JobSpec, result: RunResult, summary: dict[str, Any],
-                    *, echo: bool) -> str:
+                    *, echo: bool) -> int:
     """Score a job right after its run (`almanac run`), putting the report in the run's
     JSON `summary` under "score". A scoring that fails is reported without hiding the
-    run's own result; the status returned ("ok", "error", "locked") joins the run's."""
+    run's own result; the exit code returned (0, 1, or 75 for a judge job locked) joins
+    the run's."""
     from batch.score.scoring import score_run
 
     if result.status not in ("ok", "failed_rows"):
-        return "ok"
+        return ExitCode.OK
     try:
         report = score_run(runner, spec, result)
     except AlmanacError as exc:
         warn(f"{spec.name}: scoring: {exc}")
         summary["score"] = {"error": str(exc)}
-        return "locked" if exc.exit_code == ExitCode.LOCKED else "error"
+        return ExitCode.LOCKED if exc.exit_code == ExitCode.LOCKED else ExitCode.ERROR
     if report is not None:
         summary["score"] = report.to_json()
         if echo:
             click.echo(score_line(report))
         for warning in report.warnings:
             warn(warning)
-    return "ok"
+    return ExitCode.OK
 
 
 def _echo_report(report: ScoreReport) -> None:
@@ -100,7 +101,7 @@ def score(env: Env, jobs: tuple[str, ...], json_: bool) -> None:
     Exit codes: 0 ok, 1 error, 2 invalid spec or no [score], 75 judge job locked."""
     from batch.data.chains import UpstreamReader
     from batch.run.runner import Runner, configure_logging
-    from batch.run.spec import load_spec
+    from batch.run.spec.job import load_spec
     from batch.score.scoring import check_score, score_run
 
     configure_logging()

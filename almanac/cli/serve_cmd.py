@@ -61,9 +61,16 @@ def _bind(host: str, port: int, family: int, address: tuple[str, int]) -> socket
 @click.option("--token", envvar=ENV_TOKEN, show_envvar=True,
               help="Bearer token every request must send (required off loopback).")
 @click.option("--access-log", is_flag=True, help="Log every request (on stderr).")
+@click.option("--no-record-misses", is_flag=True,
+              help="Do not keep the requests /v1/ could not answer from the cache "
+                   "(`almanac misses run` generates those it keeps).")
 @pass_env
-def serve(env: Env, host: str, port: int, token: str | None, access_log: bool) -> None:
-    """Serve the catalog and cached predictions as a read-only JSON API.
+def serve(env: Env, host: str, port: int, token: str | None, access_log: bool,
+          no_record_misses: bool) -> None:
+    """Serve the catalog and cached predictions as a read-only JSON API, and the cache
+    as an OpenAI-compatible model server under /v1/ (models, completions, chat
+    completions): what is cached is answered, what is not is a 404 `not_cached`, kept
+    for `almanac misses run`.
 
     OpenAPI schema at /openapi.json, a reference page at /docs (works offline)."""
     import uvicorn
@@ -87,7 +94,8 @@ def serve(env: Env, host: str, port: int, token: str | None, access_log: bool) -
     logging_config = copy.deepcopy(LOGGING_CONFIG)
     logging_config["handlers"]["access"]["stream"] = "ext://sys.stderr"
     config = server_config(env.home.root, host, sock.getsockname()[1], token=token,
-                           access_log=access_log, log_config=logging_config)
+                           access_log=access_log, log_config=logging_config,
+                           record_misses=not no_record_misses)
     server = uvicorn.Server(config)
 
     def stopped(_signum: int, _frame: FrameType | None) -> None:

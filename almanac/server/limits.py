@@ -45,11 +45,6 @@ Text = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
 Job = Annotated[JobName, PathParam(description="A job (prediction set) name.")]
 
 
-class TooLarge(HTTPException):
-    def __init__(self) -> None:
-        super().__init__(413, f"request body over {MAX_BODY} bytes")
-
-
 class BodyLimit:
     """Refuses bodies over MAX_BODY before they are read: by Content-Length when sent,
     else while streaming (an HTTPException, so FastAPI's body parsing passes it on)."""
@@ -73,7 +68,7 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > MAX_BODY:
-                raise TooLarge()
+                raise HTTPException(413, f"request body over {MAX_BODY} bytes")
             return message
 
         await self.app(scope, limited, send)

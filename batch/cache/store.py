@@ -93,7 +93,7 @@ class PredictionStore:
     def latest_for(self, job: str, candidate: str, input_ids: list[str]) -> dict[str, Located]:
         return self.index.latest_for(job, candidate, input_ids)
 
-    def latest_keys(self, job: str, candidate: str) -> dict[str, tuple[str, bool]]:
+    def latest_keys(self, job: str, candidate: str) -> tuple[list[str], list[str], list[bool]]:
         return self.index.latest_keys(job, candidate)
 
     def versions_for(self, job: str, candidate: str,

@@ -15,7 +15,7 @@ from batch.data.chains import UpstreamReader
 from batch.data.lineage import LineageStore
 from batch.data.where import WhereError
 from batch.run.inputs import read_rows
-from batch.run.spec import load_spec
+from batch.run.spec.job import load_spec
 from schemas.errors import AlmanacError
 
 _ARROW = {"number": pa.float64(), "bool": pa.bool_(), "text": pa.string()}

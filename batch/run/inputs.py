@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batch.run.files import FileMissing, FileProblem, check_regular
 from batch.run.openai_batch import LineError, parse_line
-from batch.run.spec import InputSpec
+from batch.run.spec.files import FileMissing, FileProblem, check_regular
+from batch.run.spec.job import InputSpec
 from schemas.errors import AlmanacError
 
 MAX_LINE = 256 * 1024 * 1024  # bytes of one JSONL line
@@ -36,7 +36,7 @@ class InputRow:
     messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
     sampling: dict[str, Any] | None = None
-    # A digest of everything in the row a prompt can depend on (batch.run.upstream.row_basis),
+    # A digest of everything in the row a prompt can depend on (batch.run.keys.row_basis),
     # from sources that give one (chains): planning may then reuse the key it made last time.
     basis: str | None = None
 
@@ -94,19 +94,23 @@ def _jsonl(path: Path, id_field: str, max_line: int = MAX_LINE) -> Iterator[Inpu
     for n, text, error in _lines(path, max_line):
         if error is None and text is not None and not text.strip():
             continue
-        if error is None:
-            try:
-                fields = _object(text)
-            except json.JSONDecodeError as exc:
-                error = f"line {n}: invalid JSON: {exc.msg} at column {exc.colno}"
-            except RecursionError:
-                error = f"line {n}: invalid JSON: nested too deeply"
-            else:
-                if isinstance(fields, dict):
-                    yield _with_id(n, fields, id_field)
-                    continue
-                error = f"line {n}: expected a JSON object, got {type(fields).__name__}"
-        yield InputRow(n, f"line-{n}", error=error)
+        yield jsonl_row(n, text, id_field) if error is None and text is not None else \
+            InputRow(n, f"line-{n}", error=error)
+
+
+def jsonl_row(n: int, text: str, id_field: str) -> InputRow:
+    """Line `n` of a JSONL input (not blank) as its row, or a failed row saying why."""
+    try:
+        fields = _object(text)
+    except json.JSONDecodeError as exc:
+        error = f"line {n}: invalid JSON: {exc.msg} at column {exc.colno}"
+    except RecursionError:
+        error = f"line {n}: invalid JSON: nested too deeply"
+    else:
+        if isinstance(fields, dict):
+            return _with_id(n, fields, id_field)
+        error = f"line {n}: expected a JSON object, got {type(fields).__name__}"
+    return InputRow(n, f"line-{n}", error=error)
 
 
 def _object(text: str) -> Any:

@@ -16,12 +16,12 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from batch.run.errors import SpecError
+from batch.run.spec.errors import SpecError
+from batch.run.spec.sandbox import RenderError, bounded_environment, compile_bounded, render_row
 
 if TYPE_CHECKING:  # the spec loader pulls in the run room's settings: annotations only
-    from batch.run.spec import JobSpec
+    from batch.run.spec.job import JobSpec
 
 METRICS = ("exact", "normalized", "contains", "regex", "json", "numeric", "chrf", "judge")
 # The options each metric takes; any other option set is a mistake worth a message.
@@ -43,17 +43,12 @@ class RowError(ValueError):
     metric needs): its score is an error with this reason, not a zero."""
 
 
-def template_environment() -> ImmutableSandboxedEnvironment:
-    # StrictUndefined: a misspelt field fails the row instead of comparing with "".
-    return ImmutableSandboxedEnvironment(keep_trailing_newline=True, autoescape=False,
-                                         undefined=jinja2.StrictUndefined)
-
-
 def compile_template(where: str, source: str) -> jinja2.Template:
-    try:
-        return template_environment().from_string(source)
-    except jinja2.TemplateSyntaxError as exc:
-        raise SpecError(f"{where}: template syntax error at line {exc.lineno}: {exc.message}") from None
+    """A score's template, compiled in the bounded sandbox prompts render in
+    (batch.run.spec.sandbox): a reference may no more loop, recurse or allocate without
+    end than a prompt may, and a misspelt field fails the row instead of comparing with
+    "". Raises SpecError naming `where`."""
+    return compile_bounded(bounded_environment(), where, source)
 
 
 class Reference:
@@ -77,15 +72,12 @@ _PLAIN_FIELD = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
 def render(template: jinja2.Template, variables: dict[str, Any]) -> str:
-    """The template over one row; RowError says why it could not be rendered."""
+    """The template over one row, within the sandbox's bounds; RowError says why it
+    could not be rendered (a row over a bound cannot be scored, and says which)."""
     try:
-        return template.render(variables)
-    except jinja2.UndefinedError as exc:
-        raise RowError(f"template error: {exc.message}") from None
-    except jinja2.TemplateError as exc:
-        raise RowError(f"template error: {exc}") from None
-    except (TypeError, ValueError, ArithmeticError) as exc:
-        raise RowError(f"template error: {type(exc).__name__}: {exc}") from None
+        return render_row(template, variables)
+    except RenderError as exc:
+        raise RowError(str(exc)) from None
 
 
 @dataclass(frozen=True)

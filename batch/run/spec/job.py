@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import schemas
-from batch.run.candidate_spec import CandidateSpec, candidate_specs
-from batch.run.errors import SpecError
-from batch.run.files import MAX_CONTEXT_FILE, MAX_JOB_FILE, FileMissing, FileProblem, read_text
-from batch.run.prompts import PromptRenderer, PromptSpec
-from batch.run.ray_settings import RaySettings
-from batch.run.recipes import apply_recipe
-from batch.run.settings import EngineOptions, Sampling
+from batch.run.spec.candidates import CandidateSpec, candidate_specs
+from batch.run.spec.errors import SpecError
+from batch.run.spec.files import MAX_CONTEXT_FILE, MAX_JOB_FILE, FileMissing, FileProblem, read_text
+from batch.run.spec.prompts import PromptRenderer, PromptSpec
+from batch.run.spec.ray_settings import RaySettings
+from batch.run.spec.recipes import apply_recipe
+from batch.run.spec.settings import EngineOptions, Sampling
 
 __all__ = ["CandidateSpec", "InputSpec", "JobSpec", "PromptSpec", "SpecError", "load_spec",
            "spec_from_dict"]

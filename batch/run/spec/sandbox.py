@@ -13,7 +13,11 @@ millions of rows on a shared machine:
 - the rendered text stops at `MAX_OUTPUT` characters; recursion and MemoryError become
   errors of the row.
 
-A refusal raises `BoundsError`, which the prompt renderer reports as a failed row.
+A refusal raises `BoundsError`. Every template a job holds (its prompt and chat
+messages, a score's reference, a judge's prompt) is compiled with `compile_bounded`
+and rendered with `render_row`, which turns whatever a row's rendering can raise into
+one `RenderError` naming why: the prompt renderer reports it as a failed row, scoring
+as a row that could not be scored.
 """
 
 from __future__ import annotations
@@ -26,10 +30,13 @@ from collections.abc import Callable, Iterator
 from functools import update_wrapper
 from typing import Any
 
+import jinja2
 from jinja2 import Template, nodes
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
+
+from batch.run.spec.errors import SpecError
 
 MAX_VALUE = 16_000_000  # characters of a string, items of a list, made by one operation
 MAX_OUTPUT = 16_000_000  # characters of a rendered prompt (or chat message)
@@ -47,6 +54,10 @@ _BRACE_SPEC = re.compile(r"\{[^{}]*?:([^{}]*)\}")
 
 class BoundsError(Exception):
     """A template went past a bound; the message says which."""
+
+
+class RenderError(ValueError):
+    """A row the template cannot render (a missing field, a failing filter, a bound)."""
 
 
 def _size(value: Any) -> int:
@@ -261,3 +272,45 @@ def render_bounded(template: Template, variables: dict[str, Any]) -> str:
             raise BoundsError(f"the rendered prompt is over {MAX_OUTPUT:,} characters")
         out.append(chunk)
     return "".join(out)
+
+
+def bounded_environment() -> BoundedSandbox:
+    """The sandbox every job template renders in. StrictUndefined: a misspelt or missing
+    field fails the row instead of silently rendering an empty string. Immutable: a
+    template that appended to `examples` would change every later row's output."""
+    return BoundedSandbox(keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
+                          autoescape=False)
+
+
+def compile_bounded(env: BoundedSandbox, where: str, source: str) -> Template:
+    """`source` compiled in `env`; a template too long, malformed or nested too deeply is a
+    SpecError naming `where` (its field in the job file)."""
+    if len(source) > MAX_TEMPLATE:
+        raise SpecError(f"{where}: the template is {len(source):,} characters "
+                        f"(at most {MAX_TEMPLATE:,}); put long text in context_file")
+    try:
+        return env.from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise SpecError(f"{where}: template syntax error at line {exc.lineno}: {exc.message}") from None
+    except (RecursionError, MemoryError, SyntaxError) as exc:
+        # Nesting deeper than Jinja's parser or Python's compiler can take.
+        raise SpecError(f"{where}: the template nests too deeply to compile "
+                        f"({type(exc).__name__})") from None
+
+
+def render_row(template: Template, variables: dict[str, Any]) -> str:
+    """One row's rendering within the bounds; RenderError says why it could not be made."""
+    try:
+        return render_bounded(template, variables)
+    except BoundsError as exc:
+        raise RenderError(f"template error: {exc}") from None
+    except RecursionError:
+        raise RenderError("template error: recursion too deep (a macro calling itself?)") from None
+    except MemoryError:
+        raise RenderError("template error: out of memory while rendering") from None
+    except jinja2.UndefinedError as exc:
+        raise RenderError(f"template error: {exc.message}") from None
+    except jinja2.TemplateError as exc:
+        raise RenderError(f"template error: {exc}") from None
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        raise RenderError(f"template error: {type(exc).__name__}: {exc}") from None
