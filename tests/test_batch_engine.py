@@ -163,7 +163,7 @@ def test_bad_rows_fail_alone_and_the_rest_succeed(
     assert result.status == "failed_rows"
     assert (result.generated, result.failed) == (25, 3)
     out = {r["input_id"]: r for r in read_job(home, "bad")}
-    assert "invalid JSON" in out["line-21"]["error"]
+    assert "invalid JSON" in out["<row 21>"]["error"]
     assert "max_model_len" in out["long"]["error"] and out["long"]["output"] is None
     assert "'word' is undefined" in out["nofield"]["error"]
     expected = raw_generate(engine_pool, [f"Say: apple {i}" for i in range(25)])

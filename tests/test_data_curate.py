@@ -191,7 +191,6 @@ def test_the_card_counts_every_step_and_warns_of_restrictive_licenses(
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["nothing", "-o", "x"], "no cached predictions for job 'nothing'"),
     (["teacher", "-o", "x", "--where", "scroe > 1"], "--where: unknown column 'scroe'"),
     (["teacher", "-o", "x", "--where", "score >"], "--where: expected a value"),
     (["teacher", "-o", "x", "--where", "row.fruit == 'plum'"],
@@ -208,6 +207,15 @@ def test_bad_requests_exit_2_naming_the_problem(predictions: Path, tmp_path: Pat
     assert not (tmp_path / "x").exists()
 
 
+def test_an_unknown_job_is_not_found_as_for_query_and_compare(predictions: Path,
+                                                               tmp_path: Path) -> None:
+    teacher(predictions, 3)
+    result = cli_curate("nothing", "-o", "x")
+    assert result.exit_code == ExitCode.ERROR, result.output
+    assert "no cached predictions for job 'nothing'" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "x").exists()
+
+
 def test_filters_on_input_fields_read_the_job_s_input(predictions: Path, tmp_path: Path) -> None:
     path = write_job(tmp_path, "quiz", rows=[{"id": f"q{i}", "question": "?", "hard": i > 1}
                                              for i in range(4)])
@@ -218,6 +226,35 @@ def test_filters_on_input_fields_read_the_job_s_input(predictions: Path, tmp_pat
     assert report.counts[-1] == ("--where row.hard == true", 2)
     with pytest.raises(CurateError, match="--split"):
         curate(predictions, "quiz", tmp_path / "sft", command="c", split=1.5)
+
+
+def test_a_number_field_beyond_int64_is_compared_as_a_number(predictions: Path, tmp_path: Path) -> None:
+    # JSON holds integers of any size: 10**30 does not fit Arrow's int64, 10**400 no float.
+    path = tmp_path / "jobs"
+    write_job(path, "quiz", rows=[{"id": "q0", "question": "?", "big": 10**30},
+                                  {"id": "q1", "question": "?", "big": 5},
+                                  {"id": "q2", "question": "?", "big": -(10**400)}])
+    answers(predictions, "quiz", {f"q{i}": "yes" for i in range(3)})
+    recorded(predictions, path / "quiz.toml")
+    report = curate(predictions, "quiz", tmp_path / "sft", command="c", split=1,
+                    where="row.big > 1")
+    assert report.counts[-1] == ("--where row.big > 1", 2)
+    result = cli_curate("quiz", "-o", str(tmp_path / "neg"), "--where", "row.big < -1e300")
+    assert result.exit_code == 0, result.output
+    assert [r["input_id"] for r in rows_of(tmp_path / "neg")] == ["q2"]
+
+
+@pytest.mark.parametrize(("where", "message"), [
+    ("null in []", "`in` takes a value on its left, not null"),
+    ('output == "\udcff"', "the filter is not UTF-8 text (at column 12)"),  # argv's \xff byte
+])
+def test_a_filter_that_cannot_run_is_exit_2_and_writes_nothing(predictions: Path, tmp_path: Path,
+                                                               where: str, message: str) -> None:
+    teacher(predictions, 3)
+    result = cli_curate("teacher", "-o", str(tmp_path / "x"), "--where", where)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "x").exists()
 
 
 def test_openai_batch_content_parts_become_plain_turns(predictions: Path, tmp_path: Path) -> None:

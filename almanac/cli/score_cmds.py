@@ -4,6 +4,7 @@ aside); comparing only reads."""
 
 from __future__ import annotations
 
+import math
 import shutil
 from typing import TYPE_CHECKING, Any
 
@@ -130,11 +131,13 @@ def score(env: Env, jobs: tuple[str, ...], json_: bool) -> None:
 
 def echo_comparison(entries: list[CandidateComparison]) -> None:
     """The comparison table on stdout, its legend on stderr (also the demo's ending)."""
+    from batch.score.compare import usd_text
+
     echo_table(
         [["*" if e.pareto else "", e.label, e.model, e.adapter or "", str(e.rows), str(e.failures),
           str(e.n), _num(e.score), f"[{_num(e.ci_low)}, {_num(e.ci_high)}]" if e.n else "",
           _num(e.tokens_per_s, "{:.0f}"), _num(e.engine_start_s, "{:.1f}"),
-          _num(e.engine_s, "{:.1f}"), _params(e.parameters), _num(e.cost_per_1k, "{:.4f}")]
+          _num(e.engine_s, "{:.1f}"), _params(e.parameters), usd_text(e.cost_per_1k)]
          for e in entries],
         ["", "CANDIDATE", "MODEL", "ADAPTER", "ROWS", "FAILED", "N", "SCORE", "95% CI", "TOK/S",
          "START S", "ENGINE S", "PARAMS", "USD/1K ROWS"],
@@ -170,9 +173,22 @@ def _plot(entries: list[CandidateComparison], *, err: bool) -> None:
         warn(note)
 
 
+def _price(_ctx: click.Context, _param: click.Parameter, value: float | None) -> float | None:
+    """A price the HTTP API would take too: finite, over 0, at most MAX_USD_PER_HOUR (click's
+    FloatRange lets nan through: it is neither below nor above any bound)."""
+    if value is None:
+        return None
+    from batch.score.compare import MAX_USD_PER_HOUR
+
+    if not math.isfinite(value) or not 0 < value <= MAX_USD_PER_HOUR:
+        raise click.BadParameter(f"{value} is not a price per hour over 0 and at most "
+                                 f"{MAX_USD_PER_HOUR:,.0f}")
+    return value
+
+
 @click.command()
 @click.argument("job")
-@click.option("--usd-per-hour", type=click.FloatRange(min=0, min_open=True),
+@click.option("--usd-per-hour", type=float, callback=_price,
               help="The hardware's price per hour, over what the runs recorded ([cost] usd_per_hour).")
 @click.option("--plot", is_flag=True, help="Draw score against cost in the terminal.")
 @json_option

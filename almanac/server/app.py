@@ -22,7 +22,7 @@ from almanac.server.catalog_routes import ServedCatalog, add_catalog_routes
 from almanac.server.compare_routes import add_compare_routes
 from almanac.server.docs import docs_page
 from almanac.server.errors import install_handlers
-from almanac.server.guard import BearerToken, HeadAsGet, HostCheck, is_loopback_name
+from almanac.server.guard import BearerToken, HeadAsGet, HostCheck, binds_loopback
 from almanac.server.limits import HEADER_TIMEOUT, MAX_HEAD, BodyLimit
 from almanac.server.openai_errors import OpenAIErrorShape
 from almanac.server.openai_routes import add_openai_routes
@@ -37,11 +37,11 @@ if TYPE_CHECKING:  # uvicorn loads only when a server actually starts
 
 
 def make_app(home: Path, *, token: str | None = None, loopback: bool = True,
-             record_misses: bool = True) -> FastAPI:
+             host_names: frozenset[str] = frozenset(), record_misses: bool = True) -> FastAPI:
     """The API for the Almanac home at `home`. With `token`, requests need it as a bearer
     token; `loopback` (the server listens on a loopback address) turns on the Host check
-    against DNS rebinding; `record_misses` keeps what `/v1/` could not answer from the
-    cache for `almanac misses run`."""
+    against DNS rebinding, which also answers the names in `host_names`; `record_misses`
+    keeps what `/v1/` could not answer from the cache for `almanac misses run`."""
     layout = Home(Path(home))
     reader = CacheReader(layout.predictions)
     catalog = ServedCatalog(layout.catalog_db)
@@ -65,7 +65,7 @@ def make_app(home: Path, *, token: str | None = None, loopback: bool = True,
         app.add_middleware(BearerToken, token=token)
         _document_token(app)
     if loopback:
-        app.add_middleware(HostCheck)
+        app.add_middleware(HostCheck, names=host_names)
     app.add_middleware(OpenAIErrorShape)
     install_handlers(app, layout.root)
 
@@ -115,15 +115,19 @@ def server_config(home: Path, host: str = "127.0.0.1", port: int = 8765, *,
                   token: str | None = None, access_log: bool = False,
                   log_config: dict[str, Any] | None = None,
                   header_timeout: float = HEADER_TIMEOUT,
-                  record_misses: bool = True) -> uvicorn.Config:
+                  loopback: bool | None = None, record_misses: bool = True) -> uvicorn.Config:
     """The uvicorn configuration `almanac serve` runs (the tests and the benchmark too).
-    Requests must send their head within `header_timeout` seconds (408 otherwise)."""
+    Requests must send their head within `header_timeout` seconds (408 otherwise).
+    `loopback`: whether the socket it serves is bound to a loopback address (the Host
+    check); by default, whether `host` resolves to one as `almanac serve` binds it."""
     import uvicorn
 
     from almanac.server.protocol import protocol_with_timeout
 
     kwargs = {"log_config": log_config} if log_config is not None else {}
-    app = make_app(home, token=token, loopback=is_loopback_name(host),
+    if loopback is None:
+        loopback = binds_loopback(host)
+    app = make_app(home, token=token, loopback=loopback, host_names=frozenset({host}),
                    record_misses=record_misses)
     return uvicorn.Config(app, host=host, port=port, access_log=access_log,
                           http=protocol_with_timeout(header_timeout),

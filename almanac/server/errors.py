@@ -24,7 +24,8 @@ from schemas.errors import AlmanacError
 log = logging.getLogger("almanac.server")
 
 CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-         408: "timeout", 413: "too_large", 422: "invalid", 503: "unavailable"}
+         408: "timeout", 413: "too_large", 422: "invalid", 431: "too_large",
+         503: "unavailable"}
 
 
 def error_body(status: int, message: str,

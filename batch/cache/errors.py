@@ -31,6 +31,17 @@ class ShardUnavailableError(CacheUnavailableError):
                    f"{job}` (its next run generates what was lost)")
 
 
+class JobDirectoryError(CacheUnavailableError):
+    """Something other than a directory (a file) stands where a job's shards belong:
+    refused, never guessed around; the message says what to do."""
+
+    def __init__(self, job: str, directory: object) -> None:
+        super().__init__(f"job {job!r}: {directory} is not a directory, so its shards cannot "
+                         f"be read; move it aside, then run `almanac cache repair {job}` (the "
+                         "job's next run generates what was lost)")
+        self.job = job
+
+
 class ShardDamagedError(ShardUnavailableError):
     """A shard's bytes are not those indexed (size, SHA-256, a page checksum, its rows):
     its rows are refused, never served."""
@@ -59,6 +70,17 @@ class DiskFullError(UnavailableError):
     the next run resumes where this one stopped."""
 
     title = "disk full"
+
+
+class AmbiguousKeyError(UsageError, LookupError):
+    """The beginning of a key that more than one key has: which? Exit 2 (HTTP 400)."""
+
+    def __init__(self, prefix: str, keys: list[str], shown: int = 10) -> None:
+        more = ", and more" if len(keys) > shown else ""
+        super().__init__(f"key {prefix!r} is the beginning of {'more than ' if more else ''}"
+                         f"{min(len(keys), shown)} keys: {', '.join(keys[:shown])}{more}; "
+                         "give more of it")
+        self.prefix, self.keys = prefix, keys
 
 
 class CandidateRequiredError(UsageError):

@@ -186,7 +186,7 @@ def _plan_only(root: Path, targets: list[str], problems: list[Finding], report: 
             report.indexed += sum(1 for f in own if f.kind == "unindexed")
             if contradicted:
                 report.rebuilt.append(job)
-            directory = root / job
+            directory = shards.job_directory(root, job)  # a file in its place: refused
             if directory.exists():
                 report.removed_tmp += len(shards.temporaries(directory))
     finally:

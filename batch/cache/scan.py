@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from batch.cache.errors import ShardDamagedError, ShardUnavailableError, UnknownJobError
 from batch.cache.reader import CacheReader
 from batch.cache.schema import arrow_schema, conform
-from batch.cache.shards import CHECKED, ShardDamaged, damage
+from batch.cache.shards import CHECKED, ShardDamaged, damage, job_directory
 
 
 def latest_table(predictions_root: Path, job: str, columns: list[str], *,
@@ -53,8 +53,9 @@ def _read(reader: CacheReader, job: str, labels: list[str], columns: list[str],
     # A shard written before candidates names its rows' candidate by their model.
     reading = list(dict.fromkeys([*columns, *(["model"] if "candidate" in columns else [])]))
     tables = []
+    directory = job_directory(reader.root, job)
     for shard in sorted(by_shard):
-        path = reader.root / job / shard
+        path = directory / shard
         why = damage(path, listed.get(shard))
         if why == "its file is gone":
             raise FileNotFoundError(2, "gone", str(path))

@@ -15,7 +15,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from batch.cache.store import Located, PredictionStore
-from batch.run.inputs import InputRow, read_rows
+from batch.run.inputs import InputRow, position_id, read_rows
 from batch.run.keys import failure_key, plan_digest, request_key
 from batch.run.spec.errors import SpecError
 from batch.run.spec.job import JobSpec
@@ -223,10 +223,24 @@ def make_plan(spec: JobSpec, store: PredictionStore, *, model_identity: str,
 
 def _keyed(job: str, row: _Rendered, target: Target) -> _Row:
     if row.error is not None or row.prompt is None or row.sampling is None:
-        error = row.error or "nothing to run"
-        return _Row(row.input_id, failure_key(job, row.input_id, error), None, None, error)
-    key = request_key(target.model_identity, target.adapter_identity, row.prompt, row.sampling)
+        return _failed(job, row.input_id, row.error or "nothing to run")
+    try:
+        key = request_key(target.model_identity, target.adapter_identity, row.prompt, row.sampling)
+    except UnicodeEncodeError as exc:  # a template made a lone surrogate ("\ud800")
+        bad = exc.object[exc.start:exc.end] if isinstance(exc.object, str) else ""
+        return _failed(job, row.input_id, f"the prompt holds a lone surrogate ({bad!r}), "
+                                          "which is not Unicode text")
     return _Row(row.input_id, key, row.prompt, row.sampling, None)
+
+
+def _failed(job: str, input_id: str, error: str) -> _Row:
+    # A reason quoting what a template made may hold a lone surrogate: kept escaped, so
+    # that it can be keyed and written.
+    try:
+        error.encode("utf-8")
+    except UnicodeEncodeError:
+        error = error.encode("utf-8", "backslashreplace").decode("utf-8")
+    return _Row(input_id, failure_key(job, input_id, error), None, None, error)
 
 
 def _rows(spec: JobSpec, upstream: Upstream | None,
@@ -239,10 +253,14 @@ def _rows(spec: JobSpec, upstream: Upstream | None,
         if row.id in seen:
             # Two rows with one id would overwrite each other's prediction, a failed
             # one included (an openai-batch line without a body keeps its custom_id).
-            dup_id = f"{row.id}@{row.position}"
+            # The duplicate is named by its position: a form no row's own id may take.
+            nth = 1
+            while (dup_id := position_id(row.position, nth)) in seen:
+                nth += 1
             error = f"duplicate id {row.id!r} (first at row {seen[row.id]})"
             if row.error is not None:
                 error += f"; {row.error}"
+            seen[dup_id] = row.position
             yield InputRow(row.position, dup_id, error=error)
             continue
         seen.setdefault(row.id, row.position)

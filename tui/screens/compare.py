@@ -11,6 +11,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
 from batch.score.chart import draw
+from batch.score.compare import usd_text
 from tui import format as fmt
 from tui.labels import short_labels
 from tui.screens.base import DataScreen
@@ -22,18 +23,11 @@ CANDIDATE_WIDTH = 16
 CHART_LABEL_WIDTH = 24  # under a bar, or in the legend
 COLUMNS = [("", 1), ("Candidate", CANDIDATE_WIDTH), ("Rows", None), ("Failed", None), ("Score", None),
            ("95% interval", 14), ("tok/s", None), ("Start", None), ("Engine", None),
-           ("Params", None), ("$/1k", 6)]
+           ("Params", None), ("$/1k", None)]
 
 
 def _num(value: float | None, spec: str = ".3f") -> str:
     return "" if value is None else format(value, spec)
-
-
-def money(usd: float | None) -> str:
-    """Three significant digits: costs per 1,000 rows run from fractions of a cent up."""
-    if usd is None:
-        return ""
-    return f"{usd:,.2f}" if usd >= 100 else f"{usd:.3g}"
 
 
 def cells(e: CandidateComparison, label: str) -> tuple:
@@ -52,7 +46,7 @@ def cells(e: CandidateComparison, label: str) -> tuple:
         right(fmt.duration(e.engine_start_s)),
         right(fmt.duration(e.engine_s)),
         right(fmt.params(e.parameters)),
-        right(money(e.cost_per_1k)),
+        right(usd_text(e.cost_per_1k)),
     )
 
 
