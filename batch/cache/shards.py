@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from batch.cache.errors import DiskFullError, UnknownJobError
 from batch.cache.index import Index, Located, ShardEntry
+from batch.cache.rowcheck import IDENTITY, check_records
 from batch.cache.schema import LATER_COLUMNS, PredictionRecord, arrow_schema, conform
 from schemas import is_job_name
 
@@ -31,7 +32,6 @@ from schemas import is_job_name
 _FLAT = frozenset(f.name for f in arrow_schema()
                   if pa.types.is_string(f.type) or pa.types.is_integer(f.type)
                   or pa.types.is_boolean(f.type))
-_FROM_INDEX = frozenset({"input_id", "key"})
 
 
 class ShardMismatch(Exception):
@@ -222,6 +222,13 @@ def index_entries(path: Path) -> tuple[str | None, list[tuple[str, str, bool, st
     return run_id, [(r["input_id"], r["key"], r["error"] is not None, r[label]) for r in rows]
 
 
+def identities(path: Path) -> list[dict[str, Any]]:
+    """Each row's identity columns (batch.cache.rowcheck.IDENTITY), every page checked."""
+    present = set(pq.read_schema(path).names)
+    columns = [c for c in (*IDENTITY, "model") if c in present]
+    return conform(pq.read_table(path, columns=columns, **CHECKED)).to_pylist()
+
+
 def read_rows(path: Path, rows: list[int]) -> pa.Table:
     """These rows of a shard, every column, in the order given."""
     table = conform(pq.read_table(path, **CHECKED)).cast(arrow_schema())
@@ -298,23 +305,20 @@ class OpenShard:
         return found
 
     def read(self, locs: list[Located]) -> list[PredictionRecord]:
-        """The records at `locs`. `input_id`, `key` and (for successes) the null `error`
-        come from the index, which was built from these very rows (shards are immutable
-        and never renamed): decoding them costs a third of a lookup, and `cache verify`
-        checks every row against the index."""
+        """The records at `locs`, each checked to be the record its `loc` names (its job,
+        input id, candidate, key and failure: batch.cache.rowcheck): RowMismatchError
+        if the index points one at another row."""
         rows = [loc.row for loc in locs]
         groups = sorted({self.group_of(r) for r in rows})
         constants = dict(self.constants(groups[0]))
         for g in groups[1:]:
             other = self.constants(g)
             constants = {k: v for k, v in constants.items() if k in other and other[k] == v}
-        if not any(loc.failed for loc in locs):
-            constants["error"] = None  # the index's flag is `error IS NOT NULL`
         names = arrow_schema().names
-        wanted = [c for c in names if c not in constants and c not in _FROM_INDEX]
-        # Only the row groups holding the rows: 1024 rows decoded, not the shard. Threads
-        # decode columns in parallel, which pays off even for one row group (measured).
-        table = self.file.read_row_groups(groups, columns=wanted, use_threads=True)
+        wanted = [c for c in names if c not in constants and c not in self.missing]
+        # Only the row groups holding the rows: 1024 rows decoded, not the shard. One row
+        # group decodes faster in this thread; several, in parallel (measured).
+        table = self.file.read_row_groups(groups, columns=wanted, use_threads=len(groups) > 1)
         offsets, base = {}, 0
         for g in groups:
             offsets[g] = base
@@ -325,12 +329,13 @@ class OpenShard:
         else:
             picked = table.take(pa.array(take, pa.int64())).to_pylist()
         out = []
-        for loc, rec in zip(locs, picked, strict=True):
-            rec.update(constants, input_id=loc.input_id, key=loc.key)
+        for rec in picked:
+            rec.update(constants)
             for name in self.missing:
                 rec[name] = rec["model"] if name == "candidate" else None
             # The schema's column order; the columns are exactly PredictionRecord's.
             out.append(cast(PredictionRecord, {c: rec[c] for c in names}))
+        check_records(locs, out)
         return out
 
     def close(self) -> None:

@@ -26,6 +26,7 @@ from typing import Any, cast
 from batch.cache import shards
 from batch.cache.errors import DiskFullError, ShardDamagedError
 from batch.cache.index import CandidateInfo, Index, Located
+from batch.cache.rowcheck import check_records, mismatch
 from batch.cache.schema import PredictionRecord
 
 log = logging.getLogger("almanac.batch.cache")
@@ -53,6 +54,7 @@ class PredictionStore:
         self.index = index if index is not None else Index.open(root)
         self.scratch = index is not None  # a dry run's: never written to disk
         self._sound: dict[tuple[str, str], str | None] = {}  # (job, shard): why not, or None
+        self._identity: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (job, shard): its rows'
 
     @classmethod
     def for_dry_run(cls, root: Path, job: str) -> PredictionStore:
@@ -104,11 +106,13 @@ class PredictionStore:
 
     def generated_anywhere(self, keys: list[str]) -> dict[str, Located]:
         """One successful record per key, from any job, to copy instead of generating: in
-        a shard whose bytes are those indexed (checked once per shard), so that a copy
-        never writes damage into a fresh shard with a fresh, valid checksum."""
+        a shard whose bytes are those indexed (checked once per shard), at a row that is
+        the record the index says (batch.cache.rowcheck), so that a copy never writes
+        damage, or another row's answer, into a fresh shard with a fresh, valid checksum."""
         out: dict[str, Located] = {}
         for key, found in self.index.all_generated(keys).items():
-            source = next((loc for loc in found if self.sound(loc.job, loc.shard)), None)
+            source = next((loc for loc in found if self.sound(loc.job, loc.shard)
+                           and self._holds(loc)), None)
             if source is not None:
                 out[key] = source
         return out
@@ -123,6 +127,21 @@ class PredictionStore:
                             "rather than copied; run `almanac cache repair %s`", job, shard, why, job)
         return self._sound[(job, shard)] is None
 
+    def _holds(self, loc: Located) -> bool:
+        """Whether the row `loc` points at is its record (a warning if not). The shard's
+        identity columns are read once per shard."""
+        held = self._identity.get((loc.job, loc.shard))
+        if held is None:
+            held = self._identity[(loc.job, loc.shard)] = shards.identities(
+                self.job_dir(loc.job) / loc.shard)
+        found = mismatch(loc, held[loc.row]) if 0 <= loc.row < len(held) else "no such row"
+        if found is not None:
+            log.warning("job %s: the index points input %s at row %d of %s, which holds %s: "
+                        "it is generated again rather than copied; run `almanac cache verify "
+                        "%s`, then `almanac cache repair %s`", loc.job, loc.input_id, loc.row,
+                        loc.shard, found, loc.job, loc.job)
+        return found is None
+
     def repoint(self, job: str, candidate: str, located: Iterable[Located]) -> None:
         self.index.repoint(job, candidate, located)
 
@@ -134,7 +153,9 @@ class PredictionStore:
         return self.index.candidates(job)
 
     def read_rows(self, located: list[Located]) -> list[PredictionRecord]:
-        """Full records for located rows, reading each shard once."""
+        """Full records for located rows, reading each shard once; each checked to be the
+        record its `loc` names (RowMismatchError if not), so a copy never carries another
+        row's answer."""
         by_shard: dict[tuple[str, str], list[int]] = {}
         for loc in located:
             by_shard.setdefault((loc.job, loc.shard), []).append(loc.row)
@@ -146,12 +167,14 @@ class PredictionStore:
                                                                     f"{self._sound[(job, shard)]}"))
             try:
                 table = shards.read_rows(self.job_dir(job) / shard, wanted)
-            except OSError as exc:  # a page checksum: damaged since it was checked
+            except (OSError, IndexError) as exc:  # a page checksum; a row past the end
                 raise ShardDamagedError.of(job, exc) from exc
             picked = table.to_pylist()
             for row, record in zip(wanted, picked, strict=True):
                 found[(job, shard, row)] = cast(PredictionRecord, record)
-        return [found[(loc.job, loc.shard, loc.row)] for loc in located]
+        out = [found[(loc.job, loc.shard, loc.row)] for loc in located]
+        check_records(located, out)
+        return out
 
     # -- writing ------------------------------------------------------------------------------
 
