@@ -5,16 +5,19 @@ is rebuilt from the files where it contradicts them."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from batch.cache.errors import RowMismatchError
 from batch.cache.index import Located
 from batch.cache.lock import JobLock, JobLockedError
 from batch.cache.repair import repair
 from batch.cache.schema import arrow_schema
+from batch.cache.shards import file_sha256
 from batch.cache.store import PredictionStore
 from batch.cache.verify import verify
 from batch.query import Predictions
@@ -142,3 +145,68 @@ def test_a_runs_recovery_drops_shards_gone_truncated_or_written_over_and_trusts_
     kept = sorted(p.name for p in (predictions / "fruits").glob(".*.damaged"))
     assert kept == sorted(f".{p.name}.damaged" for p in shards[:2])
     assert verify(predictions).ok
+
+
+# -- another job's shards in a job's directory ------------------------------------------------
+
+
+def test_another_jobs_shards_copied_into_a_directory_are_found_and_set_aside_not_adopted(
+        shards: list[Path], predictions: Path, home: Path) -> None:
+    veg = predictions / "veg"
+    for shard in shards:
+        shutil.copy2(shard, veg / shard.name)
+    found = verify(predictions, "veg")
+    assert sorted((f.shard, f.kind) for f in found.problems) == \
+        sorted((s.name, "foreign") for s in shards)
+    assert "holds rows of job 'fruits'" in found.problems[0].detail
+
+    cli = almanac(home, "cache", "repair", "--json")
+    assert cli.returncode == 0, cli.stderr
+    report = json.loads(cli.stdout)
+    assert sorted((r["shard"], r["problem"], r["kept_as"]) for r in report["shards"]) == \
+        sorted((s.name, "foreign", f".{s.name}.foreign") for s in shards)
+    assert report["indexed"] == 0
+    assert len(list(veg.glob("*.parquet"))) == 1  # leek's own shard
+    checked = verify(predictions)
+    assert checked.ok and {n.kind for n in checked.notes} == {"foreign-kept"}
+    with Predictions.at(predictions, "veg") as p:
+        assert p.get("r01") is None and p.count() == 1 and p.get("leek")["job"] == "veg"
+    assert [r[1] for r in index_table(predictions, "records") if r[0] == "veg"] == ["leek"]
+
+
+def test_a_runs_recovery_never_indexes_another_jobs_shard(shards: list[Path],
+                                                          predictions: Path) -> None:
+    copied = predictions / "veg" / shards[0].name
+    shutil.copy2(shards[0], copied)
+    store = PredictionStore(predictions)
+    try:
+        assert store.recover("veg")["indexed"] == 0
+        assert store.latest_for("veg", "tiny", ["r01"]) == {}
+    finally:
+        store.close()
+    assert not copied.exists() and copied.with_name(f".{copied.name}.foreign").exists()
+
+
+def test_a_foreign_shard_an_index_already_lists_is_refused_found_and_set_aside(
+        shards: list[Path], predictions: Path, home: Path) -> None:
+    copied = predictions / "veg" / shards[0].name
+    shutil.copy2(shards[0], copied)
+    store = PredictionStore(predictions)
+    try:  # as an earlier version's recovery indexed it
+        rows = [(r["input_id"], r["key"], False, r["candidate"]) for r in
+                pq.read_table(copied, columns=["input_id", "key", "candidate"]).to_pylist()]
+        store.index.add_shard("veg", copied.name, "x" * 32, rows, copied.stat().st_size,
+                              file_sha256(copied))
+    finally:
+        store.close()
+    with Predictions.at(predictions, "veg") as p, \
+            pytest.raises(RowMismatchError, match="which holds job 'fruits'.*cache verify veg"):
+        p.get("r01")
+    assert [(f.shard, f.kind) for f in verify(predictions, "veg").problems] == \
+        [(copied.name, "foreign")]
+    report = repair(predictions, home / "locks", job="veg")
+    assert [(r.problem, r.records, r.kept_as) for r in report.shards] == \
+        [("foreign", 10, f".{copied.name}.foreign")]
+    assert verify(predictions).ok
+    with Predictions.at(predictions, "veg") as p:
+        assert p.get("r01") is None and p.get("leek")["output"] == "drupe"

@@ -196,10 +196,10 @@ class Index(IndexReads):
                 self.db.execute(f"DELETE FROM shards WHERE id IN ({marks(ids)})", ids)
 
     def forget_orphans(self, job: str) -> None:
-        """Drop the job's records naming a shard the index does not list. Call inside
-        `transaction()`."""
+        """Drop the job's records naming a shard the index does not list as the job's. Call
+        inside `transaction()`."""
         self.db.execute(f"DELETE FROM records WHERE job = {JOB} AND shard NOT IN "
-                        "(SELECT id FROM shards)", (job,))
+                        f"(SELECT id FROM shards WHERE job = {JOB})", (job, job))
 
     # -- jobs and shards ---------------------------------------------------------------------
 

@@ -273,11 +273,12 @@ class IndexReads(SideStore):
     def records_by_shard(self, job: str) -> Iterator[tuple[str, int, str, str, bool, str]]:
         """Every record of the job as (shard, row, input id, key, failed, candidate), shard
         by shard, row by row; lazily, so call inside `snapshot()` and consume it there. A
-        record whose shard the index does not list names it `#<id>`."""
+        record whose shard the index does not list (or lists as another job's) names it
+        `#<id>`."""
         with self.guard():
             for shard, row, input_id, key, state, label in self.db.execute(
                     "SELECT coalesce(s.name, '#' || r.shard), r.row, r.input_id, r.key, r.state, "
-                    "l.label FROM records r LEFT JOIN shards s ON s.id = r.shard "
+                    "l.label FROM records r LEFT JOIN shards s ON s.id = r.shard AND s.job = r.job "
                     f"JOIN labels l ON l.id = r.label WHERE r.job = {JOB} ORDER BY 1, 2", (job,)):
                 yield shard, row, input_id, key_out(key), bool(state & 1), label
 

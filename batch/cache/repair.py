@@ -5,6 +5,9 @@ that nothing damaged is ever served and the next run of a job generates
 exactly what was lost, each input once:
 
 - a shard whose file is gone leaves the index;
+- a shard whose rows name another job than the directory it sits in (copied or moved
+  there by hand) is renamed to `.<name>.foreign` and leaves the index, or is never
+  indexed;
 - a damaged shard (its size, SHA-256, a page checksum, its schema or its row
   count differ from what was indexed, or it does not decode) is renamed to
   `.<name>.damaged` beside the others (kept as evidence, never deleted; no
@@ -50,7 +53,8 @@ from batch.cache.verify import Finding, verify
 
 # What verify finds about one shard's file, and what it finds about the index.
 MISSING = "missing"
-FILE_DAMAGE = frozenset({"size", "checksum", "unreadable", "schema"})
+FOREIGN = "foreign"  # another job's rows: set aside as .NAME.foreign, indexed or not
+FILE_DAMAGE = frozenset({"size", "checksum", "unreadable", "schema", FOREIGN})
 INDEX_DAMAGE = frozenset({"rows", "index-mismatch", "orphan-records", "latest-mismatch"})
 
 
@@ -60,7 +64,7 @@ class Repaired:
 
     job: str
     shard: str
-    problem: str  # "missing", "damaged", or "damaged-unindexed" (landed after a crash)
+    problem: str  # "missing", "damaged", "damaged-unindexed" (landed after a crash), "foreign"
     detail: str
     records: int  # index records dropped (every version the shard held)
     inputs: int  # latest records dropped: what the job's next run generates again
@@ -181,7 +185,7 @@ def _plan_only(root: Path, targets: list[str], problems: list[Finding], report: 
             latest, records = _counts(index, job)
             for shard, f in sorted({**missing, **damaged}.items()):
                 report.shards.append(Repaired(
-                    job, shard, MISSING if shard in missing else "damaged", f.detail,
+                    job, shard, _problem(shard, missing, damaged), f.detail,
                     records.get(shard, 0), latest.get(shard, 0), None))
             report.indexed += sum(1 for f in own if f.kind == "unindexed")
             if contradicted:
@@ -209,10 +213,10 @@ def _repair_job(store: PredictionStore, job: str, problems: list[Finding],
     directory = store.job_dir(job)
     if missing or damaged:
         latest, records = _counts(store.index, job)
-        kept = _drop(store.index, directory, job, sorted(missing), sorted(damaged))
+        kept = _drop(store.index, directory, job, sorted(missing), damaged)
         for shard, f in sorted({**missing, **damaged}.items()):
             report.shards.append(Repaired(
-                job, shard, MISSING if shard in missing else "damaged", f.detail,
+                job, shard, _problem(shard, missing, damaged), f.detail,
                 records.get(shard, 0), latest.get(shard, 0), kept.get(shard)))
     if directory.exists():
         # A landed shard has no digest in the index to check it against: decode it whole
@@ -230,19 +234,25 @@ def _repair_job(store: PredictionStore, job: str, problems: list[Finding],
         report.rebuilt.append(job)
 
 
-def _drop(index: Index, directory: Path, job: str, missing: list[str],
-          damaged: list[str]) -> dict[str, str]:
-    """Forget these shards and set the damaged files aside, in one transaction (the files
-    move before it commits, and back if it fails); {shard: the name it is kept as}."""
-    bad = set(damaged)
+def _problem(shard: str, missing: dict[str, Finding], damaged: dict[str, Finding]) -> str:
+    if shard in missing:
+        return MISSING
+    return FOREIGN if damaged[shard].kind == FOREIGN else "damaged"
 
+
+def _drop(index: Index, directory: Path, job: str, missing: list[str],
+          damaged: dict[str, Finding]) -> dict[str, str]:
+    """Forget these shards and set the damaged (and foreign) files aside, in one
+    transaction (the files move before it commits, and back if it fails); {shard: the
+    name it is kept as}."""
     def aside(name: str) -> tuple[Path, Path] | None:
         path = directory / name
-        if name not in bad or not path.exists():
+        if name not in damaged or not path.exists():
             return None
-        return shards.set_aside(path), path
+        suffix = shards.FOREIGN_SUFFIX if damaged[name].kind == FOREIGN else shards.DAMAGED_SUFFIX
+        return shards.set_aside(path, suffix), path
 
-    moved = shards.forget_moving(index, job, missing + damaged, aside)
+    moved = shards.forget_moving(index, job, missing + sorted(damaged), aside)
     return {original.name: kept.name for kept, original in moved}
 
 
@@ -271,7 +281,7 @@ def _rebuild(store: PredictionStore, job: str) -> None:
     held: dict[tuple[str, int], tuple[str, str, bool, str]] = {}
     for name in sorted(listed):
         path = directory / name
-        run_id, rows = shards.index_entries(path)
+        run_id, rows = shards.index_entries(path, job)
         index.add_shard(job, name, run_id, rows, listed[name].bytes, listed[name].sha256)
         held.update(((name, i), row) for i, row in enumerate(rows))
     keep: dict[str, list[Located]] = {}

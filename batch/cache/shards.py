@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batch.cache.errors import DiskFullError, UnknownJobError
@@ -45,9 +46,15 @@ class ShardDamaged(ShardMismatch):
     race (shards are immutable and keep their names): the rows it holds are refused."""
 
 
+class ForeignShard(ValueError):
+    """A shard whose rows name another job than the directory it sits in (copied or moved
+    there by hand): never indexed there, set aside instead."""
+
+
 # Every read checks the CRC of each page it decodes (written with each page below).
 CHECKED = {"page_checksum_verification": True}
 DAMAGED_SUFFIX = ".damaged"
+FOREIGN_SUFFIX = ".foreign"
 
 
 # -- where shards live -----------------------------------------------------------------------
@@ -91,14 +98,15 @@ def collected(directory: Path) -> list[Path]:
     return sorted(directory.glob(".*.gc"))
 
 
-def set_aside(path: Path) -> Path:
-    """Rename a damaged shard to `.<name>.damaged` (`.damaged.1`, … if taken): out of the
-    dataset, out of recovery's sight, and kept as evidence (nothing deletes it)."""
-    target = path.with_name(f".{path.name}{DAMAGED_SUFFIX}")
+def set_aside(path: Path, suffix: str = DAMAGED_SUFFIX) -> Path:
+    """Rename a damaged shard to `.<name>.damaged` (a foreign one to `.<name>.foreign`;
+    `.damaged.1`, … if taken): out of the dataset, out of recovery's sight, and kept as
+    evidence (nothing deletes it)."""
+    target = path.with_name(f".{path.name}{suffix}")
     n = 0
     while target.exists():
         n += 1
-        target = path.with_name(f".{path.name}{DAMAGED_SUFFIX}.{n}")
+        target = path.with_name(f".{path.name}{suffix}.{n}")
     os.rename(path, target)
     fsync_dir(path.parent)
     return target
@@ -211,15 +219,27 @@ def fsync_dir(path: Path) -> None:
 # -- reading ---------------------------------------------------------------------------------
 
 
-def index_entries(path: Path) -> tuple[str | None, list[tuple[str, str, bool, str]]]:
-    """What the index holds of a shard: its run id and each row's (input id, key, failed,
-    candidate); a shard written before candidates names its rows' model instead."""
+def index_entries(path: Path, job: str) -> tuple[str | None, list[tuple[str, str, bool, str]]]:
+    """What the index holds of a shard of `job`: its run id and each row's (input id, key,
+    failed, candidate); a shard written before candidates names its rows' model instead.
+    Raises ForeignShard if a row names another job."""
     names = pq.read_schema(path).names
     label = "candidate" if "candidate" in names else "model"
-    rows = pq.read_table(path, columns=["input_id", "key", "error", "run_id", label],
-                         **CHECKED).to_pylist()
+    table = pq.read_table(path, columns=["job", "input_id", "key", "error", "run_id", label],
+                          **CHECKED)
+    foreign(path, job, table)
+    rows = table.to_pylist()
     run_id = rows[0]["run_id"] if rows else None
     return run_id, [(r["input_id"], r["key"], r["error"] is not None, r[label]) for r in rows]
+
+
+def foreign(path: Path, job: str, table: pa.Table) -> None:
+    """Raises ForeignShard if a row of `table` (read from `path`, with its `job` column)
+    names another job than `job`, the directory's."""
+    others = pc.unique(pc.filter(table["job"], pc.not_equal(table["job"], job)))
+    if len(others):
+        raise ForeignShard(f"{path.name} holds rows of job {others[0].as_py()!r}, not "
+                           f"{job!r}, the directory it sits in")
 
 
 def identities(path: Path) -> list[dict[str, Any]]:

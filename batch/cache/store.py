@@ -4,7 +4,9 @@ a crash; the lookups a plan makes.
 A shard is indexed only once it is on disk under its name (batch.cache.shards),
 so the index never names a file that is not there. The files are the truth:
 a shard that landed but was not indexed (a crash between rename and commit)
-is indexed on the next run's recovery, once it decodes whole. Recovery also
+is indexed on the next run's recovery, once it decodes whole and its rows name the
+job whose directory holds it (a shard copied in from another job is set aside as
+`.<name>.foreign`, never indexed). Recovery also
 looks at every shard the job's index lists (a stat each, and its SHA-256 again
 when the stat changed since it last matched): one that is gone, truncated or
 written over leaves the index (the file set aside, as `almanac cache repair`
@@ -245,7 +247,12 @@ class PredictionStore:
             if shard.name in skip:
                 continue
             try:
-                run_id, rows = shards.index_entries(shard)
+                run_id, rows = shards.index_entries(shard, job)
+            except shards.ForeignShard as exc:
+                if not self.scratch:
+                    kept = shards.set_aside(shard, shards.FOREIGN_SUFFIX)
+                    log.warning("job %s: %s: set aside as %s, not indexed", job, exc, kept.name)
+                continue
             except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
                 if not self.scratch:
                     kept = shards.set_aside(shard)

@@ -2,9 +2,10 @@
 
 verify reads everything and changes nothing: every indexed shard exists, has
 the size and SHA-256 the index recorded, is readable Parquet with the schema
-and row count the index expects, and holds at each indexed row the input id,
-key, failure state and candidate the index says; each input has one latest; every
-Parquet file in a job's directory is indexed.
+and row count the index expects, holds rows of the job whose directory it sits in,
+and holds at each indexed row the input id, key, failure state and candidate the
+index says; each input has one latest; every Parquet file in a job's directory is
+indexed, and none holds another job's rows.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ import pyarrow.parquet as pq
 
 from batch.cache.index import Index, ShardEntry
 from batch.cache.schema import is_known, is_legacy
-from batch.cache.shards import CHECKED, DAMAGED_SUFFIX, file_sha256, select_jobs
+from batch.cache.shards import (
+    CHECKED,
+    DAMAGED_SUFFIX,
+    FOREIGN_SUFFIX,
+    ForeignShard,
+    file_sha256,
+    foreign,
+    select_jobs,
+)
 
 EXAMPLES = 3  # mismatching rows quoted per shard; the count says how many in all
 
@@ -117,6 +126,10 @@ def _verify_shard(directory: Path, job: str, expected: ShardEntry,
     if table.num_rows != expected.rows:
         problems.append(Finding(job, name, "rows",
                                 f"{table.num_rows} rows; the index recorded {expected.rows}"))
+    try:
+        foreign(path, job, table)
+    except ForeignShard as exc:
+        problems.append(Finding(job, name, "foreign", str(exc)))
     ids, keys = table["input_id"].to_pylist(), table["key"].to_pylist()
     failed = table["error"].is_valid().to_pylist()
     labels = table["model" if legacy else "candidate"].to_pylist()
@@ -143,10 +156,25 @@ def _scan_directory(directory: Path, job: str, indexed: set[str], report: Verify
             report.notes.append(Finding(job, name, "damaged-kept",
                                         "a damaged shard `cache repair` set aside; its rows left "
                                         "the index (delete the file once it has been examined)"))
+        elif name.startswith(".") and FOREIGN_SUFFIX in name:
+            report.notes.append(Finding(job, name, "foreign-kept",
+                                        "another job's shard found here and set aside, never "
+                                        "indexed (delete or move it once it has been examined)"))
         elif name.endswith(".parquet") and not name.startswith(".") and name not in indexed:
-            report.problems.append(Finding(job, name, "unindexed",
-                                           "not in the index (a crash after the write); "
-                                           "the next run or `almanac cache repair` indexes it"))
+            report.problems.append(_unindexed(path, job))
+
+
+def _unindexed(path: Path, job: str) -> Finding:
+    """A shard in the job's directory the index does not list: a crash's (the next run or
+    `cache repair` indexes it), or another job's, copied in (repair sets it aside)."""
+    try:
+        foreign(path, job, pq.read_table(path, columns=["job"], **CHECKED))
+    except ForeignShard as exc:
+        return Finding(job, path.name, "foreign", f"{exc}; `almanac cache repair` sets it aside")
+    except (OSError, ValueError, KeyError):  # damage: repair decodes it whole, sets it aside
+        pass
+    return Finding(job, path.name, "unindexed", "not in the index (a crash after the write); "
+                                                "the next run or `almanac cache repair` indexes it")
 
 
 def _recheck(root: Path, report: VerifyReport) -> None:
