@@ -111,7 +111,7 @@ def test_repair_rebuilds_entries_that_contradict_intact_files_and_keeps_latest_c
     (newer,) = write(predictions, [record("r05", version=2, output="drupe v2")], run_id="f" * 32)
     store = PredictionStore(predictions)
     try:  # a prompt changed back: the first version is r05's latest again
-        store.repoint("fruits", "tiny", [Located("fruits", "r05", key_for("r05"), shards[0].name,
+        store.index.repoint("fruits", "tiny", [Located("fruits", "r05", key_for("r05"), shards[0].name,
                                                  5, False, "tiny")])
     finally:
         store.close()
@@ -210,3 +210,70 @@ def test_a_foreign_shard_an_index_already_lists_is_refused_found_and_set_aside(
     assert verify(predictions).ok
     with Predictions.at(predictions, "veg") as p:
         assert p.get("r01") is None and p.get("leek")["output"] == "drupe"
+
+
+# -- the latest version, by run order, through rebuilds and losses -----------------------------
+
+
+def destroy_index(predictions: Path) -> None:
+    for name in ("index.db", "index.db-wal", "index.db-shm"):
+        (predictions / name).unlink(missing_ok=True)
+
+
+def test_a_rebuild_without_the_shard_holding_an_inputs_latest_leaves_it_missing_not_rolled_back(
+        shards: list[Path], predictions: Path, home: Path) -> None:
+    (newer,) = write(predictions, [record("r05", version=2, output="drupe 5 v2")], run_id="f" * 32)
+    destroy_index(predictions)
+    flip_in_column(predictions / "fruits" / newer, "output")
+
+    cli = almanac(home, "cache", "repair", "--json")
+    assert cli.returncode == 0, cli.stderr
+    report = json.loads(cli.stdout)
+    assert [(r["shard"], r["problem"], r["inputs"]) for r in report["shards"]] == \
+        [(newer, "damaged-unindexed", 1)]
+    assert verify(predictions).ok
+    with Predictions.at(predictions, "fruits") as p:
+        assert p.get("r05") is None  # its latest was lost: missing, not v1 again
+        assert [r["output"] for r in p.versions("r05")] == ["drupe 5"]
+        assert p.get("r04")["output"] == "drupe 4" and p.count() == 39
+
+
+def test_a_shard_indexed_late_never_takes_the_latest_from_one_written_after_it(
+        shards: list[Path], predictions: Path) -> None:
+    write(predictions, [record("r05", version=2, output="drupe 5 v2")], run_id="f" * 32)
+    unindex_shard(predictions, shards[0].name)  # the first run's shard, indexed again last
+    store = PredictionStore(predictions)
+    try:
+        assert store.recover("fruits")["indexed"] == 1
+    finally:
+        store.close()
+    assert verify(predictions).ok
+    with Predictions.at(predictions, "fruits") as p:
+        assert p.get("r05")["output"] == "drupe 5 v2" and p.get("r04")["output"] == "drupe 4"
+        assert [r["output"] for r in p.versions("r05")] == ["drupe 5", "drupe 5 v2"]
+
+
+def test_verify_finds_an_input_rolled_back_to_a_version_older_than_a_lost_one(
+        shards: list[Path], predictions: Path, home: Path) -> None:
+    (newer,) = write(predictions, [record("r05", version=2, output="drupe 5 v2")], run_id="f" * 32)
+    destroy_index(predictions)
+    path = predictions / "fruits" / newer
+    flip_in_column(path, "output")
+    kept = path.with_name(f".{newer}.damaged")
+    path.rename(kept)  # set aside, then the index rebuilt as if it had never been
+    store = PredictionStore(predictions)
+    try:
+        store.recover("fruits")
+        store.recover("veg")
+    finally:
+        store.close()
+    with Predictions.at(predictions, "fruits") as p:
+        assert p.get("r05")["output"] == "drupe 5"  # rolled back
+
+    found = verify(predictions)
+    assert [(f.shard, f.kind) for f in found.problems] == [(kept.name, "rolled-back")]
+    assert "'r05'" in found.problems[0].detail
+    assert repair(predictions, home / "locks").rolled_back == 1
+    assert verify(predictions).ok
+    with Predictions.at(predictions, "fruits") as p:
+        assert p.get("r05") is None and p.get("r04")["output"] == "drupe 4"

@@ -103,6 +103,9 @@ def repair(env: Env, job: str | None, dry_run: bool, json_: bool) -> None:
         jobs = sorted({r.job for r in report.shards})
         parts.append(f"{would}drop {len(report.shards)} shards from the index: the next run of "
                      f"{', '.join(jobs)} generates {report.inputs} inputs again")
+    if report.rolled_back:
+        parts.append(f"{would}make {report.rolled_back} inputs missing whose latest version a "
+                     "damaged shard held (their next run generates them)")
     if report.rebuilt:
         parts.append(f"{would}rebuild the index entries of {', '.join(report.rebuilt)} from their files")
     if report.indexed or report.removed_tmp:

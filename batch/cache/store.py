@@ -19,13 +19,13 @@ damaged one is passed over, and the row generated if no intact copy exists.
 from __future__ import annotations
 
 import logging
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
-from batch.cache import shards
+from batch.cache import landed, shards
 from batch.cache.errors import DiskFullError, ShardDamagedError
 from batch.cache.index import CandidateInfo, Index, Located
 from batch.cache.rowcheck import check_records, mismatch
@@ -48,6 +48,18 @@ class LandedShard:
     digest: str
 
 
+@dataclass(frozen=True)
+class SetAside:
+    """A shard that landed unindexed and was set aside instead of indexed."""
+
+    job: str
+    shard: str
+    kind: str  # "damaged" or "foreign"
+    why: str
+    superseded: int  # latest records it took: inputs whose latest version it held
+    kept_as: str | None  # its name once set aside (None in a dry run)
+
+
 class PredictionStore:
     """The index (read-write) and the shard directories under one home's `predictions/`."""
 
@@ -56,6 +68,7 @@ class PredictionStore:
         self.index = index if index is not None else Index.open(root)
         self.scratch = index is not None  # a dry run's: never written to disk
         self._sound: dict[tuple[str, str], str | None] = {}  # (job, shard): why not, or None
+        self.set_aside: list[SetAside] = []  # landed shards recovery did not index
         self._identity: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (job, shard): its rows'
 
     @classmethod
@@ -103,8 +116,11 @@ class PredictionStore:
     def versions_for(self, job: str, candidate: str,
                      pairs: list[tuple[str, str]]) -> dict[tuple[str, str], Located]:
         """Earlier records of the same input and candidate with the same key (a prompt
-        changed back)."""
-        return self.index.versions_for(job, candidate, pairs)
+        changed back), in a sound shard at a row that is the record (to copy, as
+        `generated_anywhere`'s)."""
+        found = self.index.versions_for(job, candidate, pairs)
+        return {pair: loc for pair, loc in found.items()
+                if self.sound(loc.job, loc.shard) and self._holds(loc)}
 
     def generated_anywhere(self, keys: list[str]) -> dict[str, Located]:
         """One successful record per key, from any job, to copy instead of generating: in
@@ -143,9 +159,6 @@ class PredictionStore:
                         "%s`, then `almanac cache repair %s`", loc.job, loc.input_id, loc.row,
                         loc.shard, found, loc.job, loc.job)
         return found is None
-
-    def repoint(self, job: str, candidate: str, located: Iterable[Located]) -> None:
-        self.index.repoint(job, candidate, located)
 
     def set_candidates(self, job: str, candidates: list[CandidateInfo]) -> None:
         """The job's current candidates, as this run names them."""
@@ -198,10 +211,11 @@ class PredictionStore:
                              landed.digest,
                              shards.stat_signature(self.job_dir(landed.job) / landed.name))
 
-    def recover(self, job: str) -> dict[str, int]:
+    def recover(self, job: str, *, whole: bool = False) -> dict[str, int]:
         """Call under the job's lock: drop temporaries a crash left, index shards that
-        landed but were never indexed (oldest first, so `latest` ends up newest), and
-        drop from the index shards that are gone or truncated (set aside, kept)."""
+        landed but were never indexed (oldest first; `whole`: each decoded whole first,
+        as `cache repair` checks them), and drop from the index shards that are gone or
+        truncated (set aside, kept). What it sets aside is listed in `set_aside`."""
         directory = self.job_dir(job)
         if not directory.exists():
             return {"removed_tmp": 0, "indexed": 0, "lost": len(self._drop_lost(job))}
@@ -210,7 +224,8 @@ class PredictionStore:
             tmp.unlink()
             removed += 1
         lost = len(self._drop_lost(job))
-        return {"removed_tmp": removed, "indexed": self._index_landed(job), "lost": lost}
+        return {"removed_tmp": removed, "indexed": self._index_landed(job, whole=whole),
+                "lost": lost}
 
     def _drop_lost(self, job: str) -> set[str]:
         """Shards the index lists whose file is gone, truncated or written over: their rows
@@ -241,29 +256,44 @@ class PredictionStore:
                         shards.DAMAGED_SUFFIX)
         return set(lost)
 
-    def _index_landed(self, job: str, skip: Container[str] = ()) -> int:
+    def _index_landed(self, job: str, skip: Container[str] = (), whole: bool = False) -> int:
+        """Index the shards that landed unindexed, oldest first; set aside those that are
+        damaged (their inputs' earlier versions do not take their place: landed.py) or
+        hold another job's rows."""
         indexed = 0
         for shard in shards.landed(self.job_dir(job), self.index.shards(job)):
             if shard.name in skip:
                 continue
             try:
+                if whole and (why := landed.undecodable(shard)) is not None:
+                    raise ValueError(why)
                 run_id, rows = shards.index_entries(shard, job)
             except shards.ForeignShard as exc:
-                if not self.scratch:
-                    kept = shards.set_aside(shard, shards.FOREIGN_SUFFIX)
-                    log.warning("job %s: %s: set aside as %s, not indexed", job, exc, kept.name)
+                self._set_aside(job, shard, "foreign", str(exc))
                 continue
             except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-                if not self.scratch:
-                    kept = shards.set_aside(shard)
-                    log.warning("job %s: shard %s landed unindexed and does not decode (%s): "
-                                "set aside as %s", job, shard.name, exc, kept.name)
+                pairs = landed.held(shard)
+                superseded = self.index.supersede(job, shard.name, pairs)
+                self._set_aside(job, shard, "damaged", str(exc), superseded)
                 continue
             checked = shards.stat_signature(shard)
             self.index.add_shard(job, shard.name, run_id, rows, shard.stat().st_size,
                                  shards.file_sha256(shard), checked)
             indexed += 1
         return indexed
+
+    def _set_aside(self, job: str, shard: Path, kind: str, why: str, superseded: int = 0) -> None:
+        """A landed shard that must not be indexed, out of the dataset (a dry run moves
+        nothing)."""
+        kept = None
+        if not self.scratch:
+            suffix = shards.FOREIGN_SUFFIX if kind == "foreign" else shards.DAMAGED_SUFFIX
+            kept = shards.set_aside(shard, suffix).name
+        self.set_aside.append(SetAside(job, shard.name, kind, why, superseded, kept))
+        log.warning("job %s: shard %s landed unindexed and is %s (%s): set aside as %s, not "
+                    "indexed%s", job, shard.name, kind, why, kept,
+                    f"; {superseded} inputs whose latest version it held are missing"
+                    if superseded else "")
 
 
 class ShardWriter:

@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from batch.cache.index import Index, ShardEntry
+from batch.cache.landed import held
 from batch.cache.schema import is_known, is_legacy
 from batch.cache.shards import (
     CHECKED,
@@ -93,6 +94,7 @@ def _verify_job(root: Path, index: Index | None, job: str, report: VerifyReport)
             if n := index.latest_mismatches(job):
                 report.problems.append(Finding(job, None, "latest-mismatch",
                                                f"{n} inputs have more than one latest record"))
+            _rolled_back(directory, index, job, report)
     _scan_directory(directory, job, set(shards), report)
 
 
@@ -162,6 +164,41 @@ def _scan_directory(directory: Path, job: str, indexed: set[str], report: Verify
                                         "indexed (delete or move it once it has been examined)"))
         elif name.endswith(".parquet") and not name.startswith(".") and name not in indexed:
             report.problems.append(_unindexed(path, job))
+
+
+def kept_name(path: Path) -> str:
+    """The shard name a file set aside as `.<name>.damaged[.N]` had."""
+    return path.name[1:].split(DAMAGED_SUFFIX)[0]
+
+
+def _rolled_back(directory: Path, index: Index, job: str, report: VerifyReport) -> None:
+    """Inputs answering with a version older than the one a damaged shard set aside held
+    (an index rebuilt from the files without it): the version they answer with was
+    replaced. Which inputs it held is read from its pages that still decode
+    (batch.cache.landed); one that cannot tell is passed over."""
+    if not directory.exists():
+        return
+    for kept in sorted(directory.glob(f".*{DAMAGED_SUFFIX}*")):
+        older = rolled_back(index, job, kept)
+        if older:
+            report.problems.append(Finding(
+                job, kept.name, "rolled-back",
+                f"{len(older)} inputs (e.g. {older[0]!r}) answer with a version older than "
+                f"the one this damaged shard held; `almanac cache repair` makes them missing, "
+                "so their next run generates them"))
+
+
+def rolled_back(index: Index, job: str, kept: Path) -> list[str]:
+    """The inputs whose latest record is older than the version the damaged shard set
+    aside as `kept` held, by name (none when it cannot tell which it held)."""
+    if (pairs := held(kept)) is None:
+        return []
+    name = kept_name(kept)
+    by_candidate: dict[str, list[str]] = {}
+    for input_id, label in pairs:
+        by_candidate.setdefault(label, []).append(input_id)
+    return sorted(loc.input_id for label, ids in by_candidate.items()
+                  for loc in index.latest_for(job, label, ids).values() if loc.shard < name)
 
 
 def _unindexed(path: Path, job: str) -> Finding:

@@ -239,7 +239,7 @@ class Runner:
 
     def _execute(self, spec: JobSpec, plans: list[Plan], candidates: list[Candidate],
                  result: RunResult, run_id: str) -> None:
-        """Write what is known (repoints, copies, failures) for every candidate, then
+        """Write what is known (copies, failures) for every candidate, then
         generate the rest one engine after another."""
         phases = result.phases
         self.store.set_candidates(spec.name, [c.info() for c in candidates])
@@ -247,7 +247,7 @@ class Runner:
         for plan, tally in zip(plans, result.candidates, strict=True):
             result.cached += plan.cached
             result.failed += plan.failed_before
-            tally.copied = len(plan.repoint) + len(plan.copies)
+            tally.copied = len(plan.copies)
             tally.failed += len(plan.failures)
         with ShardWriter(self.store, spec.name, run_id, spec.shard_rows,
                          spec.row_group_rows, spec.compression) as writer:
@@ -266,14 +266,8 @@ class Runner:
 
     def _known(self, spec: JobSpec, plan: Plan, records: RecordBuilder, out: _Output,
                result: RunResult) -> None:
-        """A plan's rows that need no engine: repointed, copied and failed ones."""
+        """A plan's rows that need no engine: copied and failed ones."""
         phases = result.phases
-        if plan.repoint:
-            mark = time.perf_counter()
-            with shielded():
-                self.store.repoint(spec.name, plan.candidate, plan.repoint)
-                result.copied += len(plan.repoint)
-            phases.copy_s += time.perf_counter() - mark
         for i in range(0, len(plan.copies), COPY_CHUNK):
             mark = time.perf_counter()
             chunk = plan.copies[i : i + COPY_CHUNK]
