@@ -285,6 +285,11 @@ class Index(IndexReads):
             f"SELECT name, rows, bytes, sha256 FROM shards WHERE job = {JOB} ORDER BY name",
             (job,))}
 
+    def run_shards(self, job: str, run_id: str) -> list[str]:
+        """The job's shards one run wrote, in name order."""
+        return [r[0] for r in self._all(f"SELECT name FROM shards WHERE job = {JOB} AND "
+                                        "run_id = ? ORDER BY name", (job, run_id))]
+
     def checked(self, job: str) -> dict[str, tuple[ShardEntry, str | None]]:
         """The job's shards with the stat each had when its SHA-256 last matched."""
         return {r[0]: (ShardEntry(*r[:4]), r[4]) for r in self._all(

@@ -25,6 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
+import pyarrow.parquet as pq
+
 from batch.cache import landed, shards
 from batch.cache.errors import DiskFullError, ShardDamagedError
 from batch.cache.index import CandidateInfo, Index, Located
@@ -190,6 +192,37 @@ class PredictionStore:
         out = [found[(loc.job, loc.shard, loc.row)] for loc in located]
         check_records(located, out)
         return out
+
+    def landed_counts(self, job: str, run_id: str) -> dict[str, int]:
+        """What a run wrote, counted from its shards (for a run killed before it could
+        count): rows generated (answers and the engine's refusals' tokens once per
+        request), copied (a success an earlier shard already held) and failed."""
+        names = self.index.run_shards(job, run_id)
+        if not names:
+            return {}
+        rows: list[dict[str, Any]] = []
+        for name in names:
+            try:
+                rows += pq.read_table(self.job_dir(job) / name, columns=[
+                    "key", "error", "prompt_tokens", "output_tokens"], **shards.CHECKED).to_pylist()
+            except (OSError, ValueError):  # damaged since: its rows are not counted
+                continue
+        first = names[0]
+        earlier = self.index.all_generated(list({r["key"] for r in rows if r["error"] is None}))
+        copied = {key for key, found in earlier.items()
+                  if any(loc.job != job or loc.shard < first for loc in found)}
+        counts = dict.fromkeys(("generated", "copied", "failed", "prompt_tokens",
+                                "output_tokens"), 0)
+        requests: set[str] = set()
+        for r in rows:
+            kind = "failed" if r["error"] is not None else \
+                "copied" if r["key"] in copied else "generated"
+            counts[kind] += 1
+            if kind == "generated" and r["key"] not in requests:  # tokens once per request
+                requests.add(r["key"])
+                counts["prompt_tokens"] += r["prompt_tokens"] or 0
+                counts["output_tokens"] += r["output_tokens"] or 0
+        return counts
 
     # -- writing ------------------------------------------------------------------------------
 

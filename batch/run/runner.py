@@ -117,8 +117,10 @@ class Runner:
             recovered = self.store.recover(spec.name)
             with shielded(), self.catalog.sessions.begin() as s:
                 # Under the lock no other run of this job can be going: a run still
-                # "running" was killed (kill -9, a crash) before it could say so.
-                recovered["runs_closed"] = run_log.close_stale_runs(s, spec.name)
+                # "running" was killed (kill -9, a crash) before it could say so. Its
+                # counts are what it wrote, which recovery has just indexed.
+                recovered["runs_closed"] = run_log.close_stale_runs(
+                    s, spec.name, lambda run_id: self.store.landed_counts(spec.name, run_id))
             if any(recovered.values()):
                 log.warning("recovered after an interrupted run: %s", recovered)
             phases.recover_s = time.perf_counter() - began
