@@ -149,11 +149,15 @@ def test_gc_finishes_or_undoes_an_interrupted_collection(predictions: Path, home
     os.rename(directory / kept, directory / f".{kept}.gc")
     # Died after its commit: `old`'s rows are gone, its file not yet unlinked.
     unindex_shard(predictions, old)
+    size = (directory / old).stat().st_size
     os.rename(directory / old, directory / f".{old}.gc")
     assert "missing" in _kinds(verify(predictions))
 
     report = gc(predictions, home / "locks")
     assert report.jobs[0].repaired == 2
+    # Finishing the collection removed a shard, and says so.
+    assert [(c.shard, c.rows, c.bytes) for c in report.jobs[0].collected] == [(old, 1, size)]
+    assert (report.shards_removed, report.bytes_freed) == (1, size)
     assert (directory / kept).exists() and not list(directory.glob(".*"))
     assert verify(predictions).ok
     with Predictions.at(predictions, "fruits") as p:
