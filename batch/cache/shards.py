@@ -14,6 +14,7 @@ import errno
 import hashlib
 import os
 from collections.abc import Callable, Container, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -249,6 +250,29 @@ def identities(path: Path) -> list[dict[str, Any]]:
     return conform(pq.read_table(path, columns=columns, **CHECKED)).to_pylist()
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """Rows an open shard decoded: their decoded columns, the columns constant over their
+    row groups, and the columns the shard lacks (written before they existed)."""
+
+    table: pa.Table
+    constants: dict[str, Any]
+    missing: list[str]
+
+    def records(self, locs: list[Located]) -> list[PredictionRecord]:
+        """The rows as records in the schema's column order, each checked to be its
+        `loc`'s record (batch.cache.rowcheck)."""
+        names = arrow_schema().names
+        out = []
+        for rec in self.table.to_pylist():
+            rec.update(self.constants)
+            for name in self.missing:
+                rec[name] = rec["model"] if name == "candidate" else None
+            out.append(cast(PredictionRecord, {c: rec[c] for c in names}))
+        check_records(locs, out)
+        return out
+
+
 def read_rows(path: Path, rows: list[int]) -> pa.Table:
     """These rows of a shard, every column, in the order given."""
     table = conform(pq.read_table(path, **CHECKED)).cast(arrow_schema())
@@ -324,39 +348,32 @@ class OpenShard:
         self._constants[group] = found
         return found
 
-    def read(self, locs: list[Located]) -> list[PredictionRecord]:
-        """The records at `locs`, each checked to be the record its `loc` names (its job,
-        input id, candidate, key and failure: batch.cache.rowcheck): RowMismatchError
-        if the index points one at another row."""
-        rows = [loc.row for loc in locs]
+    def fetch(self, rows: list[int]) -> Fetched:
+        """These rows: the columns their row groups must decode, and those `constants`
+        gives. Arrow's work alone (no Python object per row), so a reader may run
+        several shards' fetches at once."""
         groups = sorted({self.group_of(r) for r in rows})
         constants = dict(self.constants(groups[0]))
         for g in groups[1:]:
             other = self.constants(g)
             constants = {k: v for k, v in constants.items() if k in other and other[k] == v}
-        names = arrow_schema().names
-        wanted = [c for c in names if c not in constants and c not in self.missing]
-        # Only the row groups holding the rows: 1024 rows decoded, not the shard. One row
-        # group decodes faster in this thread; several, in parallel (measured).
+        wanted = [c for c in arrow_schema().names if c not in constants and c not in self.missing]
+        # One row group decodes faster in this thread; several, in parallel (measured).
         table = self.file.read_row_groups(groups, columns=wanted, use_threads=len(groups) > 1)
         offsets, base = {}, 0
         for g in groups:
             offsets[g] = base
             base += self.starts[g + 1] - self.starts[g]
         take = [offsets[g] + r - self.starts[g] for r in rows for g in (self.group_of(r),)]
-        if len(take) == 1:
-            picked = table.slice(take[0], 1).to_pylist()
-        else:
-            picked = table.take(pa.array(take, pa.int64())).to_pylist()
-        out = []
-        for rec in picked:
-            rec.update(constants)
-            for name in self.missing:
-                rec[name] = rec["model"] if name == "candidate" else None
-            # The schema's column order; the columns are exactly PredictionRecord's.
-            out.append(cast(PredictionRecord, {c: rec[c] for c in names}))
-        check_records(locs, out)
-        return out
+        table = table.slice(take[0], 1) if len(take) == 1 else \
+            table.take(pa.array(take, pa.int64()))
+        return Fetched(table, constants, self.missing)
+
+    def read(self, locs: list[Located]) -> list[PredictionRecord]:
+        """The records at `locs`, each checked to be the record its `loc` names (its job,
+        input id, candidate, key and failure: batch.cache.rowcheck): RowMismatchError
+        if the index points one at another row."""
+        return self.fetch([loc.row for loc in locs]).records(locs)
 
     def close(self) -> None:
         self.file.close()
