@@ -220,6 +220,35 @@ def test_filters_on_input_fields_read_the_job_s_input(predictions: Path, tmp_pat
         curate(predictions, "quiz", tmp_path / "sft", command="c", split=1.5)
 
 
+def test_a_number_field_beyond_int64_is_compared_as_a_number(predictions: Path, tmp_path: Path) -> None:
+    # JSON holds integers of any size: 10**30 does not fit Arrow's int64, 10**400 no float.
+    path = tmp_path / "jobs"
+    write_job(path, "quiz", rows=[{"id": "q0", "question": "?", "big": 10**30},
+                                  {"id": "q1", "question": "?", "big": 5},
+                                  {"id": "q2", "question": "?", "big": -(10**400)}])
+    answers(predictions, "quiz", {f"q{i}": "yes" for i in range(3)})
+    recorded(predictions, path / "quiz.toml")
+    report = curate(predictions, "quiz", tmp_path / "sft", command="c", split=1,
+                    where="row.big > 1")
+    assert report.counts[-1] == ("--where row.big > 1", 2)
+    result = cli_curate("quiz", "-o", str(tmp_path / "neg"), "--where", "row.big < -1e300")
+    assert result.exit_code == 0, result.output
+    assert [r["input_id"] for r in rows_of(tmp_path / "neg")] == ["q2"]
+
+
+@pytest.mark.parametrize(("where", "message"), [
+    ("null in []", "`in` takes a value on its left, not null"),
+    ('output == "\udcff"', "the filter is not UTF-8 text (at column 12)"),  # argv's \xff byte
+])
+def test_a_filter_that_cannot_run_is_exit_2_and_writes_nothing(predictions: Path, tmp_path: Path,
+                                                               where: str, message: str) -> None:
+    teacher(predictions, 3)
+    result = cli_curate("teacher", "-o", str(tmp_path / "x"), "--where", where)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "x").exists()
+
+
 def test_openai_batch_content_parts_become_plain_turns(predictions: Path, tmp_path: Path) -> None:
     parts = json.dumps([{"role": "developer", "content": [{"type": "text", "text": "Be "},
                                                           {"type": "text", "text": "brief."}]},

@@ -54,6 +54,47 @@ def test_regex_from_the_reference_or_a_fixed_pattern() -> None:
     assert full("yes, sure", None) == 0.0
 
 
+@pytest.mark.timeout(60)  # Python's backtracking `re` takes longer than the universe on these
+def test_a_catastrophic_regex_cannot_hang_scoring() -> None:
+    text = "a" * 5_000 + "!"
+    per_row = metric(metric="regex", reference="{{ p }}")
+    assert per_row(text, r"(a+)+$") == 0.0
+    assert per_row(text, r"^(a|aa)*$") == 0.0
+    assert metric(metric="regex", pattern=r"(a|a)*b", full_match=True)(text, None) == 0.0
+    assert per_row("L'ÉTÉ", "été") == 1.0  # case folded beyond ASCII, as before
+
+
+def test_a_pattern_re2_refuses_is_a_row_that_cannot_be_scored_or_a_bad_spec() -> None:
+    per_row = metric(metric="regex", reference="{{ p }}")
+    for pattern in (r"(a)\1", r"(?=a)a", "((a{100}){100}){100}"):  # over RE2's memory bound
+        with pytest.raises(RowError, match=r"not a valid regular expression \(RE2\)"):
+            per_row("aaa", pattern)
+    with pytest.raises(SpecError, match=r"score\.pattern: not a valid regular expression \(RE2\)"):
+        ScoreSpec.from_mapping({"metric": "regex", "pattern": r"(a)\1"})
+
+
+@pytest.mark.parametrize(("source", "reason"), [
+    ("{% macro f(x) %}{{ f(x) }}{% endmacro %}{{ f(1) }}", "recursion too deep"),
+    ("{{ 'x' * 10**10 }}", "would make a value of 10,000,000,000"),
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+     "loop iterations"),
+])
+def test_a_reference_that_recurses_or_runs_away_is_a_row_that_cannot_be_scored(
+        source: str, reason: str) -> None:
+    with pytest.raises(RowError, match=reason):
+        Reference(source).render({"family": "drupe"})
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_judge_choice_that_is_not_a_finite_number_is_a_bad_spec(tmp_path: Path, value: float) -> None:
+    judge = {"model": "m", "template": "{{ output }}", "choice": {"yes": value, "no": 0.0}}
+    with pytest.raises(SpecError, match=r"score\.judge\.choice\.yes: .* is not a finite number"):
+        ScoreSpec.from_mapping({"metric": "judge", "judge": judge})
+    with pytest.raises(SpecError, match=r"score\.judge\.choice\.yes: .* is not a finite number") as caught:
+        _job({"metric": "judge", "judge": judge}, tmp_path)
+    assert caught.value.exit_code == 2
+
+
 def test_json_parses_matches_a_schema_and_compares_a_field() -> None:
     parses = metric(metric="json")
     assert parses('{"a": 1}', None) == 1.0

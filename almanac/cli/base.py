@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -57,9 +58,40 @@ pass_env = click.make_pass_decorator(Env)
 
 json_option = click.option("json_", "--json", is_flag=True, help="Print JSON on stdout.")
 
+VERBOSE_HELP = ("Show the engine's own output (vLLM, torch, Ray) on stderr; by default it "
+                "goes to the home's logs/<job>-<run>.log, named in the run's summary.")
+
+
+def _verbose(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        from batch.run.console import set_verbose
+
+        set_verbose()
+
+
+# `almanac run -v` as well as `almanac -v run`: the command's flag is read after the group's.
+verbose_option = click.option("-v", "--verbose", is_flag=True, expose_value=False,
+                              callback=_verbose, help=VERBOSE_HELP)
+
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    """`data` as JSON on stdout. JSON has no NaN nor Infinity: a float that is not finite
+    is written as null, never as a bare word no strict reader takes."""
+    try:
+        text = json.dumps(data, indent=2, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(data), indent=2, ensure_ascii=False, default=str)
+    click.echo(text)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def warn(message: str) -> None:

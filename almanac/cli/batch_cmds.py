@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from almanac.cli.base import MAX_INT, Env, echo_table, emit_json, json_option, pass_env, warn
+from almanac.cli.base import (
+    MAX_INT,
+    Env,
+    echo_table,
+    emit_json,
+    json_option,
+    pass_env,
+    verbose_option,
+    warn,
+)
 from almanac.cli.score_cmds import check_scores, score_after_run
 from schemas.errors import AlmanacError, ExitCode
 
@@ -55,6 +64,8 @@ def _human(result: RunResult) -> str:
         line += " (engine not started: nothing missing)"
     if result.executor == "ray":
         line += f" on Ray ({result.replicas} replica{'s' if result.replicas != 1 else ''})"
+    if result.engine_log:
+        line += f"\n  the engine's output: {result.engine_log}"
     if len(result.candidates) > 1:  # each candidate's share, one line each
         line += "".join(f"\n  {c.label}: {c.inputs} inputs, {c.cached} cached, {c.copied} "
                         f"copied, {c.generated} generated, {c.failed} failed"
@@ -91,6 +102,7 @@ def _exit_now(code: int) -> None:
               help="Generate on a Ray cluster through Ray Data LLM: auto, HOST:PORT, "
                    "ray://HOST:10001, or local (a throwaway cluster on this machine). "
                    "Default: $ALMANAC_RAY_ADDRESS; unset, in this process.")
+@verbose_option
 @json_option
 @pass_env
 def run(env: Env, jobs: tuple[str, ...], dry_run: bool, limit: int | None, retry_failed: bool,
@@ -192,6 +204,7 @@ def runs(env: Env, job: str | None, limit: int, json_: bool) -> None:
 @click.command()
 @click.option("--job", "job_path", type=click.Path(dir_okay=False, exists=True),
               help="Run this job instead of the fruit example.")
+@verbose_option
 @json_option
 @pass_env
 def demo(env: Env, job_path: str | None, json_: bool) -> None:

@@ -4,6 +4,7 @@ aside); comparing only reads."""
 
 from __future__ import annotations
 
+import math
 import shutil
 from typing import TYPE_CHECKING, Any
 
@@ -170,9 +171,22 @@ def _plot(entries: list[CandidateComparison], *, err: bool) -> None:
         warn(note)
 
 
+def _price(_ctx: click.Context, _param: click.Parameter, value: float | None) -> float | None:
+    """A price the HTTP API would take too: finite, over 0, at most MAX_USD_PER_HOUR (click's
+    FloatRange lets nan through: it is neither below nor above any bound)."""
+    if value is None:
+        return None
+    from batch.score.compare import MAX_USD_PER_HOUR
+
+    if not math.isfinite(value) or not 0 < value <= MAX_USD_PER_HOUR:
+        raise click.BadParameter(f"{value} is not a price per hour over 0 and at most "
+                                 f"{MAX_USD_PER_HOUR:,.0f}")
+    return value
+
+
 @click.command()
 @click.argument("job")
-@click.option("--usd-per-hour", type=click.FloatRange(min=0, min_open=True),
+@click.option("--usd-per-hour", type=float, callback=_price,
               help="The hardware's price per hour, over what the runs recorded ([cost] usd_per_hour).")
 @click.option("--plot", is_flag=True, help="Draw score against cost in the terminal.")
 @json_option

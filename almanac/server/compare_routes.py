@@ -10,9 +10,7 @@ from almanac.server.catalog_routes import ServedCatalog
 from almanac.server.limits import Job
 from almanac.server.payloads import ERRORS
 from batch.query import CacheReader
-from batch.score.compare import CandidateComparison, compare_job
-
-MAX_PRICE = 1_000_000.0  # USD per hour: far above any machine, and keeps costs finite
+from batch.score.compare import MAX_USD_PER_HOUR, CandidateComparison, compare_job
 
 
 def add_compare_routes(app: FastAPI, reader: CacheReader, catalog: ServedCatalog) -> None:
@@ -21,7 +19,7 @@ def add_compare_routes(app: FastAPI, reader: CacheReader, catalog: ServedCatalog
     def compare(
         job: Job,
         usd_per_hour: Annotated[float | None, Query(
-            gt=0, le=MAX_PRICE, allow_inf_nan=False,
+            gt=0, le=MAX_USD_PER_HOUR, allow_inf_nan=False,
             description="The hardware's price per hour, over what the runs recorded.")] = None,
     ) -> list[CandidateComparison]:
         """The job's candidates, best score first: rows, failures, mean score with a 95%

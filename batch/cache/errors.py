@@ -31,6 +31,17 @@ class ShardUnavailableError(CacheUnavailableError):
                    f"{job}` (its next run generates what was lost)")
 
 
+class JobDirectoryError(CacheUnavailableError):
+    """Something other than a directory (a file) stands where a job's shards belong:
+    refused, never guessed around; the message says what to do."""
+
+    def __init__(self, job: str, directory: object) -> None:
+        super().__init__(f"job {job!r}: {directory} is not a directory, so its shards cannot "
+                         f"be read; move it aside, then run `almanac cache repair {job}` (the "
+                         "job's next run generates what was lost)")
+        self.job = job
+
+
 class ShardDamagedError(ShardUnavailableError):
     """A shard's bytes are not those indexed (size, SHA-256, a page checksum, its rows):
     its rows are refused, never served."""

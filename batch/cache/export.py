@@ -26,7 +26,7 @@ from batch.cache.openai_output import ErrorsApart, openai_batch_line
 from batch.cache.reader import CacheReader
 from batch.cache.rowcheck import check_table
 from batch.cache.schema import PredictionRecord, arrow_schema
-from batch.cache.shards import ShardDamaged, damage, read_rows
+from batch.cache.shards import ShardDamaged, damage, job_directory, read_rows
 from catalog.records import jsonable as to_json
 from schemas.errors import UsageError
 from schemas.output_path import STDOUT, open_output
@@ -44,8 +44,9 @@ def _tables(reader: CacheReader, job: str, all_versions: bool,
     they were written; each row checked to be the record the index says it is."""
     claims = reader.query(lambda ix: ix.claims(job, labels, all_versions=all_versions), None)
     listed = reader.query(lambda ix: ix.shards(job), {})
+    directory = job_directory(reader.root, job)
     for shard, said in claims.by_shard() if claims is not None else ():
-        path = reader.root / job / shard
+        path = directory / shard
         # The whole file against its SHA-256 (it is read whole anyway), then every page
         # against its checksum: damage stops the export, whose file never appears.
         why = damage(path, listed.get(shard))

@@ -176,7 +176,6 @@ class CacheReader:
         for i, loc in enumerate(locs):
             by_shard.setdefault(loc.shard, []).append(i)
         out: list[PredictionRecord | None] = [None] * len(locs)
-        names = list(by_shard)
         opened: dict[str, OpenShard] = {}
         broken: list[str] = []
 
@@ -189,22 +188,20 @@ class CacheReader:
 
         # Many rows from many shards: two shards decode at once (Arrow releases the GIL)
         # while this thread makes records of those already decoded.
-        many = len(names) > 1 and len(locs) >= PARALLEL_ROWS
+        many = len(by_shard) > 1 and len(locs) >= PARALLEL_ROWS
         with self._lock, ThreadPoolExecutor(2) if many else nullcontext() as pool:
             # Opened a cache's worth at a time, so none is closed before it is read.
-            for start in range(0, len(names), self._open_shards):
-                chunk = names[start:start + self._open_shards]
+            for start in range(0, len(by_shard), self._open_shards):
+                chunk = list(by_shard)[start:start + self._open_shards]
                 opened = {name: self._open(job, name) for name in chunk}
                 for name, shard in opened.items():
                     if any(not 0 <= locs[i].row < shard.num_rows for i in by_shard[name]):
-                        raise ShardMismatch(
-                            f"{name} has {shard.num_rows} rows; the index points past them")
+                        raise ShardMismatch(f"{name} has {shard.num_rows} rows; the index points past them")
                 try:
                     done = pool.map(fetch, chunk) if pool is not None else map(fetch, chunk)
                     for name, fetched in zip(chunk, done, strict=True):
-                        positions = by_shard[name]
-                        picked = fetched.records([locs[i] for i in positions])
-                        for i, record in zip(positions, picked, strict=True):
+                        picked = fetched.records([locs[i] for i in by_shard[name]])
+                        for i, record in zip(by_shard[name], picked, strict=True):
                             out[i] = record
                 except ShardDamaged:
                     for name in broken:

@@ -198,7 +198,7 @@ def _plan_only(root: Path, targets: list[str], problems: list[Finding], report: 
                                           for f in own if f.kind == ROLLED_BACK)
             if contradicted:
                 report.rebuilt.append(job)
-            directory = root / job
+            directory = shards.job_directory(root, job)  # a file in its place: refused
             if directory.exists():
                 report.removed_tmp += len(shards.temporaries(directory))
     finally:

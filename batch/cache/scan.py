@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -20,7 +21,7 @@ from batch.cache.errors import ShardDamagedError, ShardUnavailableError, Unknown
 from batch.cache.reader import CacheReader
 from batch.cache.rowcheck import IDENTITY, check_table
 from batch.cache.schema import arrow_schema, conform
-from batch.cache.shards import CHECKED, ShardDamaged, damage
+from batch.cache.shards import CHECKED, ShardDamaged, damage, job_directory
 
 
 def latest_table(predictions_root: Path, job: str, columns: list[str], *,
@@ -55,8 +56,9 @@ def _read(reader: CacheReader, job: str, labels: list[str], columns: list[str],
     # candidate by their model.
     reading = list(dict.fromkeys([*columns, *IDENTITY, "model"]))
     tables = []
+    directory = job_directory(reader.root, job)
     for shard, said in claims.by_shard() if claims is not None else ():
-        path = reader.root / job / shard
+        path = directory / shard
         why = damage(path, listed.get(shard))
         if why == "its file is gone":
             raise FileNotFoundError(2, "gone", str(path))
@@ -65,7 +67,9 @@ def _read(reader: CacheReader, job: str, labels: list[str], columns: list[str],
                 raise ShardDamaged(f"{shard}: {why}")
             present = set(pq.read_schema(path).names)
             table = pq.read_table(path, columns=[c for c in reading if c in present], **CHECKED)
-            table = conform(table).take(pa.array(said.rows, pa.int64()))
+            table = conform(table)
+            if not np.array_equal(said.rows, np.arange(table.num_rows)):  # not all current
+                table = table.take(pa.array(said.rows, pa.int64()))
         except (OSError, IndexError, pa.ArrowException, ShardDamaged) as exc:
             if isinstance(exc, FileNotFoundError):
                 raise

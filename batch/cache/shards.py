@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batch.cache.errors import DiskFullError, UnknownJobError
+from batch.cache.errors import DiskFullError, JobDirectoryError, UnknownJobError
 from batch.cache.index import Index, Located, ShardEntry
 from batch.cache.rowcheck import IDENTITY, check_records
 from batch.cache.schema import LATER_COLUMNS, PredictionRecord, arrow_schema, conform
@@ -172,6 +172,15 @@ def write_shard(directory: Path, name: str, records: Sequence[Mapping[str, objec
         raise
     fsync_dir(directory)
     return size, digest
+
+
+def job_directory(root: Path, job: str) -> Path:
+    """The directory of `job`'s shards under `root` (it may not exist yet); something else
+    in its place is a JobDirectoryError."""
+    directory = root / job
+    if not directory.is_dir() and directory.exists():
+        raise JobDirectoryError(job, directory)
+    return directory
 
 
 def damage(path: Path, entry: ShardEntry | None) -> str | None:

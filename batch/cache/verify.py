@@ -75,6 +75,11 @@ def verify(root: Path, job: str | None = None) -> VerifyReport:
 
 def _verify_job(root: Path, index: Index | None, job: str, report: VerifyReport) -> None:
     directory = root / job
+    if directory.exists() and not directory.is_dir():
+        report.problems.append(Finding(job, None, "not-a-directory",
+                                       f"{directory.name} is not a directory: its shards cannot "
+                                       "be read (move it aside, then `almanac cache repair`)"))
+        return
     shards: dict[str, ShardEntry] = {}
     if index is not None:
         # One snapshot: the shard list and the records agree even while a run commits.

@@ -24,6 +24,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
 
 from batch.cache.errors import SideStoreError
 from batch.cache.sidestore import SideStore
@@ -108,20 +111,26 @@ class LineageStore(SideStore):
             "SELECT candidate, digest, upstream, upstream_candidate FROM plans WHERE job = ?",
             (job,))}
 
-    def memo(self, job: str, candidate: str, digest: str) -> dict[str, tuple[str | None, str]]:
-        """{input id: (basis, key)} planned under `digest` ({} under another)."""
+    def memo(self, job: str, candidate: str, digest: str) -> pa.Table:
+        """(input_id, basis, key) of the rows planned under `digest` (none under another),
+        as columns: planning compares them with a chain's rows in Arrow."""
         plan = self.plan(job, candidate)
-        if plan is None or plan.digest != digest:
-            return {}
-        return {i: (b, k) for i, b, k in self._all(
-            "SELECT input_id, basis, key FROM lineage WHERE job = ? AND candidate = ?",
-            (job, candidate))}
+        rows = self._all("SELECT input_id, basis, key FROM lineage WHERE job = ? AND candidate = ?",
+                         (job, candidate)) if plan is not None and plan.digest == digest else []
+        return _columns(rows, ["input_id", "basis", "key"])
 
     def sources(self, job: str, candidate: str) -> dict[str, Source]:
         """{input id: the upstream record it was last planned from}."""
         return {r[0]: Source(*r[1:]) for r in self._all(
             "SELECT input_id, key, basis, up_input_id, up_key, position FROM lineage "
             "WHERE job = ? AND candidate = ?", (job, candidate))}
+
+    def source_table(self, job: str, candidate: str) -> pa.Table:
+        """`sources` as columns (input_id, key, up_input_id, up_key), for bulk readers
+        that match them in Arrow."""
+        return _columns(self._all("SELECT input_id, key, up_input_id, up_key FROM lineage "
+                                  "WHERE job = ? AND candidate = ?", (job, candidate)),
+                        ["input_id", "key", "up_input_id", "up_key"])
 
     def save(self, job: str, candidate: str, plan: PlanInfo,
              rows: Mapping[str, tuple[str, str | None, str, str, int | None]], *,
@@ -159,3 +168,9 @@ class LineageStore(SideStore):
         for table in ("plans", "lineage"):
             self._execute(f"DELETE FROM {table} WHERE job = ? AND candidate NOT IN ({marks})",
                           (job, *keep))
+
+
+def _columns(rows: list[tuple[Any, ...]], names: list[str]) -> pa.Table:
+    """Text rows as a table of string columns."""
+    columns = zip(*rows, strict=True) if rows else [()] * len(names)
+    return pa.table([pa.array(c, pa.string()) for c in columns], names=names)

@@ -53,6 +53,16 @@ def request_key(
     return hashlib.sha256(canonical(payload).encode()).hexdigest()
 
 
+def model_identity(ref: str, repo_id: str | None, revision: str) -> str:
+    """The model part of every key, from the revision a run records for it: a local
+    directory's weights fingerprint (`sha256:…`), or the Hub commit of `repo_id` (of
+    `ref` when the catalog names no repo). A run resolves the revision; a reader of
+    the cache forms the same identity from the revision the run recorded."""
+    if revision.startswith("sha256:"):
+        return f"local:{revision}"
+    return f"{repo_id or ref}@{revision}"
+
+
 def failure_key(job: str, input_id: str, error: str) -> str:
     """Rows that never became a request still need a stable identity for the index."""
     payload = {"v": KEY_VERSION, "failed": [job, input_id, error]}

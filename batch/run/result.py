@@ -30,6 +30,7 @@ class Phases:
     engine_start_s: float = 0.0  # importing vLLM and loading the model, if this run did
     # (on Ray: until the first rows come back, the replicas' start and their first batch)
     tokenize_s: float = 0.0  # prompt token ids (the engine gets ids, not text)
+    ship_s: float = 0.0  # on Ray: the request blocks built and put in the object store
     generate_s: float = 0.0  # handing requests to the engine and waiting for answers
     engine_enqueue_s: float = 0.0  # of which: LLM.enqueue
     engine_step_s: float = 0.0  # of which: engine steps
@@ -70,6 +71,7 @@ class RunResult:
     candidates: list[CandidateRun] = field(default_factory=list)  # each one's share
     executor: str = "local"  # where rows were generated: in this process, or "ray"
     replicas: int | None = None  # engine replicas on the Ray cluster
+    engine_log: str | None = None  # the file the engine's own output went to, if kept apart
     exit_code: int = ExitCode.OK  # what the command exits with for this run
 
     def settle(self, status: str, error: str | None = None, exit_code: int | None = None) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
 
 import jinja2
@@ -21,6 +22,8 @@ from batch.run.spec.errors import SpecError
 from batch.run.spec.sandbox import RenderError, bounded_environment, compile_bounded, render_row
 
 if TYPE_CHECKING:  # the spec loader pulls in the run room's settings: annotations only
+    import re2
+
     from batch.run.spec.job import JobSpec
 
 METRICS = ("exact", "normalized", "contains", "regex", "json", "numeric", "chrf", "judge")
@@ -36,6 +39,9 @@ OPTIONS: dict[str, frozenset[str]] = {
     "judge": frozenset({"judge"}),
 }
 JUDGE_MAX_TOKENS = 16
+# The memory RE2 may give one compiled pattern (its own default): a pattern that needs
+# more is refused, never run. RE2 matches in time linear in the text: no pattern hangs.
+PATTERN_MEMORY = 8 << 20
 
 
 class RowError(ValueError):
@@ -147,11 +153,37 @@ class ScoreSpec:
         return cls(metric, reference, options, judge)
 
 
+class PatternError(ValueError):
+    """A pattern RE2 does not take (its syntax, or over its memory bound)."""
+
+
+@lru_cache(maxsize=4096)
+def compile_pattern(source: str, case_sensitive: bool) -> re2._Regexp:
+    """A score's regular expression, compiled by RE2 (the engine `--where` runs too):
+    matching takes time linear in the text, whatever the pattern, so a catastrophic
+    pattern cannot hang scoring. RE2's syntax: no backreferences or lookaround."""
+    import re2
+
+    options = re2.Options()
+    options.case_sensitive = case_sensitive
+    options.max_mem = PATTERN_MEMORY
+    options.log_errors = False  # the error is ours to word, not RE2's log line on stderr
+    try:
+        return re2.compile(source, options)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise PatternError(f"not a valid regular expression (RE2): {reason}") from None
+    except UnicodeEncodeError:
+        raise PatternError("not a valid regular expression (RE2): not Unicode text") from None
+
+
 def _check_pattern(pattern: str, case_sensitive: bool) -> None:
     try:
-        re.compile(pattern, 0 if case_sensitive else re.IGNORECASE)
-    except re.error as exc:
-        raise SpecError(f"score.pattern: not a valid regular expression: {exc}") from None
+        compile_pattern(pattern, case_sensitive)
+    except PatternError as exc:
+        raise SpecError(f"score.pattern: {exc}") from None
 
 
 def _check_schema(schema: dict[str, Any]) -> None:
@@ -169,6 +201,9 @@ def _judge(raw: dict[str, Any]) -> JudgeSpec:
     for i, message in enumerate(raw.get("messages") or []):
         compile_template(f"score.judge.messages[{i}].content", message["content"])
     choice = {str(k): float(v) for k, v in raw["choice"].items()}
+    for answer, value in choice.items():
+        if not math.isfinite(value):  # a score must be a number a mean can be taken of
+            raise SpecError(f"score.judge.choice.{answer}: {value} is not a finite number")
     return JudgeSpec(model=raw["model"], choice=choice, template=raw.get("template"),
                      messages=raw.get("messages"), revision=raw.get("revision"),
                      adapter=raw.get("adapter"),

@@ -123,6 +123,14 @@ class ScoreStore(SideStore):
         None where the row could not be scored."""
         return {(c, i): v for c, i, _, _, v, _ in self._rows(job, candidate)}
 
+    def value_columns(self, job: str, candidate: str) -> tuple[list[str], list[float | None]]:
+        """(input ids, values) of one candidate's scores, in input id order, as two columns
+        for bulk readers that match them in Arrow (None where a row could not be scored)."""
+        rows = self._all("SELECT input_id, value FROM scores WHERE job = ? AND candidate = ? "
+                         "ORDER BY input_id", (job, candidate))
+        ids, values = zip(*rows, strict=True) if rows else ((), ())
+        return list(ids), list(values)
+
     def score_of(self, job: str, candidate: str, input_id: str) -> float | None:
         """One prediction's score, or None (not scored, or an error)."""
         found = self._all("SELECT value FROM scores WHERE job = ? AND candidate = ? AND input_id = ?",
@@ -164,6 +172,15 @@ def scores_for(root: Path, job: str, candidate: str | None = None) -> dict[tuple
         return {}
     with store:
         return store.scores_for(job, candidate)
+
+
+def value_columns(root: Path, job: str, candidate: str) -> tuple[list[str], list[float | None]]:
+    """One candidate's scores under `root` as (input ids, values); empty if none yet."""
+    store = ScoreStore.open_readonly(root)
+    if store is None:
+        return [], []
+    with store:
+        return store.value_columns(job, candidate)
 
 
 def score_of(root: Path, job: str, candidate: str, input_id: str) -> float | None:

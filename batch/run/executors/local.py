@@ -27,7 +27,6 @@ from batch.run.executors.base import (
 from batch.run.executors.engine import Engine, EnginePool, EngineRequest, EngineStats
 from batch.run.executors.tokens import context_error
 from batch.run.machine import hardware
-from batch.run.progress import Progress
 
 if TYPE_CHECKING:  # plain types for annotations
     from batch.run.candidates import Candidate, EngineGroup
@@ -71,7 +70,6 @@ class LocalExecutor(Executor):
         result.engine_start_s = (result.engine_start_s or 0.0) + start_s
         phases.engine_start_s += start_s
         engine.use_adapters(s.adapter_path for s in shares if s.adapter_path)
-        progress = Progress(sum(s.plan.missing_rows for s in shares), result.job)
         stats = EngineStats()
         work = [0] * len(shares)
         began = time.perf_counter()
@@ -82,9 +80,7 @@ class LocalExecutor(Executor):
                 i = int(n)
                 request = shares[i].plan.requests[key]
                 work[i] += write_answer(shares[i], request, completion, out, result)
-                progress.update(len(request.input_ids))
         finally:
-            progress.close()
             elapsed = time.perf_counter() - began
             result.generation_s = (result.generation_s or 0.0) + elapsed
             phases.engine_enqueue_s += stats.enqueue_s

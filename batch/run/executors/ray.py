@@ -42,7 +42,6 @@ from batch.run.executors.ray_requests import (
     write_answers,
 )
 from batch.run.executors.target import ENGINE_ENVIRONMENT, llm_kwargs
-from batch.run.progress import Progress
 from batch.run.spec.ray_settings import ClusterError, RayAddress, RaySettings
 from schemas.errors import UsageError
 
@@ -222,9 +221,15 @@ class RayExecutor(Executor):
             kwargs.pop("revision")
         workers = int(kwargs.get("tensor_parallel_size", 1)) * \
             int(kwargs.get("pipeline_parallel_size", 1))
+        # As vllm.LLM in this process has it: no periodic statistics from the replicas'
+        # engines, which Ray's stage would otherwise log after every batch.
+        kwargs.setdefault("disable_log_stats", True)
         config = vLLMEngineProcessorConfig(
             model_source=model_source, engine_kwargs=kwargs, batch_size=settings.batch_size,
-            concurrency=settings.replicas, max_concurrent_batches=settings.max_concurrent_batches,
+            # A fixed pool: an integer is a pool that starts one replica and adds the rest
+            # under backlog, each start then costing the running replicas their CPU.
+            concurrency=(settings.replicas, settings.replicas),
+            max_concurrent_batches=settings.max_concurrent_batches,
             placement_group_config={"bundles": settings.bundles(workers, gpus)},
             accelerator_type=settings.accelerator_type,
             # The driver sends token ids and keeps vLLM's own text: no stage of Ray's may
@@ -235,7 +240,8 @@ class RayExecutor(Executor):
         work = [0] * len(shares)
         try:
             for picks in PASSES:
-                outbox = Outbox(shares, tokenizer, target, model_source, picks)
+                outbox = Outbox(shares, tokenizer, target, model_source, picks,
+                                settings.batch_size)
                 if _one_pass(config, outbox, endings, shares, out, result, work, clock):
                     result.engine_starts += settings.replicas
                     result.engine_started = True
@@ -260,11 +266,14 @@ def _one_pass(config: Any, outbox: Outbox, endings: Endings, shares: list[Share]
     import ray
     from ray.data.llm import build_processor
 
+    phases = result.phases
+    mark, inside = time.perf_counter(), phases.tokenize_s + phases.record_s + phases.write_s
     blocks = [ray.put(table) for table in outbox.blocks(out, result)]
+    # What the outbox timed itself (tokenizing, refusals written) is not shipping.
+    phases.ship_s += time.perf_counter() - mark - \
+        (phases.tokenize_s + phases.record_s + phases.write_s - inside)
     if not blocks:  # nothing of this pass, or every request refused before shipping
         return False
-    rows = sum(len(s.request.input_ids) for s in outbox.shipped)
-    progress: Progress | None = None
     began = time.perf_counter()
     first: float | None = None
     try:
@@ -273,12 +282,9 @@ def _one_pass(config: Any, outbox: Outbox, endings: Endings, shares: list[Share]
             dataset = processor(ray.data.from_arrow_refs(blocks)).select_columns(ANSWER_COLUMNS)
             batches = dataset.iter_batches(batch_size=None, batch_format="pyarrow")
             for block in _waited_on(iter(batches), result):
-                if progress is None:  # rows/s from the first answer, as in-process
-                    first, progress = time.perf_counter(), Progress(rows, result.job)
-                progress.update(write_answers(block, outbox, endings, shares, out, result, work))
+                first = first or time.perf_counter()
+                write_answers(block, outbox, endings, shares, out, result, work)
     finally:
-        if progress is not None:
-            progress.close()
         ended = time.perf_counter()
         clock[0] += (first or ended) - began
         clock[1] += ended - (first or ended)
@@ -361,7 +367,8 @@ def _why_not(address: RayAddress, exc: Exception, said: str) -> str:
 @contextmanager
 def _stderr_kept() -> Iterator[Any]:
     """Keep what Ray's native code writes on stderr while it connects (retries, auth
-    refusals) to explain a failure in one line; on success it is only logged."""
+    refusals) to explain a failure in one line; on success it goes on to stderr after
+    all (the run's engine log, unless -v)."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as kept:
@@ -372,10 +379,9 @@ def _stderr_kept() -> Iterator[Any]:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-            kept.seek(0)
-            leftover = kept.read().decode("utf-8", "replace").strip()
-            if leftover:
-                log.debug("ray.init said: %s", leftover)
+        kept.seek(0)
+        if leftover := kept.read().decode("utf-8", "replace").strip():
+            print(leftover, file=sys.stderr, flush=True)
 
 
 def _quiet_ray_data() -> None:

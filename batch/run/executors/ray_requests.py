@@ -41,7 +41,11 @@ if TYPE_CHECKING:  # plain types for annotations
     from batch.run.result import RunResult
     from batch.run.spec.settings import Sampling
 
-CHUNK_ROWS = 1024  # rows tokenized, and shipped as one block, at a time
+CHUNK_ROWS = 1024  # rows tokenized at a time
+# Rows shipped as one block, unless the caller says (the executor ships blocks of the
+# replicas' batch size): Ray Data hands a task's answers back only when the whole input
+# block is done, so a block is also how many answers arrive at once.
+BLOCK_ROWS = 64
 NULLABLE = ("max_tokens", "seed", "logprobs")  # integers vLLM takes as None too
 NO_LIMIT = 2**31 - 1  # a max_tokens the context always reaches first, as with None
 STRUCTURED = pa.struct([("choice", pa.list_(pa.string())), ("regex", pa.string()),
@@ -130,9 +134,10 @@ class Outbox:
     by row id."""
 
     def __init__(self, shares: list[Share], tokenizer: Tokenizer, target: EngineTarget,
-                 model_source: str, picks: Callable[[Request], bool]) -> None:
+                 model_source: str, picks: Callable[[Request], bool],
+                 block_rows: int = BLOCK_ROWS) -> None:
         self.shares, self.tokenizer, self.model_source = shares, tokenizer, model_source
-        self.picks = picks
+        self.picks, self.block_rows = picks, max(1, block_rows)
         self.max_model_len = target.options.max_model_len
         self.shipped: list[Shipped] = []
         self._mixed = _mixed_nulls([r for _, r in self._pending()])
@@ -142,7 +147,8 @@ class Outbox:
 
     def blocks(self, out: Sink, result: RunResult) -> Iterator[pa.Table]:
         """Tokenize in chunks; write a failed row for each request that cannot go, and
-        yield the rest as tables of `row_schema`."""
+        yield the rest as tables of `row_schema`, `block_rows` rows each (the last of a
+        chunk may hold fewer)."""
         pending = self._pending()
         while chunk := list(islice(pending, CHUNK_ROWS)):
             with _timed(result, "tokenize_s"):
@@ -163,7 +169,12 @@ class Outbox:
                 self.shipped.append(Shipped(i, request, len(tokens)))
             if columns["rid"]:
                 schema = row_schema(constrained(self.shipped[-1].request))
-                yield pa.Table.from_pydict(columns, schema=schema)
+                for start in range(0, len(columns["rid"]), self.block_rows):
+                    # Each block with buffers of its own (a slice of one table would
+                    # reference, and may ship, the whole chunk's).
+                    yield pa.Table.from_pydict(
+                        {k: v[start:start + self.block_rows] for k, v in columns.items()},
+                        schema=schema)
 
     def _sampling(self, sampling: Sampling, prompt_tokens: int) -> dict[str, Any]:
         kwargs = sampling_kwargs(sampling)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +77,23 @@ def load_spec(path: str | Path) -> JobSpec:
         raise SpecError(f"{path}: invalid job spec: nested too deeply") from None
 
 
+def _non_finite(value: Any, where: str) -> str | None:
+    """The field holding TOML's `nan` or `inf`, if any: no setting of a job takes one (a
+    score of nan, a price of inf would turn every mean and cost after it into nonsense)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{where}: {value} is not a finite number"
+    items = value.items() if isinstance(value, dict) else \
+        enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        inner = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else key
+        if found := _non_finite(item, inner):
+            return found
+    return None
+
+
 def spec_from_dict(data: dict[str, Any], path: Path) -> JobSpec:
+    if problem := _non_finite(data, ""):
+        raise SpecError(f"{path}: invalid job spec: {problem}")
     problems = schemas.problems("job", data)
     if problems:
         raise SpecError(f"{path}: invalid job spec: " + "; ".join(problems))

@@ -10,6 +10,9 @@ millions of rows on a shared machine:
   `join`, `replace`, format specs), and refused over `MAX_VALUE` characters or items;
 - each render has a budget of `MAX_STEPS` loop iterations and calls (deterministic:
   the same row fails the same way on any machine) and a wall-clock deadline;
+- a filter that walks its input item by item in Python (`wordwrap`, `sort`, `pprint`,
+  ...) is charged every item it will walk before it runs: one call is never left to
+  take minutes where the deadline, checked between steps, cannot stop it;
 - the rendered text stops at `MAX_OUTPUT` characters; recursion and MemoryError become
   errors of the row.
 
@@ -135,6 +138,58 @@ def _filter_checks(name: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 _CHECKED_FILTERS = frozenset({"join", "center", "indent", "replace", "format", "batch", "slice"})
+# Filters that walk their input in Python, an item (or a character) at a time: each costs a
+# step per item, charged before the call (`("x" * 10**6)|wordwrap(1)` would make a million
+# lines, `|sort` a million keys, in one call that no deadline between steps can stop).
+_WALKING = frozenset({"wordwrap", "title", "urlize", "urlencode", "pprint", "tojson", "sort",
+                      "dictsort", "unique", "groupby", "min", "max", "sum", "xmlattr", "batch",
+                      "slice", "map", "select", "reject", "selectattr", "rejectattr", "items"})
+_NESTED = frozenset({"pprint", "tojson"})  # these walk nested values too
+_INPUT = ("value", "s", "iterable", "d")  # what the walking filters call their input
+
+
+def _nested_items(value: Any, limit: int) -> int:
+    """Items a walk of `value` meets, nested lists and dicts included (a list repeated
+    inside another counts each time), counted until past `limit`."""
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        children = item.values() if isinstance(item, dict) else \
+            item if isinstance(item, list | tuple) else None
+        if children is None:
+            continue
+        count += len(children)
+        if count > limit:
+            break
+        # Which kinds of values it holds, asked at C speed: most hold no containers at all.
+        if any(issubclass(kind, dict | list | tuple) for kind in set(map(type, children))):
+            stack.extend(c for c in children if isinstance(c, dict | list | tuple))
+    return max(count, 1)
+
+
+def _walk_cost(name: str, args: dict[str, Any], limit: int) -> int:
+    """The items the filter `name(**args)` will walk (0 when it cannot tell: an iterator is
+    charged as it is consumed instead)."""
+    value = next((args[k] for k in _INPUT if k in args), None)
+    if name in _NESTED:
+        return _nested_items(value, limit)
+    if not hasattr(value, "__len__"):
+        return 0
+    size = len(value)
+    width = args.get("width", 79)
+    if name == "wordwrap" and isinstance(value, str) and isinstance(width, int) and size <= limit:
+        return size + _wrap_cost(value, max(width, 1))
+    return size
+
+
+def _wrap_cost(text: str, width: int) -> int:
+    """Steps textwrap takes beyond reading `text`: some twenty Python operations per line
+    it makes, and a copy of what is left of a word longer than `width` for each line cut
+    from it (quadratic in the word: `"x" * 300000` cut one character a line copies 45 GB),
+    a step per 2 KiB copied."""
+    longest = max(map(len, text.split()), default=0)
+    copied = longest * longest // (2 * width) if longest > width else 0
+    return 16 * (len(text) // width) + copied // 2048
 _STR_WIDTH = frozenset({"center", "ljust", "rjust", "zfill"})
 
 
@@ -180,6 +235,17 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         if self._steps > MAX_STEPS:
             raise BoundsError(f"more than {MAX_STEPS:,} loop iterations and calls")
         if self._steps % 1024 == 0 and time.monotonic() > self._deadline:
+            raise BoundsError(f"rendering took more than {MAX_SECONDS:.0f} s")
+
+    def _charge(self, what: str, items: int) -> None:
+        """Steps for work one call does in a loop of its own, charged before it starts."""
+        if items <= 0:
+            return
+        self._steps += items
+        if self._steps > MAX_STEPS:
+            raise BoundsError(f"{what} would take more than {MAX_STEPS:,} loop iterations "
+                              "and calls")
+        if time.monotonic() > self._deadline:
             raise BoundsError(f"rendering took more than {MAX_SECONDS:.0f} s")
 
     def _iterate(self, iterable: Any) -> Iterator[Any]:
@@ -245,15 +311,26 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     def _bounded_filter(self, name: str, f: Callable[..., Any]) -> Callable[..., Any]:
         signature = inspect.signature(f)
 
+        walking = name in _WALKING
+
         def bounded(*args: Any, **kwargs: Any) -> Any:
             self._step()
-            if name not in _CHECKED_FILTERS:
+            if name not in _CHECKED_FILTERS and not walking:
                 return _result(name, f(*args, **kwargs))
             try:
                 bound = signature.bind(*args, **kwargs)
             except TypeError:
                 return f(*args, **kwargs)  # let the filter say what is wrong with its call
-            bound.arguments.update(_filter_checks(name, dict(bound.arguments)))
+            arguments = dict(bound.arguments)
+            if walking:
+                self._charge(name, _walk_cost(name, arguments, MAX_STEPS - self._steps))
+                key = next((k for k in _INPUT if k in arguments), None)
+                if key is not None and not hasattr(arguments[key], "__len__") \
+                        and hasattr(arguments[key], "__iter__"):
+                    arguments[key] = self._iterate(arguments[key])  # a step per item
+            if name in _CHECKED_FILTERS:
+                arguments = _filter_checks(name, arguments)
+            bound.arguments.update(arguments)
             return _result(name, f(*bound.args, **bound.kwargs))
 
         return update_wrapper(bounded, f)  # keeps jinja's pass_context / pass_eval_context marks
