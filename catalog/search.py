@@ -38,10 +38,11 @@ from sqlalchemy import (
 from sqlalchemy.orm import QueryableAttribute, Session
 
 from catalog import indexing, sizes, taxonomy
+from catalog.evals import best_scores
 from catalog.filters import ModelFilter
 from catalog.listing import records_for
 from catalog.records import ModelRecord
-from catalog.tables import FacetCount, MeasuredEval, Model, ModelDomain, ModelFacet, ModelLanguage
+from catalog.tables import FacetCount, Model, ModelDomain, ModelFacet, ModelLanguage
 
 # How the general plan orders rows; ties go by id, as the indexes order them.
 ORDER = {
@@ -224,10 +225,9 @@ def _by_relevance(session: Session, f: ModelFilter) -> list[int]:
 
 
 def _by_score(session: Session, f: ModelFilter, job: str) -> tuple[list[int], dict[int, float]]:
-    """Best measured score on `job` first (any metric, any adapter: the model's best);
-    models never measured on it after, by name."""
-    scores = (select(MeasuredEval.model_id, func.max(MeasuredEval.value).label("score"))
-              .where(MeasuredEval.task == job).group_by(MeasuredEval.model_id).subquery())
+    """Best measured score on `job` first (any metric; a model's own, an adapter's its
+    own: catalog.evals.best_scores); models never measured on it after, by name."""
+    scores = best_scores(job)
     stmt = (select(Model.id, scores.c.score).outerjoin(scores, scores.c.model_id == Model.id)
             .where(_within(Model.id, _filtered(f)))
             .order_by(scores.c.score.is_(None), scores.c.score.desc(), *ORDER["name"]))

@@ -107,8 +107,9 @@ class CacheReader:
         return self.query(Index.jobs, [])
 
     def by_key(self, key: str, job: str | None = None) -> PredictionRecord | None:
-        """A record with this content address, in `job` or in any job: a success if
-        there is one, else the newest."""
+        """A record with this content address (or its beginning, 8 characters or more,
+        that no other key has: AmbiguousKeyError if one does), in `job` or in any job: a
+        success if there is one, else the newest."""
         for attempt in range(2):
             found = self.query(lambda ix: ix.by_key(key, job), None)
             if found is None:
@@ -168,10 +169,9 @@ class CacheReader:
                 lambda name: self._open(job, name))
 
     def read(self, job: str, locs: list[Located]) -> list[PredictionRecord]:
-        """The records at `locs`, in order, each checked to be the record its `loc` names
-        (RowMismatchError if not). Raises FileNotFoundError or ShardMismatch when a shard
-        is gone or is not the one the index describes (the caller re-reads the index
-        once: a gc may have moved things in between)."""
+        """The records at `locs`, in order, each checked to be its `loc`'s (else
+        RowMismatchError). FileNotFoundError or ShardMismatch: a shard is gone or not the
+        one the index describes (the caller re-reads the index once: a gc may have moved it)."""
         by_shard: dict[str, list[int]] = {}
         for i, loc in enumerate(locs):
             by_shard.setdefault(loc.shard, []).append(i)

@@ -11,6 +11,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
 from batch.score.chart import draw
+from batch.score.compare import usd_text
 from tui import format as fmt
 from tui.screens.base import DataScreen
 
@@ -19,18 +20,11 @@ if TYPE_CHECKING:  # the comparison's record type, for annotations
 
 COLUMNS = [("", 1), ("Candidate", 16), ("Rows", None), ("Failed", None), ("Score", None),
            ("95% interval", 14), ("tok/s", None), ("Start", None), ("Engine", None),
-           ("Params", None), ("$/1k", 6)]
+           ("Params", None), ("$/1k", None)]
 
 
 def _num(value: float | None, spec: str = ".3f") -> str:
     return "" if value is None else format(value, spec)
-
-
-def money(usd: float | None) -> str:
-    """Three significant digits: costs per 1,000 rows run from fractions of a cent up."""
-    if usd is None:
-        return ""
-    return f"{usd:,.2f}" if usd >= 100 else f"{usd:.3g}"
 
 
 def cells(e: CandidateComparison) -> tuple:
@@ -49,7 +43,7 @@ def cells(e: CandidateComparison) -> tuple:
         right(fmt.duration(e.engine_start_s)),
         right(fmt.duration(e.engine_s)),
         right(fmt.params(e.parameters)),
-        right(money(e.cost_per_1k)),
+        right(usd_text(e.cost_per_1k)),
     )
 
 
