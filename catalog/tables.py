@@ -170,6 +170,22 @@ class FacetCount(Base):
         return f"FacetCount({self.domain!r}, {self.language!r}, {self.n})"
 
 
+class SearchTerm(Base):
+    """A word `models_fts` holds in its text columns, kept by catalog.indexing with every
+    write (a word no model holds any longer may stay). A typed word is a prefix: the
+    terms it begins (a range of this key) are looked up as whole words, which the
+    full-text index reads in order and stops early on, where its own prefix query reads
+    every match first (catalog.search)."""
+
+    __tablename__ = "search_terms"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    term: Mapped[str] = mapped_column(String(200), primary_key=True)
+
+    def __repr__(self) -> str:
+        return f"SearchTerm({self.term!r})"
+
+
 class CatalogMeta(Base):
     """Facts about the catalog's derived tables, e.g. the language groups they were built with."""
 

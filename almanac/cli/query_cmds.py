@@ -38,18 +38,16 @@ def _short(value: object, width: int = 60) -> str:
 
 def _revisions(env: Env, records: list[PredictionRecord]) -> dict[tuple[str, str | None], Any]:
     """Whether each (model, revision) the records were made on is the catalog's current
-    revision of that model (catalog.history); nothing when there is no usable catalog."""
-    from catalog.db import CatalogError
-    from catalog.history import revision_statuses
+    revision of that model (catalog.history); nothing when there is no usable catalog.
+    Read with sqlite3 alone (catalog.plain): SQLAlchemy's import would cost a lookup more
+    than the lookup."""
+    from catalog.plain import revision_statuses
 
     pairs = [(r["model"], r["revision"]) for r in records]
     if not pairs:
         return {}
-    try:
-        with env.catalog_readonly().sessions() as s:
-            return revision_statuses(s, pairs)
-    except CatalogError:
-        return {}  # predictions read without a catalog say nothing of revisions
+    # Predictions read without a catalog say nothing of revisions.
+    return revision_statuses(env.home.catalog_db, pairs) or {}
 
 
 def _emit(records: list[PredictionRecord], fmt: str, env: Env) -> None:

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from batch.cache.errors import RowMismatchError
 from batch.cache.index_rows import Located
@@ -108,6 +107,8 @@ def check_table(job: str, shard: str, table: pa.Table, claims: ShardClaims) -> N
     """`table` holds the rows `claims` lists, in its order (with the IDENTITY columns, a
     shard's `conform`ed columns): raises RowMismatchError for the first that is not the
     record the index says it is."""
+    import pyarrow.compute as pc  # whole-job reads only: a lookup does without it
+
     same = pc.and_(pc.equal(table["input_id"], claims.input_ids),
                    pc.equal(table["key"], claims.keys))
     same = pc.and_(same, pc.equal(table["candidate"], claims.candidates))

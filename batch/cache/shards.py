@@ -14,18 +14,17 @@ import errno
 import hashlib
 import os
 from collections.abc import Callable, Container, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from batch.cache.decoded import Fetched, int64_array
 from batch.cache.errors import DiskFullError, JobDirectoryError, UnknownJobError
 from batch.cache.index import Index, Located, ShardEntry
-from batch.cache.rowcheck import IDENTITY, check_records
+from batch.cache.rowcheck import IDENTITY
 from batch.cache.schema import LATER_COLUMNS, PredictionRecord, arrow_schema, conform
 from schemas import is_job_name
 
@@ -246,6 +245,8 @@ def index_entries(path: Path, job: str) -> tuple[str | None, list[tuple[str, str
 def foreign(path: Path, job: str, table: pa.Table) -> None:
     """Raises ForeignShard if a row of `table` (read from `path`, with its `job` column)
     names another job than `job`, the directory's."""
+    import pyarrow.compute as pc  # loaded by indexing, not by a lookup
+
     others = pc.unique(pc.filter(table["job"], pc.not_equal(table["job"], job)))
     if len(others):
         raise ForeignShard(f"{path.name} holds rows of job {others[0].as_py()!r}, not "
@@ -257,29 +258,6 @@ def identities(path: Path) -> list[dict[str, Any]]:
     present = set(pq.read_schema(path).names)
     columns = [c for c in (*IDENTITY, "model") if c in present]
     return conform(pq.read_table(path, columns=columns, **CHECKED)).to_pylist()
-
-
-@dataclass(frozen=True)
-class Fetched:
-    """Rows an open shard decoded: their decoded columns, the columns constant over their
-    row groups, and the columns the shard lacks (written before they existed)."""
-
-    table: pa.Table
-    constants: dict[str, Any]
-    missing: list[str]
-
-    def records(self, locs: list[Located]) -> list[PredictionRecord]:
-        """The rows as records in the schema's column order, each checked to be its
-        `loc`'s record (batch.cache.rowcheck)."""
-        names = arrow_schema().names
-        out = []
-        for rec in self.table.to_pylist():
-            rec.update(self.constants)
-            for name in self.missing:
-                rec[name] = rec["model"] if name == "candidate" else None
-            out.append(cast(PredictionRecord, {c: rec[c] for c in names}))
-        check_records(locs, out)
-        return out
 
 
 def read_rows(path: Path, rows: list[int]) -> pa.Table:
@@ -367,15 +345,14 @@ class OpenShard:
             other = self.constants(g)
             constants = {k: v for k, v in constants.items() if k in other and other[k] == v}
         wanted = [c for c in arrow_schema().names if c not in constants and c not in self.missing]
-        # One row group decodes faster in this thread; several, in parallel (measured).
-        table = self.file.read_row_groups(groups, columns=wanted, use_threads=len(groups) > 1)
+        # Threads decode columns in parallel, which pays off even for one row group (measured).
+        table = self.file.read_row_groups(groups, columns=wanted, use_threads=True)
         offsets, base = {}, 0
         for g in groups:
             offsets[g] = base
             base += self.starts[g + 1] - self.starts[g]
         take = [offsets[g] + r - self.starts[g] for r in rows for g in (self.group_of(r),)]
-        table = table.slice(take[0], 1) if len(take) == 1 else \
-            table.take(pa.array(take, pa.int64()))
+        table = table.slice(take[0], 1) if len(take) == 1 else table.take(int64_array(take))
         return Fetched(table, constants, self.missing)
 
     def read(self, locs: list[Located]) -> list[PredictionRecord]:
