@@ -204,9 +204,11 @@ def to_record(session: Session, model: Model, *, detail: bool = False) -> ModelR
         record.performance = performances(session, [model.id]).get(model.id)
         from catalog.evals import measured_for_model  # evals builds on this module
         from catalog.history import history_of
+        from catalog.training import training_of
 
         record.measured = measured_for_model(session, model.id)
         record.history = history_of(session, model.id)
+        record.training = training_of(session, model.id)
     return record
 
 

@@ -77,6 +77,16 @@ def test_catalog_commands_import_no_engine_tui_or_torch(tmp_path: Path, home: Pa
     assert modules & HEAVY == set()
 
 
+TRAINING = {"torch", "transformers", "trl", "peft", "accelerate", "datasets"}
+
+
+def test_train_and_distill_help_import_no_training_library(tmp_path: Path) -> None:
+    codes, modules = _probe(tmp_path, ["train", "--help"], ["distill", "--help"])
+    assert codes == [0, 0]
+    assert "almanac" in modules and "click" in modules  # the probe really ran the CLI
+    assert modules & (HEAVY | TRAINING) == set()
+
+
 def _console_script() -> Path:
     beside = Path(sys.executable).parent / "almanac"
     if beside.exists():
@@ -164,4 +174,19 @@ def test_catalog_room_imports_nothing_above_it() -> None:
     for path in sorted((ROOT / "catalog").rglob("*.py")):
         roots = _imported_roots(ast.parse(path.read_text("utf-8")))
         offenders += [f"{path.relative_to(ROOT)}: imports {m}" for m in sorted(roots & {"almanac", "tui", "batch"})]
+    assert offenders == []
+
+
+def test_only_the_trainer_imports_trl_peft_accelerate_and_datasets() -> None:
+    trainer = "batch/train/trainer.py"
+    offenders, seen = [], set()
+    for path in _sources():
+        rel = path.relative_to(ROOT).as_posix()
+        roots = _imported_roots(ast.parse(path.read_text("utf-8"), filename=str(path)))
+        found = roots & {"trl", "peft", "accelerate", "datasets"}
+        if rel == trainer:
+            seen = found
+        else:
+            offenders += [f"{rel}: imports {m}" for m in sorted(found)]
+    assert seen == {"trl", "peft", "datasets"}  # the scan read the trainer
     assert offenders == []

@@ -16,6 +16,7 @@ from almanac.cli import (
     query_cmds,
     score_cmds,
     serve_cmd,
+    train_cmds,
     tui_cmd,
 )
 from almanac.cli.base import AlmanacGroup, Env
@@ -52,6 +53,7 @@ query_cmds.register(cli)
 query_cmds.cache.add_command(cache_cmds.repair)
 score_cmds.register(cli)
 data_cmds.register(cli)
+train_cmds.register(cli)
 cli.add_command(serve_cmd.serve)
 
 
