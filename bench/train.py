@@ -118,6 +118,7 @@ def direct_side(base: Path, data: Path, steps: int, out: Path) -> dict[str, Any]
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     cuda = torch.cuda.is_available()
@@ -138,6 +139,7 @@ def direct_side(base: Path, data: Path, steps: int, out: Path) -> dict[str, Any]
         processing_class=tokenizer,
         peft_config=LoraConfig(r=s.rank, lora_alpha=s.alpha, lora_dropout=0.0,
                                target_modules=list(s.targets), task_type="CAUSAL_LM"))
+    trainer.remove_callback(PrinterCallback)  # it prints each log line on stdout
     steps_began = time.perf_counter()
     result = trainer.train()
     steps_s = time.perf_counter() - steps_began
@@ -192,9 +194,9 @@ def run(work: Path, rows: int, steps: int, reps: int, model: str | None,
         catalog.close()
     else:
         base_ref = base
-    # One warm-up of each side: imports and first-call costs are not the trainer's.
-    direct_side(base, data, 1, work / "warm")
-    almanac_side(home, base_ref, data, 1)
+    if not in_process_only:  # a warm-up of each side: imports and first calls are no one's
+        direct_side(base, data, 1, work / "warm")
+        almanac_side(home, base_ref, data, 1)
     direct, almanac = [], []
     for i in range(reps):
         direct.append(direct_side(base, data, steps, work / f"direct-{i}"))
