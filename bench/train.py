@@ -97,7 +97,8 @@ def almanac_side(home: Path, base_ref: str, data: Path, steps: int) -> dict[str,
     catalog = Catalog.at(home / "catalog.db")
     try:
         began = time.perf_counter()
-        r = train(catalog, Places(home / "models", home / "training", home / "predictions"),
+        r = train(catalog, Places(home / "models", home / "training", home / "predictions",
+                                  home / "locks"),
                   TrainRequest(base_ref, data, NAME, settings(steps), retrain=True, replace=True))
         whole = time.perf_counter() - began
     finally:

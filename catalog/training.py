@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from catalog.models import get_model
@@ -55,9 +54,3 @@ def adapter_bases(session: Session, ref: str) -> list[str]:
     model = get_model(session, ref)
     return [b for b in (model.ref, model.repo_id, model.local_path) if b]
 
-
-def trained_keys(session: Session, model_ids: list[int]) -> dict[int, str]:
-    """The training key of each of these models Almanac trained."""
-    rows = session.execute(select(Training.model_id, Training.key)
-                           .where(Training.model_id.in_(model_ids)))
-    return {model_id: key for model_id, key in rows}

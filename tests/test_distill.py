@@ -35,8 +35,8 @@ def teacher_job(directory: Path, adapter: Path | None = None, *, score: bool = T
 
 def distillation(runner: Runner, home: Path, job: Path, lines: list[str]) -> Distillation:
     request = DistillRequest(job, TINY_MODEL, STUDENT, split=0.7, settings=SETTINGS)
-    return Distillation(runner, Places(home / "models", home / "training", home / "predictions"),
-                        home / "distill", request, say=lines.append)
+    places = Places(home / "models", home / "training", home / "predictions", home / "locks")
+    return Distillation(runner, places, home / "distill", request, say=lines.append)
 
 
 @pytest.mark.engine

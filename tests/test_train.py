@@ -271,3 +271,31 @@ def test_a_full_disk_registers_nothing_and_the_next_run_trains(home: Path, data:
         assert again.exit_code == 0, again.output
         assert json.loads(again.stdout)["status"] == "trained"
         assert show(home, TINY_MODEL)["adapters"] == [STUDENT]
+
+
+def test_chats_go_through_the_chat_template_and_template_prompts_train_as_text(
+        home: Path, data: Path, tmp_path: Path) -> None:
+    from batch.data.curate import curate
+    from tests.cache_support import record, write
+
+    chat = [{"role": "system", "content": "Name the fruit's family."}]
+    write(home / "predictions", [
+        record(f"c{i}", job="chatty", prompt=json.dumps([*chat, {"role": "user", "content": f}]),
+               output=f" {family}", model="big", candidate="big")
+        for i, (f, family) in enumerate(FRUITS.items())], job="chatty")
+    chats = curate(home / "predictions", "chatty", tmp_path / "chats", command="curate chatty",
+                   split=0.75).output
+    assert _dry(home, chats)["form"] == "chat"  # the tiny model has a chat template
+    assert _dry(home, data)["form"] == "text"  # a template's prompts: one user turn each
+    forced = train(home, chats, "--dry-run", "--json", "--format", "text")
+    text = json.loads(forced.stdout)
+    assert text["form"] == "text" and text["key"] != _dry(home, chats)["key"]
+
+
+def test_a_second_training_of_the_same_name_at_once_is_exit_75(home: Path, data: Path) -> None:
+    from batch.cache.lock import JobLock
+
+    with JobLock(home / "locks", "train-me--fruit-student"):  # as a training in progress holds it
+        result = train(home, data)
+    assert "--name: me/fruit-student is being trained by another process" in \
+        one_line_error(result, 75)

@@ -56,7 +56,7 @@ def _settings(options: dict[str, Any]) -> TrainSettings:
 def places(home: Home) -> Places:
     from batch.train.train import Places
 
-    return Places(home.models, home.training, home.predictions)
+    return Places(home.models, home.training, home.predictions, home.locks)
 
 
 def train_line(r: TrainReport) -> str:

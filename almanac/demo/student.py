@@ -46,5 +46,5 @@ def distillation(runner: Runner, home: Home, *, specialist: str, generalist: str
                  name: str) -> Distillation:
     request = DistillRequest(teacher_job(home, specialist), generalist, name, where=WHERE,
                              split=SPLIT, settings=SETTINGS, replace=True)
-    return Distillation(runner, Places(home.models, home.training, home.predictions),
+    return Distillation(runner, Places(home.models, home.training, home.predictions, home.locks),
                         home.distill, request, progress=TrainProgress(name))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.errors import UnavailableError, UsageError
+from schemas.errors import AlmanacError, ExitCode, UnavailableError, UsageError
 
 
 class TrainError(UsageError, ValueError):
@@ -13,3 +13,10 @@ class TrainError(UsageError, ValueError):
 class TrainUnavailableError(UnavailableError):
     """Something the training needs is out of reach now: the disk is full, the base is
     neither cached nor downloadable (exit 1). Nothing is half-registered."""
+
+
+class TrainLockedError(AlmanacError):
+    """Another process is training the same name (exit 75, as a locked job)."""
+
+    exit_code = ExitCode.LOCKED
+    title = "locked"

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from batch.cache.index import Index
+from batch.cache.lock import JobLock, JobLockedError
 from batch.cache.store import PredictionStore
 from batch.run.stopping import Stopped, shielded, stop_requested
 from batch.train import adapter
 from batch.train.base import BaseModel, resolve_base
 from batch.train.dataset import read_curated, sources
-from batch.train.errors import TrainError, TrainUnavailableError
+from batch.train.errors import TrainError, TrainLockedError, TrainUnavailableError
 from batch.train.examples import choose_form, filtered, to_examples
 from batch.train.progress import TrainProgress
 from batch.train.settings import FORMATS, TrainSettings, training_key
@@ -38,11 +39,12 @@ from catalog.records import TrainingRecord, TrainingSource
 @dataclass(frozen=True)
 class Places:
     """Where a training reads and writes, in the home: models, checkpoints, the cache
-    (whose index remembers base models' weight fingerprints)."""
+    (whose index remembers base models' weight fingerprints), locks."""
 
     models: Path
     checkpoints: Path
     predictions: Path
+    locks: Path
 
 
 @dataclass
@@ -114,10 +116,23 @@ class StoppedTraining:
 
 def train(catalog: Catalog, places: Places, request: TrainRequest,
           progress: TrainProgress | None = None) -> TrainReport:
-    """Train (or reuse, or with `dry_run` only plan) the adapter `request` asks for."""
+    """Train (or reuse, or with `dry_run` only plan) the adapter `request` asks for. One
+    training per name at a time: another one holding it is exit 75."""
     adapter.check_name(request.name)
     if request.form not in FORMATS:
         raise TrainError(f"--format: {request.form!r} is not one of {', '.join(FORMATS)}")
+    if request.dry_run:
+        return _train_or_reuse(catalog, places, request, progress)
+    try:
+        with JobLock(places.locks, "train-" + request.name.replace("/", "--")):
+            return _train_or_reuse(catalog, places, request, progress)
+    except JobLockedError:
+        raise TrainLockedError(f"--name: {request.name} is being trained by another process; "
+                               "nothing was written") from None
+
+
+def _train_or_reuse(catalog: Catalog, places: Places, request: TrainRequest,
+                    progress: TrainProgress | None) -> TrainReport:
     began = time.perf_counter()
     curated = read_curated(request.data)
     tables = filtered(curated, request.where)
