@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batch.cache.index import Index
 from batch.cache.lock import JobLock, JobLockedError
@@ -28,12 +28,15 @@ from batch.train import adapter
 from batch.train.base import BaseModel, resolve_base
 from batch.train.dataset import read_curated, sources
 from batch.train.errors import TrainError, TrainLockedError, TrainUnavailableError
-from batch.train.examples import choose_form, filtered, to_examples
+from batch.train.examples import Examples, choose_form, filtered, to_examples
 from batch.train.progress import TrainProgress
 from batch.train.settings import FORMATS, TrainSettings, training_key
 from catalog.db import Catalog
 from catalog.models import find_model
 from catalog.records import TrainingRecord, TrainingSource
+
+if TYPE_CHECKING:  # the trainer imports torch: for annotations only
+    from batch.train.trainer import Fitted
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,7 @@ def _reused(report: TrainReport, held: adapter.Holder) -> TrainReport:
 
 
 def _train(catalog: Catalog, places: Places, request: TrainRequest, base: BaseModel,
-           examples: Any, report: TrainReport, progress: TrainProgress | None) -> None:
+           examples: Examples, report: TrainReport, progress: TrainProgress | None) -> None:
     with report.timed("import"):
         try:
             from batch.train.trainer import fit
@@ -226,7 +229,7 @@ def _train(catalog: Catalog, places: Places, request: TrainRequest, base: BaseMo
     shutil.rmtree(work, ignore_errors=True)  # trained and registered: no checkpoint to resume
 
 
-def _record(report: TrainReport, base: BaseModel, fitted: Any) -> TrainingRecord:
+def _record(report: TrainReport, base: BaseModel, fitted: Fitted) -> TrainingRecord:
     return TrainingRecord(
         key=report.key, base_ref=base.ref, base_revision=base.revision, data_path=report.data,
         data_digest=report.data_digest, data_filter=report.where, train_rows=report.train_rows,
