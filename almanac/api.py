@@ -9,7 +9,8 @@
         p.by_key("3f2a…")                # a record by its content address
         p.search(contains="drupe", limit=20)
         p.candidates()                   # the models (and adapters) that made them
-        p.get("plum", candidate="m+lora")   # a job with several candidates needs one named
+        p.get("plum", candidate="m+lora")   # a job with several candidates needs one chosen
+        p.get("plum", model="m")         # (by label, model or adapter)
     list_jobs()                          # every job with cached predictions, with its size
 
 A record is a `PredictionRecord`: a plain dict of the columns of
@@ -23,8 +24,8 @@ import os
 from typing import Self
 
 from almanac.paths import Home, resolve_home
-from batch.cache import reader
-from batch.cache.reader import (
+from batch import query
+from batch.query import (
     CandidateRequiredError,
     CandidateSummary,
     JobInfo,
@@ -50,8 +51,8 @@ def _home(home: HomeArg) -> Home:
     return Home(resolve_home(home))
 
 
-class Predictions(reader.Predictions):
-    """One job's cached predictions (batch.cache.reader.Predictions), opened by home."""
+class Predictions(query.Predictions):
+    """One job's cached predictions (batch.query.Predictions), opened by home."""
 
     @classmethod
     def open(cls, home: HomeArg, job: str) -> Self:
@@ -62,4 +63,4 @@ class Predictions(reader.Predictions):
 
 def list_jobs(home: HomeArg = None) -> list[JobInfo]:
     """Every job with cached predictions in `home` (None: as `Predictions.open`)."""
-    return reader.list_jobs(_home(home).predictions)
+    return query.list_jobs(_home(home).predictions)

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import platformdirs
 
+from schemas.errors import UnavailableError
+
 ENV_HOME = "ALMANAC_HOME"
+
+
+class HomeError(UnavailableError):
+    """The home's directories cannot be made (a read-only place, a path under /proc):
+    one line naming the directory, exit 1."""
 
 
 def resolve_home(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -61,7 +68,19 @@ class Home:
         """`almanac distill`'s work: curated sets and evaluation jobs, per student."""
         return self.root / "distill"
 
+    @property
+    def misses(self) -> Path:
+        """The jobs `almanac misses run` writes (one directory each); the misses themselves
+        are kept beside the shards (`predictions/misses.db`)."""
+        return self.root / "misses"
+
     def ensure(self) -> Home:
         for path in (self.root, self.predictions, self.locks, self.logs):
-            path.mkdir(parents=True, exist_ok=True)
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                what = "its directory" if path == self.root else f"its {path.name}/ directory"
+                why = "a file is in its place" if path.exists() and not path.is_dir() \
+                    else exc.strerror or str(exc)
+                raise HomeError(f"home {self.root}: cannot create {what} ({why})") from None
         return self

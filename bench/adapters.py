@@ -17,6 +17,9 @@ start, which both ways pay alike). Figures: the one-job speedup over four runs
 answers adapter by adapter. Prints a table on stderr, the figures as JSON on stdout,
 and writes them to bench/results/adapters.json (`--smoke`: two adapters, a few
 prompts, answers checked, nothing recorded unless `--output` says where).
+
+`--grid` adds output tokens/s with and without LoRA at equal batch and with
+`max_num_seqs` / `max_loras` varied (bench.adapters_grid); `--grid-only` runs that alone.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from typing import Any
 
 import tomli_w
 
+from bench.adapters_grid import SMOKE_SETTINGS, grid
+from bench.adapters_grid import table as grid_table
 from bench.engine_sides import run_logged, side_environment
 from bench.engine_workload import TINY_ENGINE, prepare_model, prompt
 from bench.machine import (
@@ -152,6 +157,8 @@ def measure(work: Path, model: Path, adapters: list[Path], n: int,
 
 
 def table(r: dict[str, Any]) -> str:
+    if "one_job" not in r:
+        return "\n".join(grid_table(r["grid"]))
     m, alone = r["one_job"], r["one_adapter"]
     lines = [f"{r['adapters']} LoRA adapters x {r['prompts']} prompts on a tiny base "
              f"(load {r['load_average']})",
@@ -164,6 +171,8 @@ def table(r: dict[str, Any]) -> str:
              f"  speedup {r['speedup']}x (target {TARGETS['speedup']}x); mixed/single "
              f"throughput {r['throughput_ratio']} (target {TARGETS['throughput_ratio']}); "
              f"outputs equal {r['outputs_equal_share']:.0%}"]
+    if "grid" in r:
+        lines += grid_table(r["grid"])
     return "\n".join(lines)
 
 
@@ -174,12 +183,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapters", type=int, default=4)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--grid", action="store_true",
+                        help="also tokens/s with and without LoRA, max_num_seqs and max_loras "
+                             "varied (one engine start per setting)")
+    parser.add_argument("--grid-only", action="store_true", help="the grid alone")
+    parser.add_argument("--grid-prompts", type=int, default=2000)
     parser.add_argument("--smoke", action="store_true",
                         help="two adapters, 12 prompts: answers checked, nothing recorded")
     add_output_options(parser, RESULTS)
     args = parser.parse_args(argv)
     if args.smoke:
         args.prompts, args.adapters = min(args.prompts, 12), min(args.adapters, 2)
+        args.grid_prompts = min(args.grid_prompts, 12)
     output = args.output if args.output or args.smoke else RESULTS
     sampling = {"max_tokens": args.max_tokens, "temperature": 0.0, "seed": 0}
     work = Path(tempfile.mkdtemp(prefix="almanac-bench-adapters-"))
@@ -190,9 +205,19 @@ def main(argv: list[str] | None = None) -> int:
         results = {"benchmark": "adapters", "smoke": args.smoke,
                    "date": datetime.now(UTC).isoformat(timespec="seconds"),
                    "machine": machine_description(), "model": what, "rank": args.rank,
-                   "sampling": sampling, "quiet": quiet, "load_average": load_average(),
-                   **measure(work, model, adapters, args.prompts, sampling)}
-        results["load_average_end"] = load_average()
+                   "sampling": sampling, "quiet": quiet, "load_average": load_average()}
+        if not args.grid_only:
+            results.update(measure(work, model, adapters, args.prompts, sampling))
+        if args.grid or args.grid_only:
+            results["grid"] = grid(work, model, adapters, args.grid_prompts, args.rank, sampling,
+                                   SMOKE_SETTINGS if args.smoke else None)
+            results["grid"].update(date=results["date"], load_average=results["load_average"],
+                                   load_average_end=load_average())
+        if args.grid_only and output is not None and output.exists() and not args.smoke:
+            # The grid alone joins the figures recorded before, which keep their date.
+            results = {**json.loads(output.read_text(encoding="utf-8")),
+                       "grid": results["grid"]}
+        results.setdefault("load_average_end", load_average())
         report(results, table(results), output)
     finally:
         shutil.rmtree(work, ignore_errors=True)

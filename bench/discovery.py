@@ -2,8 +2,9 @@
 
 Serves N synthetic models (default 10,000) in the Hub's API shapes from the local Hub
 stand-in (tests/hub_standin.py), in a process of its own on 127.0.0.1, and runs the real
-discovery (`catalog.hubsync.discover`: huggingface_hub's `list_models` paging through the
-stand-in, each model mapped by catalog.hub and written in batches by catalog.importer)
+discovery (`catalog.hubsync.discover`: the listing paged through the stand-in as
+`HfApi.list_models` pages it, each item checked by catalog.hubjson, mapped by catalog.hub
+and written in batches by catalog.importer)
 into a freshly initialized catalog, then once more over the same models (everything
 already there: the refresh path). Reports models per second for both, with the time
 spent waiting on the listing versus mapping and writing.

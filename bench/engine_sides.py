@@ -31,7 +31,7 @@ SUMMARY_FIELDS = ("status", "plan", "cached", "copied", "generated", "failed", "
 
 def side_environment(multiprocessing: bool) -> dict[str, str]:
     """Both sides run with the settings Almanac's engine gives vLLM."""
-    from batch.run.engine import ENGINE_ENVIRONMENT
+    from batch.run.executors.target import ENGINE_ENVIRONMENT
 
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     return {**ENGINE_ENVIRONMENT, **os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1",

@@ -50,11 +50,11 @@ def write_job(directory: Path, engine: dict[str, Any], sampling: dict[str, Any])
 
 def llm_kwargs(model: str, options: dict[str, Any], *, on_cpu: bool,
                revision: str | None = None) -> dict[str, Any]:
-    """The keyword arguments `batch.run.engine.Engine.start` gives `vllm.LLM` for a job
+    """The keyword arguments `batch.run.executors.engine.Engine.start` gives `vllm.LLM` for a job
     with these [engine] options and no adapter: the raw side builds its LLM with them."""
-    from batch.run import engine
+    from batch.run.executors import target
 
-    return engine.llm_kwargs(engine.EngineTarget.make(model, revision, options), on_cpu=on_cpu)
+    return target.llm_kwargs(target.EngineTarget.make(model, revision, options), on_cpu=on_cpu)
 
 
 def sharpen(model_dir: Path, factor: float = 40.0) -> None:

@@ -116,7 +116,7 @@ def _check(i: int, rec: dict[str, Any] | None) -> None:
 
 def bench_api(predictions: Path, rows: int, samples: int, batch: int, rng: random.Random,
               check: bool) -> dict[str, Any]:
-    from batch.cache.reader import Predictions
+    from batch.query import Predictions
 
     out: dict[str, Any] = {}
     with Predictions.at(predictions, JOB) as p:

@@ -50,7 +50,7 @@ def _brute(outputs: list[str | None], needle: str) -> int:
 def bench_search(predictions: Path, job: str, outputs: list[str | None] | None) -> dict[str, Any]:
     """Times the searches; with `outputs` (every input's, in input id order), checks each
     total and first page against a plain scan of them."""
-    from batch.cache.reader import Predictions
+    from batch.query import Predictions
 
     out: dict[str, Any] = {"queries": list(SEARCHES), "repeat": REPEAT}
     with Predictions.at(predictions, job) as p:

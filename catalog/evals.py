@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from catalog.models import get_model
+from catalog.lookup import get_model
 from catalog.records import MeasuredEvalRecord
 from catalog.tables import MeasuredEval, Model
 

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.orm import Session
 
-from catalog.models import find_model
+from catalog.lookup import find_model
 from catalog.records import RevisionRecord, RevisionStatus, jsonable
 from catalog.tables import ModelRevision
 

@@ -1,45 +1,21 @@
 """Hub metadata mapped onto catalog entries: the API's ModelInfo, model cards, config.json.
 
 Where a fact lives on the Hub is this module's business; what a Hub tag or
-card language means for our domains and languages is `catalog.taxonomy`'s.
-`catalog.localmodels` reuses the card and config mapping for directories on disk.
+card language means for our domains and languages is `catalog.taxonomy`'s. No I/O here:
+`catalog.hubapi` asks the Hub, `catalog.localmodels` reuses the card and config mapping
+for directories on disk.
 """
 
 from __future__ import annotations
 
 import re
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, constants
-from huggingface_hub.errors import (
-    DisabledRepoError,
-    EntryNotFoundError,
-    GatedRepoError,
-    HfHubHTTPError,
-    HFValidationError,
-    OfflineModeIsEnabled,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
 from huggingface_hub.hf_api import ModelInfo
 from huggingface_hub.repocard_data import ModelCardData
 
 from catalog import taxonomy
 from catalog.records import EvalRecord, ModelEntry
-from schemas.errors import AlmanacError
-
-try:  # huggingface_hub 2.x speaks httpx2, 1.x httpx: catch whichever it raises.
-    from httpx2 import TransportError
-except ImportError:  # pragma: no cover - huggingface_hub 1.x
-    from httpx import TransportError
-
-# Everything entry_from_model_info reads; the Hub returns only what is asked for.
-EXPAND = [
-    "sha", "cardData", "tags", "pipeline_tag", "safetensors", "gguf", "config",
-    "baseModels", "gated", "downloads", "likes", "evalResults",
-]
 
 # Hub relation names (card `base_model_relation`, `baseModels.relation`, the
 # `base_model:<relation>:<id>` tags and the model tree's headings) → ours.
@@ -58,86 +34,24 @@ _DTYPES = {
     "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
 }
 
-# config.json keys that hold the context length, most specific first.
-_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx")
+# config.json keys that hold the context length, most specific first (transformers names
+# it max_position_embeddings; GPT-2 and its kin n_positions or n_ctx, others the rest).
+# schemas/hub-model.schema.json checks each of them.
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "max_seq_len",
+                 "seq_length", "n_ctx")
 
 # The YAML block at the top of a card, as huggingface_hub.repocard matches it.
-_FRONT_MATTER = re.compile(r"\A\s*---[\r\n]+[\s\S]*?[\r\n]+---(?:\r\n|\n|\Z)")
+FRONT_MATTER = re.compile(r"\A\s*---[\r\n]+[\s\S]*?[\r\n]+---(?:\r\n|\n|\Z)")
 
-_BASE_MODEL_TAG = re.compile(r"^base_model:([a-z_-]+):(.+)$")
-
-
-class HubError(AlmanacError):
-    """The Hub could not tell us about a repo; the message names the repo and what to do."""
-
-    def __init__(self, repo_id: str, message: str) -> None:
-        super().__init__(message)
-        self.repo_id = repo_id
+# The model tree's tags: `base_model:<relation>:<repo id>` (next to a bare `base_model:<id>`).
+BASE_MODEL_TAG = re.compile(r"^base_model:([a-z_-]+):(.+)$")
 
 
-def fetch_entry(repo_id: str, *, revision: str | None = None, api: HfApi | None = None) -> ModelEntry:
-    """Ask the Hub about one model, pinned to the commit it resolves to."""
-    api = api or HfApi()
-    try:
-        info = api.model_info(repo_id, revision=revision, expand=EXPAND)
-        card = card_text(api, repo_id, info.sha or revision)
-    except Exception as exc:
-        if (error := hub_error(exc, repo_id, revision, api.endpoint)) is not None:
-            raise error from exc
-        raise
-    return entry_from_model_info(info, card_text=card)
-
-
-def card_text(api: HfApi, repo_id: str, revision: str | None) -> str:
-    """The README body; downloaded to a temporary directory so the HF cache
-    does not gain a config-less repo that `scan-cache` would then trip over."""
-    with tempfile.TemporaryDirectory(prefix="almanac-card-") as tmp:
-        try:
-            path = api.hf_hub_download(
-                repo_id, constants.REPOCARD_NAME, revision=revision, local_dir=tmp
-            )
-        except EntryNotFoundError:
-            return ""  # a repo without a README is allowed; it just has no card
-        content = Path(path).read_text(encoding="utf-8-sig", errors="replace")
-    # The metadata already came with model_info; only the body is wanted, so a
-    # card whose YAML the Hub tolerates but PyYAML rejects cannot fail the import.
-    return _FRONT_MATTER.sub("", content, count=1)
-
-
-def hub_error(exc: Exception, repo_id: str, revision: str | None, endpoint: str) -> HubError | None:
-    # Order matters: GatedRepoError is a RepositoryNotFoundError, and the
-    # specific HTTP errors are all HfHubHTTPError.
-    if isinstance(exc, GatedRepoError):
-        msg = (f"{repo_id} is gated on the Hub: accept its terms on huggingface.co, "
-               "then log in (`hf auth login`) or set HF_TOKEN")
-    elif isinstance(exc, RepositoryNotFoundError):
-        msg = (f"{repo_id}: no such model on the Hub (if it is private, "
-               "log in with `hf auth login` or set HF_TOKEN)")
-    elif isinstance(exc, RevisionNotFoundError):
-        msg = f"{repo_id}: the Hub has no revision {revision!r}"
-    elif isinstance(exc, DisabledRepoError):
-        msg = f"{repo_id} is disabled on the Hub"
-    elif isinstance(exc, OfflineModeIsEnabled):
-        msg = (f"cannot ask the Hub about {repo_id}: offline mode is on (HF_HUB_OFFLINE); "
-               "`almanac models scan-cache` adds models already downloaded")
-    elif isinstance(exc, (TransportError, TimeoutError, ConnectionError)):
-        msg = f"cannot reach the Hub at {endpoint} for {repo_id}: {_first_line(exc)}"
-    elif isinstance(exc, HfHubHTTPError):
-        msg = f"the Hub refused the request for {repo_id}: {_first_line(exc)}"
-    elif isinstance(exc, HFValidationError):
-        msg = f"{repo_id!r} is not a valid Hub repo id: {_first_line(exc)}"
-    else:
-        return None
-    return HubError(repo_id, msg)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
-def entry_from_model_info(info: ModelInfo, *, card_text: str = "") -> ModelEntry:
-    """Map what the Hub API says about a model onto a catalog entry (no I/O)."""
+def entry_from_model_info(info: ModelInfo, *, card_text: str = "",
+                          config: dict[str, Any] | None = None) -> ModelEntry:
+    """Map what the Hub API says about a model onto a catalog entry (no I/O). `config`:
+    the repo's config.json when it was read (the API's `config` is trimmed: no context
+    length, no dtype)."""
     entry = ModelEntry(
         ref=info.id,
         repo_id=info.id,
@@ -150,7 +64,7 @@ def entry_from_model_info(info: ModelInfo, *, card_text: str = "") -> ModelEntry
     )
     card = info.card_data or ModelCardData()
     apply_card(entry, card, card_text)
-    apply_config(entry, info.config or {})
+    apply_config(entry, {**(info.config or {}), **(config or {})})
 
     hub_tags = info.tags or []
     # Hub tags are a superset of the card's; key:value tags (license:, region:,
@@ -161,12 +75,14 @@ def entry_from_model_info(info: ModelInfo, *, card_text: str = "") -> ModelEntry
         *entry.tags, *(t for t in hub_tags if ":" not in t and t not in card_languages)
     ])
     entry.task = info.pipeline_tag or entry.task
-    entry.domains = taxonomy.hub_domains([*hub_tags, *(card.tags or [])], entry.task)
+    entry.domains = taxonomy.hub_domains([*hub_tags, *_as_list(card.tags)], entry.task)
     entry.license = entry.license or _tag_value(hub_tags, "license")
 
-    base, relation = _hub_lineage(info)
-    entry.base_model = entry.base_model or base
-    entry.relation = entry.relation or relation
+    # The Hub's lineage names the base by its id today (a card may still say a renamed
+    # repo's old id); the card's stands where the Hub says nothing.
+    base, relation = hub_lineage(info)
+    if base:
+        entry.base_model, entry.relation = base, relation or entry.relation
 
     if info.safetensors is not None:
         entry.parameters = info.safetensors.total
@@ -179,6 +95,14 @@ def entry_from_model_info(info: ModelInfo, *, card_text: str = "") -> ModelEntry
     return entry
 
 
+def lineage_unsaid(info: ModelInfo) -> bool:
+    """Whether the card names a base model but the Hub's listing says nothing of how the
+    model derives from it (no `base_model:<relation>:` tag, no `baseModels`): the one case
+    where `model_info` for this model alone is worth asking."""
+    card = info.card_data
+    return bool(card is not None and card.base_model) and hub_lineage(info) == (None, None)
+
+
 def apply_card(entry: ModelEntry, card: ModelCardData, text: str) -> None:
     """Fill an entry from model card metadata and body (shared with local directories)."""
     entry.languages = taxonomy.hub_languages(card.language)
@@ -188,9 +112,9 @@ def apply_card(entry: ModelEntry, card: ModelCardData, text: str) -> None:
     if license_ == "other" and card.license_name:
         license_ = card.license_name
     entry.license = license_
-    entry.tags = _unique(card.tags or [])
+    entry.tags = _unique(_as_list(card.tags))
     entry.task = card.pipeline_tag
-    entry.domains = taxonomy.hub_domains(card.tags or [], card.pipeline_tag)
+    entry.domains = taxonomy.hub_domains(_as_list(card.tags), card.pipeline_tag)
     base = card.base_model
     entry.base_model = (base[0] if base else None) if isinstance(base, list) else base
     entry.relation = RELATIONS.get(str(card.get("base_model_relation", "")).lower())
@@ -265,8 +189,9 @@ def _hub_evals(info: ModelInfo) -> list[EvalRecord]:
     return out
 
 
-def _hub_lineage(info: ModelInfo) -> tuple[str | None, str | None]:
-    """Base model and relation as the Hub worked them out (used when the card is silent)."""
+def hub_lineage(info: ModelInfo) -> tuple[str | None, str | None]:
+    """Base model and relation as the Hub worked them out: `baseModels` (asked of one
+    model), else the model tree's `base_model:<relation>:<id>` tags (in every listing)."""
     raw = info.base_models
     if isinstance(raw, dict):
         models = [m.get("id") for m in raw.get("models") or [] if isinstance(m, dict)]
@@ -276,7 +201,7 @@ def _hub_lineage(info: ModelInfo) -> tuple[str | None, str | None]:
     elif isinstance(raw, list) and raw and isinstance(raw[0], str):
         return raw[0], None
     for tag in info.tags or []:
-        if (m := _BASE_MODEL_TAG.match(tag)) and (relation := RELATIONS.get(m.group(1))):
+        if (m := BASE_MODEL_TAG.match(tag)) and (relation := RELATIONS.get(m.group(1))):
             return m.group(2), relation
     return None, None
 

@@ -12,6 +12,7 @@ from huggingface_hub import constants, scan_cache_dir
 from huggingface_hub.errors import CacheNotFound
 from huggingface_hub.utils import CachedRepoInfo, CachedRevisionInfo
 
+from catalog.hubhttp import library_calls
 from catalog.localmodels import LocalModelError, entry_from_directory
 from catalog.records import ModelEntry
 from schemas.errors import AlmanacError
@@ -30,7 +31,8 @@ def scan_cache(cache_dir: Path | None = None) -> tuple[list[ModelEntry], list[st
     """One entry per cached model repo, and one warning per repo that was skipped."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     try:
-        info = scan_cache_dir(cache_dir)
+        with library_calls():  # huggingface_hub failing in its own code: one line
+            info = scan_cache_dir(cache_dir)
     except CacheNotFound:
         raise CacheScanError(f"no Hugging Face cache at {cache_dir}") from None
     except (ValueError, OSError) as exc:

@@ -30,10 +30,13 @@ DEFAULT_TASK = "text-generation"
 MAX_QUERIES = 128
 
 # What discovery reads from each listed model (`catalog.hub.entry_from_model_info`), plus
-# what it sorts merged answers by. The README body is not in a listing: discovery imports
-# without it and `models refresh` fetches it.
+# what it sorts merged answers by: only values `HfApi.list_models` documents for `expand`.
+# The Hub answers 400 to the others: `baseModels`, `childrenModelCount` and `usedStorage`
+# are for one model's page (huggingface_hub PR 3182), so lineage comes from the model
+# tree's `base_model:<relation>:<id>` tags. The README body is not in a listing either:
+# discovery imports without it, and `models refresh` fetches it.
 LIST_EXPAND = [
-    "sha", "cardData", "tags", "pipeline_tag", "safetensors", "gguf", "config", "baseModels",
+    "sha", "cardData", "tags", "pipeline_tag", "safetensors", "gguf", "config",
     "gated", "downloads", "likes", "evalResults", "trendingScore", "createdAt",
 ]
 

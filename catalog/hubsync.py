@@ -3,7 +3,9 @@ transaction of its own.
 
 Both are safe to repeat and to interrupt: a batch is written whole or not at all, a model
 already in the catalog is refreshed rather than duplicated, and a refresh picks the models
-the Hub described longest ago first, so one stopped halfway resumes where it stopped.
+the Hub described longest ago first, so one stopped halfway resumes where it stopped. A
+model the Hub refuses or garbles is reported and skipped; when the Hub cannot be asked at
+all (offline, out of reach), what was read before is written, then the error stops the run.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import or_, select
 
+from catalog import hubapi
 from catalog.hub import entry_from_model_info
-from catalog.hubapi import Refusal, Sleep, list_models, model_card, model_info
+from catalog.hubapi import Refusal
+from catalog.hubhttp import HubError, HubHTTP, Sleep, library_calls
 from catalog.hubquery import DiscoverQuery
 from catalog.importer import Outcome, import_entries
 from catalog.records import ModelEntry
@@ -80,10 +84,10 @@ def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def _entry(info: ModelInfo, card: str = "") -> ModelEntry | Refusal:
+def _entry(info: ModelInfo, card: str = "", config: dict[str, Any] | None = None) -> ModelEntry | Refusal:
     try:
-        return entry_from_model_info(info, card_text=card)
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # odd metadata on the Hub
+        return entry_from_model_info(info, card_text=card, config=config)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # odd metadata the schema let through
         return Refusal(info.id, f"{info.id}: unreadable metadata on the Hub: {exc}")
 
 
@@ -101,10 +105,27 @@ def discover(catalog: Catalog, api: HfApi, query: DiscoverQuery, *,
              sleep: Sleep = time.sleep) -> Report:
     """List what the Hub has for `query` and add or refresh each model, a batch at a time."""
     report = Report(dry_run=dry_run)
-    for infos in _batches(list_models(api, query, sleep=sleep), batch):
-        _write(catalog, report, [_entry(info) for info in infos], dry_run)
+    pending: list[ModelEntry | Refusal] = []
+
+    def flush() -> None:
+        _write(catalog, report, pending, dry_run)
+        pending.clear()
         if progress:
             progress(len(report.outcomes) + len(report.refused))
+
+    with library_calls():
+        http = HubHTTP(api, sleep=sleep)
+        try:
+            for found in hubapi.list_models(http, query):
+                pending.append(found if isinstance(found, Refusal) else _entry(hubapi.with_lineage(http, found)))
+                if len(pending) >= batch:
+                    flush()
+        except HubError:
+            if pending:
+                flush()  # what was read before the Hub went out of reach stays
+            raise
+        if pending:
+            flush()
     return report
 
 
@@ -114,12 +135,13 @@ class _Due:
     repo_id: str
     revision: str | None
     has_card: bool
+    context_length: int | None
 
 
 def due(session: Session, *, older_than: timedelta | None = None, refs: Iterable[str] = (),
         limit: int | None = None, now: datetime | None = None) -> list[_Due]:
     """Catalog models the Hub should describe again, the longest unasked first."""
-    stmt = select(Model.ref, Model.repo_id, Model.revision, Model.card != "").where(
+    stmt = select(Model.ref, Model.repo_id, Model.revision, Model.card != "", Model.context_length).where(
         Model.repo_id.is_not(None), Model.source.in_(REFRESHED_SOURCES))
     if wanted := list(refs):
         stmt = stmt.where(or_(Model.ref.in_(wanted), Model.repo_id.in_(wanted)))
@@ -142,28 +164,32 @@ def refresh(catalog: Catalog, api: HfApi, *, older_than: timedelta | None = None
     with catalog.sessions() as session:
         todo = due(session, older_than=older_than, refs=refs, limit=limit)
     report = Report(dry_run=dry_run)
-    for chunk in _batches(todo, batch):
-        entries: list[ModelEntry | Refusal] = []
-        for model in chunk:
-            entries.append(_refreshed(api, model, sleep))
-        _write(catalog, report, entries, dry_run)
-        if progress:
-            progress(len(report.outcomes) + len(report.refused))
+    with library_calls():
+        http = HubHTTP(api, sleep=sleep)
+        for chunk in _batches(todo, batch):
+            entries: list[ModelEntry | Refusal] = []
+            try:
+                for model in chunk:
+                    entries.append(_refreshed(http, model))
+            except HubError:
+                if entries:  # what the Hub described before it went out of reach stays
+                    _write(catalog, report, entries, dry_run)
+                raise
+            _write(catalog, report, entries, dry_run)
+            if progress:
+                progress(len(report.outcomes) + len(report.refused))
     return report
 
 
-def _refreshed(api: HfApi, model: _Due, sleep: Sleep) -> ModelEntry | Refusal:
-    info = model_info(api, model.repo_id, sleep=sleep)
+def _refreshed(http: HubHTTP, model: _Due) -> ModelEntry | Refusal:
+    info = hubapi.described(http, model.repo_id)
     if isinstance(info, Refusal):
         return info
-    card = ""
-    if info.sha != model.revision or not model.has_card:
-        fetched = model_card(api, model.repo_id, info.sha)
-        if isinstance(fetched, Refusal):
-            log.warning("%s", fetched.reason)  # the facts still refresh; the card waits
-        else:
-            card = fetched
-    entry = _entry(info, card)
+    moved = info.sha != model.revision
+    # Once per revision: the card and config.json of a revision already read are not asked again.
+    text, config = hubapi.extras(http, info, want_card=moved or not model.has_card,
+                                 want_config=moved or model.context_length is None)
+    entry = _entry(info, text, config)
     if isinstance(entry, ModelEntry):
         entry.ref = model.ref  # a seed model's reference is its repo id, a Hub one's too
     return entry

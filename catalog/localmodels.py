@@ -201,6 +201,13 @@ def tensor_shapes(file: Path) -> list[tuple[str, list[int]]]:
     """(dtype, shape) of every tensor in a safetensors file, as its header states them
     (`BF16`, `[4096, 4096]`); the weights are mapped, never read."""
     try:
+        # safetensors words every failure to open as "No such file or directory": a file
+        # this user may not read is opened here first, so the message says so.
+        with file.open("rb"):
+            pass
+    except OSError as exc:
+        raise LocalModelError(f"{file}: not readable: {exc.strerror or exc}") from None
+    try:
         # "numpy": the lightest framework to name; no tensor is ever materialized.
         with safe_open(file, framework="numpy") as weights:
             slices = [weights.get_slice(name) for name in weights.keys()]  # noqa: SIM118 - not a dict

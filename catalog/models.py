@@ -7,10 +7,12 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, union_all
+from sqlalchemy import func, select, union_all
 from sqlalchemy.orm import Session
 
 from catalog import indexing, taxonomy
+from catalog.history import record_replaced
+from catalog.lookup import UnknownModelError, find_model, get_model
 from catalog.records import CURATABLE, EvalRecord, ModelEntry, ModelRecord, PerformanceRecord
 from catalog.tables import (
     RELATIONS,
@@ -24,19 +26,18 @@ from catalog.tables import (
     RunCandidate,
     utcnow,
 )
-from schemas.errors import AlmanacError
+
+# find_model, get_model and UnknownModelError live in catalog.lookup (below history and
+# evals, which ask them too); they are named here as well, where callers have long found them.
+__all__ = ["UnknownModelError", "adapters_of", "facts_of", "fill_from_existing", "find_model",
+           "get_model", "indexed_of", "performances", "remove_model", "to_record",
+           "upsert_model", "validate_entry"]
 
 _SCALARS = (
     "repo_id", "revision", "name", "description", "architecture", "parameters",
     "context_length", "dtype", "license", "task", "base_model", "relation",
     "adapter_rank", "source", "local_path", "gated", "downloads", "likes", "card",
 )
-
-
-class UnknownModelError(AlmanacError, LookupError):
-    def __init__(self, ref: str) -> None:
-        super().__init__(f"no model {ref!r} in the catalog (see `almanac models list`)")
-        self.ref = ref
 
 
 def validate_entry(entry: ModelEntry) -> ModelEntry:
@@ -77,8 +78,6 @@ def upsert_model(session: Session, entry: ModelEntry, *, refreshed_at: datetime 
         children_before = _children(model)
         before = indexed_of(model)
         if model.revision and entry.revision and entry.revision != model.revision:
-            from catalog.history import record_replaced  # history builds on this module
-
             record_replaced(session, model.id, model.revision, facts_of(to_record(session, model)),
                             seen_at=model.refreshed_at or model.updated_at,
                             replaced_at=refreshed_at or utcnow(), replaced_by=entry.revision)
@@ -144,30 +143,6 @@ def _children(model: Model) -> tuple:
     )
 
 
-def find_model(session: Session, ref: str) -> Model | None:
-    """By reference, then repo id, then a case-insensitive name; None if nothing matches.
-    Both sides go through SQLite's lower(), which folds ASCII only: Python's str.lower()
-    on one side would make a name such as "Ǎguila 7B" unfindable even typed exactly."""
-    model = session.scalar(select(Model).where(Model.ref == ref))
-    if model is None:
-        model = session.scalar(
-            select(Model).where(or_(Model.repo_id == ref, func.lower(Model.ref) == func.lower(ref)))
-        )
-    if model is None:
-        matches = session.scalars(
-            select(Model).where(func.lower(Model.name) == func.lower(ref)).limit(2)
-        ).all()
-        model = matches[0] if len(matches) == 1 else None
-    return model
-
-
-def get_model(session: Session, ref: str) -> Model:
-    model = find_model(session, ref)
-    if model is None:
-        raise UnknownModelError(ref)
-    return model
-
-
 def remove_model(session: Session, ref: str) -> str:
     model = get_model(session, ref)
     indexing.apply(session.connection(), [indexed_of(model)], [])
@@ -175,8 +150,10 @@ def remove_model(session: Session, ref: str) -> str:
     return model.ref
 
 
-def to_record(session: Session, model: Model, *, detail: bool = False) -> ModelRecord:
-    record = ModelRecord(
+def to_record(session: Session, model: Model) -> ModelRecord:
+    """The model's own facts as a plain record (catalog.detail adds its adapters,
+    measured speed and scores, and history)."""
+    return ModelRecord(
         id=model.id,
         ref=model.ref,
         created_at=model.created_at,
@@ -189,27 +166,17 @@ def to_record(session: Session, model: Model, *, detail: bool = False) -> ModelR
         refreshed_at=model.refreshed_at,
         **{name: getattr(model, name) for name in _SCALARS},
     )
-    if detail:
-        # Only LoRA-style adapters: finetunes, quantizations and merges are not adapters.
-        # A local model has no repo id; `base_model == None` would match every root model.
-        # An adapter added from a directory names its base by the path it was trained on.
-        bases = [b for b in (model.ref, model.repo_id, model.local_path) if b]
-        record.adapters = list(
-            session.scalars(
-                select(Model.ref)
-                .where(Model.base_model.in_(bases), Model.relation == "adapter")
-                .order_by(Model.ref)
-            )
-        )
-        record.performance = performances(session, [model.id]).get(model.id)
-        from catalog.evals import measured_for_model  # evals builds on this module
-        from catalog.history import history_of
-        from catalog.training import training_of
 
-        record.measured = measured_for_model(session, model.id)
-        record.history = history_of(session, model.id)
-        record.training = training_of(session, model.id)
-    return record
+
+def adapters_of(session: Session, model: Model) -> list[str]:
+    """The catalog's LoRA adapters built on `model`, by reference. Only adapters:
+    finetunes, quantizations and merges are not. A local model has no repo id
+    (`base_model == None` would match every root model), and an adapter added from a
+    directory names its base by the path it was trained on."""
+    bases = [b for b in (model.ref, model.repo_id, model.local_path) if b]
+    return list(session.scalars(
+        select(Model.ref).where(Model.base_model.in_(bases), Model.relation == "adapter")
+        .order_by(Model.ref)))
 
 
 def performances(session: Session, model_ids: list[int]) -> dict[int, PerformanceRecord]:

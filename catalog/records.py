@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -257,6 +258,10 @@ class CandidateRun:
 
 
 def jsonable(value: Any) -> Any:
+    """`value` as JSON takes it: datetimes as ISO text, and a float that is not finite as
+    null (JSON has no NaN nor Infinity; a reader would choke on the bare words)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, dict):

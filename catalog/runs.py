@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from catalog.models import find_model
+from catalog.lookup import find_model
 from catalog.records import CandidateRun, RunRecord
 from catalog.tables import Run, RunCandidate
 

@@ -2,7 +2,13 @@
 
 It lives at the bottom of the room graph so that every room can derive from
 it without importing the front door; the CLI maps an error to its exit code
-by the `exit_code` attribute, and the HTTP server by `http_status`.
+by the `exit_code` attribute, and the HTTP server by `http_status`. Every room's
+errors derive from one of these, so the front door needs no other vocabulary:
+
+    AlmanacError       exit 1   HTTP 500 (a bug, if it reaches the server)
+    UsageError         exit 2   HTTP 400   the asker's input is wrong
+    NotFoundError      exit 1   HTTP 404   what was asked for is not there
+    UnavailableError   exit 1   HTTP 503   a store cannot be used now
 """
 
 from __future__ import annotations
@@ -37,6 +43,14 @@ class UsageError(AlmanacError):
     exit_code = ExitCode.USAGE
     title = "invalid"
     http_status = 400
+
+
+class NotFoundError(AlmanacError):
+    """What was asked for is not there: a job with nothing cached, a model the catalog
+    lacks, an input without a prediction. Exit 1 (HTTP 404)."""
+
+    title = "not found"
+    http_status = 404
 
 
 class UnavailableError(AlmanacError):

@@ -22,11 +22,38 @@ atexit.register(shutil.rmtree, _RAY_WORK, ignore_errors=True)
 RAY_CLIENT = client_environment(_RAY_WORK)
 os.environ.update(RAY_CLIENT)
 
+# `-n auto` (pyproject's addopts): the whole suite, or a folder of it, runs on this many
+# workers. Each worker that meets an engine test starts the session's engine once, and
+# a vLLM engine keeps to one thread: two workers keep two cores busy.
+SUITE_WORKERS = 2
+
 if TYPE_CHECKING:  # the engine and the catalog load only in the tests that use them
-    from batch.run.engine import EnginePool
+    from batch.run.executors.engine import EnginePool
     from batch.run.runner import Runner
     from catalog.db import Catalog
     from tests.ray_support import HeadNode
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Workers for `-n auto`: SUITE_WORKERS for the suite or a folder of it; none (one
+    process, at most one engine) for a run of named files or tests, which rarely gains
+    from a second engine. PYTEST_XDIST_AUTO_NUM_WORKERS or `-n N` say otherwise."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    named = [a for a in config.args if "::" in a or a.endswith(".py")]
+    if config.args and len(named) == len(config.args):
+        return 0
+    workers = min(SUITE_WORKERS, os.cpu_count() or 1)
+    return workers if workers > 1 else 0
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The Ray tests share the session's one cluster: under xdist they run on one worker."""
+    for item in items:
+        if item.get_closest_marker("ray") is not None:
+            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +86,8 @@ def lora_adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def engine_pool(tiny_model: Path) -> Iterator[EnginePool]:
     """One real vLLM engine for the whole session, started with LoRA enabled (room
     for four adapters at once) so that jobs with and without adapters share it."""
-    from batch.run.engine import EnginePool, EngineTarget
+    from batch.run.executors.engine import EnginePool
+    from batch.run.executors.target import EngineTarget
     from tests.engine_support import ENGINE_OPTIONS, LORA_RANK, MAX_LORAS
 
     pool = EnginePool()

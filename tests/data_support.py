@@ -13,7 +13,7 @@ import tomli_w
 from batch.cache.store import PredictionStore
 from batch.data.chains import UpstreamReader
 from batch.run.plan import Plan, Target, make_plans
-from batch.run.spec import JobSpec, load_spec
+from batch.run.spec.job import JobSpec, load_spec
 from batch.score.store import Score, ScoreStore
 from tests.cache_support import key_for, record, write
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import tomli_w
 
 if TYPE_CHECKING:  # the runner pulls in the catalog and the cache: annotations only
-    from batch.run.engine import EnginePool
+    from batch.run.executors.engine import EnginePool
     from batch.run.runner import Runner
 
 # Every test job uses these engine options, so one engine serves the whole session.
@@ -98,4 +98,6 @@ def runner_for(home: Path, pool: EnginePool, model_dir: Path) -> Runner:
     catalog = Catalog.at(home / "catalog.db")
     with catalog.sessions.begin() as s:
         upsert_model(s, entry_from_directory(model_dir, name=TINY_MODEL))
-    return Runner(catalog, home / "predictions", home / "locks", pool=pool)
+    from batch.run.executors.local import LocalExecutor
+
+    return Runner(catalog, home / "predictions", home / "locks", executor=LocalExecutor(pool))

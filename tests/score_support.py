@@ -135,7 +135,7 @@ def build_scored_home(root: Path, *, second_price: float | None = None) -> Path:
 def score_home(root: Path, job_file: Path) -> ScoreReport:
     """Score the job in this process, as `almanac score` does."""
     from batch.run.runner import Runner
-    from batch.run.spec import load_spec
+    from batch.run.spec.job import load_spec
     from batch.score.scoring import score_run
 
     catalog = Catalog.at(root / "catalog.db")

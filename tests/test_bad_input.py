@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from almanac.cli import cli
-from batch.run.errors import SpecError
-from batch.run.prompts import PromptRenderer, PromptSpec, RenderError
-from batch.run.spec import load_spec
+from batch.run.spec.errors import SpecError
+from batch.run.spec.job import load_spec
+from batch.run.spec.prompts import PromptRenderer, PromptSpec, RenderError
 from tests.cache_support import record, write
 from tests.test_job_spec import GOOD, job
 from tests.test_job_spec import write as write_text
@@ -42,6 +42,14 @@ HOSTILE_TEMPLATES = {
     "{{ [1]|batch(1000000000, 'x')|list }}": "batch",
     "{{ range(10**9)|list|length }}": "Range too big",
     "{{ lipsum(n=1000000) }}": "'lipsum' is undefined",
+    # One filter call that walks its input in Python for minutes, where the deadline
+    # (checked between steps) could not stop it: charged before it runs.
+    '{{ ("x" * 1000000)|wordwrap(1)|length }}': "wordwrap would take more than 1,000,000",
+    "{{ (fruit * 100000)|wordwrap(1) }}": "wordwrap would take more than 1,000,000",
+    "{{ (fruit * 1000000)|wordwrap(79) }}": "wordwrap would take more than 1,000,000",
+    "{{ (fruit * 400000)|list|sort|join }}": "sort would take more than 1,000,000",
+    "{{ ([(fruit * 20000)|list] * 100)|pprint }}": "pprint would take more than 1,000,000",
+    "{{ (fruit * 400000)|title }}": "title would take more than 1,000,000",
 }
 
 
@@ -59,6 +67,10 @@ def test_the_bounds_leave_ordinary_templates_alone() -> None:
         "{{ 123456789|filesizeformat }} {{ [1, 2, 3]|join(',') }} "
         "{% for x in range(3) %}{{ x ~ '-' }}{% endfor %}{{ (fruit * 3)|replace('f', 'F') }}")))
     assert renderer.render({"fruit": "fig"}) == "FIG     3 123,456,789 123.5 MB 1,2,3 0-1-2-FigFigFig"
+    walking = PromptRenderer(PromptSpec(template=(
+        "{{ (fruit ~ ' tree')|wordwrap(4) }}|{{ [fruit, 'apple']|sort|join(',') }}|"
+        "{{ {'a': [1, 2]}|tojson }}|{{ (fruit * 1000)|wordwrap(79)|length }}")))
+    assert walking.render({"fruit": "fig"}) == 'fig\ntree|apple,fig|{"a": [1, 2]}|3037'
     # A budget is per row: the next row has all of it again.
     loop = PromptRenderer(PromptSpec(template="{% for i in range(90000) %}{% endfor %}{{ n }}"))
     assert [loop.render({"n": i}) for i in range(20)] == [str(i) for i in range(20)]
@@ -117,7 +129,7 @@ def test_an_overlong_or_deeply_nested_input_line_fails_alone(tmp_path: Path) -> 
         json.dumps({"id": "ok", "fruit": "fig"}),
     ]) + "\n")
     rows = list(inputs.read_rows(load_spec(job(tmp_path, GOOD)).input, max_line=10_000))
-    assert [(r.id, r.error is None) for r in rows] == [("line-1", False), ("line-2", False),
+    assert [(r.id, r.error is None) for r in rows] == [("<row 1>", False), ("<row 2>", False),
                                                        ("ok", True)]
     assert "longer than 10,000 bytes" in rows[0].error and "nested too deeply" in rows[1].error
 

@@ -15,12 +15,14 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from batch.run.engine import EnginePool
+from batch.run.executors.engine import EnginePool
+from batch.run.executors.local import LocalExecutor
 from batch.run.runner import Runner
-from batch.run.spec import load_spec
-from tests.engine_support import almanac, popen_almanac, runner_for, write_job
+from batch.run.spec.job import load_spec
+from tests.engine_support import ENGINE_OPTIONS, almanac, popen_almanac, runner_for, write_job
 
 pytestmark = pytest.mark.engine
+MAX_NUM_SEQS = ENGINE_OPTIONS["max_num_seqs"]  # rows the engine generates at once
 
 
 def read_job(home: Path, job: str) -> list[dict[str, Any]]:
@@ -83,10 +85,11 @@ def test_rerun_is_served_from_cache_without_starting_the_engine(
 ) -> None:
     job = write_job(tmp_path, "again", words(40))
     runner.run(load_spec(job))
-    fresh = Runner(runner.catalog, home / "predictions", home / "locks", pool=EnginePool())
+    local = LocalExecutor(EnginePool())
+    fresh = Runner(runner.catalog, home / "predictions", home / "locks", executor=local)
     result = fresh.run(load_spec(job))
     assert (result.cached, result.generated, result.engine_started) == (40, 0, False)
-    assert fresh.pool.starts == 0
+    assert local.pool.starts == 0
     # Nothing was tokenized, generated or written: the phases say so.
     assert result.phases.plan_s > 0 and result.phases.recover_s > 0
     assert (result.phases.tokenize_s, result.phases.generate_s, result.phases.write_s,
@@ -160,7 +163,7 @@ def test_bad_rows_fail_alone_and_the_rest_succeed(
     assert result.status == "failed_rows"
     assert (result.generated, result.failed) == (25, 3)
     out = {r["input_id"]: r for r in read_job(home, "bad")}
-    assert "invalid JSON" in out["line-21"]["error"]
+    assert "invalid JSON" in out["<row 21>"]["error"]
     assert "max_model_len" in out["long"]["error"] and out["long"]["output"] is None
     assert "'word' is undefined" in out["nofield"]["error"]
     expected = raw_generate(engine_pool, [f"Say: apple {i}" for i in range(25)])
@@ -245,10 +248,13 @@ def test_kill_9_mid_run_then_rerun_gives_each_input_once_as_an_uninterrupted_run
     runner: Runner, home: Path, tmp_path: Path, engine_pool: EnginePool, tiny_model: Path
 ) -> None:
     """A real `almanac run` is killed with SIGKILL after its first shards land; a second
-    run meanwhile exits 75; the rerun completes with every input exactly once."""
-    n = 1500
+    run meanwhile exits 75; the rerun, on the session's engine, completes with every
+    input exactly once."""
+    # The engine takes MAX_NUM_SEQS rows at a time: after the first of them land, five
+    # more rounds of 16 tokens are left when it is frozen (a wide margin, even loaded).
+    n = 6 * MAX_NUM_SEQS
     rows = [*words(n), {"id": "long", "word": "banana " * 300}]
-    job = write_job(tmp_path, "crash", rows, shard_rows=25, sampling={"max_tokens": 24})
+    job = write_job(tmp_path, "crash", rows, shard_rows=25, sampling={"max_tokens": 16})
     job_dir = home / "predictions" / "crash"
     log = tmp_path / "first.log"
     first = popen_almanac(home, log, "run", str(job))
@@ -275,12 +281,11 @@ def test_kill_9_mid_run_then_rerun_gives_each_input_once_as_an_uninterrupted_run
             first.wait(timeout=60)
     assert first.returncode == -signal.SIGKILL
 
-    rerun = almanac(home, "run", str(job), "--json")
-    assert rerun.returncode == 3, rerun.stderr  # the over-long row failed
-    summary = json.loads(rerun.stdout)
-    assert summary["cached"] + summary["generated"] == n
-    assert summary["phases"]["generate_s"] > 0 and summary["phases"]["write_s"] > 0
-    assert summary["cached"] >= landed - 1  # the over-long row may have landed too
+    rerun = runner.run(load_spec(job))
+    assert rerun.status == "failed_rows"  # the over-long row failed
+    assert rerun.cached + rerun.generated == n
+    assert rerun.phases.generate_s > 0 and rerun.phases.write_s > 0
+    assert rerun.cached >= landed - 1  # the over-long row may have landed too
 
     rows_out = [r for r in read_job(home, "crash") if r["error"] is None]
     ids = [r["input_id"] for r in rows_out]

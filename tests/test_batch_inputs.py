@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batch.run.inputs import InputError, InputRow, content_id, read_rows
-from batch.run.spec import InputSpec
+from batch.run.spec.job import InputSpec
 
 
 def read(path: Path, fmt: str, id_field: str = "id") -> list[InputRow]:
@@ -41,7 +41,7 @@ def test_jsonl_broken_line_becomes_an_error_row_naming_the_line(tmp_path: Path) 
     path = write_bytes(tmp_path / "in.jsonl",
                        b'{"id": "a"}\n{"id": "b", \n{"id": "c"}\n')
     rows = read(path, "jsonl")
-    assert [r.id for r in rows] == ["a", "line-2", "c"]
+    assert [r.id for r in rows] == ["a", "<row 2>", "c"]
     broken = rows[1]
     assert broken.fields is None and broken.position == 2
     assert broken.error is not None and broken.error.startswith("line 2: invalid JSON")
@@ -60,7 +60,7 @@ def test_jsonl_invalid_utf8_spoils_only_its_own_line(tmp_path: Path) -> None:
                        b'{"id": "a", "fruit": "p\xc3\xaache"}\n{"id": "b", "fruit": "\xff\xfe"}\n'
                        b'{"id": "c", "fruit": "fig"}\n')
     rows = read(path, "jsonl")
-    assert [r.id for r in rows] == ["a", "line-2", "c"]
+    assert [r.id for r in rows] == ["a", "<row 2>", "c"]
     assert rows[0].fields == {"id": "a", "fruit": "p\u00eache"}
     assert rows[1].error is not None and rows[1].error.startswith("line 2: not UTF-8")
     assert rows[2].fields == {"id": "c", "fruit": "fig"}
@@ -100,7 +100,7 @@ def test_csv_rows_are_dicts_of_strings_numbered_by_file_line(tmp_path: Path) -> 
 def test_csv_row_with_extra_values_is_an_error_row(tmp_path: Path) -> None:
     path = write_bytes(tmp_path / "in.csv", b"id,fruit\na,peach\nb,apple,surplus\nc,fig\n")
     rows = read(path, "csv")
-    assert [r.id for r in rows] == ["a", "line-3", "c"]
+    assert [r.id for r in rows] == ["a", "<row 3>", "c"]
     assert rows[1].error == "line 3: more values than header columns"
     assert rows[1].fields is None
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from batch.run.spec import load_spec
+from batch.run.spec.job import load_spec
 from bench import adapters as bench_adapters
 from bench.engine_workload import prompt
 
@@ -35,3 +35,18 @@ def test_the_table_states_the_figures_and_the_load() -> None:
     text = bench_adapters.table(figures)
     assert "load [0.3, 0.4, 0.5]" in text and "speedup 4.0x (target 3.0x)" in text
     assert "4 runs" in text and "mixed/single throughput 0.9" in text
+
+
+def test_the_lora_grid_compares_each_setting_with_the_base_at_its_batch() -> None:
+    from bench.adapters_grid import ratios, table
+
+    def setting(tokens_per_s: float, max_loras: int | None, max_num_seqs: int) -> dict:
+        return {"output_tokens_per_s": tokens_per_s, "max_loras": max_loras,
+                "max_num_seqs": max_num_seqs, "engine_steps": 33, "load_start": [1.0, 1.0, 1.0]}
+
+    out = {"base": setting(1000.0, None, 256), "lora": setting(800.0, 4, 256),
+           "base 64": setting(500.0, None, 64), "lora 64": setting(450.0, 4, 64)}
+    got = ratios(out)
+    assert got == {"base": 1.0, "lora": 0.8, "base 64": 1.0, "lora 64": 0.9}
+    lines = table({"prompts": 100, "rank": 8, "settings": out, "ratios": got})
+    assert len(lines) == 5 and "x0.80" in lines[2] and "load [1.0, 1.0, 1.0]" in lines[2]

@@ -1,5 +1,5 @@
-"""`python -m bench.data --smoke`: curate and chain planning end to end at small sizes,
-their counts checked (timings are never asserted)."""
+"""`python -m bench.data --smoke`: curate (beside DuckDB), near deduplication and chain
+planning end to end at small sizes, their counts checked (timings are never asserted)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ def test_data_benchmark_smoke_run_curates_and_plans_only_the_new_rows(
     assert 0 < counts["--dedupe exact"] < counts["--where score >= 0.5"] < 2970
     assert sum(run["split_rows"].values()) == counts["--dedupe exact"]
     assert set(run["steps"]) >= {"read", "filter", "messages", "dedupe", "write"}
+    # DuckDB's side wrote the same rows curate kept; near dedupe keeps no more than exact.
+    assert {d["rows"] for d in r["duckdb"]["runs"]} == {counts["--dedupe exact"]}
+    assert r["curate"]["vs_duckdb"] > 0
+    assert r["near"]["rows"] == 2970 and 0 < r["near"]["kept"] <= r["near"]["exact_kept"]
     chain = r["chain"]
     plan = chain["runs"][0]["plan"]
     assert (plan["inputs"], plan["cached"], plan["missing"]) == (2000, 1980, 20)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from batch.run.engine import EnginePool, EngineTarget
+from batch.run.executors.engine import EnginePool
+from batch.run.executors.target import EngineTarget
 from bench import engine as bench_engine
 from bench.engine_figures import breakdown, pair_figures
 from tests.engine_support import ENGINE_OPTIONS, LORA_RANK, MAX_LORAS
@@ -19,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_prompts_are_distinct_and_job_renders_them_verbatim(tmp_path: Path) -> None:
-    from batch.run.prompts import PromptRenderer
-    from batch.run.spec import load_spec
+    from batch.run.spec.job import load_spec
+    from batch.run.spec.prompts import PromptRenderer
 
     assert len({bench_engine.prompt(i) for i in range(20_000)}) == 20_000
     (tmp_path / "job").mkdir()

@@ -15,16 +15,18 @@ import pytest
 from batch.cache.export import export
 from batch.cache.gc import gc
 from batch.cache.index import FORMAT, CandidateInfo
-from batch.cache.reader import (
-    CandidateRequiredError,
-    Predictions,
-    UnknownCandidateError,
-    list_jobs,
-)
 from batch.cache.schema import arrow_schema, columns
 from batch.cache.shards import file_sha256
 from batch.cache.store import PredictionStore
 from batch.cache.verify import verify
+from batch.query import (
+    CacheReader,
+    CandidateRequiredError,
+    Predictions,
+    UnknownCandidateError,
+    UnknownJobError,
+    list_jobs,
+)
 from tests.cache_support import RUN, index_sql, index_table, key_for, record, write
 
 BASE = CandidateInfo("tiny", "tiny", "sha256:abc", None, None, 0)
@@ -111,6 +113,42 @@ def test_model_and_adapter_select_the_current_candidates_that_match(predictions:
                            "other": ("other", None, 3, 0)}
 
 
+def test_the_reader_chooses_a_lookups_candidate_by_model_or_adapter_or_says_why_not(
+        predictions: Path) -> None:
+    three_candidates(predictions)
+    with Predictions.at(predictions, "fruits") as p:
+        assert p.get("plum", model="other")["output"] == "other:plum"
+        assert p.get("plum", adapter="acme/lora-a")["output"] == "tiny+lora-a:plum"
+        assert set(p.get_many(["plum", "fig"], model="other")) == {"plum", "fig"}
+        assert [r["candidate"] for r in p.versions("fig", model="tiny", adapter=None,
+                                                   candidate="tiny")] == ["tiny"]
+        with pytest.raises(CandidateRequiredError, match=r"has 2 candidates \(tiny, "
+                           r"tiny\+lora-a\) with model 'tiny'") as several:
+            p.get("plum", model="tiny")
+        with pytest.raises(UnknownCandidateError, match="no candidate with model 'nobody'") \
+                as none:
+            p.get_many(["plum"], model="nobody")
+        assert several.value.exit_code == none.value.exit_code == 2
+        assert several.value.http_status == none.value.http_status == 400
+
+
+def test_a_lookup_by_model_asks_the_index_once(predictions: Path) -> None:
+    """The job's existence, its candidates and the input's latest record: one hold of the
+    index connection, three statements (before, a server's lookup took four asks)."""
+    three_candidates(predictions)
+    with CacheReader(predictions) as reader:
+        said: list[str] = []
+        reader.query(lambda ix: ix.db.set_trace_callback(said.append), None)
+        assert reader.job("fruits").get("fig", model="other")["output"] == "other:fig"
+        said.clear()  # the shard is open now, as a server's shards are
+        view = reader.job("fruits")  # a name only: nothing asked yet
+        assert said == []
+        assert view.get("plum", model="other")["output"] == "other:plum"
+        assert len(said) == 3, said
+        with pytest.raises(UnknownJobError):
+            reader.job("ghost").get("plum", model="other")
+
+
 def test_a_job_with_one_candidate_answers_without_naming_it(predictions: Path) -> None:
     write(predictions, [record("plum"), record("pear", output="pome")])
     with Predictions.at(predictions, "fruits") as p:
@@ -172,7 +210,7 @@ def test_set_candidates_replaces_the_list_in_its_order(predictions: Path) -> Non
 
 # -- shards and indexes written before candidates ------------------------------------------------
 
-EARLIER = pa.schema([f for f in arrow_schema() if f.name not in ("candidate", "adapter_revision")])
+EARLIER = pa.schema([f for f in arrow_schema() if f.name not in ("candidate", "adapter_revision", "chat")])
 EARLIER_INDEX = """
 CREATE TABLE shards (job TEXT NOT NULL, name TEXT NOT NULL, rows INTEGER NOT NULL,
     bytes INTEGER NOT NULL, sha256 TEXT NOT NULL, run_id TEXT, created_at TEXT NOT NULL,

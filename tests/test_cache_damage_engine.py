@@ -12,7 +12,7 @@ import pytest
 
 from batch.query import Predictions
 from batch.run.runner import Runner
-from batch.run.spec import load_spec
+from batch.run.spec.job import load_spec
 from tests.cache_support import index_table
 from tests.damage import flip_in_column, truncate
 from tests.engine_support import almanac, write_job

@@ -10,9 +10,9 @@ from pathlib import Path
 from batch.cache.index import FORMAT, Index
 from batch.cache.index_rows import key_in, key_out
 from batch.cache.index_upgrade import FORMAT_2
-from batch.cache.reader import Predictions
 from batch.cache.repair import repair
 from batch.cache.verify import verify
+from batch.query import Predictions
 from tests.cache_support import index_sql, index_table, key_for, record, write
 
 ROWS = 3000

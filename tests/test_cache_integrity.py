@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batch.cache.errors import IndexUnavailableError, ShardDamagedError, ShardUnavailableError
-from batch.cache.reader import Predictions
+from batch.query import Predictions
 from tests.cache_support import record, write
 from tests.damage import flip, flip_in_column, flip_page_header, truncate
 from tests.engine_support import almanac

@@ -10,8 +10,8 @@ import pytest
 
 from batch.cache.gc import gc
 from batch.cache.lock import JobLock, JobLockedError
-from batch.cache.reader import Predictions
 from batch.cache.verify import VerifyReport, verify
+from batch.query import Predictions
 from tests.cache_support import index_table, record, relabel_row, unindex_shard, write
 from tests.engine_support import almanac
 

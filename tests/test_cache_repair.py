@@ -13,11 +13,11 @@ import pytest
 
 from batch.cache.index import Located
 from batch.cache.lock import JobLock, JobLockedError
-from batch.cache.reader import Predictions
 from batch.cache.repair import repair
 from batch.cache.schema import arrow_schema
 from batch.cache.store import PredictionStore
 from batch.cache.verify import verify
+from batch.query import Predictions
 from tests.cache_support import index_table, key_for, record, relabel_row, unindex_shard, write
 from tests.damage import flip_in_column, truncate
 from tests.engine_support import almanac

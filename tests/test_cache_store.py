@@ -23,10 +23,10 @@ import pytest
 
 from batch.cache.index import FORMAT, Located
 from batch.cache.lock import JobLock, JobLockedError
-from batch.cache.reader import Predictions
 from batch.cache.schema import PredictionRecord, arrow_schema, columns, declared_types
 from batch.cache.shards import file_sha256
 from batch.cache.store import PredictionStore, ShardWriter
+from batch.query import Predictions
 from batch.run.keys import fingerprint_dir, stat_signature
 from tests.cache_support import index_table
 
@@ -307,7 +307,10 @@ def test_recover_on_a_job_never_run_does_nothing(store: PredictionStore) -> None
 
 
 # The index as the first version of the cache wrote it: an index.db made then must keep working.
-FIRST_COLUMNS = pa.schema([f for f in arrow_schema() if f.name not in ("candidate", "adapter_revision")])
+FIRST_COLUMNS = pa.schema([f for f in arrow_schema()
+                           if f.name not in ("candidate", "adapter_revision", "chat")])
+# The shards of the version before records said whether their request was chat.
+BEFORE_CHAT = pa.schema([f for f in arrow_schema() if f.name != "chat"])
 FIRST_INDEX = """
 CREATE TABLE shards (job TEXT NOT NULL, name TEXT NOT NULL, rows INTEGER NOT NULL,
     bytes INTEGER NOT NULL, sha256 TEXT NOT NULL, run_id TEXT, created_at TEXT NOT NULL,
@@ -321,6 +324,25 @@ CREATE TABLE latest (job TEXT NOT NULL, input_id TEXT NOT NULL, key TEXT NOT NUL
     PRIMARY KEY (job, input_id)) WITHOUT ROWID;
 CREATE TABLE fingerprints (path TEXT PRIMARY KEY, signature TEXT NOT NULL, digest TEXT NOT NULL);
 """
+
+
+def test_a_shard_written_before_the_chat_column_is_indexed_read_and_verified(
+        tmp_path: Path) -> None:
+    from batch.cache.verify import verify
+
+    root = tmp_path / "predictions"
+    (root / "fruits").mkdir(parents=True)
+    rows = [record("k1", "a"), record("k2", "b", error="boom")]
+    pq.write_table(pa.Table.from_pylist(rows, schema=BEFORE_CHAT),
+                   root / "fruits" / "part-20251101T000000000000-01234567-00000.parquet")
+    store = PredictionStore(root)
+    try:
+        assert store.recover("fruits")["indexed"] == 1  # a landed shard, decoded whole
+    finally:
+        store.close()
+    with Predictions.at(root, "fruits") as p:
+        assert p.get_many(["a", "b"]) == {r["input_id"]: {**r, "chat": None} for r in rows}
+    assert verify(root).ok
 
 
 def test_an_index_written_by_the_first_version_is_read_and_extended(tmp_path: Path) -> None:

@@ -13,9 +13,9 @@ import pytest
 import tomli_w
 
 from batch.query import Predictions
-from batch.run.engine import EnginePool
+from batch.run.executors.engine import EnginePool
 from batch.run.runner import Runner
-from batch.run.spec import load_spec
+from batch.run.spec.job import load_spec
 from catalog.localmodels import entry_from_directory
 from catalog.models import upsert_model
 from catalog.runs import candidate_runs, list_runs

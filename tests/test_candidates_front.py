@@ -19,7 +19,7 @@ from tests.cache_support import key_for, record, write
 from tests.engine_support import almanac
 from tests.test_server import LiveServer
 from tests.tui_capture import screen_text, settle
-from tui.app import make_app
+from tests.tui_support import tui_app
 from tui.screens.predictions import PredictionsScreen
 from tui.widgets.paged_table import PagedTable
 
@@ -165,7 +165,7 @@ def rows(app: PredictionsScreen) -> list[tuple[str, str]]:
 @pytest.mark.anyio
 async def test_the_predictions_screen_shows_whose_each_row_is_and_chooses_one(
         filled: Path) -> None:
-    app = make_app(filled, job="fruits")
+    app = tui_app(filled, job="fruits")
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         assert isinstance(app.screen, PredictionsScreen)
@@ -224,7 +224,7 @@ def test_query_json_says_when_predictions_were_made_on_an_older_revision(home: P
 @pytest.mark.anyio
 async def test_the_predictions_screen_says_when_the_model_has_moved_on(home: Path) -> None:
     replaced_revision(home)
-    app = make_app(home, job="rev")
+    app = tui_app(home, job="rev")
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         assert "made on an older revision of acme/m" in screen_text(app)

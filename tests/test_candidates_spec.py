@@ -15,7 +15,7 @@ import tomli_w
 from batch.cache.store import PredictionStore
 from batch.run.candidates import Candidate, engine_groups, resolve_candidates, route
 from batch.run.runner import Runner
-from batch.run.spec import SpecError, load_spec, spec_from_dict
+from batch.run.spec.job import SpecError, load_spec, spec_from_dict
 from catalog.db import Catalog
 from catalog.localmodels import entry_from_directory
 from catalog.models import upsert_model

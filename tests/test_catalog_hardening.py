@@ -246,3 +246,16 @@ def test_a_hostile_model_directory_through_the_cli_stores_nothing(home: Path, tm
     _one_line(added, "config.json", words)
     listed = json.loads(almanac(home, "models", "list", "--source", "local", "--json").stdout)
     assert listed == []
+
+
+def test_a_weights_file_this_user_cannot_read_is_said_to_be_not_readable(home: Path,
+                                                                          tmp_path: Path) -> None:
+    directory = _safetensors(tmp_path / "model", _header(
+        {"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4))
+    (directory / "model.safetensors").chmod(0)
+    try:
+        added = _as_user(home, "models", "add", "--path", str(directory), "--name", "mine")
+    finally:
+        (directory / "model.safetensors").chmod(0o644)
+    _one_line(added, "model.safetensors: not readable", "Permission denied")
+    assert "No such file" not in added.stderr

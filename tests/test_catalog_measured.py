@@ -9,9 +9,10 @@ import pytest
 from sqlalchemy.orm import Session
 
 from catalog.db import Catalog
+from catalog.detail import model_detail
 from catalog.evals import measured_for_model, measured_for_task, record_measured
 from catalog.listing import records_for
-from catalog.models import UnknownModelError, find_model, performances, to_record, upsert_model
+from catalog.models import UnknownModelError, find_model, performances, upsert_model
 from catalog.records import CandidateRun, MeasuredEvalRecord, ModelEntry
 from catalog.runs import candidate_runs, finish_run, list_runs, record_candidates, start_run
 from catalog.tables import Run
@@ -71,7 +72,7 @@ def test_the_latest_measurement_of_a_model_on_a_task_stands(cat: Catalog) -> Non
         assert base is not None
         mine = measured_for_model(s, base.id)
         board = measured_for_task(s, "fruits", "exact")
-        detail = to_record(s, base, detail=True)
+        detail = model_detail(s, base)
     assert [(m.adapter, m.value, m.n, m.ci_low) for m in mine] == [("", 0.75, 20, 0.5), ("adapters/a", 0.25, 20, None)]
     assert [(m.model_ref, m.adapter, m.value) for m in board] == [
         ("acme/other", "", 0.9), ("acme/base", "", 0.75), ("acme/base", "adapters/a", 0.25)]
@@ -117,7 +118,7 @@ def test_runs_of_several_models_measure_each_model_by_its_candidates(cat: Catalo
         base, other = find_model(s, "acme/base"), find_model(s, "acme/other")
         assert base is not None and other is not None
         got = performances(s, [base.id, other.id])
-        shown = to_record(s, base, detail=True).performance
+        shown = model_detail(s, base).performance
         listed = {r.ref: r.performance for r in records_for(s, [base.id, other.id])}
     b, o = got[base.id], got[other.id]
     assert (b.runs, b.tokens_per_s, b.engine_start_s, b.hardware) == (2, 200.0, 15.0, "Test CPU x2")

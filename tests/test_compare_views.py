@@ -16,7 +16,7 @@ from textual_plotext import PlotextPlot
 from tests.score_support import BIG, JOB, build_scored_home, score_home
 from tests.test_server import LiveServer
 from tests.tui_capture import settle
-from tui.app import make_app
+from tests.tui_support import tui_app
 
 SIZE = (100, 30)
 
@@ -64,7 +64,7 @@ def test_http_compare_answers_what_the_cli_computes(client: httpx.Client, scored
 
 @pytest.mark.anyio
 async def test_the_comparison_opens_from_the_predictions_screen(scored_home: Path) -> None:
-    app = make_app(scored_home, job=JOB)
+    app = tui_app(scored_home, job=JOB)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await pilot.press("c")
@@ -87,7 +87,7 @@ async def test_the_comparison_opens_from_the_predictions_screen(scored_home: Pat
 @pytest.mark.anyio
 async def test_a_models_detail_lists_its_measured_evals_and_opens_their_comparison(
         scored_home: Path) -> None:
-    app = make_app(scored_home)
+    app = tui_app(scored_home)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         app.open_model(BIG)
@@ -103,7 +103,7 @@ async def test_a_models_detail_lists_its_measured_evals_and_opens_their_comparis
 
 @pytest.mark.anyio
 async def test_a_model_without_measured_evals_shows_no_such_list(scored_home: Path) -> None:
-    app = make_app(scored_home)
+    app = tui_app(scored_home)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         app.open_model("org/nowhere")
@@ -117,5 +117,5 @@ def test_comparison_screen_snapshot(snap_compare, scored_home: Path) -> None:
         pilot.app.open_comparison(JOB)
         await settle(pilot)
 
-    assert snap_compare(make_app(scored_home, job=JOB), terminal_size=SIZE,
+    assert snap_compare(tui_app(scored_home, job=JOB), terminal_size=SIZE,
                         run_before=open_comparison)

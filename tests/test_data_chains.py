@@ -13,9 +13,11 @@ from click.testing import CliRunner
 from safetensors.numpy import save_file
 
 from almanac.cli import cli
+from batch.data import chain_rows
 from batch.data.chains import UpstreamError, UpstreamReader
 from batch.data.lineage import LineageStore
-from batch.run.spec import load_spec
+from batch.run.inputs import read_rows
+from batch.run.spec.job import InputSpec, load_spec
 from schemas.errors import ExitCode
 from tests.cache_support import key_for
 from tests.data_support import answers, plan, recorded, run, scores, write_job
@@ -189,3 +191,27 @@ def test_an_upstream_job_that_does_not_exist_exits_2(tmp_path: Path, home: Path,
     result = CliRunner().invoke(cli, ["run", "--dry-run", str(chain)])
     assert result.exit_code == ExitCode.USAGE, result.output
     assert "input.job: no job 'teacher' in the cache (run it first)" in result.output
+
+
+@pytest.mark.parametrize("lines", [
+    ['{"id": "a", "x": 1}', "", "   ", '{"id": "b"}\r', '{"x": 3}', '{"id": ""}', '{"id": "c"}'],
+    ['{"id": 1}', '{"id": 22}'],
+])
+def test_arrow_reads_a_jsonl_input_as_the_row_reader_does(tmp_path: Path,
+                                                          lines: list[str]) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    spec = InputSpec(path, "jsonl", "id")
+    read = chain_rows.jsonl_lines(spec)
+    assert read is not None
+    assert list(zip(read.positions.to_pylist(), read.ids.to_pylist(), strict=True)) == \
+        [(r.position, r.id) for r in read_rows(spec)]
+
+
+@pytest.mark.parametrize("text", [b'{"id": 1.5}\n', b'{"id": "a"}\n{"id": 2}\n', b"[1]\n",
+                                  b'{"id": "a"}\n\xff\n', b'{"id": NaN}\n'])
+def test_what_arrow_would_read_otherwise_is_left_to_the_row_reader(tmp_path: Path,
+                                                                   text: bytes) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(text)
+    assert chain_rows.jsonl_lines(InputSpec(path, "jsonl", "id")) is None

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from almanac.cli import cli
 from batch.data.curate import CurateError, curate
+from batch.data.curated_set import curated_data_files
 from catalog.db import Catalog
 from catalog.models import upsert_model
 from catalog.records import ModelEntry
@@ -48,6 +49,17 @@ def cli_curate(*args: str) -> object:
     return CliRunner().invoke(cli, ["curate", *args])
 
 
+def split_file(directory: Path, split: str, fmt: str = "parquet") -> Path:
+    """The file of `split` the set's card names (`train-<digest>.parquet`)."""
+    [path] = curated_data_files(directory, fmt)[split]
+    return path
+
+
+def rows_of(directory: Path) -> list[dict]:
+    return [r for paths in curated_data_files(directory).values() for p in paths
+            for r in pq.read_table(p).to_pylist()]
+
+
 def test_a_dataset_datasets_and_trainers_read_as_it_is(predictions: Path, tmp_path: Path) -> None:
     teacher(predictions, chat=True)
     out = tmp_path / "sft"
@@ -56,8 +68,12 @@ def test_a_dataset_datasets_and_trainers_read_as_it_is(predictions: Path, tmp_pa
     assert report.counts == [("latest predictions", 41), ("succeeded", 40),
                              ("--where score >= 1", 20)]
     assert report.split_rows["train"] + report.split_rows["validation"] == 20
-    assert sorted(report.files) == ["README.md", "train.jsonl", "train.parquet",
-                                    "validation.jsonl", "validation.parquet"]
+    train, validation = report.split_files["train"], report.split_files["validation"]
+    assert sorted(report.files) == sorted(["README.md", f"{train}.jsonl", f"{train}.parquet",
+                                           f"{validation}.jsonl", f"{validation}.parquet"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(report.files)
+    assert curated_data_files(out) == {"train": [out / f"{train}.parquet"],
+                                       "validation": [out / f"{validation}.parquet"]}
 
     loaded = datasets.load_dataset(str(out))
     assert set(loaded) == {"train", "validation"}
@@ -71,17 +87,18 @@ def test_a_dataset_datasets_and_trainers_read_as_it_is(predictions: Path, tmp_pa
     assert (row["model"], row["revision"], row["run"], row["score"]) == \
         ("big", "sha256:abc", first["run_id"], 1.0)
     # The JSON Lines twin holds the same rows, and loads too.
-    lines = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
-    assert lines == pq.read_table(out / "train.parquet").to_pylist()
-    as_json = datasets.load_dataset("json", data_files={"train": str(out / "train.jsonl")})
+    lines = [json.loads(line) for line in split_file(out, "train", "jsonl").read_text().splitlines()]
+    assert lines == pq.read_table(split_file(out, "train")).to_pylist()
+    as_json = datasets.load_dataset("json", data_files={"train": str(split_file(out, "train", "jsonl"))})
     assert as_json["train"]["messages"] == loaded["train"]["messages"]
 
 
 def test_a_template_job_becomes_user_and_assistant_turns(predictions: Path, tmp_path: Path) -> None:
     teacher(predictions)
     curate(predictions, "teacher", tmp_path / "sft", command="c", split=1)
-    rows = pq.read_table(tmp_path / "sft" / "train.parquet").to_pylist()
-    assert len(rows) == 40 and not (tmp_path / "sft" / "validation.parquet").exists()
+    rows = pq.read_table(split_file(tmp_path / "sft", "train")).to_pylist()
+    assert len(rows) == 40 and set(curated_data_files(tmp_path / "sft")) == {"train"}
+    assert not list((tmp_path / "sft").glob("validation*"))
     assert rows[1]["messages"] == [{"role": "user", "content": "Fruit 1:"},
                                    {"role": "assistant", "content": "family 1"}]
 
@@ -91,15 +108,19 @@ def test_the_split_is_by_row_and_does_not_move_when_rows_are_added(predictions: 
     teacher(predictions, 200)
     curate(predictions, "teacher", tmp_path / "a", command="c", split=0.8)
     curate(predictions, "teacher", tmp_path / "b", command="c", split=0.8)
-    for name in ("train.jsonl", "validation.jsonl", "train.parquet", "validation.parquet"):
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert curated_data_files(tmp_path / "a", "jsonl")["train"][0].name == \
+        curated_data_files(tmp_path / "b", "jsonl")["train"][0].name
+    for split in ("train", "validation"):
+        for fmt in ("jsonl", "parquet"):
+            assert split_file(tmp_path / "a", split, fmt).read_bytes() == \
+                split_file(tmp_path / "b", split, fmt).read_bytes()
     cards = [(tmp_path / d / "README.md").read_text().replace(str(tmp_path / d), "DIR") for d in "ab"]
     assert cards[0] == cards[1]
-    before = {r["input_id"] for r in pq.read_table(tmp_path / "a" / "validation.parquet").to_pylist()}
+    before = {r["input_id"] for r in pq.read_table(split_file(tmp_path / "a", "validation")).to_pylist()}
     assert 20 <= len(before) <= 60  # about a fifth of 200
     answers(predictions, "teacher", {f"s{i}": "more" for i in range(50)}, candidate="big")
     curate(predictions, "teacher", tmp_path / "c", command="c", split=0.8)
-    after = {r["input_id"] for r in pq.read_table(tmp_path / "c" / "validation.parquet").to_pylist()}
+    after = {r["input_id"] for r in pq.read_table(split_file(tmp_path / "c", "validation")).to_pylist()}
     assert before <= after and not (after - before) - {f"s{i}" for i in range(50)}
 
 
@@ -112,7 +133,7 @@ def test_dedupe_exact_and_near(predictions: Path, tmp_path: Path) -> None:
     assert exact.counts[-1] == ("--dedupe exact", 3)
     near = curate(predictions, "facts", tmp_path / "n", command="c", dedupe_by="near", split=1)
     assert near.counts[-1] == ("--dedupe near", 2)
-    kept = [r["input_id"] for r in pq.read_table(tmp_path / "n" / "train.parquet").to_pylist()]
+    kept = [r["input_id"] for r in pq.read_table(split_file(tmp_path / "n", "train")).to_pylist()]
     assert kept == ["a", "d"]  # the first of each, in input id order
 
 
@@ -126,16 +147,14 @@ def test_a_chained_job_names_its_sources_and_drops_rows_of_a_stale_upstream(
     report = curate(predictions, "items", tmp_path / "sft", command="c", split=0.5)
     assert report.upstream == ["facts"]
     assert [(s.job, s.rows) for s in report.sources] == [("items", 3), ("facts", None)]
-    rows = [r for split in ("train", "validation") if (tmp_path / "sft" / f"{split}.parquet").exists()
-            for r in pq.read_table(tmp_path / "sft" / f"{split}.parquet").to_pylist()]
+    rows = rows_of(tmp_path / "sft")
     assert sorted((r["input_id"], r["source_job"], r["source_input_id"], r["source_key"])
                   for r in rows) == [("a#0", "facts", "a", key_for("a")),
                                      ("a#1", "facts", "a", key_for("a")),
                                      ("b#0", "facts", "b", key_for("b"))]
     # Both items of one fact land in the same split: its augmentations never straddle it.
-    split_of = {r["input_id"]: split for split in ("train", "validation")
-                if (tmp_path / "sft" / f"{split}.parquet").exists()
-                for r in pq.read_table(tmp_path / "sft" / f"{split}.parquet").to_pylist()}
+    split_of = {r["input_id"]: split for split, paths in curated_data_files(tmp_path / "sft").items()
+                for r in pq.read_table(paths[0]).to_pylist()}
     assert split_of["a#0"] == split_of["a#1"]
     assert "Chained from: `items` ← `facts`" in (tmp_path / "sft" / "README.md").read_text()
 
@@ -201,6 +220,35 @@ def test_filters_on_input_fields_read_the_job_s_input(predictions: Path, tmp_pat
         curate(predictions, "quiz", tmp_path / "sft", command="c", split=1.5)
 
 
+def test_a_number_field_beyond_int64_is_compared_as_a_number(predictions: Path, tmp_path: Path) -> None:
+    # JSON holds integers of any size: 10**30 does not fit Arrow's int64, 10**400 no float.
+    path = tmp_path / "jobs"
+    write_job(path, "quiz", rows=[{"id": "q0", "question": "?", "big": 10**30},
+                                  {"id": "q1", "question": "?", "big": 5},
+                                  {"id": "q2", "question": "?", "big": -(10**400)}])
+    answers(predictions, "quiz", {f"q{i}": "yes" for i in range(3)})
+    recorded(predictions, path / "quiz.toml")
+    report = curate(predictions, "quiz", tmp_path / "sft", command="c", split=1,
+                    where="row.big > 1")
+    assert report.counts[-1] == ("--where row.big > 1", 2)
+    result = cli_curate("quiz", "-o", str(tmp_path / "neg"), "--where", "row.big < -1e300")
+    assert result.exit_code == 0, result.output
+    assert [r["input_id"] for r in rows_of(tmp_path / "neg")] == ["q2"]
+
+
+@pytest.mark.parametrize(("where", "message"), [
+    ("null in []", "`in` takes a value on its left, not null"),
+    ('output == "\udcff"', "the filter is not UTF-8 text (at column 12)"),  # argv's \xff byte
+])
+def test_a_filter_that_cannot_run_is_exit_2_and_writes_nothing(predictions: Path, tmp_path: Path,
+                                                               where: str, message: str) -> None:
+    teacher(predictions, 3)
+    result = cli_curate("teacher", "-o", str(tmp_path / "x"), "--where", where)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "x").exists()
+
+
 def test_openai_batch_content_parts_become_plain_turns(predictions: Path, tmp_path: Path) -> None:
     parts = json.dumps([{"role": "developer", "content": [{"type": "text", "text": "Be "},
                                                           {"type": "text", "text": "brief."}]},
@@ -208,8 +256,9 @@ def test_openai_batch_content_parts_become_plain_turns(predictions: Path, tmp_pa
     write(predictions, [record("c1", job="batch", prompt=parts, output="drupe", model="m",
                                candidate="m")], job="batch")
     curate(predictions, "batch", tmp_path / "sft", command="c", split=1)
-    row = pq.read_table(tmp_path / "sft" / "train.parquet").to_pylist()[0]
+    row = pq.read_table(split_file(tmp_path / "sft", "train")).to_pylist()[0]
     assert row["messages"] == [{"role": "developer", "content": "Be brief."},
                                {"role": "user", "content": "plum?"},
                                {"role": "assistant", "content": "drupe"}]
-    assert json.loads((tmp_path / "sft" / "train.jsonl").read_text())["messages"] == row["messages"]
+    assert json.loads(split_file(tmp_path / "sft", "train", "jsonl").read_text())["messages"] == \
+        row["messages"]

@@ -14,11 +14,12 @@ import tomli_w
 from click.testing import CliRunner
 
 from almanac.cli import cli
-from batch.cache.reader import Predictions
 from batch.data.chains import UpstreamReader
-from batch.run.engine import EnginePool
+from batch.query import Predictions
+from batch.run.executors.engine import EnginePool
+from batch.run.executors.local import LocalExecutor
 from batch.run.runner import Runner, RunResult
-from batch.run.spec import load_spec
+from batch.run.spec.job import load_spec
 from batch.score.scoring import score_run
 from tests.engine_support import ENGINE_OPTIONS, TINY_MODEL
 
@@ -45,7 +46,8 @@ def words(directory: Path, items: list[str]) -> None:
 @pytest.fixture
 def chain_runner(runner: Runner, engine_pool: EnginePool, home: Path) -> Runner:
     """The session's engine, with the upstream reader the front door hands its runner."""
-    r = Runner(runner.catalog, home / "predictions", home / "locks", pool=engine_pool,
+    r = Runner(runner.catalog, home / "predictions", home / "locks",
+               executor=LocalExecutor(engine_pool),
                upstream=UpstreamReader(home / "predictions"))
     yield r
     r.close()

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from batch.run.errors import SpecError
-from batch.run.prompts import PromptRenderer, RenderError
-from batch.run.recipes import shipped
-from batch.run.spec import load_spec
+from batch.run.spec.errors import SpecError
+from batch.run.spec.job import load_spec
+from batch.run.spec.prompts import PromptRenderer, RenderError
+from batch.run.spec.recipes import shipped
 
 FACT = {"id": "f04", "fact": "Ilse Marrow is the mother of Oren Marrow.", "topic": "people"}
 

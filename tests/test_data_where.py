@@ -49,6 +49,11 @@ def test_filters_select_the_rows_they_describe(source: str, ids: list[str]) -> N
     assert kept(source) == ids
 
 
+def test_an_empty_list_matches_nothing_whatever_its_left_side() -> None:
+    assert kept("output_tokens in []") == kept("output in []") == kept("true in []") == []
+    assert kept("score not in []") == ["a", "b", "c", "d"]
+
+
 def test_the_fields_a_filter_names_are_reported() -> None:
     assert compile_where("row.topic == 'x' or score > 1", FIELDS).fields == {"topic"}
 

@@ -12,8 +12,8 @@ from almanac.demo import DEMO_JOB
 from almanac.demo.families import FRUIT_COLOURS, FRUIT_FAMILIES
 from almanac.demo.training import DemoPrompts
 from batch.run.inputs import read_rows
-from batch.run.prompts import PromptRenderer
-from batch.run.spec import load_spec
+from batch.run.spec.job import load_spec
+from batch.run.spec.prompts import PromptRenderer
 from tests.engine_support import almanac
 
 

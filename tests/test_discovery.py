@@ -1,7 +1,7 @@
 """`almanac models discover` and `models refresh` against a real HTTP server on 127.0.0.1
-that answers like the Hub's model API (tests/hub_standin.py), through the real
-huggingface_hub client pointed at it with HF_ENDPOINT. Nothing of huggingface_hub is
-replaced: what reaches the stand-in is what the Hub would receive."""
+that answers like the Hub's model API and refuses what it refuses (tests/hub_standin.py),
+pointed at with HF_ENDPOINT. Nothing of huggingface_hub is replaced: what reaches the
+stand-in is what the Hub would receive."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from almanac.cli import cli
-from tests.hub_standin import HubStandIn, Served, hub_model
+from tests.hub_standin import HubStandIn, Served, documented_expand, hub_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LLAMA3 = "meta-llama/Meta-Llama-3-8B"
@@ -93,7 +93,8 @@ def test_every_filter_is_sent_to_the_hub_and_nothing_is_listed_whole(hub: HubSta
         assert request.query["search"] == ["legal"]
         assert request.query["sort"] == ["likes"]
         assert request.query["limit"] == ["5"]
-        assert {"cardData", "safetensors", "baseModels", "gated", "downloads", "likes"} <= set(request.query["expand"])
+        assert {"cardData", "safetensors", "tags", "gated", "downloads", "likes"} <= set(request.query["expand"])
+        assert set(request.query["expand"]) <= documented_expand("list_models")  # else the Hub says 400
     assert [m["ref"] for m in ok_json(home, "models", "list", "--source", "hub")] == ["lexis/thai-legal-13b"]
 
 
@@ -218,16 +219,17 @@ def test_an_interrupted_discovery_keeps_its_batches_and_a_rerun_completes_them(h
     from huggingface_hub import HfApi
 
     from catalog.db import Catalog
-    from catalog.hub import HubError
+    from catalog.hubhttp import HubError
     from catalog.hubquery import DiscoverQuery
     from catalog.hubsync import discover
 
-    hub.page_size = 2  # three pages of two; the second page fails for good (a 404)
-    hub.fail_next("/api/models", 404, after=1, headers={"X-Error-Code": "RepoNotFound"})
+    hub.page_size = 2  # three pages of two; the second is refused for good (the token, say)
+    hub.fail_next("/api/models", 401, after=1,
+                  body=b'{"error":"Invalid credentials in Authorization header"}')
     query = DiscoverQuery(task=None, limit=100)
     catalog = Catalog.at(home / "catalog.db")
     try:
-        with pytest.raises(HubError):
+        with pytest.raises(HubError, match="401 Unauthorized: Invalid credentials"):
             discover(catalog, HfApi(endpoint=hub.url, token=False), query, batch=2)
         assert len(ok_json(home, "models", "list")) == 2  # the first batch stayed
         report = discover(catalog, HfApi(endpoint=hub.url, token=False), query, batch=2)
@@ -250,9 +252,8 @@ def test_a_rate_limited_listing_waits_and_goes_on(hub: HubStandIn, home: Path) -
     assert [m["ref"] for m in found["models"]] == ["quant/finance-350m"]
 
 
-def test_a_listing_still_refused_after_the_clients_retries_resumes_after_the_wait(hub: HubStandIn,
-                                                                                  home: Path) -> None:
-    # huggingface_hub retries a page 5 times (a second apart); the sixth refusal reaches us.
+def test_a_listing_refused_again_and_again_waits_each_time_the_hub_asks(hub: HubStandIn,
+                                                                        home: Path) -> None:
     hub.fail_next("/api/models", 429, times=6, headers={"RateLimit": '"api";r=0;t=0'})
 
     found = ok_json(home, "models", "discover", "--domain", "finance")
@@ -267,14 +268,16 @@ def test_a_refused_model_is_reported_and_the_others_refresh(hub: HubStandIn, hom
     hub.refuse.add("lexis/thai-legal-13b")
     hub.models["chat/general-8b"]["likes"] = 801
 
-    report = ok_json(home, "models", "refresh")
+    result = almanac(home, "models", "refresh", "--json")
 
+    assert result.exit_code == 3  # finished, with a model skipped
+    report = json.loads(result.stdout)
     assert [r["repo_id"] for r in report["refused"]] == ["lexis/thai-legal-13b"]
     assert "no such model on the Hub" in report["refused"][0]["reason"]
+    assert "401 Unauthorized: Invalid username or password." in report["refused"][0]["reason"]
     assert report["unchanged"] + report["updated"] == len(hub.models) - 1
     assert show(home, "chat/general-8b")["likes"] == 801
-    text = almanac(home, "models", "refresh")
-    assert "skipped: lexis/thai-legal-13b" in text.stderr and text.exit_code == 0
+    assert "skipped: lexis/thai-legal-13b: no such model" in result.stderr
 
 
 def test_refresh_rate_limited_on_one_model_waits_and_asks_again(hub: HubStandIn, home: Path) -> None:
@@ -324,3 +327,219 @@ def test_the_token_in_hf_token_is_sent(hub: HubStandIn, home: Path, monkeypatch:
     ok_json(home, "models", "discover", "--domain", "finance", "--dry-run")
 
     assert hub.listings()[0].headers.get("authorization") == "Bearer hf_standin_token"
+
+
+# -- the Done-when of the listing contract ---------------------------------------------------------
+
+
+def test_polish_medical_models_are_discovered_from_the_strict_hub_with_their_lineage(hub: HubStandIn,
+                                                                                     home: Path) -> None:
+    hub.add(hub_model("speakleash/med-bielik-7b", sha="77" * 20, tags=["medical"], languages=["pl"],
+                      parameters=7_241_732_096, base_model="speakleash/Bielik-7B-v0.1", relation="finetune",
+                      downloads=50))
+
+    found = almanac(home, "models", "discover", "--domain", "medicine", "--language", "pl", "--json")
+
+    assert found.exit_code == 0, found.stderr
+    assert sorted(m["ref"] for m in json.loads(found.stdout)["models"]) == [
+        "acme/clinical-7b", "speakleash/med-bielik-7b"]
+    assert all("baseModels" not in r.query["expand"] for r in hub.listings())
+    bielik = show(home, "speakleash/med-bielik-7b")
+    assert (bielik["base_model"], bielik["relation"]) == ("speakleash/Bielik-7B-v0.1", "finetune")
+    assert [r.path for r in hub.requests if r.path.startswith("/api/models/")] == []  # the tags sufficed
+
+
+def test_a_card_base_the_tags_do_not_explain_is_asked_of_that_model_alone(hub: HubStandIn, home: Path) -> None:
+    quant = hub_model("quant/clinical-7b-awq", sha="88" * 20, tags=["medical"], languages=["en"],
+                      parameters=1_100_000_000, downloads=20)
+    quant["cardData"]["base_model"] = "acme/clinical-7b"  # the card names it; no model-tree tag
+    quant["baseModels"] = {"relation": "quantized", "models": [{"id": "acme/clinical-7b"}]}
+    hub.add(quant)
+
+    ok_json(home, "models", "discover", "--domain", "medicine", "--task", "any")
+
+    asked = [r for r in hub.requests if r.path.startswith("/api/models/")]
+    assert [(r.path, r.query["expand"]) for r in asked] == [("/api/models/quant/clinical-7b-awq", ["baseModels"])]
+    model = show(home, "quant/clinical-7b-awq")
+    assert (model["base_model"], model["relation"]) == ("acme/clinical-7b", "quantized")
+
+
+# -- garbled answers: one line each, the rest go on ----------------------------------------------
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def _item(repo_id: str, **changes: Any) -> dict[str, Any]:
+    """A listing item as the Hub shapes it (expand: `_id`, `id` and the asked fields)."""
+    data = hub_model(repo_id, sha="ab" * 20, tags=["finance"], languages=["en"], parameters=10**9)
+    return {**data, **changes}
+
+
+@pytest.mark.parametrize(("item", "said"), [
+    ({k: v for k, v in _item("x/no-id").items() if k != "id"}, "item 2 of page 1 of the listing all models: "
+                                                                "the Hub's answer does not fit: no `id`"),
+    (_item("x/no-total", safetensors={"parameters": {"BF16": 5}}), "x/no-total: the Hub's answer does not "
+                                                                   "fit: safetensors has no `total`"),
+    (_item("x/tags-string", tags="finance"), "x/tags-string: the Hub's answer does not fit: tags: 'finance' "
+                                             "is not a list of strings"),
+    (_item("x/one-string", cardData={"language": "en, pl"}), "x/one-string: the Hub's answer does not fit: "
+                                                             "cardData.language: 'en, pl' is not a language code"),
+], ids=["no-id", "safetensors-without-total", "tags-string", "card-language-string"])
+def test_a_garbled_listing_item_is_one_line_and_the_others_are_imported(hub: HubStandIn, home: Path,
+                                                                       item: dict[str, Any], said: str) -> None:
+    page = [_item("x/good-1"), item, _item("x/good-2")]
+    hub.fail_next("/api/models", 200, body=json.dumps(page).encode(), headers=JSON_HEADERS)
+
+    result = almanac(home, "models", "discover", "--task", "any", "--json")
+
+    assert result.exit_code == 3
+    assert "Traceback" not in result.output
+    skipped = [line for line in result.stderr.splitlines() if line.startswith("skipped:")]
+    assert len(skipped) == 1 and said in skipped[0], result.stderr
+    assert sorted(m["ref"] for m in ok_json(home, "models", "list")) == ["x/good-1", "x/good-2"]
+
+
+@pytest.mark.parametrize(("body", "kind"), [
+    (b"<!DOCTYPE html><html><body>We're sorry, something went wrong.</body></html>", "text/html"),
+    (json.dumps([_item("x/cut")]).encode()[:-40], "application/json"),
+], ids=["html-page-with-200", "truncated-json"])
+def test_a_listing_page_that_is_not_json_is_one_line_and_the_other_listings_go_on(
+        hub: HubStandIn, home: Path, body: bytes, kind: str) -> None:
+    hub.add(hub_model("bank/fintech-1b", sha="99" * 20, tags=["fintech"], languages=["en"], parameters=10**9))
+    hub.fail_next("/api/models", 200, body=body, headers={"Content-Type": kind})  # the first listing's page
+
+    result = almanac(home, "models", "discover", "--domain", "finance")  # three listings: three tags
+
+    assert result.exit_code == 3 and "Traceback" not in result.output
+    (skipped,) = [line for line in result.stderr.splitlines() if line.startswith("skipped:")]
+    assert "the listing filter=finance " in skipped and "the Hub's answer is not JSON" in skipped
+    assert f"200, {kind}" in skipped
+    assert len(hub.listings()) == 3
+    assert [m["ref"] for m in ok_json(home, "models", "list")] == ["bank/fintech-1b"]
+
+
+def test_a_rate_limit_asking_for_days_is_reported_not_waited(hub: HubStandIn, home: Path) -> None:
+    hub.fail_next("/api/models", 429, headers={"RateLimit": '"api";r=0;t=999999999'})
+
+    result = almanac(home, "models", "discover", "--search", "finance")
+
+    assert result.exit_code == 3
+    (skipped,) = [line for line in result.stderr.splitlines() if line.startswith("skipped:")]
+    assert "asks to wait 999,999,999 s, longer than the 300 s Almanac waits" in skipped
+    assert len(hub.listings()) == 1  # not asked again
+
+
+def test_transient_failures_are_asked_again_with_growing_pauses_then_reported(hub: HubStandIn,
+                                                                             home: Path) -> None:
+    from huggingface_hub import HfApi
+
+    from catalog.db import Catalog
+    from catalog.hubquery import DiscoverQuery
+    from catalog.hubsync import discover
+
+    api = HfApi(endpoint=hub.url, token=False)
+    query = DiscoverQuery(search="finance", task=None)
+    waits: list[float] = []
+    catalog = Catalog.at(home / "catalog.db")
+    try:
+        hub.fail_next("/api/models", 502)
+        hub.cut_next("/api/models")  # a connection reset halfway through the answer
+        first = discover(catalog, api, query, sleep=waits.append)
+        assert (waits, first.count("added"), first.refused) == ([1.0, 2.0], 1, [])
+        waits.clear()
+        hub.fail_next("/api/models", 503, times=4)
+        second = discover(catalog, api, query, sleep=waits.append)
+    finally:
+        catalog.close()
+    assert waits == [1.0, 2.0, 4.0]  # four tries in all
+    (refusal,) = second.refused
+    assert "503 Service Unavailable: scripted 503" in refusal.reason and refusal.listing == "search=finance"
+
+
+def test_refresh_skips_a_garbled_model_and_refreshes_the_others(hub: HubStandIn, home: Path) -> None:
+    ok_json(home, "models", "discover", "--task", "any")
+    for repo_id in hub.models:
+        hub.models[repo_id]["likes"] = 7
+    truncated = json.dumps(hub.models["lexis/thai-legal-13b"]).encode()[:-25]
+    hub.fail_next("/api/models/lexis/thai-legal-13b", 200, body=truncated, headers=JSON_HEADERS)
+    before = show(home, "lexis/thai-legal-13b")
+
+    result = almanac(home, "models", "refresh")
+
+    assert result.exit_code == 3 and "Traceback" not in result.output
+    (skipped,) = [line for line in result.stderr.splitlines() if line.startswith("skipped:")]
+    assert skipped.startswith("skipped: lexis/thai-legal-13b: the Hub's answer is not JSON")
+    assert show(home, "lexis/thai-legal-13b") == before
+    assert {show(home, r)["likes"] for r in hub.models if r != "lexis/thai-legal-13b"} == {7}
+
+
+def test_a_refusal_keeps_the_hubs_whole_reason_and_never_the_token(hub: HubStandIn, home: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_standin")
+    hub.fail_next("/api/models", 400, body=b'{"error": "Invalid filter: \\"num_parameters\\" is malformed"}',
+                  headers=JSON_HEADERS)
+
+    result = almanac(home, "models", "discover", "--search", "finance")
+
+    (skipped,) = [line for line in result.stderr.splitlines() if line.startswith("skipped:")]
+    assert ('the Hub refused the listing search=finance pipeline_tag=text-generation: 400 Bad Request: '
+            'Invalid filter: "num_parameters" is malformed (GET ' + hub.url + '/api/models?search=finance') in skipped
+    assert "hf_secret_standin" not in result.output
+
+
+# -- context length: config.json, once per revision ------------------------------------------------
+
+
+def test_refresh_reads_the_context_length_from_config_json_once_per_revision(hub: HubStandIn,
+                                                                             home: Path) -> None:
+    hub.configs["lexis/thai-legal-13b"] = {"architectures": ["LlamaForCausalLM"], "max_position_embeddings": 4096,
+                                           "rope_scaling": None, "torch_dtype": "bfloat16"}
+    ok_json(home, "models", "discover", "--search", "thai-legal")
+    assert show(home, "lexis/thai-legal-13b")["context_length"] is None  # a listing carries no config.json
+
+    ok_json(home, "models", "refresh", "lexis/thai-legal-13b")
+    ok_json(home, "models", "refresh", "lexis/thai-legal-13b")
+    hub.models["lexis/thai-legal-13b"]["sha"] = "b3" * 20
+    hub.configs["lexis/thai-legal-13b"]["max_position_embeddings"] = 8192
+    ok_json(home, "models", "refresh", "lexis/thai-legal-13b")
+
+    fetched = [r.path for r in hub.requests if r.path.endswith("/config.json")]
+    assert fetched == [f"/lexis/thai-legal-13b/resolve/{'b2' * 20}/config.json",
+                       f"/lexis/thai-legal-13b/resolve/{'b3' * 20}/config.json"]
+    assert show(home, "lexis/thai-legal-13b")["context_length"] == 8192
+
+
+def test_a_hub_gone_halfway_through_a_refresh_keeps_what_was_refreshed_before(home: Path) -> None:
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import close_session
+
+    from catalog.db import Catalog
+    from catalog.hubhttp import HubError
+    from catalog.hubsync import due, refresh
+
+    stand_in = HubStandIn()
+    stand_in.add(*_models())
+    with Served(stand_in) as served:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("HF_ENDPOINT", served.url)
+            ok_json(home, "models", "discover", "--task", "any")
+        for data in stand_in.models.values():
+            data["likes"] = 1234
+        catalog = Catalog.at(home / "catalog.db")
+        with catalog.sessions() as s:
+            order = [d.repo_id for d in due(s)]
+        stand_in.fail_next(f"/api/models/{order[2]}", 429, headers={"Retry-After": "1"})
+
+        def gone(_seconds: float) -> None:  # the Hub goes away while we wait
+            served.server.shutdown()
+            served.server.server_close()
+            close_session()  # and the client's open connections with it
+
+        try:
+            with pytest.raises(HubError, match="cannot reach the Hub") as raised:
+                refresh(catalog, HfApi(endpoint=served.url, token=False), sleep=gone)
+        finally:
+            catalog.close()
+    assert raised.value.fatal
+    likes = {m["ref"]: m["likes"] for m in ok_json(home, "models", "list")}
+    assert sorted(ref for ref, n in likes.items() if n == 1234) == sorted(order[:2])

@@ -1,25 +1,21 @@
 """Bringing models in: the Hugging Face cache, local directories and the Hub API.
 
 Real SQLite under tmp_path, real safetensors files, real subprocesses; the
-Hub itself is replaced by a small HTTP server on 127.0.0.1 or by ModelInfo
-objects built from the API's JSON (the network boundary).
+Hub itself is replaced by the strict stand-in on 127.0.0.1 (tests/hub_standin.py) or by
+ModelInfo objects built from the API's JSON (the network boundary).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -31,10 +27,13 @@ from sqlalchemy import func, select
 
 from almanac.cli import cli
 from catalog.db import Catalog
-from catalog.hub import HubError, entry_from_model_info, fetch_entry
+from catalog.hub import entry_from_model_info
+from catalog.hubapi import fetch_entry
+from catalog.hubhttp import HubError
 from catalog.localmodels import LocalModelError, entry_from_directory
 from catalog.models import validate_entry
 from catalog.tables import Model
+from tests.hub_standin import HubStandIn, Served
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MAIN_SHA = "a" * 40
@@ -428,92 +427,36 @@ def test_entry_from_model_info_falls_back_to_hub_lineage_and_license_tag() -> No
     assert entry.parameters is None
 
 
-class FakeHub:
-    """Just enough of the Hub's HTTP API for model_info and a README download."""
-
-    def __init__(self, models: dict[str, dict], readmes: dict[str, str]) -> None:
-        self.models = models
-        self.readmes = readmes
-        self.requests: list[str] = []
-
-    def handler(self) -> type[BaseHTTPRequestHandler]:
-        hub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                hub.requests.append(f"GET {self.path}")
-                self.respond(body=True)
-
-            def do_HEAD(self) -> None:
-                hub.requests.append(f"HEAD {self.path}")
-                self.respond(body=False)
-
-            def respond(self, body: bool) -> None:
-                path = urlsplit(self.path).path
-                if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/.+)?", path):
-                    data = hub.models.get(m[1])
-                    if data is None:
-                        return self.send(404, b'{"error": "Repository not found"}',
-                                         {"X-Error-Code": "RepoNotFound"}, body)
-                    return self.send(200, json.dumps(data).encode(), {"Content-Type": "application/json"}, body)
-                if m := re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/README\.md", path):
-                    text = hub.readmes.get(m[1])
-                    if text is None:
-                        return self.send(404, b"", {"X-Error-Code": "EntryNotFound"}, body)
-                    headers = {"ETag": '"readme-etag"', "X-Repo-Commit": m[2]}
-                    return self.send(200, text.encode(), headers, body)
-                return self.send(404, b"", {}, body)
-
-            def send(self, status: int, payload: bytes, headers: dict[str, str], body: bool) -> None:
-                self.send_response(status)
-                for key, value in {**headers, "Content-Length": str(len(payload))}.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                if body:
-                    self.wfile.write(payload)
-
-            def log_message(self, *args: object) -> None:
-                pass  # keeps the test output to what failed
-
-        return Handler
-
-
 @pytest.fixture
-def fake_hub() -> Iterator[tuple[str, FakeHub]]:
-    hub = FakeHub({"org/clinical-7b": HUB_JSON}, {"org/clinical-7b": CARD})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), hub.handler())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", hub
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+def hub() -> Iterator[HubStandIn]:
+    stand_in = HubStandIn()
+    stand_in.add(json.loads(json.dumps(HUB_JSON)))  # a copy: tests change it
+    stand_in.readmes["org/clinical-7b"] = CARD
+    stand_in.configs["org/clinical-7b"] = {**CONFIG, "max_position_embeddings": 8192}
+    with Served(stand_in):
+        yield stand_in
 
 
-def test_fetch_entry_pins_the_resolved_commit_and_reads_the_card(fake_hub: tuple[str, FakeHub]) -> None:
-    url, hub = fake_hub
+def test_fetch_entry_pins_the_resolved_commit_and_reads_card_and_config(hub: HubStandIn) -> None:
+    hub.models["org/clinical-7b"]["gated"] = False  # a gated repo's files need a token
 
-    entry = fetch_entry("org/clinical-7b", revision="main", api=HfApi(endpoint=url))
+    entry = fetch_entry("org/clinical-7b", revision="main", api=HfApi(endpoint=hub.url, token=False))
 
     assert entry.revision == "c" * 40
     assert entry.card.lstrip().startswith("# Name")
-    assert any(r.startswith("GET /org/clinical-7b/resolve/" + "c" * 40) for r in hub.requests)
+    assert entry.context_length == 8192 and entry.dtype == "float32"  # config.json, not the API's trimmed one
+    assert {r.path for r in hub.requests if "/resolve/" in r.path} == {
+        f"/org/clinical-7b/resolve/{'c' * 40}/README.md", f"/org/clinical-7b/resolve/{'c' * 40}/config.json"}
 
 
-def test_fetch_entry_names_the_repo_when_the_hub_has_no_such_model(fake_hub: tuple[str, FakeHub]) -> None:
-    url, _hub = fake_hub
-
+def test_fetch_entry_names_the_repo_when_the_hub_has_no_such_model(hub: HubStandIn) -> None:
     with pytest.raises(HubError, match=r"org/nothing-here: no such model on the Hub"):
-        fetch_entry("org/nothing-here", api=HfApi(endpoint=url))
+        fetch_entry("org/nothing-here", api=HfApi(endpoint=hub.url, token=False))
 
 
-def test_add_repo_id_from_the_hub_in_a_subprocess(fake_hub: tuple[str, FakeHub], home: Path) -> None:
-    url, _hub = fake_hub
-
+def test_add_repo_id_from_the_hub_in_a_subprocess(hub: HubStandIn, home: Path) -> None:
     proc = almanac_subprocess(
-        home, "models", "add", "org/clinical-7b", "--language", "sea", "--json", env={"HF_ENDPOINT": url},
+        home, "models", "add", "org/clinical-7b", "--language", "sea", "--json", env={"HF_ENDPOINT": hub.url},
     )
 
     assert proc.returncode == 0, proc.stderr
@@ -521,6 +464,93 @@ def test_add_repo_id_from_the_hub_in_a_subprocess(fake_hub: tuple[str, FakeHub],
     assert (added["source"], added["revision"], added["parameters"]) == ("hub", "c" * 40, 6738415616)
     assert "id" in added["languages"] and "th" in added["languages"]  # the group replaced pl, en
     assert f"added org/clinical-7b from the Hub at {'c' * 40}" in proc.stderr
+    # Gated: without a token the card and config.json are refused; the facts still come in.
+    assert "org/clinical-7b: no model card: org/clinical-7b's README.md is gated on the Hub" in proc.stderr
+    assert added["description"] == "" and added["context_length"] is None
+
+
+def test_a_downloaded_revision_gives_its_context_length_from_the_hf_cache(hub: HubStandIn, home: Path,
+                                                                         tmp_path: Path) -> None:
+    hub.models["org/clinical-7b"]["gated"] = False
+    cache = tmp_path / "hf-cache"
+    write_snapshot(cache / "models--org--clinical-7b", "c" * 40, {"config.json": {**CONFIG, "n_positions": 1024,
+                                                                                    "max_position_embeddings": None}})
+
+    proc = almanac_subprocess(home, "models", "add", "org/clinical-7b", "--json",
+                              env={"HF_ENDPOINT": hub.url, "HF_HUB_CACHE": str(cache)})
+
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["context_length"] == 1024
+    assert not any(r.path.endswith("config.json") for r in hub.requests)
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["org/clinical-7b", "--revision", "v9"], "org/clinical-7b: the Hub has no revision 'v9' (404 Not Found: "),
+    (["org/nothing-here"], "org/nothing-here: no such model on the Hub (if it is private, log in with "
+                           "`hf auth login` or set HF_TOKEN) (401 Unauthorized: Invalid username or password."),
+], ids=["revision", "repo"])
+def test_add_of_what_the_hub_does_not_have_is_one_line_with_its_reason(hub: HubStandIn, home: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      args: list[str], said: str) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+
+    result = CliRunner().invoke(cli, ["--home", str(home), "models", "add", *args])
+
+    assert result.exit_code == 1 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"Error: {said}") and f"(GET {hub.url}/api/models/" in line
+    assert not (home / "catalog.db").exists() or model_count(home) == 0
+
+
+GARBLED = {
+    "truncated": (b'{"_id": "65f0c0ffee", "id": "org/clinical-7b", "sha": "cccc', "application/json",
+                  "org/clinical-7b: the Hub's answer is not JSON (200, application/json"),
+    "html-with-200": (b"<!doctype html><title>Hugging Face - 500</title>", "text/html; charset=utf-8",
+                      "org/clinical-7b: the Hub's answer is not JSON (200, text/html"),
+    "no-id": (json.dumps({k: v for k, v in HUB_JSON.items() if k != "id"}).encode(), "application/json",
+              "org/clinical-7b: the Hub's answer does not fit: no `id`"),
+    "safetensors-without-total": (json.dumps({**HUB_JSON, "safetensors": {"parameters": {"BF16": 1}}}).encode(),
+                                  "application/json", "safetensors has no `total`"),
+    "tags-string": (json.dumps({**HUB_JSON, "tags": "medical, clinical"}).encode(), "application/json",
+                    "tags: 'medical, clinical' is not a list of strings"),
+    "card-language-string": (json.dumps({**HUB_JSON, "cardData": {**HUB_JSON["cardData"], "language": "en, pl"}}
+                                        ).encode(), "application/json",
+                             "cardData.language: 'en, pl' is not a language code nor a list of codes"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GARBLED))
+def test_add_of_a_garbled_answer_is_one_line_exit_1_and_writes_nothing(hub: HubStandIn, home: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      case: str) -> None:
+    body, kind, said = GARBLED[case]
+    assert almanac(home, "init").exit_code == 0
+    before = model_count(home)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    hub.fail_next("/api/models/org/clinical-7b", 200, body=body, headers={"Content-Type": kind})
+
+    result = CliRunner().invoke(cli, ["--home", str(home), "models", "add", "org/clinical-7b"])
+
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
+    (line,) = result.stderr.strip().splitlines()
+    assert said in line and line.startswith("Error: org/clinical-7b")
+    assert model_count(home) == before
+
+
+def test_a_damaged_file_under_hf_home_is_one_line_not_a_traceback(hub: HubStandIn, home: Path) -> None:
+    hf_home = home.parent / "hf-home"
+    hf_home.mkdir()
+    (hf_home / ".agent_harnesses.json").write_text("[1, 2]")  # huggingface_hub expects an object
+
+    for args in (["add", "org/clinical-7b"], ["discover", "--domain", "medicine"]):
+        proc = almanac_subprocess(home, "models", *args, env={"HF_ENDPOINT": hub.url})
+
+        assert proc.returncode == 1 and proc.stdout == "", proc.stderr
+        assert "Traceback" not in proc.stderr
+        (line,) = proc.stderr.strip().splitlines()
+        assert "huggingface_hub failed in its own code (AttributeError:" in line
+        assert str(hf_home) in line
 
 
 @pytest.mark.parametrize("offline", [True, False], ids=["HF_HUB_OFFLINE", "unreachable-endpoint"])
@@ -531,15 +561,17 @@ def test_network_failure_exits_1_naming_the_repo_and_leaves_the_catalog_unchange
     before = model_count(home)
     env = {"HF_ENDPOINT": f"http://127.0.0.1:{unused_port()}", "HF_HUB_OFFLINE": "1" if offline else "0"}
 
-    proc = almanac_subprocess(home, "models", "add", "org/clinical-7b", "--json", env=env)
+    for args in (["add", "org/clinical-7b", "--json"], ["discover", "--domain", "medicine"]):
+        proc = almanac_subprocess(home, "models", *args, env=env)
 
-    assert proc.returncode == 1
-    assert proc.stdout == ""
-    assert "org/clinical-7b" in proc.stderr
-    # Offline, the message points at what works without the network.
-    assert ("models scan-cache" if offline else "cannot reach the Hub") in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert model_count(home) == before == 1
+        assert proc.returncode == 1
+        assert proc.stdout == ""
+        # One line, at once: a refused connection is not retried (no "Retrying in 8s").
+        (line,) = proc.stderr.strip().splitlines()
+        assert ("org/clinical-7b" if args[0] == "add" else "the listing filter=") in line
+        # Offline, the message points at what works without the network.
+        assert ("models scan-cache" if offline else "cannot reach the Hub") in line
+        assert model_count(home) == before == 1
 
 
 def test_scan_cache_keeps_what_the_curated_seed_knows_and_the_card_does_not(

@@ -143,7 +143,7 @@ def _allowed(module: str, rel: Path) -> bool:
     if module == "textual":
         return rel.parts[0] == "tui"
     if module == "vllm":
-        return rel.as_posix() == "batch/run/engine.py"
+        return rel.as_posix() == "batch/run/executors/engine.py"
     return True
 
 

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from almanac.cli import cli
 from batch.run.keys import request_key
-from batch.run.settings import SAMPLING_NAMES, EngineOptions, Sampling
-from batch.run.spec import SpecError, load_spec
+from batch.run.spec.job import SpecError, load_spec
+from batch.run.spec.settings import SAMPLING_NAMES, EngineOptions, Sampling
 
 GOOD = """
 name = "fruit-families"

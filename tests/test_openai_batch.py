@@ -127,7 +127,7 @@ def test_what_almanac_cannot_honour_is_an_error_line_naming_it(given: dict[str, 
 
 def test_an_error_line_is_a_failed_row_of_its_own(tmp_path: Path) -> None:
     from batch.run.inputs import read_rows
-    from batch.run.spec import load_spec
+    from batch.run.spec.job import load_spec
 
     lines = [line("ok", CHAT, messages=MESSAGES), line("bad", CHAT, messages=MESSAGES, stream=True)]
     spec = load_spec(write_job(tmp_path, "oai", lines, template=None, input_format="openai-batch"))
@@ -189,6 +189,24 @@ def test_exported_lines_answer_each_endpoint_in_its_own_shape(home: Path, tmp_pa
                                        "message": "line 9: body.stream: true is not supported"}
 
 
+def test_the_record_says_which_endpoint_it_answers_not_its_prompts_look(
+        home: Path, tmp_path: Path) -> None:
+    """A plain prompt that happens to read as chat messages' JSON was a completion; a
+    record written before the `chat` column is read by its prompt's shape."""
+    looks_like_chat = json.dumps([{"role": "user", "content": "plum"}])
+    write(home / "predictions", [
+        record("text", prompt=looks_like_chat, chat=False),
+        record("chat", prompt=looks_like_chat, chat=True),
+        record("older", prompt=looks_like_chat, chat=None),
+    ])
+    out = tmp_path / "out.jsonl"
+    export(home / "predictions", "fruits", "openai-batch", out)
+    shapes = {x["custom_id"]: x["response"]["body"]["object"]
+              for x in map(json.loads, out.read_text().splitlines())}
+    assert shapes == {"text": "text_completion", "chat": "chat.completion",
+                      "older": "chat.completion"}
+
+
 def test_export_errors_writes_failed_lines_apart(home: Path, tmp_path: Path) -> None:
     write(home / "predictions", _records())
     out, errors = tmp_path / "out.jsonl", tmp_path / "errors.jsonl"
@@ -215,7 +233,7 @@ def test_a_batch_file_runs_and_exports_as_vllm_and_openai_read_it(runner: Any, h
     from vllm.entrypoints.launchers.run_batch import BatchRequestInput, BatchRequestOutput
     from vllm.entrypoints.openai.completion.protocol import CompletionRequest, CompletionResponse
 
-    from batch.run.spec import load_spec
+    from batch.run.spec.job import load_spec
 
     good = [
         line("chat", CHAT, messages=MESSAGES, max_tokens=8),

@@ -36,14 +36,14 @@ for name in ('job', 'prediction', 'model-entry'):
 assert '[[model]]' in resources.files('catalog.seed').joinpath('models.toml').read_text()
 assert resources.files('catalog.migrations').joinpath('env.py').is_file()
 assert any(p.name.endswith('.tcss') for p in resources.files('tui').iterdir())
-from batch.run.recipes import shipped
-assert str(resources.files('batch.run').joinpath('recipes', 'local.toml')).startswith(target)
+from batch.run.spec.recipes import shipped
+assert str(resources.files('batch.run.spec').joinpath('recipes', 'local.toml')).startswith(target)
 assert {'local', 'global'} <= set(shipped()), shipped()
 
 from almanac.demo import DEMO_JOB
 from almanac.demo.training import DemoPrompts
 from batch.run.inputs import read_rows
-from batch.run.spec import load_spec
+from batch.run.spec.job import load_spec
 assert str(DEMO_JOB).startswith(target), DEMO_JOB
 spec = load_spec(DEMO_JOB)
 assert str(spec.input.path).startswith(target), spec.input.path

@@ -16,7 +16,7 @@ from batch.cache.schema import columns
 from batch.cache.store import PredictionStore, ShardWriter
 from batch.run.keys import request_key
 from batch.run.plan import Plan, make_plan
-from batch.run.spec import JobSpec, spec_from_dict
+from batch.run.spec.job import JobSpec, spec_from_dict
 
 MODEL = "local:sha256:0000"
 TEMPLATE = "{{ fruit }}:"
@@ -215,7 +215,7 @@ def test_identical_prompts_in_different_plan_chunks_are_still_one_request(
                        {"id": "a", "fruit": "kiwi"}])
     plan = plan_for(spec(tmp_path), store)
     assert sorted(r.input_ids for r in plan.requests.values()) == [["a", "d"], ["b"], ["c"]]
-    assert [f.input_id for f in plan.failures] == ["a@5"]  # duplicates are found across chunks
+    assert [f.input_id for f in plan.failures] == ["<row 5>"]  # duplicates are found across chunks
     assert plan.inputs == 5
 
 
@@ -240,7 +240,7 @@ def test_a_duplicate_id_fails_with_a_clear_reason_and_the_first_row_runs(
     plan = plan_for(spec(tmp_path), store)
 
     [failure] = plan.failures
-    assert failure.input_id == "a@3"
+    assert failure.input_id == "<row 3>"
     assert failure.error == "duplicate id 'a' (first at row 1)"
     assert sorted(r.prompt for r in plan.requests.values()) == ["fig:", "peach:"]
     assert plan.summary()["invalid"] == 1
@@ -261,7 +261,7 @@ def test_a_broken_duplicate_of_a_good_id_does_not_overwrite_its_prediction(
     plan = plan_for(job, store)
     assert [r.input_ids for r in plan.requests.values()] == [["req-1"]]
     [failure] = plan.failures
-    assert failure.input_id == "req-1@2"
+    assert failure.input_id == "<row 2>"
     assert "duplicate id 'req-1'" in failure.error and "missing body" in failure.error
 
     commit(store, plan)
@@ -272,6 +272,66 @@ def test_a_broken_duplicate_of_a_good_id_does_not_overwrite_its_prediction(
 # -- failures ---------------------------------------------------------------------------------
 
 
+def test_a_lone_surrogate_fails_its_row_alone(tmp_path: Path, store: PredictionStore) -> None:
+    """`"\\ud800"` is valid JSON but not Unicode text: in a field, an id or a key it fails its
+    own row, and a surrogate pair (an emoji) is read as the character it spells."""
+    dataset(tmp_path, [
+        {"id": "a", "fruit": "peach"},
+        r'{"id": "b", "fruit": "\ud800"}',
+        r'{"id": "\udfff", "fruit": "fig"}',
+        r'{"id": "d", "fruit": "plum", "\ud800": {"x": 1}}',
+        r'{"id": "e", "fruit": "\ud83c\udf51"}',
+    ])
+    plan = plan_for(spec(tmp_path), store)
+
+    assert sorted(r.prompt for r in plan.requests.values()) == ["peach:", "\U0001f351:"]
+    assert [f.input_id for f in plan.failures] == ["<row 2>", "<row 3>", "<row 4>"]
+    assert all("lone surrogate" in f.error for f in plan.failures)
+    assert "field fruit " in plan.failures[0].error and "field id " in plan.failures[1].error
+    commit(store, plan)  # failures are keyed and written like any other
+    assert plan_for(spec(tmp_path), store).failed_before == 3
+
+
+def test_a_lone_surrogate_in_a_batch_line_or_a_rendered_prompt_fails_its_row_alone(
+    tmp_path: Path, store: PredictionStore,
+) -> None:
+    dataset(tmp_path, [
+        r'{"custom_id": "\ud800", "body": {"prompt": "peach:"}}',
+        r'{"custom_id": "r2", "body": {"messages": [{"role": "user", "content": "\udc00"}]}}',
+        {"custom_id": "r3", "body": {"prompt": "fig:"}},
+    ], name="requests.jsonl")
+    job = spec(tmp_path, input_name="requests.jsonl", input_format="openai-batch")
+    plan = plan_for(job, store)
+    assert [r.input_ids for r in plan.requests.values()] == [["r3"]]
+    assert [f.input_id for f in plan.failures] == ["<row 1>", "<row 2>"]
+    assert "field custom_id" in plan.failures[0].error
+    assert "field body.messages[0].content" in plan.failures[1].error
+
+    dataset(tmp_path, [{"id": "a", "fruit": "peach"}])
+    made = plan_for(spec(tmp_path, template='{{ fruit }}{{ "\\ud800" }}'), store)
+    [failure] = made.failures
+    assert failure.input_id == "a" and "lone surrogate ('\\ud800')" in failure.error
+    commit(store, made)
+
+
+def test_ids_made_for_rows_without_one_never_collide_with_real_ids(
+    tmp_path: Path, store: PredictionStore,
+) -> None:
+    dataset(tmp_path, [
+        "{broken",  # unreadable: named by its position
+        {"id": "a", "fruit": "peach"},
+        {"id": "a", "fruit": "fig"},  # a duplicate: named by its position too
+        {"id": "line-1", "fruit": "plum"},  # real ids that look like older made-up names
+        {"id": "a@3", "fruit": "pear"},
+        {"id": "<row 1>", "fruit": "kiwi"},  # the made-up form itself is refused
+    ])
+    plan = plan_for(spec(tmp_path), store)
+
+    assert sorted(i for r in plan.requests.values() for i in r.input_ids) == ["a", "a@3", "line-1"]
+    assert [f.input_id for f in plan.failures] == ["<row 1>", "<row 3>", "<row 6>"]
+    assert "has the form that names rows without a usable id" in plan.failures[2].error
+
+
 def test_unreadable_and_unrenderable_rows_are_failures_with_their_reason(
     tmp_path: Path, store: PredictionStore,
 ) -> None:
@@ -279,7 +339,7 @@ def test_unreadable_and_unrenderable_rows_are_failures_with_their_reason(
     plan = plan_for(spec(tmp_path), store)
 
     assert [(f.input_id, f.error.split(":")[0]) for f in plan.failures] == [
-        ("line-2", "line 2"), ("c", "template error"),
+        ("<row 2>", "line 2"), ("c", "template error"),
     ]
     assert "'fruit' is undefined" in plan.failures[1].error
     assert all(f.key.startswith("x") for f in plan.failures)

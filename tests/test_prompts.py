@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from batch.run.errors import SpecError
-from batch.run.prompts import PromptRenderer, PromptSpec, RenderError
+from batch.run.spec.errors import SpecError
+from batch.run.spec.prompts import PromptRenderer, PromptSpec, RenderError
 
 FEW_SHOT = """{{ context }}{% for ex in examples %}{{ ex.fruit }}: {{ ex.family }}
 {% endfor %}{{ fruit }}:"""

@@ -26,10 +26,11 @@ import pytest
 
 from batch.cache.lock import JobLock
 from batch.query import Predictions
-from batch.run.engine import EnginePool
-from batch.run.ray_settings import RayAddress
+from batch.run.executors.engine import EnginePool
+from batch.run.executors.ray import RayExecutor
 from batch.run.runner import Runner
-from batch.run.spec import load_spec
+from batch.run.spec.job import load_spec
+from batch.run.spec.ray_settings import RayAddress
 from catalog.runs import list_runs
 from tests.engine_support import (
     ENGINE_OPTIONS,
@@ -76,8 +77,8 @@ def records(home: Path, job: str) -> dict[tuple[str, str], dict[str, Any]]:
 
 def ray_runner(home: Path, pool: EnginePool, model: Path, address: str) -> Runner:
     base = runner_for(home, pool, model)
-    return Runner(base.catalog, base.predictions, base.locks, pool=pool,
-                  ray=RayAddress.parse(address))
+    return Runner(base.catalog, base.predictions, base.locks,
+                  executor=RayExecutor(RayAddress.parse(address)))
 
 
 def nothing_written(home: Path, job: str) -> None:
@@ -245,8 +246,10 @@ def test_a_job_on_ray_writes_what_the_same_job_writes_in_process(
         assert run.hardware is not None and run.hardware.startswith("Ray cluster, 1 node: 2 CPU")
 
         # Nothing missing: Ray is never contacted (nobody answers at this address).
-        on_ray.ray = RayAddress.parse("127.0.0.1:1")
-        again = on_ray.run(load_spec(job))
+        nobody = Runner(on_ray.catalog, on_ray.predictions, on_ray.locks,
+                        executor=RayExecutor(RayAddress.parse("127.0.0.1:1")))
+        again = nobody.run(load_spec(job))
+        nobody.close()
         assert (again.generated, again.executor, again.phases.cluster_s) == (0, "local", 0.0)
         assert again.cached == result.generated
     finally:
@@ -259,7 +262,7 @@ def test_a_killed_driver_loses_only_unwritten_blocks_and_a_run_without_ray_ends_
         engine_pool: EnginePool, tiny_model: Path) -> None:
     """`almanac run --ray` is killed with SIGKILL once its first shards have landed; the
     next run, in this process and without Ray, generates only what is missing."""
-    n = 400
+    n = 192  # 24 batches of 8, two at a time: the driver is frozen after the first two
     rows = [{"id": f"w{i}", "word": f"apple {i}"} for i in range(n)]
     job = write_job(tmp_path / "jobs", "killed", rows, shard_rows=16,
                     sampling={"max_tokens": 16})

@@ -16,7 +16,7 @@ import pytest
 
 from batch.run.runner import Runner
 from tests.engine_support import almanac, write_job
-from tests.test_batch_engine import read_job, words
+from tests.test_batch_engine import MAX_NUM_SEQS, read_job, words
 
 pytestmark = pytest.mark.engine
 
@@ -31,7 +31,7 @@ def _start(home: Path, job: Path, out: Path, err: Path) -> subprocess.Popen[byte
 
 
 def _indexed_rows(home: Path, job: str) -> int:
-    from batch.cache.reader import CacheReader
+    from batch.query import CacheReader
 
     with CacheReader(home / "predictions") as reader:
         return reader.job(job).count() if reader.has_job(job) else 0
@@ -64,11 +64,13 @@ def test_sigterm_and_sigint_mid_run_keep_what_was_finished_and_a_rerun_completes
 ) -> None:
     from batch.cache import shards as shard_files
     from batch.cache.lock import JobLock
-    from batch.run.spec import load_spec
+    from batch.run.spec.job import load_spec
     from catalog.runs import list_runs
 
-    n = 1500
-    job = write_job(tmp_path, "stops", words(n), shard_rows=25, sampling={"max_tokens": 24})
+    # The engine takes MAX_NUM_SEQS rows at a time and each stop comes once the first of
+    # them land: after both, at least four rounds of 16 tokens are left (a wide margin).
+    n = 7 * MAX_NUM_SEQS
+    job = write_job(tmp_path, "stops", words(n), shard_rows=25, sampling={"max_tokens": 16})
     finished = 0
     for sig in (signal.SIGTERM, signal.SIGINT):
         summary = _stop_mid_job(home, job, tmp_path, sig)

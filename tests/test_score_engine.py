@@ -15,7 +15,7 @@ import pytest
 import tomli_w
 
 from batch.query import Predictions
-from batch.run.spec import load_spec
+from batch.run.spec.job import load_spec
 from batch.score.judge import judge_job_name, judge_row_id
 from batch.score.scoring import score_run
 from batch.score.store import ScoreStore

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from batch.run.errors import SpecError
-from batch.run.spec import spec_from_dict
+from batch.run.spec.errors import SpecError
+from batch.run.spec.job import spec_from_dict
 from batch.score.judge import judge_job_name, verdict
 from batch.score.metrics import first_number, make_metric, normalize
 from batch.score.settings import JudgeSpec, Reference, RowError, ScoreSpec, compile_template, render
@@ -52,6 +52,47 @@ def test_regex_from_the_reference_or_a_fixed_pattern() -> None:
     full = metric(metric="regex", pattern=r"(yes|no)", full_match=True)
     assert full(" Yes \n", None) == 1.0
     assert full("yes, sure", None) == 0.0
+
+
+@pytest.mark.timeout(60)  # Python's backtracking `re` takes longer than the universe on these
+def test_a_catastrophic_regex_cannot_hang_scoring() -> None:
+    text = "a" * 5_000 + "!"
+    per_row = metric(metric="regex", reference="{{ p }}")
+    assert per_row(text, r"(a+)+$") == 0.0
+    assert per_row(text, r"^(a|aa)*$") == 0.0
+    assert metric(metric="regex", pattern=r"(a|a)*b", full_match=True)(text, None) == 0.0
+    assert per_row("L'ÉTÉ", "été") == 1.0  # case folded beyond ASCII, as before
+
+
+def test_a_pattern_re2_refuses_is_a_row_that_cannot_be_scored_or_a_bad_spec() -> None:
+    per_row = metric(metric="regex", reference="{{ p }}")
+    for pattern in (r"(a)\1", r"(?=a)a", "((a{100}){100}){100}"):  # over RE2's memory bound
+        with pytest.raises(RowError, match=r"not a valid regular expression \(RE2\)"):
+            per_row("aaa", pattern)
+    with pytest.raises(SpecError, match=r"score\.pattern: not a valid regular expression \(RE2\)"):
+        ScoreSpec.from_mapping({"metric": "regex", "pattern": r"(a)\1"})
+
+
+@pytest.mark.parametrize(("source", "reason"), [
+    ("{% macro f(x) %}{{ f(x) }}{% endmacro %}{{ f(1) }}", "recursion too deep"),
+    ("{{ 'x' * 10**10 }}", "would make a value of 10,000,000,000"),
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+     "loop iterations"),
+])
+def test_a_reference_that_recurses_or_runs_away_is_a_row_that_cannot_be_scored(
+        source: str, reason: str) -> None:
+    with pytest.raises(RowError, match=reason):
+        Reference(source).render({"family": "drupe"})
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_judge_choice_that_is_not_a_finite_number_is_a_bad_spec(tmp_path: Path, value: float) -> None:
+    judge = {"model": "m", "template": "{{ output }}", "choice": {"yes": value, "no": 0.0}}
+    with pytest.raises(SpecError, match=r"score\.judge\.choice\.yes: .* is not a finite number"):
+        ScoreSpec.from_mapping({"metric": "judge", "judge": judge})
+    with pytest.raises(SpecError, match=r"score\.judge\.choice\.yes: .* is not a finite number") as caught:
+        _job({"metric": "judge", "judge": judge}, tmp_path)
+    assert caught.value.exit_code == 2
 
 
 def test_json_parses_matches_a_schema_and_compares_a_field() -> None:
@@ -146,6 +187,24 @@ def test_a_reference_failing_on_a_row_says_why() -> None:
     assert render(template, {"family": "drupe"}) == "DRUPE"
     with pytest.raises(RowError, match="'family' is undefined"):
         render(template, {"fruit": "plum"})
+
+
+@pytest.mark.parametrize("reference", [
+    "{{ 'x' * 100000000 }}",  # allocation
+    "{% for i in range(2000) %}{% for j in range(2000) %}.{% endfor %}{% endfor %}",  # steps
+    "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}",  # recursion
+])
+def test_a_reference_over_a_bound_is_a_row_that_cannot_be_scored(reference: str) -> None:
+    """References render in the bounded sandbox prompts render in: a row past a bound is
+    that row's error (could not be scored), never a hundred megabytes compared."""
+    with pytest.raises(RowError, match="template error: .*(would make a value|loop "
+                                       "iterations|recursion too deep)"):
+        Reference(reference).render({"family": "drupe"})
+
+
+def test_a_reference_too_long_to_be_a_template_is_refused_at_the_spec() -> None:
+    with pytest.raises(SpecError, match="score.reference: the template is 1,000,001 characters"):
+        ScoreSpec.from_mapping({"metric": "exact", "reference": "x" * 1_000_001})
 
 
 @pytest.mark.parametrize("value", ["drupe", 3, 2.5, None, True, ["a", 1], {"k": "v"}, "  spaced "])

@@ -57,9 +57,9 @@ def test_no_store_yet_reads_as_empty_and_a_damaged_one_says_so(tmp_path: Path) -
     assert ScoreStore.open_readonly(tmp_path) is None
     assert score_of(tmp_path, "job", "a", "1") is None
     (tmp_path / "scores.db").write_bytes(b"not a database at all" * 100)
-    with pytest.raises(ScoreStoreError, match="scores.db: cannot be used"):
+    with pytest.raises(ScoreStoreError, match="scores.db: it is damaged"):
         ScoreStore.open_readonly(tmp_path)
-    with pytest.raises(ScoreStoreError, match="scores.db: cannot be used"):
+    with pytest.raises(ScoreStoreError, match="scores.db: it is damaged"):
         ScoreStore.open(tmp_path)
 
 

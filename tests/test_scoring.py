@@ -102,6 +102,22 @@ def test_a_failing_reference_is_that_rows_error_and_a_failed_prediction_scores_z
     assert rows[("small+lora", "grape")].value == 0.0  # exact: " Berry" is not "berry"
 
 
+def test_a_reference_past_the_sandboxs_bounds_is_that_rows_error(home: Path, job_file: Path) -> None:
+    from batch.score.store import ScoreStore
+
+    data = tomllib.loads(job_file.read_text())
+    data["score"]["reference"] = "{{ 'x' * 100000000 if fruit == 'plum' else family }}"
+    job_file.write_text(tomli_w.dumps(data))
+    report = json.loads(_ok(almanac(home, "score", str(job_file), "--json")).stdout)
+    with ScoreStore.open_readonly(home / "predictions") as store:
+        rows = {(s.candidate, s.input_id): s for s in store.scores(JOB)}
+    plum = rows[("big", "plum")]
+    assert plum.value is None and plum.error.startswith(
+        "reference: template error: * would make a value of 100,000,000 characters")
+    assert rows[("big", "cherry")].value == 1.0  # the other rows are scored as before
+    assert report["errors"] == sum(1 for r in rows.values() if r.value is None)
+
+
 def test_rescoring_computes_only_what_changed_and_never_imports_vllm(home: Path, job_file: Path) -> None:
     probe = """
 import json, sys
@@ -218,3 +234,78 @@ def test_compare_says_when_predictions_were_made_on_a_replaced_revision(home: Pa
     assert entries["small"]["revision_current"] is None  # the catalog knows no revision of it
     proc = _ok(almanac(home, "compare", JOB))
     assert f"big: predictions made on {BIG}@rev-big; the catalog's current revision is rev-newer" in proc.stderr
+
+
+def test_a_reference_macro_calling_itself_is_that_rows_error_not_a_traceback(
+        home: Path, job_file: Path) -> None:
+    from batch.score.store import ScoreStore
+
+    data = tomllib.loads(job_file.read_text())
+    data["score"]["reference"] = ("{% macro f(x) %}{{ f(x) }}{% endmacro %}"
+                                  "{{ f(1) if fruit == 'plum' else family }}")
+    job_file.write_text(tomli_w.dumps(data))
+    proc = _ok(almanac(home, "score", str(job_file), "--json"))
+    assert "Traceback" not in proc.stderr and "RecursionError" not in proc.stderr
+    with ScoreStore.open_readonly(home / "predictions") as store:
+        rows = {(s.candidate, s.input_id): s for s in store.scores(JOB)}
+    plum = rows[("big", "plum")]
+    assert plum.value is None and "recursion too deep" in plum.error
+    assert rows[("big", "cherry")].value == 1.0
+
+
+def test_numbers_that_are_not_finite_are_refused_as_a_price_or_a_judges_choice(
+        home: Path, job_file: Path) -> None:
+    from click.testing import CliRunner
+
+    from almanac.cli import cli
+
+    for bad in ("nan", "inf", "-inf", "0", "1e9"):
+        result = CliRunner().invoke(cli, ["compare", JOB, "--usd-per-hour", bad])
+        assert result.exit_code == 2, (bad, result.output)
+        assert "--usd-per-hour" in result.output and "Traceback" not in result.output
+    original = tomllib.loads(job_file.read_text())
+    for change, field in [
+        ({"score": {"metric": "judge", "judge": {"model": BIG, "template": "{{ output }}",
+                                                 "choice": {"yes": float("nan"), "no": 0.0}}}},
+         "score.judge.choice.yes: nan"),
+        ({"cost": {"usd_per_hour": float("inf")}}, "cost.usd_per_hour: inf"),
+    ]:
+        job_file.write_text(tomli_w.dumps({**original, **change}))
+        result = CliRunner().invoke(cli, ["score", str(job_file)])
+        assert result.exit_code == 2, result.output
+        assert f"{field} is not a finite number" in result.output
+
+
+def _strict(text: str) -> object:
+    """JSON as a strict reader takes it: no NaN, Infinity or -Infinity."""
+    def refuse(word: str) -> None:
+        raise AssertionError(f"not JSON: {word}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_compare_never_writes_nan_or_infinity_as_json(tmp_path: Path) -> None:
+    """A run recorded with a price of inf (as older versions let a job state) gives an
+    infinite cost: JSON says null, on the command line and over HTTP."""
+    from click.testing import CliRunner
+
+    from almanac.cli import cli
+    from tests.score_support import score_home
+    from tests.test_server import LiveServer
+
+    root = tmp_path / "priced"
+    score_home(root, build_scored_home(root, second_price=float("inf")))
+    result = CliRunner().invoke(cli, ["--home", str(root), "compare", JOB, "--json"])
+    assert result.exit_code == 0, result.output
+    entries = {e["label"]: e for e in _strict(result.stdout)}
+    assert entries["small+lora"]["cost_per_1k"] is None  # generated in the inf-priced run only
+    server = LiveServer(root)
+    try:
+        import httpx
+
+        resp = httpx.get(f"{server.url}/jobs/{JOB}/compare", timeout=30)
+    finally:
+        server.close()
+    assert resp.status_code == 200
+    assert {e["label"]: e["cost_per_1k"] for e in _strict(resp.text)} == {
+        label: e["cost_per_1k"] for label, e in entries.items()}

@@ -116,6 +116,47 @@ def test_on_loopback_only_loopback_host_names_are_answered(guarded: Served) -> N
             assert c.get("/jobs", headers={**authorized, "Host": host}).status_code == 200, host
 
 
+def test_a_host_header_that_is_not_a_host_and_port_is_refused(guarded: Served) -> None:
+    authorized = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=guarded.url, timeout=30) as c:
+        for host in ("localhost:80@evil.com", "[::1]evil.com", "localhost:evil", "localhost evil",
+                     "[::1", "localhost:80:80"):
+            body = _error(c.get("/jobs", headers={**authorized, "Host": host}), 400)
+            assert "loopback" in body["message"], host
+        # Loopback in its other spellings is loopback.
+        for host in ("127.1", "0x7f.1:80", "[::ffff:127.0.0.1]", "localhost."):
+            assert c.get("/jobs", headers={**authorized, "Host": host}).status_code == 200, host
+
+
+def test_the_bearer_scheme_is_matched_in_any_case(guarded: Served) -> None:
+    with httpx.Client(base_url=guarded.url, timeout=30) as c:
+        for given in (f"bearer {TOKEN}", f"BEARER {TOKEN}", f"Bearer  {TOKEN}"):
+            assert c.get("/jobs", headers={"Authorization": given}).status_code == 200, given
+        for given in (f"Basic {TOKEN}", f"bearer {TOKEN}x", f"bearer{TOKEN}", "bearer"):
+            _error(c.get("/jobs", headers={"Authorization": given}), 401)
+
+
+def _raw(port: int, head: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
+        conn.sendall(head)
+        return b"".join(iter(lambda: conn.recv(65536), b""))
+
+
+def test_a_request_head_over_64_kib_is_refused_however_it_arrives(guarded: Served) -> None:
+    def head(pad: int) -> bytes:
+        return (b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                b"X-Pad: " + b"p" * pad + b"\r\n\r\n")
+
+    assert len(head(70_000)) > 64 * 1024
+    answer = _raw(guarded.port, head(70_000))  # sent whole, in one write
+    assert answer.startswith(b"HTTP/1.1 431") and b'"error": "too_large"' in answer
+    assert _raw(guarded.port, head(60_000)).startswith(b"HTTP/1.1 200")
+    # A second request on a kept-alive connection is held to the same bound.
+    first = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    answer = _raw(guarded.port, first + head(70_000))
+    assert answer.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 431" in answer
+
+
 def test_a_request_without_a_host_header_is_answered(guarded: Served) -> None:
     with socket.create_connection(("127.0.0.1", guarded.port), timeout=30) as conn:
         conn.sendall(b"GET /health HTTP/1.0\r\n\r\n")
@@ -261,6 +302,36 @@ def test_a_port_in_use_or_a_host_that_cannot_be_bound_is_exit_1(home: Path) -> N
     proc = _serve(home, "--host", "no-such-host.invalid", "--port", "0")
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "no-such-host.invalid" in err and "Traceback" not in err
+
+
+def test_loopback_is_decided_from_the_address_bound_however_it_is_spelt(home: Path) -> None:
+    """No token is needed on loopback, and the Host check is on, for every spelling."""
+    write(home / "predictions", [record("plum")])
+    spellings = ["127.1", "0x7f.1", "::ffff:127.0.0.1", "::1"]
+    if socket.gethostbyname(socket.gethostname()).startswith("127."):
+        spellings.append(socket.gethostname())  # the machine's own name, on loopback here
+    procs = {host: _serve(home, "--host", host, "--port", "0") for host in spellings}
+    try:
+        for host, proc in procs.items():
+            url, seen = _listening(proc)
+            assert not any("anyone who can reach it" in line for line in seen), host
+            path = f"{url}/jobs/fruits/predictions/plum"
+            evil = httpx.get(path, timeout=30, headers={"Host": "evil.example"})
+            assert _error(evil, 400)["message"].startswith("this server answers loopback"), host
+            assert httpx.get(path, timeout=30, headers={"Host": "localhost"}).status_code == 200
+            assert httpx.get(path, timeout=30).status_code == 200, host  # its own address
+            if host == socket.gethostname():  # and the name it was told to bind
+                port = url.rsplit(":", 1)[1]
+                named = httpx.get(path, timeout=30, headers={"Host": f"{host}:{port}"})
+                assert named.status_code == 200
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            proc.communicate(timeout=60)
+            assert proc.returncode == 0
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
 
 
 def test_off_loopback_the_server_needs_a_token(home: Path) -> None:

@@ -16,7 +16,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from almanac.cli import cli
-from batch.train.dataset import data_files
+from batch.data.curate import curate
+from batch.data.curated_set import curated_data_files
 from catalog.db import Catalog
 from catalog.localmodels import entry_from_directory
 from catalog.models import upsert_model
@@ -127,7 +128,7 @@ async def test_the_tui_model_detail_says_what_the_adapter_was_distilled_from(
     from tests.tui_capture import screen_text, settle
 
     home, _ = trained
-    app = make_app(home)
+    app = make_app(home / "catalog.db", home / "predictions")
     async with app.run_test(size=(120, 60)) as pilot:
         await settle(pilot)
         app.open_model(STUDENT)
@@ -169,53 +170,57 @@ def _dry(home: Path, data: Path) -> dict:
 def test_training_reads_exactly_the_files_the_card_names(home: Path, data: Path) -> None:
     before = _dry(home, data)
     assert before["status"] == "planned" and before["train_rows"] + before["validation_rows"] == 16
-    # Named otherwise, as the card says; a stray train.parquet beside them is ignored.
-    card = (data / "README.md").read_text()
-    named = data_files(data)
-    for split, (path,) in named.items():
-        path.rename(data / f"{split}-0a1b2c{path.suffix}")
-        card = card.replace(f"path: {path.name}", f"path: {split}-0a1b2c{path.suffix}")
-    (data / "README.md").write_text(card)
-    pq.write_table(pa.table({"prompt": ["stray:"], "completion": [" no"]}), data / "train.parquet")
-    renamed = _dry(home, data)
-    assert (renamed["train_rows"], renamed["validation_rows"]) == \
-        (before["train_rows"], before["validation_rows"])
-    assert renamed["data_digest"] != before["data_digest"]  # the names are part of it
-    # The card may name the JSON Lines twins instead: the same rows, other bytes.
-    for split, (path,) in named.items():
-        card = card.replace(f"path: {split}-0a1b2c{path.suffix}", f"path: {path.stem}.jsonl")
-    (data / "README.md").write_text(card)
-    jsonl = _dry(home, data)
-    assert jsonl["train_rows"] == before["train_rows"] and jsonl["data_digest"] != renamed["data_digest"]
+    # Beside the card's own files, one of an earlier version's fixed name and a
+    # content-named one the card does not name: neither is read.
+    stray = pa.table({"prompt": ["stray:"], "completion": [" no"]})
+    pq.write_table(stray, data / "train.parquet")
+    pq.write_table(stray, data / f"train-{'0' * 16}.parquet")
+    beside = _dry(home, data)
+    assert (beside["train_rows"], beside["validation_rows"], beside["data_digest"]) == \
+        (before["train_rows"], before["validation_rows"], before["data_digest"])
+    # The set curated again with fewer rows: the new card's files, another digest.
+    curate(home / "predictions", TEACHER, data, command="almanac curate fruit-teacher",
+           split=0.75, where="score >= 1")
+    again = _dry(home, data)
+    assert again["train_rows"] + again["validation_rows"] == 14
+    assert again["data_digest"] != before["data_digest"]
     assert not (home / "models").exists() and not (home / "training").exists()  # dry: nothing
+
+
+def _card(directory: Path, files: dict[str, str]) -> None:
+    """A dataset card naming `files` ({split: file name}), as curate writes one."""
+    entries = "".join(f"  - split: {split}\n    path: {name}\n" for split, name in files.items())
+    (directory / "README.md").write_text(
+        f"---\nconfigs:\n- config_name: default\n  data_files:\n{entries}---\n")
 
 
 @pytest.fixture
 def bad(tmp_path: Path, data: Path) -> dict[str, Path]:
     """Data directories each wrong in one way."""
     out = {}
-    no_train = tmp_path / "no-train"
+    named = f"-{'a' * 16}.parquet"
+    no_train = out["no-train"] = tmp_path / "no-train"
     no_train.mkdir()
-    (no_train / "README.md").write_text("---\nconfigs:\n- config_name: default\n  data_files:\n"
-                                        "  - split: validation\n    path: rows.parquet\n---\n")
-    (no_train / "rows.parquet").write_bytes(data_files(data)["validation"][0].read_bytes())
-    out["no-train"] = no_train
-    empty = tmp_path / "empty"
+    _card(no_train, {"validation": f"validation{named}"})
+    (no_train / f"validation{named}").write_bytes(
+        curated_data_files(data)["validation"][0].read_bytes())
+    empty = out["empty"] = tmp_path / "empty"
     empty.mkdir()
-    out["empty"] = empty
-    columns = tmp_path / "columns"
+    pq.write_table(pa.table({"prompt": ["peach:"], "completion": [" drupe"]}),
+                   empty / "train.parquet")  # a file, but no card naming it
+    columns = out["columns"] = tmp_path / "columns"
     columns.mkdir()
-    pq.write_table(pa.table({"text": ["peach: drupe"]}), columns / "train.parquet")
-    out["columns"] = columns
+    _card(columns, {"train": f"train{named}"})
+    pq.write_table(pa.table({"text": ["peach: drupe"]}), columns / f"train{named}")
     return out
 
 
 @pytest.mark.parametrize(("case", "args", "says"), [
     ("where", ["--where", "score >= 2"], "--where 'score >= 2': no train rows left (train: 0 of"),
-    ("no-train", [], "README.md: its `configs` name no train split"),
-    ("empty", [], "no README.md dataset card naming its splits, nor a train.parquet"),
-    ("columns", [], "train.parquet: no `messages` column, nor `prompt` and `completion` columns "
-                    "(it has: text)"),
+    ("no-train", [], "README.md: names no train split (splits: validation)"),
+    ("empty", [], "empty: no dataset card (README.md); `almanac curate JOB -o DIR` writes one"),
+    ("columns", [], f"train-{'a' * 16}.parquet: no `messages` column, nor `prompt` and "
+                    "`completion` columns (it has: text)"),
     ("name", ["--name", "../escape"], "--name: '../escape' is not ORG/NAME"),
     ("base", ["--base", "no-such-model"], "--base: no model 'no-such-model' in the catalog"),
     ("adapter-base", ["--base", "me/lora"], "--base: me/lora is itself an adapter"),

@@ -14,7 +14,7 @@ import pytest
 from textual.app import App
 
 from batch.query import Predictions
-from batch.run.spec import load_spec
+from batch.run.spec.job import load_spec
 from catalog.db import Catalog
 from catalog.models import upsert_model
 from catalog.records import ModelEntry
@@ -22,8 +22,7 @@ from catalog.search import ModelFilter, count_models, domain_counts, language_co
 from catalog.seed import load_seed, read_entries
 from tests.engine_support import TINY_MODEL, almanac, runner_for, write_job
 from tests.tui_capture import screen_text, settle
-from tests.tui_support import build_home
-from tui.app import make_app
+from tests.tui_support import build_home, tui_app
 from tui.format import counted
 from tui.screens.model_detail import ModelDetailScreen
 from tui.screens.models import ModelsScreen
@@ -90,7 +89,7 @@ def table_keys(app: App) -> list[str]:
 @pytest.mark.engine
 async def test_domain_and_language_facets_filter_and_recount(engine_home: Path) -> None:
     cat = oracle(engine_home)
-    app = make_app(engine_home)
+    app = tui_app(engine_home)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         screen = app.screen
@@ -140,7 +139,7 @@ async def test_domain_and_language_facets_filter_and_recount(engine_home: Path) 
 @pytest.mark.engine
 async def test_search_box_queries_the_full_text_index(engine_home: Path) -> None:
     cat = oracle(engine_home)
-    app = make_app(engine_home)
+    app = tui_app(engine_home)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         await pilot.press("slash", *"polish")
@@ -157,7 +156,7 @@ async def test_search_box_queries_the_full_text_index(engine_home: Path) -> None
 @pytest.mark.engine
 async def test_parameter_range_and_fits_memory_filters(engine_home: Path) -> None:
     cat = oracle(engine_home)
-    app = make_app(engine_home)
+    app = tui_app(engine_home)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         await pilot.click("#params")
@@ -183,7 +182,7 @@ async def test_paging_loads_the_next_page_near_the_end(tmp_path: Path) -> None:
 
     generate(tmp_path / "catalog.db", 180)
     cat = oracle(tmp_path)
-    app = make_app(tmp_path)
+    app = tui_app(tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         assert len(table_keys(app)) == 50
@@ -204,7 +203,7 @@ async def test_paging_loads_the_next_page_near_the_end(tmp_path: Path) -> None:
 
 @pytest.mark.engine
 async def test_model_detail_shows_lineage_evals_performance_and_jobs(engine_home: Path) -> None:
-    app = make_app(engine_home)
+    app = tui_app(engine_home)
     async with app.run_test(size=(100, 40)) as pilot:
         await settle(pilot)
         await pilot.press("slash", *"tiny", "enter")
@@ -233,7 +232,7 @@ async def test_model_detail_lists_adapters_and_opens_the_base_model(fixed_home: 
     with cat.sessions() as s:
         adapter = next(m for m in list_models(s, ModelFilter()) if m.relation == "adapter")
     cat.close()
-    app = make_app(fixed_home)
+    app = tui_app(fixed_home)
     async with app.run_test(size=(100, 60)) as pilot:
         await settle(pilot)
         app.open_model(adapter.ref)
@@ -257,7 +256,7 @@ async def test_model_detail_lists_adapters_and_opens_the_base_model(fixed_home: 
 
 
 async def test_runs_screen_shows_history_and_the_error_of_a_failed_run(fixed_home: Path) -> None:
-    app = make_app(fixed_home, screen="runs")
+    app = tui_app(fixed_home, screen="runs")
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         text = screen_text(app)
@@ -278,7 +277,7 @@ async def test_runs_screen_shows_history_and_the_error_of_a_failed_run(fixed_hom
 
 @pytest.mark.engine
 async def test_runs_screen_after_a_real_run(engine_home: Path) -> None:
-    app = make_app(engine_home, screen="runs")
+    app = tui_app(engine_home, screen="runs")
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         text = screen_text(app)
@@ -296,7 +295,7 @@ async def test_predictions_search_outputs_open_a_record_and_jump_to_its_model(
         target = next(r for r in p.search(failed=False) if len(r["output"].strip()) >= 3)
         needle = target["output"].strip()[:3]
         expected = [r["input_id"] for r in p.search(contains=needle)]
-    app = make_app(engine_home)
+    app = tui_app(engine_home)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         await pilot.press("3")
@@ -326,7 +325,7 @@ async def test_predictions_search_outputs_open_a_record_and_jump_to_its_model(
 
 @pytest.mark.engine
 async def test_predictions_failed_only_and_job_from_the_command_line(engine_home: Path) -> None:
-    app = make_app(engine_home, job=JOB)
+    app = tui_app(engine_home, job=JOB)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         assert app.current_mode == "predictions" and app.screen.shown.job == JOB
@@ -340,7 +339,7 @@ async def test_predictions_failed_only_and_job_from_the_command_line(engine_home
 
 
 async def test_predictions_switches_jobs(fixed_home: Path) -> None:
-    app = make_app(fixed_home, screen="predictions")
+    app = tui_app(fixed_home, screen="predictions")
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         assert app.screen.shown.job == "polish-cities"
@@ -354,7 +353,7 @@ async def test_predictions_switches_jobs(fixed_home: Path) -> None:
 
 
 async def test_keys_switch_screens_and_q_quits(fixed_home: Path) -> None:
-    app = make_app(fixed_home)
+    app = tui_app(fixed_home)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         for key, mode in (("2", "runs"), ("3", "predictions"), ("1", "models")):
@@ -370,7 +369,7 @@ async def test_keys_switch_screens_and_q_quits(fixed_home: Path) -> None:
 
 
 async def test_usable_at_80_by_24(fixed_home: Path) -> None:
-    app = make_app(fixed_home)
+    app = tui_app(fixed_home)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         table = app.screen.query_one(PagedTable)
@@ -388,7 +387,7 @@ async def test_read_only_never_blocks_a_writer_and_refresh_shows_new_models(
 
     home = tmp_path / "home"
     shutil.copytree(fixed_home, home)
-    app = make_app(home)
+    app = tui_app(home)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         # A run writes while the TUI is open: it gets the write lock at once.
@@ -420,10 +419,12 @@ async def test_read_only_never_blocks_a_writer_and_refresh_shows_new_models(
 def test_the_tui_connection_is_read_only(fixed_home: Path) -> None:
     from sqlalchemy import text
 
+    from almanac.paths import Home
     from catalog.db import CatalogUnusableError
     from tui.data import Data
 
-    data = Data(fixed_home)
+    layout = Home(fixed_home)
+    data = Data(layout.catalog_db, layout.predictions)
     try:
         with pytest.raises(CatalogUnusableError, match="read-only"), \
                 data.catalog.sessions.begin() as s:
@@ -441,7 +442,7 @@ def test_cli_refuses_a_home_without_a_catalog(tmp_path: Path) -> None:
 
 def test_make_app_rejects_an_unknown_screen(fixed_home: Path) -> None:
     with pytest.raises(ValueError, match="screen: 'jobs'"):
-        make_app(fixed_home, screen="jobs")
+        tui_app(fixed_home, screen="jobs")
 
 
 # -- import hygiene --------------------------------------------------------------------------

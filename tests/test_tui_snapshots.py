@@ -12,8 +12,7 @@ import pytest
 from textual.pilot import Pilot
 
 from tests.tui_capture import settle
-from tests.tui_support import build_home
-from tui.app import make_app
+from tests.tui_support import build_home, tui_app
 
 SIZE = (100, 30)
 
@@ -24,7 +23,7 @@ def fixed_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_models_screen(snap_compare, fixed_home: Path) -> None:
-    assert snap_compare(make_app(fixed_home), terminal_size=SIZE, run_before=settle)
+    assert snap_compare(tui_app(fixed_home), terminal_size=SIZE, run_before=settle)
 
 
 def test_models_screen_filtered_by_domain_and_language(snap_compare, fixed_home: Path) -> None:
@@ -35,7 +34,7 @@ def test_models_screen_filtered_by_domain_and_language(snap_compare, fixed_home:
         await pilot.press("l", "down", "enter")  # the first language under `code`
         await settle(pilot)
 
-    assert snap_compare(make_app(fixed_home), terminal_size=SIZE, run_before=choose)
+    assert snap_compare(tui_app(fixed_home), terminal_size=SIZE, run_before=choose)
 
 
 def test_model_detail_screen(snap_compare, fixed_home: Path) -> None:
@@ -44,16 +43,16 @@ def test_model_detail_screen(snap_compare, fixed_home: Path) -> None:
         pilot.app.open_model("defog/sqlcoder-7b-2")
         await settle(pilot)
 
-    assert snap_compare(make_app(fixed_home), terminal_size=SIZE, run_before=open_sqlcoder)
+    assert snap_compare(tui_app(fixed_home), terminal_size=SIZE, run_before=open_sqlcoder)
 
 
 def test_runs_screen(snap_compare, fixed_home: Path) -> None:
-    assert snap_compare(make_app(fixed_home, screen="runs"), terminal_size=SIZE,
+    assert snap_compare(tui_app(fixed_home, screen="runs"), terminal_size=SIZE,
                         run_before=settle)
 
 
 def test_predictions_screen(snap_compare, fixed_home: Path) -> None:
-    assert snap_compare(make_app(fixed_home, job="text-to-sql"), terminal_size=SIZE,
+    assert snap_compare(tui_app(fixed_home, job="text-to-sql"), terminal_size=SIZE,
                         run_before=settle)
 
 
@@ -63,5 +62,5 @@ def test_prediction_record_screen(snap_compare, fixed_home: Path) -> None:
         await pilot.press("enter")
         await settle(pilot)
 
-    assert snap_compare(make_app(fixed_home, job="polish-cities"), terminal_size=SIZE,
+    assert snap_compare(tui_app(fixed_home, job="polish-cities"), terminal_size=SIZE,
                         run_before=open_first)

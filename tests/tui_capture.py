@@ -73,9 +73,9 @@ async def settle(pilot: Pilot) -> None:
 
 async def capture(home: Path, screen: str, press: Sequence[str] = (),
                   size: tuple[int, int] = SIZE) -> tuple[str, str]:
-    from tui.app import make_app
+    from tests.tui_support import tui_app
 
-    app = make_app(home, screen=screen)
+    app = tui_app(home, screen=screen)
     async with app.run_test(size=size) as pilot:
         await settle(pilot)
         for key in press:

@@ -11,12 +11,17 @@ import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from almanac.paths import Home
 from batch.cache.store import PredictionStore, ShardWriter
 from catalog import runs as run_log
 from catalog.db import Catalog
 from catalog.seed import load_seed
 from catalog.tables import Run
+
+if TYPE_CHECKING:  # textual loads with the app, in the tests that start one
+    from tui.app import AlmanacApp
 
 T0 = datetime(2026, 1, 5, 3, 0, tzinfo=UTC)
 HARDWARE = "Test CPU x2"
@@ -96,3 +101,11 @@ def build_home(root: Path) -> Path:
     store.close()
     catalog.close()
     return root
+
+
+def tui_app(home: Path, **options: str | None) -> AlmanacApp:
+    """The TUI over the home at `home`, its paths found as `almanac tui` finds them."""
+    from tui.app import make_app
+
+    layout = Home(Path(home))
+    return make_app(layout.catalog_db, layout.predictions, **options)

@@ -110,10 +110,12 @@ class AlmanacApp(App):
                 yield SystemCommand(title, help_, lambda a=action: screen.run_action(a))
 
 
-def make_app(home: Path, *, screen: str | None = None, job: str | None = None) -> AlmanacApp:
-    """The app over the Almanac home at `home`; shared by `almanac tui` and the tests.
+def make_app(catalog_db: Path, predictions: Path, *, screen: str | None = None,
+             job: str | None = None) -> AlmanacApp:
+    """The app over a home's catalog file and predictions directory (the front door's
+    `almanac.paths.Home` knows where they are); shared by `almanac tui` and the tests.
     Opens at `screen`; by default the models, or the predictions when a job is given."""
     screen = screen or ("predictions" if job else "models")
     if screen not in SCREENS:
         raise ValueError(f"screen: {screen!r} is not one of {', '.join(SCREENS)}")
-    return AlmanacApp(Data(Path(home)), screen=screen, job=job)
+    return AlmanacApp(Data(Path(catalog_db), Path(predictions)), screen=screen, job=job)

@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from catalog import taxonomy
 from catalog.db import open_catalog
+from catalog.detail import model_detail
 from catalog.filters import ModelFilter
-from catalog.models import find_model, to_record
+from catalog.lookup import find_model
 from catalog.records import ModelRecord, RunRecord
 from catalog.runs import count_runs, jobs_of_model, list_runs
 from catalog.search import count_models, domain_counts, language_counts, list_models
 
 if TYPE_CHECKING:  # the cache reader pulls in pyarrow: loaded when a screen first needs it
-    from batch.cache.reader import CandidateSummary
-    from batch.query import CacheReader
+    from batch.query import CacheReader, CandidateSummary
     from batch.score.compare import CandidateComparison
 
 PAGE = 50
@@ -116,11 +116,12 @@ class Page:
 
 
 class Data:
-    """Read-only access to one Almanac home, safe to call from several threads."""
+    """Read-only access to one Almanac home's catalog and predictions (their paths are
+    given: the home's layout is the front door's), safe to call from several threads."""
 
-    def __init__(self, home: Path) -> None:
-        self.home = Path(home)
-        self.catalog = open_catalog(self.home / "catalog.db", readonly=True, cache_kib=CACHE_KIB)
+    def __init__(self, catalog_db: Path, predictions: Path) -> None:
+        self.predictions_root = Path(predictions)
+        self.catalog = open_catalog(Path(catalog_db), readonly=True, cache_kib=CACHE_KIB)
         self._reader_lock = threading.Lock()
         self._reader: CacheReader | None = None
 
@@ -170,7 +171,7 @@ class Data:
     def model(self, ref: str) -> ModelRecord | None:
         with self.catalog.sessions() as s:
             model = find_model(s, ref)
-            return to_record(s, model, detail=True) if model is not None else None
+            return model_detail(s, model) if model is not None else None
 
     def model_jobs(self, ref: str) -> list[JobUse]:
         """Jobs with cached predictions from this model. The runs table names the
@@ -224,15 +225,15 @@ class Data:
                     with_total: bool = False) -> Page:
         from batch.query import UnknownJobError
 
+        args = q.args()
         try:
             view = self._cache().job(q.job)
+            if q.candidate is not None and q.candidate not in view.select():
+                args["candidate"] = None  # a run since has dropped it: show every candidate
+            rows = view.search(**args, limit=limit, offset=offset)
+            total = view.count(**args) if with_total else None
         except UnknownJobError:
             return Page([], offset, 0)
-        args = q.args()
-        if q.candidate is not None and q.candidate not in view.select():
-            args["candidate"] = None  # a run since has dropped it: show every candidate
-        rows = view.search(**args, limit=limit, offset=offset)
-        total = view.count(**args) if with_total else None
         return Page(rows, offset, total)
 
     def comparison(self, job: str) -> list[CandidateComparison]:
@@ -242,10 +243,9 @@ class Data:
         from batch.score.compare import compare_job
 
         try:
-            view = self._cache().job(job)
+            return compare_job(self.catalog.sessions, self._cache().job(job))
         except UnknownJobError:
             return []
-        return compare_job(self.catalog.sessions, view)
 
     def _cache(self) -> CacheReader:
         """One shared, thread-safe reader of the cache index and shards. batch.query
@@ -254,6 +254,6 @@ class Data:
 
         with self._reader_lock:
             if self._reader is None:
-                self._reader = CacheReader(self.home / "predictions")
+                self._reader = CacheReader(self.predictions_root)
             return self._reader
 

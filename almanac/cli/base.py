@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -10,6 +12,7 @@ import click
 from almanac.paths import Home
 from batch.run.stopping import Stopped  # stdlib and schemas only: --help stays quick
 from schemas.errors import AlmanacError, ExitCode
+from schemas.output_path import ReaderGone
 
 if TYPE_CHECKING:  # catalog.db imports SQLAlchemy and Alembic: not for --help
     from catalog.db import Catalog
@@ -54,9 +57,40 @@ pass_env = click.make_pass_decorator(Env)
 
 json_option = click.option("json_", "--json", is_flag=True, help="Print JSON on stdout.")
 
+VERBOSE_HELP = ("Show the engine's own output (vLLM, torch, Ray) on stderr; by default it "
+                "goes to the home's logs/<job>-<run>.log, named in the run's summary.")
+
+
+def _verbose(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        from batch.run.console import set_verbose
+
+        set_verbose()
+
+
+# `almanac run -v` as well as `almanac -v run`: the command's flag is read after the group's.
+verbose_option = click.option("-v", "--verbose", is_flag=True, expose_value=False,
+                              callback=_verbose, help=VERBOSE_HELP)
+
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    """`data` as JSON on stdout. JSON has no NaN nor Infinity: a float that is not finite
+    is written as null, never as a bare word no strict reader takes."""
+    try:
+        text = json.dumps(data, indent=2, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(data), indent=2, ensure_ascii=False, default=str)
+    click.echo(text)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def warn(message: str) -> None:
@@ -71,25 +105,46 @@ class CommandError(click.ClickException):
         self.exit_code = int(code)
 
 
-def translate(exc: BaseException) -> CommandError | None:
-    """A room's error as the CLI reports it: the message, and the exit code the
-    error carries (schemas.errors.AlmanacError). Anything else is a bug: None."""
-    if isinstance(exc, AlmanacError):
-        return CommandError(str(exc), exc.exit_code)
-    return None
-
-
 class AlmanacGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except AlmanacError as exc:
             raise CommandError(str(exc), exc.exit_code) from exc
+        except BrokenPipeError as exc:
+            # The reader of the output went away (`| head`): it has what it wanted. Exit 0
+            # without a word. Any other broken pipe (an engine's) is a failure: raised.
+            if not (_stdout_closed() or isinstance(exc, ReaderGone)):
+                raise
+            ctx.exit(0)
         except Stopped as stop:
             # A run stopped by SIGINT / SIGTERM outside `almanac run` (the demo): it wrote
             # what it had finished; exit as the shell would report the signal.
             warn(f"{stop}: what was finished is written and indexed")
             ctx.exit(stop.exit_code)
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe (or socket) whose reader went away; if so it is pointed at
+    /dev/null, so that what is still buffered for that reader is not written (nor fails)
+    at exit."""
+    import os
+    import select
+    import sys
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        gone = any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False  # not a descriptor (a test's captured stdout): not a closed pipe
+    if gone:
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+    return gone
 
 
 def echo_table(rows: list[list[str]], headers: list[str]) -> None:

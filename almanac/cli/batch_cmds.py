@@ -16,24 +16,32 @@ from almanac.cli.base import (
     emit_json,
     json_option,
     pass_env,
-    translate,
+    verbose_option,
     warn,
 )
 from almanac.cli.score_cmds import check_scores, score_after_run
-from schemas.errors import ExitCode
+from schemas.errors import AlmanacError, ExitCode
 
 if TYPE_CHECKING:  # the runner (pyarrow, SQLAlchemy) loads only when a job runs, not for --help
+    from batch.run.executors.base import Executor
     from batch.run.result import RunResult
+    from batch.run.spec.ray_settings import RayAddress
 
 
-def _exit_code(statuses: list[str]) -> int:
-    if "error" in statuses:
-        return ExitCode.ERROR
-    if "locked" in statuses:
-        return ExitCode.LOCKED
-    if "failed_rows" in statuses:
-        return ExitCode.FAILED_ROWS
-    return ExitCode.OK
+# Several jobs exit with the gravest of their codes: an error, then a lock, then failed rows.
+_GRAVEST = (ExitCode.ERROR, ExitCode.LOCKED, ExitCode.FAILED_ROWS)
+
+
+def _exit_code(codes: list[int]) -> int:
+    for code in _GRAVEST:
+        if code in codes:
+            return code
+    return ExitCode.ERROR if any(codes) else ExitCode.OK
+
+
+def _job_failed(exc: AlmanacError) -> int:
+    """A job of several that could not run: locked, or an error (whatever its own code)."""
+    return ExitCode.LOCKED if exc.exit_code == ExitCode.LOCKED else ExitCode.ERROR
 
 
 def _human(result: RunResult) -> str:
@@ -56,11 +64,22 @@ def _human(result: RunResult) -> str:
         line += " (engine not started: nothing missing)"
     if result.executor == "ray":
         line += f" on Ray ({result.replicas} replica{'s' if result.replicas != 1 else ''})"
+    if result.engine_log:
+        line += f"\n  the engine's output: {result.engine_log}"
     if len(result.candidates) > 1:  # each candidate's share, one line each
         line += "".join(f"\n  {c.label}: {c.inputs} inputs, {c.cached} cached, {c.copied} "
                         f"copied, {c.generated} generated, {c.failed} failed"
                         for c in result.candidates)
     return line
+
+
+def _executor(ray: RayAddress | None) -> Executor | None:
+    """Where the runs generate: on the Ray cluster at `ray`, else (None) in this process."""
+    if ray is None:
+        return None
+    from batch.run.executors.ray import RayExecutor
+
+    return RayExecutor(ray)
 
 
 def _exit_now(code: int) -> None:
@@ -83,6 +102,7 @@ def _exit_now(code: int) -> None:
               help="Generate on a Ray cluster through Ray Data LLM: auto, HOST:PORT, "
                    "ray://HOST:10001, or local (a throwaway cluster on this machine). "
                    "Default: $ALMANAC_RAY_ADDRESS; unset, in this process.")
+@verbose_option
 @json_option
 @pass_env
 def run(env: Env, jobs: tuple[str, ...], dry_run: bool, limit: int | None, retry_failed: bool,
@@ -92,9 +112,9 @@ def run(env: Env, jobs: tuple[str, ...], dry_run: bool, limit: int | None, retry
     Exit codes: 0 ok, 1 error, 2 invalid spec, 3 some rows failed, 75 job locked,
     130 / 143 stopped by SIGINT / SIGTERM (what was finished is written and indexed)."""
     from batch.data.chains import UpstreamReader
-    from batch.run.ray_settings import RayAddress
     from batch.run.runner import Runner, configure_logging
-    from batch.run.spec import load_spec
+    from batch.run.spec.job import load_spec
+    from batch.run.spec.ray_settings import RayAddress
     from batch.run.stopping import Stopped, catch_stops
 
     configure_logging()
@@ -103,15 +123,15 @@ def run(env: Env, jobs: tuple[str, ...], dry_run: bool, limit: int | None, retry
     check_scores(specs)
     several = len(specs) > 1
     results: list[dict[str, Any]] = []
-    statuses: list[str] = []
+    codes: list[int] = []
     stopped: Stopped | None = None
     with catch_stops():
         runner = None
         try:
             # A dry run writes nothing: not even a new home or catalog.
             runner = Runner(env.catalog_readonly() if dry_run else env.catalog(),
-                            env.home.predictions, env.home.locks,
-                            upstream=UpstreamReader(env.home.predictions), ray=ray)
+                            env.home.predictions, env.home.locks, executor=_executor(ray),
+                            upstream=UpstreamReader(env.home.predictions))
             for spec in specs:
                 try:
                     result = runner.run(spec, dry_run=dry_run, limit=limit,
@@ -119,28 +139,27 @@ def run(env: Env, jobs: tuple[str, ...], dry_run: bool, limit: int | None, retry
                 except Stopped as stop:
                     if stop.result is not None:
                         results.append(stop.result.to_json())
-                        statuses.append(stop.result.status)
+                        codes.append(stop.result.exit_code)
                         if not json_:
                             click.echo(_human(stop.result))
                     raise
-                except Exception as exc:
-                    translated = translate(exc) if several else None
-                    if translated is None:
+                except AlmanacError as exc:
+                    if not several:
                         raise
                     # cron with several jobs: one job's problem must not hide the others'
-                    warn(f"{spec.name}: {translated.message}")
-                    status = "locked" if translated.exit_code == ExitCode.LOCKED else "error"
-                    results.append({"job": spec.name, "status": status,
-                                    "error": translated.message})
-                    statuses.append(status)
+                    warn(f"{spec.name}: {exc}")
+                    code = _job_failed(exc)
+                    results.append({"job": spec.name,
+                                    "status": "locked" if code == ExitCode.LOCKED else "error",
+                                    "error": str(exc)})
+                    codes.append(code)
                     continue
                 results.append(result.to_json())
-                statuses.append(result.status)
+                codes.append(result.exit_code)
                 if not json_:
                     click.echo(_human(result))
                 # Scores follow the run (batch.score sits above the runner: called here).
-                statuses.append(score_after_run(runner, spec, result, results[-1],
-                                                echo=not json_))
+                codes.append(score_after_run(runner, spec, result, results[-1], echo=not json_))
         except Stopped as stop:
             stopped = stop
         finally:
@@ -152,7 +171,7 @@ def run(env: Env, jobs: tuple[str, ...], dry_run: bool, limit: int | None, retry
         warn(f"stopped by {stopped.name}: what was finished is written and indexed; "
              "run again to go on")
         _exit_now(stopped.exit_code)
-    code = _exit_code(statuses)
+    code = _exit_code(codes)
     if code:
         sys.exit(code)
 
@@ -185,6 +204,7 @@ def runs(env: Env, job: str | None, limit: int, json_: bool) -> None:
 @click.command()
 @click.option("--job", "job_path", type=click.Path(dir_okay=False, exists=True),
               help="Run this job instead of the fruit example.")
+@verbose_option
 @json_option
 @pass_env
 def demo(env: Env, job_path: str | None, json_: bool) -> None:
@@ -217,9 +237,8 @@ def demo(env: Env, job_path: str | None, json_: bool) -> None:
         if done.distill is not None:
             click.echo(f"on the fruits the student never trained on: {done.distill.summary}")
         warn(f"predictions: {env.home.predictions / done.result.job} (a Parquet dataset)")
-    code = _exit_code([done.result.status])
-    if code:
-        sys.exit(code)
+    if done.result.exit_code:
+        sys.exit(done.result.exit_code)
 
 
 def register(cli: click.Group) -> None:

@@ -1,14 +1,78 @@
-"""`almanac cache repair`: putting the cache right after damage or a crash (the `cache`
-group and its `verify` and `gc` live in query_cmds)."""
+"""`almanac cache verify|gc|repair`: checking the cache, collecting what no lookup needs,
+and putting it right after damage or a crash."""
 
 from __future__ import annotations
+
+import sys
 
 import click
 
 from almanac.cli.base import Env, echo_table, emit_json, json_option, pass_env, warn
+from schemas.errors import ExitCode
 
 
-@click.command()
+@click.group()
+def cache() -> None:
+    """Check and clean the prediction cache."""
+
+
+@cache.command()
+@click.argument("job", required=False)
+@json_option
+@pass_env
+def verify(env: Env, job: str | None, json_: bool) -> None:
+    """Check every shard (readable, rows and checksum as indexed) and the index against
+    the files. Exit 1 if anything is damaged."""
+    from batch.cache.verify import verify as run_verify
+
+    report = run_verify(env.home.predictions, job)
+    if json_:
+        emit_json(report.to_json())
+    else:
+        if report.problems:
+            echo_table([[f.job, f.shard or "", f.kind, f.detail] for f in report.problems],
+                       ["JOB", "SHARD", "PROBLEM", "DETAIL"])
+        for note in report.notes:
+            warn(f"note: {note.job}/{note.shard}: {note.kind}: {note.detail}")
+        warn(f"{len(report.jobs)} jobs, {report.shards} shards, {report.rows} rows, "
+             f"{report.bytes} bytes checked: "
+             + ("ok" if report.ok else f"{len(report.problems)} problems; `almanac cache "
+                                        f"repair{' ' + job if job else ''}` sets them right"))
+    if not report.ok:
+        sys.exit(ExitCode.ERROR)
+
+
+@cache.command()
+@click.argument("job", required=False)
+@click.option("--dry-run", is_flag=True, help="Report what would be removed; change nothing.")
+@click.option("--keep-versions", is_flag=True,
+              help="Keep shards holding older versions (`query --all`); remove only shards "
+                   "nothing references.")
+@json_option
+@pass_env
+def gc(env: Env, job: str | None, dry_run: bool, keep_versions: bool, json_: bool) -> None:
+    """Remove superseded shards and temporary files left by crashes. A shard is
+    superseded when none of its rows is an input's latest for a candidate the job's last
+    run named: the predictions of a candidate dropped from the job go too (preview with
+    --dry-run). Exits 75 without changing anything while a run is active."""
+    from batch.cache.gc import gc as run_gc
+
+    report = run_gc(env.home.predictions, env.home.locks, job=job, dry_run=dry_run,
+                    keep_versions=keep_versions)
+    if json_:
+        emit_json(report.to_json())
+        return
+    rows = [[j.job, c.shard, str(c.rows), str(c.bytes)] for j in report.jobs for c in j.collected]
+    if rows:
+        echo_table(rows, ["JOB", "SHARD", "ROWS", "BYTES"])
+    verb = "would remove" if dry_run else "removed"
+    tmp = sum(j.removed_tmp for j in report.jobs)
+    indexed = sum(j.indexed for j in report.jobs)
+    warn(f"{verb} {report.shards_removed} shards ({report.bytes_freed} bytes) and {tmp} "
+         f"temporary files; {'would index' if dry_run else 'indexed'} {indexed} unindexed shards")
+
+
+@cache.command()
 @click.argument("job", required=False)
 @click.option("--dry-run", is_flag=True, help="Report what would be repaired; change nothing.")
 @json_option
@@ -47,3 +111,7 @@ def repair(env: Env, job: str | None, dry_run: bool, json_: bool) -> None:
     if not report.changed:
         parts.append("nothing to repair")
     warn("; ".join(parts))
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(cache)

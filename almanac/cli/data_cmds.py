@@ -12,8 +12,9 @@ from almanac.cli.base import Env, echo_table, emit_json, json_option, pass_env, 
 
 @click.command()
 @click.argument("job")
-@click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
-              help="The dataset's directory (created; its own files are replaced).")
+@click.option("-o", "--output", "output", required=True, type=click.Path(), metavar="DIR",
+              help="The dataset's directory (created; the set it held is replaced as one). "
+                   "An existing path that is not a directory is refused.")
 @click.option("--where", help='Keep only rows this holds for, e.g. "score >= 0.5 and '
                               'finish_reason == \'stop\'" (columns: score, finish_reason, '
                               "prompt_tokens, output_tokens, prompt_length, output_length, "
@@ -29,11 +30,13 @@ from almanac.cli.base import Env, echo_table, emit_json, json_option, pass_env, 
 def curate(env: Env, job: str, output: str, where: str | None, dedupe: str | None,
            split: float, candidate: str | None, json_: bool) -> None:
     """Write JOB's predictions as a chat fine-tuning dataset: train and validation
-    splits in Parquet and JSON Lines (`messages` plus provenance columns) and a
-    README.md dataset card, which `datasets.load_dataset(DIR)` and TRL's SFT trainer
-    read as they are.
+    splits in Parquet and JSON Lines (`messages` plus provenance columns), each named
+    by a digest of its rows, and a README.md dataset card naming them, which
+    `datasets.load_dataset(DIR)` and TRL's SFT trainer read as they are.
 
-    Exit codes: 0 ok, 1 error, 2 unknown job, bad filter or option."""
+    Exit codes: 0 ok, 1 error (the set could not be written: permissions, a full disk;
+    the set the directory held is kept), 2 unknown job, bad filter or option, or -o
+    naming something that is not a directory, 75 another curate is writing DIR."""
     from batch.data.curate import curate as make_dataset
 
     args = [job, "-o", output]
@@ -41,7 +44,7 @@ def curate(env: Env, job: str, output: str, where: str | None, dedupe: str | Non
     args += ["--dedupe", dedupe] if dedupe else []
     args += ["--split", f"{split:g}"] + (["--candidate", candidate] if candidate else [])
     catalog = env.catalog_readonly() if env.home.catalog_db.exists() else None
-    report = make_dataset(env.home.predictions, job, Path(output).resolve(),
+    report = make_dataset(env.home.predictions, job, Path(output),
                           command="almanac curate " + shlex.join(args), where=where,
                           dedupe_by=dedupe, split=split, candidate=candidate, catalog=catalog)
     for line in report.warnings:

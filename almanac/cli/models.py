@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
-import sys
 
 import click
 
@@ -14,6 +12,7 @@ from almanac.cli.base import MAX_INT, Env, echo_table, emit_json, json_option, p
 # The filters' parser holds no SQLAlchemy: --help stays quick.
 from catalog.filters import QUANTS, SORTS, SOURCES, FilterError, model_filter
 from catalog.records import MeasuredEvalRecord, TrainingRecord
+from schemas.output_path import STDOUT, open_output
 
 EXPORT_COLUMNS = [
     "ref", "repo_id", "revision", "name", "parameters", "context_length", "dtype", "license",
@@ -89,10 +88,11 @@ def list_(env: Env, domains: tuple[str, ...], languages: tuple[str, ...],
 def show(env: Env, ref: str, json_: bool) -> None:
     """Everything the catalog knows about one model: lineage, evals, measured speed."""
     from catalog import sizes
-    from catalog.models import get_model, to_record
+    from catalog.detail import model_detail
+    from catalog.lookup import get_model
 
     with env.catalog().sessions() as s:
-        record = to_record(s, get_model(s, ref), detail=True)
+        record = model_detail(s, get_model(s, ref))
     if json_:
         emit_json(record.to_json())
         return
@@ -172,17 +172,20 @@ def remove(env: Env, ref: str) -> None:
 
 @models.command()
 @click.option("--format", "format_", type=click.Choice(["json", "csv"]), default="json", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="File to write; default stdout.")
+@click.option("-o", "--output", type=click.Path(allow_dash=True), metavar="PATH", default="-",
+              help="File to write ('-', the default: stdout). A file is replaced only once "
+                   "complete; a device or FIFO is written through.")
 @pass_env
-def export(env: Env, format_: str, output: str | None) -> None:
-    """Export the whole catalog."""
+def export(env: Env, format_: str, output: str) -> None:
+    """Export the whole catalog.
+
+    Exit codes: 0 ok, 1 error (the output could not be written), 2 an output path that
+    cannot take it (a directory, a socket)."""
     from catalog.search import ModelFilter, list_models
 
     with env.catalog().sessions() as s:
         records = list_models(s, ModelFilter(sort="name"))
-    with contextlib.ExitStack() as stack:
-        out = (stack.enter_context(open(output, "w", encoding="utf-8", newline=""))
-               if output else sys.stdout)
+    with open_output(output) as out:
         if format_ == "json":
             json.dump([r.to_json() for r in records], out, indent=2, ensure_ascii=False)
             out.write("\n")
@@ -193,5 +196,5 @@ def export(env: Env, format_: str, output: str | None) -> None:
                 row = r.to_json()
                 writer.writerow([";".join(row[c]) if isinstance(row[c], list) else row[c]
                                  for c in EXPORT_COLUMNS])
-    if output:
+    if output != STDOUT:
         warn(f"wrote {len(records)} models to {output}")

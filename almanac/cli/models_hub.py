@@ -15,6 +15,7 @@ from almanac.cli.base import MAX_INT, Env, emit_json, json_option, pass_env, war
 # Plain modules (no SQLAlchemy, no huggingface_hub): --help stays quick.
 from catalog.filters import FilterError, parse_params
 from catalog.hubquery import DEFAULT_TASK, DISCOVER_SORTS, DiscoverError, DiscoverQuery
+from schemas.errors import ExitCode
 
 if TYPE_CHECKING:  # huggingface_hub loads when a command talks to the Hub
     from huggingface_hub import HfApi
@@ -33,8 +34,8 @@ def hub_api() -> HfApi:
     return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=os.environ.get("HF_TOKEN") or None)
 
 
-def _log_to_stderr() -> None:
-    """Rate-limit waits and skipped cards are logged by the catalog: show them."""
+def log_to_stderr() -> None:
+    """Rate-limit waits, retries and skipped cards are logged by the catalog: show them."""
     logger = logging.getLogger("catalog")
     if not logger.handlers:
         handler = logging.StreamHandler()  # stderr
@@ -60,6 +61,8 @@ def _age(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tim
 
 
 def _report(report: Report, json_: bool, what: str) -> None:
+    """The report on stdout, one line per skipped model on stderr; exit 3 when any was
+    skipped (the rest were written)."""
     for refusal in report.refused:
         warn(f"skipped: {refusal.reason}")
     for outcome in report.moved:
@@ -67,13 +70,15 @@ def _report(report: Report, json_: bool, what: str) -> None:
              "the old revision's facts are kept in its history")
     counts = ", ".join(f"{report.count(a)} {a}" for a in ("added", "updated", "unchanged"))
     dry = " (dry run: nothing written)" if report.dry_run else ""
-    warn(f"{what}: {counts}, {len(report.refused)} refused{dry}")
+    warn(f"{what}: {counts}, {len(report.refused)} skipped{dry}")
     if json_:
         emit_json(report.to_json())
-        return
-    for outcome in report.outcomes:
-        verb = f"would be {outcome.action}" if report.dry_run and outcome.action != "unchanged" else outcome.action
-        click.echo(f"{verb:<18} {outcome.ref}")
+    else:
+        for outcome in report.outcomes:
+            verb = f"would be {outcome.action}" if report.dry_run and outcome.action != "unchanged" else outcome.action
+            click.echo(f"{verb:<18} {outcome.ref}")
+    if report.refused:
+        click.get_current_context().exit(ExitCode.FAILED_ROWS)
 
 
 @click.command()
@@ -96,7 +101,9 @@ def discover(env: Env, domains: tuple[str, ...], languages: tuple[str, ...], min
     """Find specialists on the Hub and add them to the catalog (or refresh them).
 
     Every filter is sent to the Hub; a model already in the catalog is refreshed, keeping
-    what the seed list or you stated about it. Safe to repeat and to interrupt."""
+    what the seed list or you stated about it. Safe to repeat and to interrupt. A model
+    the Hub refuses or describes unreadably is skipped with one line, and the command
+    exits 3."""
     if task is None:
         task = None if adapters_of else DEFAULT_TASK
     elif task == "any":
@@ -110,7 +117,7 @@ def discover(env: Env, domains: tuple[str, ...], languages: tuple[str, ...], min
         raise click.UsageError(str(exc)) from None
     from catalog.hubsync import discover as run_discovery
 
-    _log_to_stderr()
+    log_to_stderr()
     catalog = env.catalog()
     report = run_discovery(catalog, hub_api(), query, dry_run=dry_run,
                            progress=lambda n: warn(f"{n} models read from the Hub"))
@@ -145,14 +152,15 @@ def refresh(env: Env, refs: tuple[str, ...], older_than: timedelta | None, limit
     likes, gating, card evals. For cron: `almanac models refresh --older-than 7d`.
 
     A model whose revision moved keeps the old revision's facts in its history; models
-    from the local cache or a directory are left to `scan-cache` / `add --path`."""
+    from the local cache or a directory are left to `scan-cache` / `add --path`. A model
+    the Hub refuses is skipped with one line, the others refresh, and the command exits 3."""
     from catalog.hubsync import refresh as run_refresh
     from catalog.models import get_model
 
     catalog = env.catalog()
     with catalog.sessions() as s:  # an unknown reference is an error before the Hub is asked
         wanted = [get_model(s, ref).ref for ref in refs]
-    _log_to_stderr()
+    log_to_stderr()
     report = run_refresh(catalog, hub_api(), older_than=older_than, refs=wanted, limit=limit,
                          dry_run=dry_run, progress=lambda n: warn(f"{n} models refreshed"))
     _report(report, json_, "refresh")

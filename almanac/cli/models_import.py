@@ -50,9 +50,10 @@ def add(env: Env, repo_id: str | None, path: Path | None, name: str | None, revi
     if repo_id is not None and name:
         raise click.UsageError("--name applies to --path; a Hub model is named by its repo id")
     if repo_id is not None:
-        from almanac.cli.models_hub import hub_api
-        from catalog.hub import fetch_entry
+        from almanac.cli.models_hub import hub_api, log_to_stderr
+        from catalog.hubapi import fetch_entry
 
+        log_to_stderr()  # retries, rate-limit waits, a card the Hub would not give
         entry = fetch_entry(repo_id, revision=revision, api=hub_api())
     else:
         from catalog.localmodels import entry_from_directory

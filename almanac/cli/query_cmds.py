@@ -1,4 +1,4 @@
-"""`almanac query`, `almanac export` and `almanac cache verify|gc`: reading the cache."""
+"""`almanac query` and `almanac export`: reading the cache."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import click
 
 from almanac.cli.base import (
     MAX_INT,
-    CommandError,
     Env,
     echo_table,
     emit_json,
@@ -21,11 +20,10 @@ from almanac.cli.base import (
     pass_env,
     warn,
 )
-from schemas.errors import ExitCode
+from schemas.errors import NotFoundError
 
 if TYPE_CHECKING:  # pyarrow loads in hundreds of milliseconds: not for `almanac --help`
-    from batch.cache.reader import Predictions
-    from batch.cache.schema import PredictionRecord
+    from batch.query import PredictionRecord, Predictions
 
 
 def _short(value: object, width: int = 60) -> str:
@@ -50,7 +48,7 @@ def _revisions(env: Env, records: list[PredictionRecord]) -> dict[tuple[str, str
 
 
 def _emit(records: list[PredictionRecord], fmt: str, env: Env) -> None:
-    from batch.cache.reader import columns, to_json
+    from batch.query import columns, to_json
 
     if fmt in ("json", "jsonl"):
         # Each record says whether its model has moved on since (None: cannot tell).
@@ -102,23 +100,6 @@ def _adapter_ref(adapter: str | None) -> str | None:
     return adapter
 
 
-def _one_candidate(p: Predictions, candidate: str | None, model: str | None,
-                   adapter: str | None) -> str | None:
-    """The candidate a lookup reads (None: let the job's only one answer)."""
-    from batch.cache.reader import CandidateRequiredError
-
-    if candidate is None and model is None and adapter is None:
-        return None
-    labels = p.select(candidate, model, adapter)
-    if not labels:
-        asked = " and ".join(f"{name} {value!r}" for name, value in
-                             (("model", model), ("adapter", adapter)) if value is not None)
-        raise CommandError(f"job {p.job!r} has no candidate with {asked}", ExitCode.USAGE)
-    if len(labels) > 1:
-        raise CandidateRequiredError(p.job, labels)
-    return labels[0]
-
-
 def _show_candidates(p: Predictions, json_: bool) -> None:
     found = p.candidates()
     if json_:
@@ -136,16 +117,17 @@ def _format(json_: bool, jsonl: bool, csv_: bool) -> str:
 
 
 def _lookup(p: Predictions, input_ids: tuple[str, ...], key: str | None, all_versions: bool,
-            candidate: str | None) -> tuple[list[PredictionRecord], list[str]]:
-    """The records asked for, and what was asked for but is not cached."""
+            chosen: dict[str, str | None]) -> tuple[list[PredictionRecord], list[str]]:
+    """The records asked for (of the candidate `chosen` by label, model or adapter), and
+    what was asked for but is not cached."""
     if key is not None:
         found = p.by_key(key)
         return ([found], []) if found else ([], [f"key {key!r}"])
     wanted = list(dict.fromkeys(input_ids))
     if all_versions:
-        by_id = {i: p.versions(i, candidate) for i in wanted}
+        by_id = {i: p.versions(i, **chosen) for i in wanted}
     else:
-        got = p.get_many(wanted, candidate)
+        got = p.get_many(wanted, **chosen)
         by_id = {i: [got[i]] if i in got else [] for i in wanted}
     return [r for rs in by_id.values() for r in rs], [f"input {i!r}" for i, rs in by_id.items() if not rs]
 
@@ -175,7 +157,7 @@ def query(env: Env, job: str, input_ids: tuple[str, ...], key: str | None, conta
 
     With --input-id or --key, exactly those (exit 1 if one is not cached); a job with
     several candidates needs --candidate, --model or --adapter to look up an input."""
-    from batch.cache.reader import Predictions
+    from batch.query import Predictions
 
     fmt = _format(json_, jsonl, csv_)
     lookup = bool(input_ids) or key is not None
@@ -190,7 +172,8 @@ def query(env: Env, job: str, input_ids: tuple[str, ...], key: str | None, conta
             return
         if lookup:
             records, missing = _lookup(p, input_ids, key, all_versions,
-                                       _one_candidate(p, candidate, model, adapter))
+                                       {"candidate": candidate, "model": model,
+                                        "adapter": adapter})
         else:
             records, total = p.page(contains=contains, candidate=candidate, model=model,
                                     adapter=adapter, failed=True if failed else None,
@@ -206,7 +189,7 @@ def query(env: Env, job: str, input_ids: tuple[str, ...], key: str | None, conta
                 warn(f"note: predictions of {model} were made on revision {revision}; the "
                      f"catalog's current revision is {status.current_revision}")
     if missing:
-        raise CommandError(f"job {job!r} has no prediction for {', '.join(missing)}", ExitCode.ERROR)
+        raise NotFoundError(f"job {job!r} has no prediction for {', '.join(missing)}")
 
 
 @click.command("export")
@@ -214,91 +197,34 @@ def query(env: Env, job: str, input_ids: tuple[str, ...], key: str | None, conta
 @click.option("--format", "fmt", required=True,
               type=click.Choice(["parquet", "jsonl", "csv", "openai-batch"]),
               help="openai-batch: OpenAI batch output lines (custom_id = input id).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="File to write ('-': stdout, text formats only).")
+@click.option("-o", "--output", required=True, type=click.Path(allow_dash=True), metavar="PATH",
+              help="File to write ('-': stdout). A file is replaced only once the export is "
+                   "complete; a device or FIFO (/dev/null, /dev/stdout) is written through.")
 @click.option("--all", "all_versions", is_flag=True, help="Every cached version, not only the latest.")
-@click.option("--errors", "errors", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--errors", "errors", type=click.Path(allow_dash=True), metavar="PATH",
               help="openai-batch: write failed rows to this file as error lines, apart from "
                    "the output (as OpenAI's batch error file).")
 @candidate_options
 @pass_env
 def export(env: Env, job: str, fmt: str, output: str, all_versions: bool,
-           errors: Path | None, candidate: str | None, model: str | None,
+           errors: str | None, candidate: str | None, model: str | None,
            adapter: str | None) -> None:
     """Export JOB's predictions (the latest per input, of every candidate unless one is
-    chosen) to a file."""
+    chosen) to a file, a device or stdout.
+
+    Exit codes: 0 ok (also when a reader of the output stops early, as `| head` does),
+    1 error (an unknown job; the output could not be written: permissions, a full disk),
+    2 a bad option, or an output path that cannot take it (a directory, a socket,
+    Parquet to a terminal)."""
     from batch.cache.export import export as run_export
 
-    target = None if output == "-" else Path(output)
-    n = run_export(env.home.predictions, job, fmt, target, all_versions=all_versions,
+    n = run_export(env.home.predictions, job, fmt, output, all_versions=all_versions,
                    errors=errors, candidate=candidate, model=model,
                    adapter=_adapter_ref(adapter))
-    warn(f"exported {n} predictions of {job} to {output if target else 'stdout'}"
+    warn(f"exported {n} predictions of {job} to {'stdout' if output == '-' else output}"
          + (f" (failed rows to {errors})" if errors is not None else ""))
-
-
-@click.group()
-def cache() -> None:
-    """Check and clean the prediction cache."""
-
-
-@cache.command()
-@click.argument("job", required=False)
-@json_option
-@pass_env
-def verify(env: Env, job: str | None, json_: bool) -> None:
-    """Check every shard (readable, rows and checksum as indexed) and the index against
-    the files. Exit 1 if anything is damaged."""
-    from batch.cache.verify import verify as run_verify
-
-    report = run_verify(env.home.predictions, job)
-    if json_:
-        emit_json(report.to_json())
-    else:
-        if report.problems:
-            echo_table([[f.job, f.shard or "", f.kind, f.detail] for f in report.problems],
-                       ["JOB", "SHARD", "PROBLEM", "DETAIL"])
-        for note in report.notes:
-            warn(f"note: {note.job}/{note.shard}: {note.kind}: {note.detail}")
-        warn(f"{len(report.jobs)} jobs, {report.shards} shards, {report.rows} rows, "
-             f"{report.bytes} bytes checked: "
-             + ("ok" if report.ok else f"{len(report.problems)} problems; `almanac cache "
-                                        f"repair{' ' + job if job else ''}` sets them right"))
-    if not report.ok:
-        sys.exit(ExitCode.ERROR)
-
-
-@cache.command()
-@click.argument("job", required=False)
-@click.option("--dry-run", is_flag=True, help="Report what would be removed; change nothing.")
-@click.option("--keep-versions", is_flag=True,
-              help="Keep shards holding older versions (`query --all`); remove only shards "
-                   "nothing references.")
-@json_option
-@pass_env
-def gc(env: Env, job: str | None, dry_run: bool, keep_versions: bool, json_: bool) -> None:
-    """Remove superseded shards and temporary files left by crashes. A shard is
-    superseded when none of its rows is an input's latest for a candidate the job's last
-    run named: the predictions of a candidate dropped from the job go too (preview with
-    --dry-run). Exits 75 without changing anything while a run is active."""
-    from batch.cache.gc import gc as run_gc
-
-    report = run_gc(env.home.predictions, env.home.locks, job=job, dry_run=dry_run,
-                    keep_versions=keep_versions)
-    if json_:
-        emit_json(report.to_json())
-        return
-    rows = [[j.job, c.shard, str(c.rows), str(c.bytes)] for j in report.jobs for c in j.collected]
-    if rows:
-        echo_table(rows, ["JOB", "SHARD", "ROWS", "BYTES"])
-    verb = "would remove" if dry_run else "removed"
-    tmp = sum(j.removed_tmp for j in report.jobs)
-    indexed = sum(j.indexed for j in report.jobs)
-    warn(f"{verb} {report.shards_removed} shards ({report.bytes_freed} bytes) and {tmp} "
-         f"temporary files; {'would index' if dry_run else 'indexed'} {indexed} unindexed shards")
 
 
 def register(cli: click.Group) -> None:
     cli.add_command(query)
     cli.add_command(export)
-    cli.add_command(cache)

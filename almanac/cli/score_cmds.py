@@ -4,6 +4,7 @@ aside); comparing only reads."""
 
 from __future__ import annotations
 
+import math
 import shutil
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ from schemas.errors import AlmanacError, ExitCode, UsageError
 if TYPE_CHECKING:  # the rooms load when a command runs, not for --help
     from batch.run.result import RunResult
     from batch.run.runner import Runner
-    from batch.run.spec import JobSpec
+    from batch.run.spec.job import JobSpec
     from batch.score.compare import CandidateComparison
     from batch.score.scoring import ScoreReport
 
@@ -53,27 +54,28 @@ def check_scores(specs: list[JobSpec]) -> None:
 
 
 def score_after_run(runner: Runner, spec: JobSpec, result: RunResult, summary: dict[str, Any],
-                    *, echo: bool) -> str:
+                    *, echo: bool) -> int:
     """Score a job right after its run (`almanac run`), putting the report in the run's
     JSON `summary` under "score". A scoring that fails is reported without hiding the
-    run's own result; the status returned ("ok", "error", "locked") joins the run's."""
+    run's own result; the exit code returned (0, 1, or 75 for a judge job locked) joins
+    the run's."""
     from batch.score.scoring import score_run
 
     if result.status not in ("ok", "failed_rows"):
-        return "ok"
+        return ExitCode.OK
     try:
         report = score_run(runner, spec, result)
     except AlmanacError as exc:
         warn(f"{spec.name}: scoring: {exc}")
         summary["score"] = {"error": str(exc)}
-        return "locked" if exc.exit_code == ExitCode.LOCKED else "error"
+        return ExitCode.LOCKED if exc.exit_code == ExitCode.LOCKED else ExitCode.ERROR
     if report is not None:
         summary["score"] = report.to_json()
         if echo:
             click.echo(score_line(report))
         for warning in report.warnings:
             warn(warning)
-    return "ok"
+    return ExitCode.OK
 
 
 def _echo_report(report: ScoreReport) -> None:
@@ -100,7 +102,7 @@ def score(env: Env, jobs: tuple[str, ...], json_: bool) -> None:
     Exit codes: 0 ok, 1 error, 2 invalid spec or no [score], 75 judge job locked."""
     from batch.data.chains import UpstreamReader
     from batch.run.runner import Runner, configure_logging
-    from batch.run.spec import load_spec
+    from batch.run.spec.job import load_spec
     from batch.score.scoring import check_score, score_run
 
     configure_logging()
@@ -169,9 +171,22 @@ def _plot(entries: list[CandidateComparison], *, err: bool) -> None:
         warn(note)
 
 
+def _price(_ctx: click.Context, _param: click.Parameter, value: float | None) -> float | None:
+    """A price the HTTP API would take too: finite, over 0, at most MAX_USD_PER_HOUR (click's
+    FloatRange lets nan through: it is neither below nor above any bound)."""
+    if value is None:
+        return None
+    from batch.score.compare import MAX_USD_PER_HOUR
+
+    if not math.isfinite(value) or not 0 < value <= MAX_USD_PER_HOUR:
+        raise click.BadParameter(f"{value} is not a price per hour over 0 and at most "
+                                 f"{MAX_USD_PER_HOUR:,.0f}")
+    return value
+
+
 @click.command()
 @click.argument("job")
-@click.option("--usd-per-hour", type=click.FloatRange(min=0, min_open=True),
+@click.option("--usd-per-hour", type=float, callback=_price,
               help="The hardware's price per hour, over what the runs recorded ([cost] usd_per_hour).")
 @click.option("--plot", is_flag=True, help="Draw score against cost in the terminal.")
 @json_option

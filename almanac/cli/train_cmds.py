@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from almanac.cli.base import Env, emit_json, json_option, pass_env, warn
+from almanac.cli.base import Env, emit_json, json_option, pass_env, verbose_option, warn
 from almanac.paths import Home
 
 if TYPE_CHECKING:  # the training room loads when a command runs, not for --help
@@ -155,6 +155,7 @@ def train(ctx: click.Context, env: Env, base: str, data: str, name: str, where: 
 @click.option("--teacher", metavar="LABEL",
               help="The teacher job's candidate to learn from (when it has several).")
 @train_options
+@verbose_option
 @json_option
 @pass_env
 @click.pass_context

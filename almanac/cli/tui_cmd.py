@@ -19,4 +19,4 @@ def tui(env: Env, screen: str | None, job: str | None) -> None:
     # The app opens the catalog read-only: a home without one is refused, nothing created.
     from tui.app import make_app
 
-    make_app(env.home.root, screen=screen, job=job).run()
+    make_app(env.home.catalog_db, env.home.predictions, screen=screen, job=job).run()

@@ -23,7 +23,7 @@ from almanac.paths import Home
 from batch.query import Predictions
 from batch.run.inputs import read_rows
 from batch.run.runner import Runner, RunResult, configure_logging
-from batch.run.spec import JobSpec, load_spec
+from batch.run.spec.job import JobSpec, load_spec
 from batch.run.stopping import catch_stops
 from catalog.db import Catalog
 from catalog.models import upsert_model

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from almanac.demo import DEMO_JOB
 from almanac.paths import Home
-from batch.run.spec import load_spec
+from batch.run.spec.job import load_spec
 from batch.train.distill import Distillation, DistillRequest
 from batch.train.evaljob import derive_job
 from batch.train.progress import TrainProgress

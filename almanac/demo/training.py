@@ -24,8 +24,8 @@ from almanac.demo.tinyllama import (
     save_model,
     seeded_torch,
 )
-from batch.run.prompts import PromptRenderer
-from batch.run.spec import load_spec
+from batch.run.spec.job import load_spec
+from batch.run.spec.prompts import PromptRenderer
 
 if TYPE_CHECKING:  # transformers takes seconds to import: annotations only
     from collections.abc import Iterable

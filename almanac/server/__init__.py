@@ -12,7 +12,10 @@ opened read-only too.
 The package: `app` builds the application and its uvicorn configuration,
 `limits` bounds requests, `payloads` holds what the API takes and answers (the
 OpenAPI schema), `errors` turns every failure into an `Error`, and
-`catalog_routes` / `prediction_routes` hold the endpoints.
+`catalog_routes` / `prediction_routes` hold the endpoints. Under `/v1/` the server
+speaks OpenAI's API (`openai_routes`, `openai_payloads`, `openai_errors`): completions
+answered from the cache by content key, and what it could not answer recorded (the one
+thing the server writes, beside the shards: `predictions/misses.db`).
 """
 
 from __future__ import annotations

@@ -7,10 +7,9 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, Query
 from fastapi import Path as PathParam
 
-from almanac.server.errors import Unavailable
 from almanac.server.limits import (
     MAX_ID,
     MAX_MODELS_PAGE,
@@ -21,7 +20,7 @@ from almanac.server.limits import (
     Text,
 )
 from almanac.server.payloads import ERRORS, ModelPage
-from catalog.filters import FilterError, Quant, Source, model_filter
+from catalog.filters import Quant, Source, model_filter
 from catalog.records import ModelRecord, RunRecord
 
 if TYPE_CHECKING:  # SQLAlchemy loads with the first catalog request, not with the server
@@ -32,8 +31,9 @@ if TYPE_CHECKING:  # SQLAlchemy loads with the first catalog request, not with t
 
 class ServedCatalog:
     """The catalog, opened read-only on first use: a server never writes nor migrates. A
-    lookup-only host (predictions copied without a catalog) answers 503 here, and
-    starts answering once a catalog appears."""
+    lookup-only host (predictions copied without a catalog) answers 503 here (the
+    catalog's errors are UnavailableErrors), and starts answering once a catalog
+    appears."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -41,16 +41,11 @@ class ServedCatalog:
         self._lock = threading.Lock()
 
     def sessions(self) -> sessionmaker[Session]:
-        from catalog.db import CatalogError, CatalogMissingError, open_catalog
+        from catalog.db import open_catalog
 
         with self._lock:
             if self._catalog is None:
-                try:
-                    self._catalog = open_catalog(self.path, readonly=True)
-                except CatalogMissingError:  # a client is not told where the home is
-                    raise Unavailable("no catalog in this home: run `almanac init`") from None
-                except CatalogError as exc:
-                    raise Unavailable(str(exc)) from exc
+                self._catalog = open_catalog(self.path, readonly=True)
             return self._catalog.sessions
 
     def close(self) -> None:
@@ -80,12 +75,9 @@ def add_catalog_routes(app: FastAPI, catalog: ServedCatalog) -> None:
         """Catalog models, with the filters of `almanac models list`."""
         from catalog.search import count_models, list_models
 
-        try:
-            f = model_filter(domains=domain, languages=language, min_params=min_params,
-                             max_params=max_params, licenses=licenses, fits=fits, quant=quant,
-                             search=search, source=source, sort=sort, limit=limit, offset=offset)
-        except FilterError as exc:  # an unknown domain or language, an unparsable size
-            raise HTTPException(400, str(exc)) from None
+        f = model_filter(domains=domain, languages=language, min_params=min_params,
+                         max_params=max_params, licenses=licenses, fits=fits, quant=quant,
+                         search=search, source=source, sort=sort, limit=limit, offset=offset)
         with catalog.sessions()() as s:
             return {"items": list_models(s, f), "total": count_models(s, f),
                     "limit": limit, "offset": offset}
@@ -93,13 +85,11 @@ def add_catalog_routes(app: FastAPI, catalog: ServedCatalog) -> None:
     @app.get("/models/{ref:path}", response_model=ModelRecord, tags=["catalog"], responses=ERRORS)
     def model(ref: Annotated[str, PathParam(max_length=MAX_ID)]) -> ModelRecord:
         """One model: lineage, evals, adapters, measured speed."""
-        from catalog.models import find_model, to_record
+        from catalog.detail import model_detail
+        from catalog.lookup import get_model
 
         with catalog.sessions()() as s:
-            found = find_model(s, ref)
-            if found is None:
-                raise HTTPException(404, f"no model {ref!r} in the catalog")
-            return to_record(s, found, detail=True)
+            return model_detail(s, get_model(s, ref))
 
     @app.get("/runs", response_model=list[RunRecord], tags=["catalog"], responses=ERRORS)
     def runs(job: Annotated[JobName | None, Query()] = None,

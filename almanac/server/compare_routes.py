@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, Query
 
 from almanac.server.catalog_routes import ServedCatalog
-from almanac.server.errors import Unavailable
 from almanac.server.limits import Job
 from almanac.server.payloads import ERRORS
-from batch.query import CacheReader, UnknownJobError
-from batch.score.compare import CandidateComparison, compare_job
-from batch.score.store import ScoreStoreError
-
-MAX_PRICE = 1_000_000.0  # USD per hour: far above any machine, and keeps costs finite
+from batch.query import CacheReader
+from batch.score.compare import MAX_USD_PER_HOUR, CandidateComparison, compare_job
 
 
 def add_compare_routes(app: FastAPI, reader: CacheReader, catalog: ServedCatalog) -> None:
@@ -23,18 +19,11 @@ def add_compare_routes(app: FastAPI, reader: CacheReader, catalog: ServedCatalog
     def compare(
         job: Job,
         usd_per_hour: Annotated[float | None, Query(
-            gt=0, le=MAX_PRICE, allow_inf_nan=False,
+            gt=0, le=MAX_USD_PER_HOUR, allow_inf_nan=False,
             description="The hardware's price per hour, over what the runs recorded.")] = None,
     ) -> list[CandidateComparison]:
         """The job's candidates, best score first: rows, failures, mean score with a 95%
         bootstrap interval (`n` rows), output tokens/s, engine start and engine-seconds,
         parameters, cost per 1,000 rows (null when no price is known) and whether the
         candidate is on the quality/cost Pareto front (`pareto`)."""
-        try:
-            predictions = reader.job(job)
-        except UnknownJobError as exc:
-            raise HTTPException(404, str(exc)) from None
-        try:
-            return compare_job(catalog.sessions(), predictions, usd_per_hour)
-        except ScoreStoreError as exc:
-            raise Unavailable(str(exc)) from exc
+        return compare_job(catalog.sessions(), reader.job(job), usd_per_hour)

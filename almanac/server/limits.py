@@ -20,9 +20,9 @@ MAX_BATCH = 1000  # ids per batch lookup
 MAX_ID = 512  # characters in an input id or key
 MAX_TEXT = 100  # characters in a search or filter string
 MAX_VALUES = 10  # values of a repeated query parameter
-# The request line and headers h11 buffers (uvicorn's default is 16 KiB). The schema's
-# bounds keep any valid URL under it, even percent-encoded: longer requests get
-# uvicorn's own plain-text 400, which no schema describes.
+# The request line and headers a request may send (uvicorn's default is 16 KiB). The
+# schema's bounds keep any valid URL under it, even percent-encoded: longer heads get a
+# 431 and the connection closed (almanac/server/protocol.py), which no schema describes.
 MAX_HEAD = 64 * 1024
 HEADER_TIMEOUT = 10.0  # seconds a client has to send a request line and its headers
 MAX_BODY = 1 << 20  # bytes in a request body: 1,000 ids of MAX_ID fit with room
@@ -43,11 +43,6 @@ JobName = Annotated[str, AfterValidator(_job_name),
 Id = Annotated[str, StringConstraints(max_length=MAX_ID)]
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
 Job = Annotated[JobName, PathParam(description="A job (prediction set) name.")]
-
-
-class TooLarge(HTTPException):
-    def __init__(self) -> None:
-        super().__init__(413, f"request body over {MAX_BODY} bytes")
 
 
 class BodyLimit:
@@ -73,7 +68,7 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > MAX_BODY:
-                raise TooLarge()
+                raise HTTPException(413, f"request body over {MAX_BODY} bytes")
             return message
 
         await self.app(scope, limited, send)

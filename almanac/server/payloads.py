@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, create_model
 
 from almanac.server.limits import MAX_BATCH, Id
-from batch.cache.schema import arrow_schema
+from batch.query import arrow_schema
 from catalog.records import ModelRecord
 
 
@@ -21,7 +21,7 @@ class Error(BaseModel):
 def _prediction_model() -> type[BaseModel]:
     """Built from schemas/prediction.schema.json (via the Arrow schema): the one source."""
     kinds = {"string": str, "int32": int, "int64": int, "timestamp[us, tz=UTC]": datetime,
-             "list<item: string>": list[str]}
+             "list<item: string>": list[str], "bool": bool}
     fields: dict[str, Any] = {}
     for f in arrow_schema():
         kind = kinds[str(f.type)]

@@ -1,14 +1,13 @@
 """The cached predictions' endpoints: jobs, candidates, pages, one input, batch lookups,
 keys. A job with several candidates answers pages with every candidate's rows, and
-lookups for the candidate chosen by `candidate`, `model` or `adapter` (400 without)."""
+lookups for the candidate the reader chooses by `candidate`, `model` or `adapter` (400
+without one it can choose). Errors leave as the rooms raise them (server/errors.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, HTTPException, Query
+from fastapi import Body, FastAPI, Query
 from fastapi import Path as PathParam
 
 from almanac.server.limits import MAX_ID, MAX_OFFSET, MAX_PAGE, Job, JobName, Text
@@ -21,44 +20,15 @@ from almanac.server.payloads import (
     Prediction,
     PredictionPage,
 )
-from batch.query import CacheReader, Predictions, UnknownJobError
-from schemas.errors import UsageError
+from batch.query import CacheReader
+from schemas.errors import NotFoundError
 
 CandidateQ = Annotated[Text | None, Query(description="A candidate's label (GET /jobs/{job}/candidates).")]
 ModelQ = Annotated[Text | None, Query(description="The candidates running this model reference.")]
 AdapterQ = Annotated[Text | None, Query(description="The candidates with this adapter reference.")]
 
 
-@contextmanager
-def _usage_is_400() -> Iterator[None]:
-    """A candidate the job lacks, or a lookup that needs one: the asker's to fix."""
-    try:
-        yield
-    except UsageError as exc:
-        raise HTTPException(400, str(exc)) from None
-
-
-def _one(p: Predictions, candidate: str | None, model: str | None,
-         adapter: str | None) -> str | None:
-    """The candidate a lookup reads (None: the job's only one)."""
-    if candidate is None and model is None and adapter is None:
-        return None
-    labels = p.select(candidate, model, adapter)
-    if not labels:
-        raise HTTPException(400, f"job {p.job!r} has no candidate with that model and adapter")
-    if len(labels) > 1:
-        raise HTTPException(400, f"job {p.job!r}: {len(labels)} candidates match "
-                                 f"({', '.join(labels)}): name one by its label")
-    return labels[0]
-
-
 def add_prediction_routes(app: FastAPI, reader: CacheReader) -> None:
-    def job_or_404(job: str) -> Predictions:
-        try:
-            return reader.job(job)
-        except UnknownJobError as exc:
-            raise HTTPException(404, str(exc)) from None
-
     @app.get("/jobs", response_model=list[JobOut], tags=["predictions"], responses=ERRORS)
     def jobs() -> list[dict[str, Any]]:
         """Every job with cached predictions."""
@@ -67,13 +37,13 @@ def add_prediction_routes(app: FastAPI, reader: CacheReader) -> None:
     @app.get("/jobs/{job}", response_model=JobOut, tags=["predictions"], responses=ERRORS)
     def job(job: Job) -> dict[str, Any]:
         """One job's size: inputs, failures, shards, bytes, last write."""
-        return job_or_404(job).info().to_json()
+        return reader.job(job).info().to_json()
 
     @app.get("/jobs/{job}/candidates", response_model=list[CandidateOut], tags=["predictions"],
              responses=ERRORS)
     def candidates(job: Job) -> list[dict[str, Any]]:
         """The job's current candidates (model, adapter), in order, with their rows."""
-        return [c.to_json() for c in job_or_404(job).candidates()]
+        return [c.to_json() for c in reader.job(job).candidates()]
 
     @app.get("/jobs/{job}/predictions", response_model=PredictionPage, tags=["predictions"],
              responses=ERRORS)
@@ -89,10 +59,9 @@ def add_prediction_routes(app: FastAPI, reader: CacheReader) -> None:
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         """A page of a job's predictions, in input id order (then candidate order)."""
-        with _usage_is_400():
-            items, total = job_or_404(job).page(
-                contains=contains, failed=failed, candidate=candidate, model=model,
-                adapter=adapter, all_versions=all_versions, limit=limit, offset=offset)
+        items, total = reader.job(job).page(
+            contains=contains, failed=failed, candidate=candidate, model=model,
+            adapter=adapter, all_versions=all_versions, limit=limit, offset=offset)
         return {"items": items, "total": total, "limit": limit, "offset": offset}
 
     @app.get("/jobs/{job}/predictions/{input_id:path}", response_model=Prediction,
@@ -102,11 +71,9 @@ def add_prediction_routes(app: FastAPI, reader: CacheReader) -> None:
                    adapter: AdapterQ = None) -> dict[str, Any]:
         """The latest prediction for one input (of the candidate chosen, in a job with
         several)."""
-        p = job_or_404(job)
-        with _usage_is_400():
-            found = p.get(input_id, _one(p, candidate, model, adapter))
+        found = reader.job(job).get(input_id, candidate, model, adapter)
         if found is None:
-            raise HTTPException(404, f"job {job!r} has no prediction for input {input_id!r}")
+            raise NotFoundError(f"job {job!r} has no prediction for input {input_id!r}")
         return found
 
     @app.post("/jobs/{job}/lookup", response_model=LookupResult, tags=["predictions"], responses=ERRORS)
@@ -114,9 +81,7 @@ def add_prediction_routes(app: FastAPI, reader: CacheReader) -> None:
                model: ModelQ = None, adapter: AdapterQ = None) -> dict[str, Any]:
         """The latest predictions for up to 1,000 inputs; ids not found are listed under
         `missing`. A read, though a POST: that many ids do not fit in a URL."""
-        p = job_or_404(job)
-        with _usage_is_400():
-            found = p.get_many(body.ids, _one(p, candidate, model, adapter))
+        found = reader.job(job).get_many(body.ids, candidate, model, adapter)
         return {"found": found, "missing": [i for i in dict.fromkeys(body.ids) if i not in found]}
 
     @app.get("/keys/{key}", response_model=Prediction, tags=["predictions"], responses=ERRORS)
@@ -125,5 +90,5 @@ def add_prediction_routes(app: FastAPI, reader: CacheReader) -> None:
         """A prediction by its content address (the `key` column), in one job or any."""
         found = reader.by_key(key, job)
         if found is None:
-            raise HTTPException(404, f"no prediction has key {key!r}")
+            raise NotFoundError(f"no prediction has key {key!r}")
         return found

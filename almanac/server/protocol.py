@@ -1,29 +1,51 @@
-"""uvicorn's h11 protocol with a deadline for the request head.
+"""uvicorn's h11 protocol with a deadline and a size bound for the request head.
 
 uvicorn times out idle keep-alive connections, but a client that sends its request
 line and headers a byte at a time (slowloris) holds a connection, and a worker's
 file descriptor, for as long as it likes. Here each request's head must arrive
 within `header_timeout` seconds of the connection opening or of the previous
 response: otherwise the client gets a 408 and the connection is closed.
+
+h11 bounds only a head still incomplete in its buffer: one that arrives whole in
+one read passes at any size. Here a head (request line and headers, up to the blank
+line) over `MAX_HEAD` bytes gets a 431 and the connection is closed, however it
+arrived.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from almanac.server.errors import error_body
-from almanac.server.limits import HEADER_TIMEOUT
+from almanac.server.limits import HEADER_TIMEOUT, MAX_HEAD
+
+# The blank line ending a head, as h11 reads it (a bare LF is taken for CRLF).
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+
+
+def _closing_response(status: int, reason: bytes, message: str) -> bytes:
+    body = json.dumps(error_body(status, message)).encode()
+    return (b"HTTP/1.1 " + str(status).encode() + b" " + reason +
+            b"\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: " +
+            str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
 def _timeout_response() -> bytes:
-    body = json.dumps(error_body(408, "the request head did not arrive in time")).encode()
-    return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-            b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    return _closing_response(408, b"Request Timeout", "the request head did not arrive in time")
+
+
+def _head_size(pending: bytes) -> int:
+    """The bytes of the head at the start of `pending` (all of them while it is unfinished);
+    blank lines before a request line are not part of it."""
+    start = len(pending) - len(pending.lstrip(b"\r\n"))
+    end = _HEAD_END.search(pending, start)
+    return (end.end() if end else len(pending)) - start
 
 
 class HeaderTimeoutProtocol(H11Protocol):
@@ -47,6 +69,15 @@ class HeaderTimeoutProtocol(H11Protocol):
             self._head_timer = None
 
     def handle_events(self) -> None:
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            pending, _ = self.conn.trailing_data  # what h11 holds, not yet parsed
+            if _head_size(pending) > MAX_HEAD:
+                self._disarm()
+                self.transport.write(_closing_response(
+                    431, b"Request Header Fields Too Large",
+                    f"the request line and headers are over {MAX_HEAD // 1024} KiB"))
+                self.transport.close()
+                return
         super().handle_events()
         # The head is in once h11 has moved past waiting for it.
         if self.conn.their_state is not h11.IDLE:

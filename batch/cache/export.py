@@ -1,9 +1,11 @@
 """Exporting a job's cached predictions: Parquet, JSON Lines, CSV, or OpenAI batch output.
 
 Rows come out in the order they were written (shard by shard), the latest
-version of each input unless every version is asked for. The file appears
-under its name only once complete (written beside it, then renamed), so a
-consumer polling for it never reads half an export.
+version of each input unless every version is asked for. Where they go follows
+`schemas.output_path`: a file appears under its name only once complete (written beside
+it, then renamed), so a consumer polling for it never reads half an export; a device,
+a FIFO or standard output is written as a stream, never replaced. Parquet is written
+front to back (its footer last), so it streams to a pipe as well as to a file.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import contextlib
 import csv
 import json
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO, cast
@@ -22,10 +23,12 @@ import pyarrow.parquet as pq
 
 from batch.cache.errors import ShardDamagedError, ShardUnavailableError, UnknownJobError
 from batch.cache.openai_output import ErrorsApart, openai_batch_line
-from batch.cache.reader import CacheReader, to_json
+from batch.cache.reader import CacheReader
 from batch.cache.schema import PredictionRecord, arrow_schema
-from batch.cache.shards import ShardDamaged, damage, read_rows
+from batch.cache.shards import ShardDamaged, damage, job_directory, read_rows
+from catalog.records import jsonable as to_json
 from schemas.errors import UsageError
+from schemas.output_path import STDOUT, open_output
 
 FORMATS = ("parquet", "jsonl", "csv", "openai-batch")
 
@@ -41,8 +44,9 @@ def _tables(reader: CacheReader, job: str, all_versions: bool,
     by_shard = reader.query(lambda ix: ix.rows_by_shard(job, all_versions=all_versions,
                                                         candidates=labels), {})
     listed = reader.query(lambda ix: ix.shards(job), {})
+    directory = job_directory(reader.root, job)
     for shard in sorted(by_shard):
-        path = reader.root / job / shard
+        path = directory / shard
         # The whole file against its SHA-256 (it is read whole anyway), then every page
         # against its checksum: damage stops the export, whose file never appears.
         why = damage(path, listed.get(shard))
@@ -85,52 +89,50 @@ def _write_text(tables: Iterator[pa.Table], fmt: str, out: TextIO) -> int:
     return n
 
 
-def export(predictions_root: Path, job: str, fmt: str, output: Path | None, *,
+def export(predictions_root: Path, job: str, fmt: str, output: str | Path | None, *,
            all_versions: bool = False, candidate: str | None = None, model: str | None = None,
-           adapter: str | None = None, errors: Path | None = None) -> int:
-    """Writes the job's predictions to `output` (None: stdout, text formats only): those
-    of the current candidates `candidate`, `model` and `adapter` select (all without
-    them); with `errors` (openai-batch), failed rows go to that file instead, as OpenAI's
+           adapter: str | None = None, errors: str | Path | None = None) -> int:
+    """Writes the job's predictions to `output` (`-` or None: stdout): those of the
+    current candidates `candidate`, `model` and `adapter` select (all without them);
+    with `errors` (openai-batch), failed rows go to that path instead, as OpenAI's
     batch error file holds them. Returns how many rows were written."""
     if fmt not in FORMATS:
         raise ExportError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
     if errors is not None and fmt != "openai-batch":
         raise ExportError("--errors writes OpenAI batch error lines: use it with "
                           "--format openai-batch")
-    if output is None and fmt == "parquet":
-        raise ExportError("a Parquet export needs a file (-o PATH)")
+    target = STDOUT if output is None else os.fspath(output)
+    if errors is not None and _same(target, os.fspath(errors)):
+        raise ExportError("--errors names the same file as -o: give the failed rows a file "
+                          "of their own")
     with CacheReader(predictions_root) as reader, contextlib.ExitStack() as stack:
         if not reader.has_job(job):
             raise UnknownJobError(job)
         labels = reader.job(job).select(candidate, model, adapter)
         tables = _tables(reader, job, all_versions, labels)
-        apart = stack.enter_context(ErrorsApart(errors)) if errors is not None else None
-        if apart is not None:
+        # The output first: when both are files, the errors file lands before it.
+        out = stack.enter_context(open_output(target, binary=fmt == "parquet"))
+        apart = None
+        if errors is not None:
+            apart = ErrorsApart(stack.enter_context(open_output(errors, option="--errors")))
             tables = apart.split(tables)
-        if output is None:
-            n = _write_text(tables, fmt, sys.stdout)
+        if fmt == "parquet":
+            n = 0
+            with pq.ParquetWriter(out, arrow_schema(), compression="zstd") as writer:
+                for table in tables:
+                    writer.write_table(table)
+                    n += table.num_rows
         else:
-            output = output.resolve()
-            tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-            try:
-                n = _write_file(tables, fmt, tmp)
-                os.replace(tmp, output)
-            finally:
-                tmp.unlink(missing_ok=True)
+            n = _write_text(tables, fmt, out)
         return n + (apart.failed if apart is not None else 0)
 
 
-def _write_file(tables: Iterator[pa.Table], fmt: str, path: Path) -> int:
-    if fmt == "parquet":
-        n = 0
-        with pq.ParquetWriter(path, arrow_schema(), compression="zstd") as writer:
-            for table in tables:
-                writer.write_table(table)
-                n += table.num_rows
-        return n
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        n = _write_text(tables, fmt, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return n
-
+def _same(output: str, errors: str) -> bool:
+    """Whether two user paths name one file, which the second rename would take from the
+    first (two streams may share a device or stdout: their lines interleave)."""
+    if STDOUT in (output, errors):
+        return False
+    try:
+        return os.path.samefile(output, errors) and os.path.isfile(output)
+    except OSError:
+        return os.path.realpath(output) == os.path.realpath(errors)

@@ -138,21 +138,14 @@ def _gc_job(store: PredictionStore, job: str, dry_run: bool, keep_versions: bool
 
 
 def _collect(index: Index, directory: Path, job: str, names: list[str]) -> None:
-    moved: list[tuple[Path, Path]] = []
-    try:
-        with index.transaction():
-            index.forget_shards(job, names)
-            for name in names:
-                hidden = directory / f".{name}.gc"
-                try:
-                    os.rename(directory / name, hidden)
-                except FileNotFoundError:
-                    continue  # already gone (verify reports that): dropping its rows heals the index
-                moved.append((hidden, directory / name))
-    except BaseException:
-        for hidden, original in moved:
-            os.rename(hidden, original)
-        raise
-    for hidden, _ in moved:
+    def hide(name: str) -> tuple[Path, Path] | None:
+        hidden = directory / f".{name}.gc"
+        try:
+            os.rename(directory / name, hidden)
+        except FileNotFoundError:
+            return None  # already gone (verify reports that): dropping its rows heals the index
+        return hidden, directory / name
+
+    for hidden, _ in shards.forget_moving(index, job, names, hide):
         hidden.unlink()
     shards.fsync_dir(directory)

@@ -9,88 +9,59 @@ each Parquet file should be (rows, bytes, SHA-256); `candidates` each job's curr
 candidates as its last run named them. It is derived from the shards (which are the
 truth) and can be rebuilt from them (`almanac cache repair`).
 
-Two ways in: `Index.open(root)` for the one writer of a job at a time (a run,
-or gc), creating the tables; `Index.open_readonly(root)` for readers, which
-can never write nor take the write lock a run needs (in WAL mode they read
-the last committed state while a run appends). SQLite's failures (a damaged
-or unreadable file, a read-only one for a writer, a full disk) leave as
-`IndexUnavailableError` / `DiskFullError`, one line each.
+Two ways in, as for every SQLite side store (batch.cache.sidestore): `Index.open(root)`
+for the one writer of a job at a time (a run, or gc), creating the tables or
+upgrading an earlier format; `Index.open_readonly(root)` for readers, which can never
+write nor take the write lock a run needs (in WAL mode they read the last committed
+state while a run appends). SQLite's failures (a damaged or unreadable file, a
+read-only one for a writer, a full disk) leave as `IndexUnavailableError` /
+`DiskFullError`, one line each.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from batch.cache import index_upgrade
-from batch.cache.errors import IndexUnavailableError
+from batch.cache.errors import IndexUnavailableError, SideStoreError
 from batch.cache.index_reads import JOB, LATEST, IndexReads, chunks, marks
 from batch.cache.index_rows import CandidateInfo, JobInfo, Located, ShardEntry, key_in
 from batch.cache.index_upgrade import FORMAT, INDEX_FILE, IndexFormatError
+from batch.cache.sidestore import connect
 
 __all__ = ["FORMAT", "INDEX_FILE", "CandidateInfo", "Index", "IndexFormatError", "JobInfo",
            "Located", "ShardEntry"]
-
-
-def _connect(target: str | Path, *, uri: bool = False) -> sqlite3.Connection:
-    db = sqlite3.connect(target, uri=uri, timeout=30, isolation_level=None,
-                         check_same_thread=False)
-    db.execute("PRAGMA busy_timeout=30000")
-    return db
 
 
 class Index(IndexReads):
     """One connection to `predictions/index.db`. Not locked: a caller that shares one
     between threads (the HTTP server's reader) serialises its calls."""
 
-    @classmethod
-    def open(cls, root: Path) -> Index:
-        """Read-write, creating `root` and the tables, or upgrading an index an earlier
-        version wrote, if need be."""
-        root.mkdir(parents=True, exist_ok=True)
-        path = root / INDEX_FILE
-        try:
-            db = _connect(path)
-        except sqlite3.DatabaseError as exc:
-            raise IndexUnavailableError.of(path, exc) from exc
-        index = cls(db, path)
-        try:
-            with index.guard():
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                index_upgrade.ensure_current(db, root)
-        except BaseException:
-            db.close()
-            raise
-        return index
+    FILE = INDEX_FILE
+    FORMAT = FORMAT
+    WHAT = "prediction index"
+    ERROR = IndexUnavailableError
+    DAMAGED_HINT = ("run `almanac cache repair` to set it aside and rebuild it from the "
+                    "shards")
+
+    def _prepare(self, root: Path) -> None:
+        index_upgrade.ensure_current(self.db, root)
 
     @classmethod
-    def open_readonly(cls, root: Path) -> Index | None:
-        """Read-only, or None while no run has created the index yet. An index in an
-        earlier format is upgraded first (once, by a short read-write open)."""
-        path = root / INDEX_FILE
-        if not path.exists():
-            return None
-        for attempt in range(2):
-            index = cls._readonly(path)
-            version = index._all("PRAGMA user_version")[0][0]
-            if version == FORMAT:
-                return index
-            index.close()
-            if version > FORMAT or attempt:
-                raise IndexFormatError.newer(path, version)
-            index_upgrade.upgrade_file(root)
-        raise AssertionError("unreachable")
+    def _upgrade(cls, root: Path, version: int) -> None:
+        """A reader's index in an earlier format is upgraded by a short read-write open."""
+        try:
+            cls.open(root).close()
+        except SideStoreError as exc:
+            raise IndexFormatError(f"{root / INDEX_FILE} was written by an earlier version and "
+                                   f"cannot be upgraded here ({exc}); run `almanac cache "
+                                   "repair` with write access once") from exc
 
     @classmethod
-    def _readonly(cls, path: Path) -> Index:
-        try:
-            return cls(_connect(f"file:{path}?mode=ro", uri=True), path)
-        except sqlite3.DatabaseError as exc:
-            raise IndexUnavailableError.of(path, exc) from exc
+    def newer(cls, path: Path, version: int) -> IndexFormatError:
+        return IndexFormatError.newer(path, version)
 
     @classmethod
     def open_scratch(cls, root: Path, *, copy: bool = False) -> Index:
@@ -100,47 +71,20 @@ class Index(IndexReads):
         path = root / INDEX_FILE
         source = None
         if path.exists():
-            source = cls._readonly(path)
-            version = source._all("PRAGMA user_version")[0][0]
+            source = cls.readonly_at(path)
+            version = source.version()
             if version > FORMAT:
                 source.close()
                 raise IndexFormatError.newer(path, version)
             if version == FORMAT and not copy:
                 return source
-        memory = cls(_connect(":memory:"), path)
+        memory = cls(connect(":memory:"), path)
         with memory.guard():
             if source is not None:
                 source.db.backup(memory.db)
                 source.close()
             index_upgrade.ensure_current(memory.db, root)
         return memory
-
-    def close(self) -> None:
-        self.db.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One write transaction, taken at once (`IMMEDIATE`: a reader never blocks it,
-        and two writers queue instead of failing half-way)."""
-        with self.guard():
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
-
-    @contextmanager
-    def snapshot(self) -> Iterator[None]:
-        """One read transaction: the queries inside see one committed state even while a
-        run commits new shards (WAL: this never blocks it)."""
-        with self.guard():
-            self.db.execute("BEGIN")
-            try:
-                yield
-            finally:
-                self.db.execute("ROLLBACK")  # nothing to keep
 
     # -- fingerprints of local model directories ----------------------------------------------
 

@@ -6,16 +6,14 @@ candidates' ids looked up inside it."""
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Iterator
+from itertools import chain
 from typing import Any, TypeVar
 
 import numpy as np
 
-from batch.cache.errors import IndexUnavailableError
 from batch.cache.index_rows import CandidateInfo, Located, key_in, key_out, key_prefix
+from batch.cache.sidestore import SideStore
 
 CHUNK = 500  # SQLite host parameters per IN (...) query
 _T = TypeVar("_T")
@@ -25,10 +23,6 @@ JOB = "(SELECT id FROM jobs WHERE name = ?)"
 LOC = "r.input_id, r.key, s.name, r.row, r.state, l.label"
 FROM = "records r JOIN shards s ON s.id = r.shard JOIN labels l ON l.id = r.label"
 LATEST = 2  # `state` bit: the latest of its (job, input, candidate); bit 0: failed
-# SQLite's errors that say something about the file (or the disk), not about the SQL.
-FILE_STATES = ("SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_READONLY", "SQLITE_CANTOPEN",
-               "SQLITE_PERM", "SQLITE_AUTH", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_LOCKED",
-               "SQLITE_FULL")
 
 
 def chunks(items: list[_T], size: int = CHUNK) -> Iterator[list[_T]]:
@@ -58,27 +52,9 @@ def flags(failed: bool | None, all_versions: bool) -> str:
     return latest + ("" if failed is None else f" AND (r.state & 1) = {int(failed)}")
 
 
-class IndexReads:
-    """The locating queries of one connection to `predictions/index.db`."""
-
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
-        self.db = db
-        self.path = path
-
-    @contextmanager
-    def guard(self) -> Iterator[None]:
-        """SQLite's errors as the one-line errors the front door shows (a damaged,
-        unreadable or read-only file, a full disk)."""
-        try:
-            yield
-        except sqlite3.DatabaseError as exc:
-            if not str(getattr(exc, "sqlite_errorname", "")).startswith(FILE_STATES):
-                raise  # SQL of ours that is wrong, a constraint: a bug, not the file's state
-            raise IndexUnavailableError.of(self.path, exc) from exc
-
-    def _all(self, query: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        with self.guard():
-            return self.db.execute(query, tuple(params)).fetchall()
+class IndexReads(SideStore):
+    """The locating queries of one connection to `predictions/index.db` (opened, and
+    its failures translated, as every side store's: batch.cache.sidestore)."""
 
     def data_version(self) -> int:
         """Changes whenever another connection commits (SQLite's `PRAGMA data_version`):
@@ -107,6 +83,16 @@ class IndexReads:
         names = dict(self._all(f"SELECT id, label FROM labels WHERE job = {JOB}", (job,)))
         return {names[label]: (n, failed) for label, n, failed in counts}
 
+    def every_candidate(self) -> list[tuple[str, CandidateInfo, str | None]]:
+        """(job, candidate, when the job's newest shard was written) for every job's
+        current candidates as its last run named them, the most recently written job
+        first: which models and adapters the cache can answer for, across jobs."""
+        return [(job, CandidateInfo(*info), written) for job, *info, written in self._all(
+            "SELECT j.name, c.label, c.model, c.revision, c.adapter, c.adapter_revision, "
+            "c.ordinal, (SELECT max(s.created_at) FROM shards s WHERE s.job = c.job) AS written "
+            "FROM candidates c JOIN jobs j ON j.id = c.job ORDER BY written DESC, j.name, "
+            "c.ordinal")]
+
     # -- locating records --------------------------------------------------------------------
 
     def latest_for(self, job: str, candidate: str, input_ids: list[str]) -> dict[str, Located]:
@@ -120,13 +106,18 @@ class IndexReads:
                 out[row[0]] = located(job, row)
         return out
 
-    def latest_keys(self, job: str, candidate: str) -> dict[str, tuple[str, bool]]:
-        """{input id: (key, failed)} of every latest record of the job by `candidate`, in
-        one pass: a chain's planning checks all its rows at once (batch.run.upstream)."""
-        return {i: (key_out(k), bool(state & 1)) for i, k, state in self._all(
-            f"SELECT r.input_id, r.key, r.state FROM records r WHERE r.job = {JOB} AND r.label = "
-            f"(SELECT l.id FROM labels l WHERE l.job = r.job AND l.label = ?) "
-            f"AND r.state >= {LATEST}", (job, candidate))}
+    def latest_keys(self, job: str, candidate: str) -> tuple[list[str], list[str], list[bool]]:
+        """(input ids, keys, failed) of every latest record of the job by `candidate`, as
+        three columns in one pass: a chain's planning checks all its rows at once, in
+        Arrow (batch.run.upstream). Keys leave as `key_out` gives them."""
+        rows = self._all(
+            "SELECT r.input_id, CASE WHEN typeof(r.key) = 'blob' THEN lower(hex(r.key)) "
+            "ELSE r.key END, r.state & 1 FROM records r WHERE r.job = (SELECT id FROM jobs "
+            "WHERE name = ?1) AND r.label = (SELECT l.id FROM labels l JOIN jobs j ON j.id = "
+            f"l.job WHERE j.name = ?1 AND l.label = ?2) AND r.state >= {LATEST}",
+            (job, candidate))
+        ids, keys, failed = zip(*rows, strict=True) if rows else ((), (), ())
+        return list(ids), list(keys), [bool(f) for f in failed]
 
     def versions_for(self, job: str, candidate: str,
                      pairs: list[tuple[str, str]]) -> dict[tuple[str, str], Located]:
@@ -236,16 +227,28 @@ class IndexReads:
 
     def rows_by_shard(self, job: str, *, all_versions: bool,
                       candidates: list[str] | None = None) -> dict[str, list[int]]:
-        """{shard: its rows the index lists (of these candidates)}, in one pass over the
-        job (there is no index by shard, and a query per shard would scan the job's rows
-        each time)."""
+        """{shard: its rows the index lists (of these candidates)}, ascending."""
+        return {shard: rows.tolist() for shard, rows in
+                self.row_arrays(job, all_versions=all_versions, candidates=candidates).items()}
+
+    def row_arrays(self, job: str, *, all_versions: bool,
+                   candidates: list[str] | None = None) -> dict[str, np.ndarray]:
+        """{shard: its rows the index lists (of these candidates), ascending}, in one pass
+        over the job (there is no index by shard, and a query per shard would scan the
+        job's rows each time); the pairs go straight into an array, a million in a
+        second, where a Python list per shard took twice that."""
         where, labels = among(job, candidates)
-        out: dict[str, list[int]] = {}
-        for shard, row in self._all(f"SELECT s.name, r.row FROM records r JOIN shards s "
-                                    f"ON s.id = r.shard WHERE r.job = {JOB}{where}"
-                                    f"{flags(None, all_versions)}", (job, *labels)):
-            out.setdefault(shard, []).append(row)
-        return out
+        names = dict(self._all(f"SELECT id, name FROM shards WHERE job = {JOB}", (job,)))
+        with self.guard():
+            cursor = self.db.execute(f"SELECT r.shard, r.row FROM records r WHERE r.job = {JOB}"
+                                     f"{where}{flags(None, all_versions)}", (job, *labels))
+            pairs = np.fromiter(chain.from_iterable(cursor), dtype=np.int64).reshape(-1, 2)
+        order = np.lexsort((pairs[:, 1], pairs[:, 0]))
+        shard, row = pairs[order, 0], pairs[order, 1]
+        starts = np.flatnonzero(np.r_[True, shard[1:] != shard[:-1]]) if len(shard) else []
+        ends = [*starts[1:], len(shard)]
+        return {names[int(shard[a])]: row[a:b] for a, b in zip(starts, ends, strict=True)
+                if int(shard[a]) in names}
 
     def records_by_shard(self, job: str) -> Iterator[tuple[str, int, str, str, bool, str]]:
         """Every record of the job as (shard, row, input id, key, failed, candidate), shard

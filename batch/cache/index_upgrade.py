@@ -1,5 +1,6 @@
 """The prediction index's format: its tables, and the upgrade of an index an earlier
-version wrote. Part of `batch.cache.index`, the index's one owner (only it calls this).
+version wrote. Part of `batch.cache.index`, the index's one owner (only it calls this;
+it opens the file as every side store is opened, batch.cache.sidestore).
 
 The format is `PRAGMA user_version`. Format 2 added candidates: records carry
 the candidate that made them, and `candidates` lists each job's current ones.
@@ -143,24 +144,6 @@ def _vacuum(db: sqlite3.Connection) -> None:
         db.execute("VACUUM")
     except sqlite3.OperationalError as exc:
         log.warning("the upgraded prediction index could not be compacted now (%s)", exc)
-
-
-def upgrade_file(root: Path) -> None:
-    """Upgrade `root`'s index for a reader, which opens it read-only."""
-    path = root / INDEX_FILE
-    try:
-        db = sqlite3.connect(path, timeout=30, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise IndexFormatError(f"{path}: cannot open it to upgrade its format: {exc}") from exc
-    try:
-        db.execute("PRAGMA busy_timeout=30000")
-        ensure_current(db, root)
-    except sqlite3.Error as exc:
-        raise IndexFormatError(f"{path} was written by an earlier version and cannot be "
-                               f"upgraded here ({exc}); run `almanac cache repair` with write "
-                               "access once") from exc
-    finally:
-        db.close()
 
 
 def _columns(db: sqlite3.Connection, table: str) -> list[str]:

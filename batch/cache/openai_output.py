@@ -2,8 +2,8 @@
 
 A line is `{"id", "custom_id", "response": {"status_code", "request_id", "body"},
 "error"}`. The body answers the request's endpoint: a `chat.completion` for chat
-messages, a `text_completion` for a plain prompt (the `prompt` column holds chat
-messages as JSON, so the record itself says which). Log-probabilities kept by the
+messages, a `text_completion` for a plain prompt, as the record's `chat` column says
+(a record written before that column is read by the shape of its `prompt`). Log-probabilities kept by the
 run come back in the endpoint's own form (`choices[].logprobs.content` for chat;
 `tokens` / `token_logprobs` / `top_logprobs` / `text_offset` for completions).
 
@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
-from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from batch.cache.schema import PredictionRecord
 
@@ -30,8 +27,12 @@ _FINISH = frozenset({"stop", "length", "content_filter"})
 _LOWEST = -9999.0  # what OpenAI-compatible servers report for a log-probability of -inf
 
 
-def is_chat(prompt: str | None) -> bool:
-    """Whether a `prompt` column holds chat messages (their JSON) rather than a text."""
+def is_chat(rec: PredictionRecord) -> bool:
+    """Whether the record answers chat messages: its `chat` column, or for a record
+    written before that column, whether its `prompt` holds chat messages' JSON."""
+    if rec.get("chat") is not None:
+        return bool(rec["chat"])
+    prompt = rec["prompt"]
     if not prompt or not prompt.startswith("[{"):
         return False
     try:
@@ -51,7 +52,7 @@ def openai_batch_line(rec: PredictionRecord) -> dict[str, Any]:
         # A row that never became a request has a failure key ("x…"): the request was bad.
         code = "invalid_request" if rec["key"].startswith("x") else "generation_failed"
         return {**line, "response": None, "error": {"code": code, "message": rec["error"]}}
-    chat = is_chat(rec["prompt"])
+    chat = is_chat(rec)
     texts = rec["outputs"] or [rec["output"] or ""]
     finish = rec["finish_reason"] if rec["finish_reason"] in _FINISH else "stop"
     steps = _steps(rec)
@@ -131,14 +132,12 @@ def _completion_logprobs(chosen: list[dict[str, Any]],
 
 
 class ErrorsApart:
-    """`export --errors FILE`: failed rows go to FILE as error lines, the rest on to the
-    output. FILE appears under its name only once complete, like the export itself."""
+    """`export --errors FILE`: failed rows go to FILE (an open text file) as error lines,
+    the rest on to the output."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path.resolve()
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
         self.failed = 0
-        self._fh = self.tmp.open("w", encoding="utf-8", newline="")
 
     def split(self, tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
         """The tables' successful rows; the failed ones are written to the errors file."""
@@ -147,22 +146,7 @@ class ErrorsApart:
         for table in tables:
             failed = table.filter(pc.is_valid(table["error"]))
             for rec in failed.to_pylist():
-                self._fh.write(json.dumps(openai_batch_line(cast(PredictionRecord, rec)),
+                self.out.write(json.dumps(openai_batch_line(cast(PredictionRecord, rec)),
                                           ensure_ascii=False) + "\n")
             self.failed += failed.num_rows
             yield table.filter(pc.is_null(table["error"]))
-
-    def __enter__(self) -> ErrorsApart:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        try:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
-            if exc is None:
-                os.replace(self.tmp, self.path)
-        finally:
-            self._fh.close()
-            self.tmp.unlink(missing_ok=True)

@@ -1,27 +1,20 @@
-"""Reading cached predictions: what the HTTP server, the TUI, the CLI and the
-front door's Python API (almanac.api) read through.
-
-    from batch.cache.reader import Predictions
-
-    with Predictions.at(home / "predictions", "fruit-families") as p:
-        p.get("plum")                    # the latest record of one input, or None
-        p.get_many(["plum", "pear"])     # {input_id: record} for the ids that exist
-        p.by_key("3f2a…")                # a record by its content address
-        p.search(contains="drupe", limit=20)
-        p.candidates()                   # the models (and adapters) that made them
-        p.get("plum", candidate="tiny+lora-a")   # one candidate's, in a job with several
-
-A record is a `PredictionRecord`, a plain dict of the prediction columns
-(schemas/prediction.schema.json; `created_at` is a timezone-aware datetime,
-`to_json` makes it a string).
+"""Reading cached predictions: `CacheReader` (the index and the open shards under one
+`predictions/` directory) and `Predictions` (one job's view). Callers outside the
+cache reach them through the one door for reading, `batch.query` (which shows their
+use); the CLI, the HTTP server, the TUI and `almanac.api` import only that.
 
 A job with several candidates (models, or a model with an adapter) answers
 listings with every candidate's rows (input id, then candidate order) and single
-lookups only for a candidate named (`CandidateRequiredError` otherwise); a job
-with one candidate answers as if there were no candidates at all.
+lookups only for one candidate, chosen by `candidate`, `model` or `adapter`
+(batch.cache.choice: `CandidateRequiredError` or `UnknownCandidateError`, usage
+errors, otherwise); a job with one candidate answers as if there were no candidates
+at all.
 
-A lookup is one indexed query on the index ((job, input_id, candidate) → the
-latest record's shard and row) and one Parquet row group read. The index connection
+A lookup asks the index once (the job, its candidates and the latest record's shard
+and row of (job, input_id, candidate), under one hold of the connection) and reads
+one Parquet row group. A view of a job (`CacheReader.job`) is only a name until its
+first question, which also finds whether the job has anything cached
+(`UnknownJobError`, a NotFoundError: exit 1, HTTP 404). The index connection
 and the opened shards stay open between lookups: opening a shard checks its SHA-256
 and reads its footer, which costs more than the row itself; every page read is
 checked against its checksum, and a shard whose bytes are not those indexed is
@@ -36,35 +29,23 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import Self, TypeVar, cast
 
 import numpy as np
 import pyarrow as pa
 
-from batch.cache.errors import (
-    CandidateRequiredError,
-    QueryError,
-    ShardDamagedError,
-    ShardUnavailableError,
-    UnknownCandidateError,
-    UnknownJobError,
-)
+from batch.cache.choice import choose, select
+from batch.cache.errors import ShardDamagedError, ShardUnavailableError, UnknownJobError
 from batch.cache.index import Index, JobInfo, Located
 from batch.cache.index_rows import CandidateSummary
-from batch.cache.schema import PredictionRecord, columns
+from batch.cache.schema import PredictionRecord
 from batch.cache.shards import OpenShard, ShardDamaged, ShardMismatch
 from batch.cache.textsearch import CurrentText, OutputSearch
-from catalog.records import jsonable as to_json  # re-exported for the front door
 from schemas import is_job_name
-
-__all__ = [
-    "CacheReader", "CandidateRequiredError", "CandidateSummary", "JobInfo", "Predictions",
-    "PredictionRecord", "QueryError", "ShardDamagedError", "ShardUnavailableError",
-    "UnknownCandidateError", "UnknownJobError", "columns", "list_jobs", "to_json",
-]
 
 OPEN_SHARDS = 128  # shards kept open (one file descriptor each)
 _T = TypeVar("_T")
+_NO_INDEX = object()  # what a question gets before any run has created the index
 
 
 def unavailable(job: str, exc: Exception) -> ShardUnavailableError:
@@ -72,6 +53,8 @@ def unavailable(job: str, exc: Exception) -> ShardUnavailableError:
     if isinstance(exc, ShardDamaged):
         return ShardDamagedError.of(job, exc)
     return ShardUnavailableError.of(job, exc)
+
+
 
 
 class CacheReader:
@@ -137,9 +120,11 @@ class CacheReader:
         raise AssertionError("unreachable")
 
     def job(self, job: str) -> Predictions:
-        if not self.has_job(job):
+        """A view of `job`; its first question raises UnknownJobError if the cache holds
+        nothing for it (asked together with that question: no round trip of its own)."""
+        if not is_job_name(job):
             raise UnknownJobError(job)
-        return Predictions(self, job, owns_reader=False)
+        return Predictions(self, job, owns_reader=False, known=False)
 
     # -- the shards --------------------------------------------------------------------------
 
@@ -209,10 +194,12 @@ class Predictions:
     (the front door's `almanac.api.Predictions.open(home, job)` finds the home); close
     it (or use `with`) to release the index connection and open shards."""
 
-    def __init__(self, reader: CacheReader, job: str, *, owns_reader: bool = True) -> None:
+    def __init__(self, reader: CacheReader, job: str, *, owns_reader: bool = True,
+                 known: bool = True) -> None:
         self.reader = reader
         self.job = job
         self._owns_reader = owns_reader
+        self._known = known  # the job is known to have predictions: no need to ask
 
     @classmethod
     def at(cls, predictions_root: Path, job: str) -> Self:
@@ -251,51 +238,42 @@ class Predictions:
         """The labels of the current candidates that match every criterion given (all of
         them without any). Raises UnknownCandidateError for a label the job lacks; a
         model or adapter no candidate has selects none."""
-        current = self._ask(lambda ix: ix.candidates(self.job), [])
-        labels = [c.label for c in current]
-        if candidate is not None and candidate not in labels:
-            raise UnknownCandidateError(self.job, candidate, labels)
-        return [c.label for c in current
-                if (candidate is None or c.label == candidate)
-                and (model is None or c.model == model)
-                and (adapter is None or c.adapter == adapter)]
-
-    def _one(self, candidate: str | None) -> str | None:
-        """The candidate a single lookup reads: the one named, or the job's only one
-        (None: the job has none). Raises CandidateRequiredError if it has several."""
-        labels = self.select(candidate)
-        if len(labels) > 1:
-            raise CandidateRequiredError(self.job, labels)
-        return labels[0] if labels else None
+        return self._ask(lambda ix: select(self.job, ix.candidates(self.job), candidate,
+                                           model, adapter), [])
 
     # -- lookups -----------------------------------------------------------------------------
 
-    def get(self, input_id: str, candidate: str | None = None) -> PredictionRecord | None:
-        """The latest record of one input (by `candidate`), or None."""
-        return self.get_many([input_id], candidate).get(input_id)
+    def get(self, input_id: str, candidate: str | None = None, model: str | None = None,
+            adapter: str | None = None) -> PredictionRecord | None:
+        """The latest record of one input (of the candidate chosen), or None."""
+        return self.get_many([input_id], candidate, model, adapter).get(input_id)
 
-    def get_many(self, ids: Iterable[str], candidate: str | None = None
+    def get_many(self, ids: Iterable[str], candidate: str | None = None,
+                 model: str | None = None, adapter: str | None = None
                  ) -> dict[str, PredictionRecord]:
         """{input_id: latest record} for the ids that have one (others are left out). A
-        job with several candidates needs `candidate` (CandidateRequiredError)."""
+        job with several candidates needs one chosen by `candidate`, `model` or `adapter`
+        (batch.cache.choice)."""
         wanted = list(dict.fromkeys(ids))
-        label = self._one(candidate)
-        if label is None:
-            return {}
 
         def locate() -> list[Located]:
-            found = self._ask(lambda ix: ix.latest_for(self.job, label, wanted), {})
-            return [found[i] for i in wanted if i in found]
+            def ask(ix: Index) -> list[Located]:
+                label = choose(self.job, ix.candidates(self.job), candidate, model, adapter)
+                found = ix.latest_for(self.job, label, wanted) if label is not None else {}
+                return [found[i] for i in wanted if i in found]
+
+            return self._ask(ask, [])
 
         return {r["input_id"]: r for r in self._resolve(locate)}
 
-    def versions(self, input_id: str, candidate: str | None = None) -> list[PredictionRecord]:
-        """Every cached version of one input (by `candidate`), oldest first."""
-        label = self._one(candidate)
-        if label is None:
-            return []
-        return self._resolve(lambda: self._ask(
-            lambda ix: ix.versions(self.job, input_id, [label]), []))
+    def versions(self, input_id: str, candidate: str | None = None, model: str | None = None,
+                 adapter: str | None = None) -> list[PredictionRecord]:
+        """Every cached version of one input (of the candidate chosen), oldest first."""
+        def ask(ix: Index) -> list[Located]:
+            label = choose(self.job, ix.candidates(self.job), candidate, model, adapter)
+            return ix.versions(self.job, input_id, [label]) if label is not None else []
+
+        return self._resolve(lambda: self._ask(ask, []))
 
     def by_key(self, key: str) -> PredictionRecord | None:
         """A record of this job with this content address (a success if there is one,
@@ -370,7 +348,23 @@ class Predictions:
     # -- internals ---------------------------------------------------------------------------
 
     def _ask(self, ask: Callable[[Index], _T], empty: _T) -> _T:
-        return self.reader.query(ask, empty)
+        """`ask(index)`; a view not yet known to hold anything also asks whether the job
+        does, in the same hold of the index (UnknownJobError if not, or if there is no
+        index yet)."""
+        if self._known:
+            return self.reader.query(ask, empty)
+
+        def checked(ix: Index) -> _T:
+            if not ix.has_job(self.job):
+                raise UnknownJobError(self.job)
+            answer = ask(ix)
+            self._known = True
+            return answer
+
+        answer = self.reader.query(checked, _NO_INDEX)
+        if answer is _NO_INDEX:
+            raise UnknownJobError(self.job)
+        return cast(_T, answer)
 
     def _resolve(self, locate: Callable[[], list[Located]]) -> list[PredictionRecord]:
         """Locate in the index, then read the shards; if a shard vanished or changed in
@@ -383,8 +377,3 @@ class Predictions:
                     raise unavailable(self.job, exc) from exc
         raise AssertionError("unreachable")
 
-
-def list_jobs(predictions_root: Path) -> list[JobInfo]:
-    """Every job with cached predictions, with its size."""
-    with CacheReader(predictions_root) as reader:
-        return reader.jobs()

@@ -44,7 +44,7 @@ from batch.cache import shards
 from batch.cache.errors import IndexUnavailableError
 from batch.cache.index import INDEX_FILE, Index, Located
 from batch.cache.lock import JobLock
-from batch.cache.schema import arrow_schema, is_legacy
+from batch.cache.schema import is_known
 from batch.cache.store import PredictionStore
 from batch.cache.verify import Finding, verify
 
@@ -186,7 +186,7 @@ def _plan_only(root: Path, targets: list[str], problems: list[Finding], report: 
             report.indexed += sum(1 for f in own if f.kind == "unindexed")
             if contradicted:
                 report.rebuilt.append(job)
-            directory = root / job
+            directory = shards.job_directory(root, job)  # a file in its place: refused
             if directory.exists():
                 report.removed_tmp += len(shards.temporaries(directory))
     finally:
@@ -234,18 +234,15 @@ def _drop(index: Index, directory: Path, job: str, missing: list[str],
           damaged: list[str]) -> dict[str, str]:
     """Forget these shards and set the damaged files aside, in one transaction (the files
     move before it commits, and back if it fails); {shard: the name it is kept as}."""
-    moved: list[tuple[Path, Path]] = []
-    try:
-        with index.transaction():
-            index.forget_shards(job, missing + damaged)
-            for name in damaged:
-                path = directory / name
-                if path.exists():
-                    moved.append((shards.set_aside(path), path))
-    except BaseException:
-        for kept, original in moved:
-            os.rename(kept, original)
-        raise
+    bad = set(damaged)
+
+    def aside(name: str) -> tuple[Path, Path] | None:
+        path = directory / name
+        if name not in bad or not path.exists():
+            return None
+        return shards.set_aside(path), path
+
+    moved = shards.forget_moving(index, job, missing + damaged, aside)
     return {original.name: kept.name for kept, original in moved}
 
 
@@ -255,7 +252,7 @@ def _undecodable(path: Path) -> str | None:
         table = pq.read_table(path, **shards.CHECKED)
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         return f"unreadable: {exc}"
-    if not is_legacy(table.schema) and not table.schema.equals(arrow_schema(), check_metadata=False):
+    if not is_known(table.schema):
         return "columns differ from schemas/prediction.schema.json"
     return None
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batch.cache.errors import ShardDamagedError, ShardUnavailableError, UnknownJobError
 from batch.cache.reader import CacheReader
 from batch.cache.schema import arrow_schema, conform
-from batch.cache.shards import CHECKED, ShardDamaged, damage
+from batch.cache.shards import CHECKED, ShardDamaged, damage, job_directory
 
 
 def latest_table(predictions_root: Path, job: str, columns: list[str], *,
@@ -46,14 +47,15 @@ def latest_table(predictions_root: Path, job: str, columns: list[str], *,
 
 def _read(reader: CacheReader, job: str, labels: list[str], columns: list[str],
           wanted: pa.Schema) -> pa.Table:
-    by_shard = reader.query(lambda ix: ix.rows_by_shard(job, all_versions=False,
-                                                        candidates=labels), {})
+    by_shard = reader.query(lambda ix: ix.row_arrays(job, all_versions=False,
+                                                     candidates=labels), {})
     listed = reader.query(lambda ix: ix.shards(job), {})
     # A shard written before candidates names its rows' candidate by their model.
     reading = list(dict.fromkeys([*columns, *(["model"] if "candidate" in columns else [])]))
     tables = []
+    directory = job_directory(reader.root, job)
     for shard in sorted(by_shard):
-        path = reader.root / job / shard
+        path = directory / shard
         why = damage(path, listed.get(shard))
         if why == "its file is gone":
             raise FileNotFoundError(2, "gone", str(path))
@@ -71,8 +73,11 @@ def _read(reader: CacheReader, job: str, labels: list[str], columns: list[str],
             if name not in table.column_names:
                 table = table.append_column(wanted.field(name).with_nullable(True),
                                             pa.nulls(table.num_rows, wanted.field(name).type))
-        rows = pa.array(sorted(by_shard[shard]), pa.int64())
-        tables.append(table.select(columns).take(rows).cast(wanted))
+        rows = by_shard[shard]
+        table = table.select(columns)
+        if not np.array_equal(rows, np.arange(table.num_rows)):  # not every row is current
+            table = table.take(pa.array(rows))
+        tables.append(table.cast(wanted))
     if not tables:
         return wanted.empty_table()
     return pa.concat_tables(tables)

@@ -18,6 +18,7 @@ _ARROW = {
     "int64": pa.int64(),
     "timestamp[us, UTC]": pa.timestamp("us", tz="UTC"),
     "list<string>": pa.list_(pa.string()),
+    "bool": pa.bool_(),
 }
 _PYTHON: dict[str, Any] = {  # types and generic aliases: both take `| None`
     "string": str,
@@ -25,6 +26,7 @@ _PYTHON: dict[str, Any] = {  # types and generic aliases: both take `| None`
     "int64": int,
     "timestamp[us, UTC]": datetime,
     "list<string>": list[str],
+    "bool": bool,
 }
 
 
@@ -51,6 +53,7 @@ class PredictionRecord(TypedDict):
     outputs: list[str] | None
     logprobs: str | None
     params: str | None
+    chat: bool | None
 
 
 @lru_cache(maxsize=1)
@@ -69,32 +72,46 @@ def columns() -> list[str]:
     return arrow_schema().names
 
 
-# Columns shards written before candidates lack; readers fill them (`conform`).
-LATER_COLUMNS = ("candidate", "adapter_revision")
+# Columns added since the first shards were written, and the columns each earlier
+# generation of shards lacks (oldest first): readers fill them (`conform`).
+LATER_COLUMNS = ("candidate", "adapter_revision", "chat")
+EARLIER = (("candidate", "adapter_revision", "chat"),  # before candidates
+           ("chat",))  # before the record said whether its request was chat
 
 
 def conform(table: pa.Table) -> pa.Table:
     """A table read from a shard, in the schema's columns and order: a shard written
-    before candidates has neither `candidate` (its rows' candidate is their `model`) nor
-    `adapter_revision` (null). Only columns the table has are kept or filled."""
+    before candidates has no `candidate` (its rows' candidate is their `model`), and no
+    `adapter_revision` (null); one written before `chat` has no `chat` (null: unknown).
+    Only columns the table has are kept or filled."""
     names = table.column_names
     for name in LATER_COLUMNS:
         if name in names:
             continue
+        field = arrow_schema().field(name)
         if name == "candidate" and "model" in names:
-            table = table.append_column(arrow_schema().field(name), table["model"])
+            table = table.append_column(field, table["model"])
         else:
-            table = table.append_column(arrow_schema().field(name).with_nullable(True),
-                                        pa.nulls(table.num_rows, pa.string()))
+            table = table.append_column(field.with_nullable(True),
+                                        pa.nulls(table.num_rows, field.type))
     order = [c for c in arrow_schema().names if c in table.column_names]
     return table.select(order)
 
 
+def _without(names: tuple[str, ...]) -> pa.Schema:
+    return pa.schema([f for f in arrow_schema() if f.name not in names])
+
+
 def is_legacy(schema: pa.Schema) -> bool:
-    """A shard's schema is the one written before candidates: every column but those."""
-    current = arrow_schema()
-    earlier = pa.schema([f for f in current if f.name not in LATER_COLUMNS])
-    return schema.equals(earlier, check_metadata=False)
+    """A shard's schema is the one written before candidates (its rows' candidate is their
+    model)."""
+    return schema.equals(_without(EARLIER[0]), check_metadata=False)
+
+
+def is_known(schema: pa.Schema) -> bool:
+    """A shard's schema is this version's, or one an earlier version wrote."""
+    return schema.equals(arrow_schema(), check_metadata=False) or \
+        any(schema.equals(_without(lacking), check_metadata=False) for lacking in EARLIER)
 
 
 def declared_types() -> dict[str, object]:

@@ -13,7 +13,7 @@ import bisect
 import errno
 import hashlib
 import os
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -21,14 +21,16 @@ from typing import Any, cast
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch.cache.errors import DiskFullError, UnknownJobError
+from batch.cache.errors import DiskFullError, JobDirectoryError, UnknownJobError
 from batch.cache.index import Index, Located, ShardEntry
 from batch.cache.schema import LATER_COLUMNS, PredictionRecord, arrow_schema, conform
 from schemas import is_job_name
 
-# Flat string and integer columns: the ones whose Parquet statistics give back their value.
+# Flat string, integer and boolean columns: the ones whose Parquet statistics give back
+# their value.
 _FLAT = frozenset(f.name for f in arrow_schema()
-                  if pa.types.is_string(f.type) or pa.types.is_integer(f.type))
+                  if pa.types.is_string(f.type) or pa.types.is_integer(f.type)
+                  or pa.types.is_boolean(f.type))
 _FROM_INDEX = frozenset({"input_id", "key"})
 
 
@@ -102,6 +104,28 @@ def set_aside(path: Path) -> Path:
     return target
 
 
+def forget_moving(index: Index, job: str, names: list[str],
+                  move: Callable[[str], tuple[Path, Path] | None]) -> list[tuple[Path, Path]]:
+    """Drop these shards (and every record in them) from the index and move their files
+    out of the dataset, in one index transaction: `move(name)` moves one file before the
+    commit, returning (where it is now, where it was), or None when it moved nothing.
+    If the transaction fails, every file moved goes back, so a committed index never
+    names a file that is gone, nor a file lies under its name without index rows.
+    Returns what was moved."""
+    moved: list[tuple[Path, Path]] = []
+    try:
+        with index.transaction():
+            index.forget_shards(job, names)
+            for name in names:
+                if (done := move(name)) is not None:
+                    moved.append(done)
+    except BaseException:
+        for now, was in moved:
+            os.rename(now, was)
+        raise
+    return moved
+
+
 # -- writing ---------------------------------------------------------------------------------
 
 
@@ -139,6 +163,15 @@ def write_shard(directory: Path, name: str, records: Sequence[Mapping[str, objec
         raise
     fsync_dir(directory)
     return size, digest
+
+
+def job_directory(root: Path, job: str) -> Path:
+    """The directory of `job`'s shards under `root` (it may not exist yet); something else
+    in its place is a JobDirectoryError."""
+    directory = root / job
+    if not directory.is_dir() and directory.exists():
+        raise JobDirectoryError(job, directory)
+    return directory
 
 
 def damage(path: Path, entry: ShardEntry | None) -> str | None:
@@ -242,7 +275,7 @@ class OpenShard:
         for i in range(meta.num_row_groups):
             self.starts.append(self.starts[-1] + meta.row_group(i).num_rows)
         self.num_rows = meta.num_rows
-        # Columns a shard written before candidates lacks: filled on every read.
+        # Columns a shard an earlier version wrote lacks: filled on every read.
         self.missing = [c for c in LATER_COLUMNS if c not in self.file.schema_arrow.names]
         self._constants: dict[int, dict[str, Any]] = {}
 

@@ -59,8 +59,8 @@ class PredictionStore:
         """A store to plan against that writes nothing, yet plans what a real run would:
         shards a crash left unindexed are indexed in a copy of the index in memory, as
         the real run's recovery would index them in the file."""
+        directory = shards.job_directory(root, job)
         index = Index.open_scratch(root)
-        directory = root / job
         listed = index.checked(job)
         lost = [n for n, (_, checked) in listed.items()
                 if shards.stat_signature(directory / n) != checked]
@@ -77,7 +77,7 @@ class PredictionStore:
         self.index.close()
 
     def job_dir(self, job: str) -> Path:
-        return self.root / job
+        return shards.job_directory(self.root, job)
 
     # -- fingerprints of local model directories -------------------------------------------
 
@@ -93,7 +93,7 @@ class PredictionStore:
     def latest_for(self, job: str, candidate: str, input_ids: list[str]) -> dict[str, Located]:
         return self.index.latest_for(job, candidate, input_ids)
 
-    def latest_keys(self, job: str, candidate: str) -> dict[str, tuple[str, bool]]:
+    def latest_keys(self, job: str, candidate: str) -> tuple[list[str], list[str], list[bool]]:
         return self.index.latest_keys(job, candidate)
 
     def versions_for(self, job: str, candidate: str,

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from batch.cache.index import Index, ShardEntry
-from batch.cache.schema import arrow_schema, is_legacy
+from batch.cache.schema import is_known, is_legacy
 from batch.cache.shards import CHECKED, DAMAGED_SUFFIX, file_sha256, select_jobs
 
 EXAMPLES = 3  # mismatching rows quoted per shard; the count says how many in all
@@ -65,6 +65,11 @@ def verify(root: Path, job: str | None = None) -> VerifyReport:
 
 def _verify_job(root: Path, index: Index | None, job: str, report: VerifyReport) -> None:
     directory = root / job
+    if directory.exists() and not directory.is_dir():
+        report.problems.append(Finding(job, None, "not-a-directory",
+                                       f"{directory.name} is not a directory: its shards cannot "
+                                       "be read (move it aside, then `almanac cache repair`)"))
+        return
     shards: dict[str, ShardEntry] = {}
     if index is not None:
         # One snapshot: the shard list and the records agree even while a run commits.
@@ -108,9 +113,9 @@ def _verify_shard(directory: Path, job: str, expected: ShardEntry,
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         problems.append(Finding(job, name, "unreadable", str(exc)))
         return
-    # A shard written before candidates lacks their columns; readers fill them in.
+    # A shard an earlier version wrote lacks later columns; readers fill them in.
     legacy = is_legacy(table.schema)
-    if not legacy and not table.schema.equals(arrow_schema(), check_metadata=False):
+    if not is_known(table.schema):
         problems.append(Finding(job, name, "schema", "columns differ from schemas/prediction.schema.json"))
         return
     report.rows += table.num_rows

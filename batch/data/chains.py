@@ -23,20 +23,27 @@ from __future__ import annotations
 import json
 import logging
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from batch.cache.errors import UnknownJobError
 from batch.cache.reader import Predictions
 from batch.cache.scan import latest_table
+from batch.data import chain_rows
 from batch.data.lineage import LineageStore, PlanInfo
-from batch.run.files import MAX_JOB_FILE, FileProblem, read_text
-from batch.run.inputs import InputRow, read_rows
-from batch.run.spec import JobSpec, load_spec
-from batch.run.upstream import row_basis
-from batch.score.store import scores_for
+from batch.run.inputs import InputRow, jsonl_row, read_rows
+from batch.run.keys import row_basis
+from batch.run.spec.files import MAX_JOB_FILE, FileProblem, read_text
+from batch.run.spec.job import JobSpec, load_spec
+from batch.run.upstream import ChainRows, Known
+from batch.score.store import scores_for, value_columns
 from schemas.errors import UsageError
 
 if TYPE_CHECKING:  # the plan's type, for annotations
@@ -45,6 +52,8 @@ if TYPE_CHECKING:  # the plan's type, for annotations
 log = logging.getLogger("almanac.batch")
 # The upstream prediction's columns a chain row is made of.
 COLUMNS = ["input_id", "key", "output", "outputs", "error"]
+_NO_MEMO = pa.table({"input_id": pa.array([], pa.string()), "basis": pa.array([], pa.string()),
+                     "key": pa.array([], pa.string())})
 
 
 class UpstreamError(UsageError):
@@ -59,6 +68,13 @@ class _Seen:
     upstream: str
     candidate: str
     refs: dict[str, tuple[str | None, str, str, int | None]] = field(default_factory=dict)
+    # Rows read in Arrow: their refs made only when a real run records them.
+    later: Callable[[], dict[str, tuple[str | None, str, str, int | None]]] | None = None
+
+    def all_refs(self) -> dict[str, tuple[str | None, str, str, int | None]]:
+        if self.later is not None:
+            self.refs, self.later = self.later(), None
+        return self.refs
 
 
 class UpstreamReader:
@@ -164,14 +180,90 @@ class UpstreamReader:
             cols["input_id"], cols["key"], cols["output"], cols["outputs"], cols["error"],
             strict=True) if e is None}
 
-    # -- what planning found --------------------------------------------------------------------
+    # -- rows for planning ---------------------------------------------------------------------
 
-    def memo(self, job: str, candidate: str, digest: str) -> Mapping[str, tuple[str | None, str]]:
+    def plan_rows(self, spec: JobSpec, known: Sequence[Known], *, retry_failed: bool,
+                  limit: int | None) -> ChainRows:
+        built = self._line_rows(spec) if not spec.input.explode else None
+        if built is None:  # the row reader's rows, every one made in Python
+            rows = list(self._rows(spec, (), keep=True))[:limit]
+            ids = pa.array([r.id for r in rows], pa.string())
+            basis = pa.array([r.basis for r in rows], pa.string())
+
+            def made(some: np.ndarray) -> Iterator[InputRow]:
+                return (rows[i] for i in some)
+        else:
+            table, made = built
+            table = table.slice(0, limit)
+            ids, basis = table["id"].combine_chunks(), table["basis"].combine_chunks()
+        memos = self._memos(spec.name, known)
+        everyone = np.ones(len(ids), dtype=bool)
+        remembered = []
+        for memo, k in zip(memos, known, strict=True):
+            mask, mine = chain_rows.remembered(ids, basis, memo, k, retry_failed)
+            everyone &= mask
+            remembered.append(mine)
+        left = np.flatnonzero(~everyone) if known else np.arange(len(ids))
+        return ChainRows(made(left), remembered)
+
+    def _memos(self, job: str, known: Sequence[Known]) -> list[pa.Table]:
+        """Each candidate's memo: the rows planned last time under its digest."""
         store = LineageStore.open_readonly(self.root)
         if store is None:
-            return {}
+            return [_NO_MEMO] * len(known)
         with store:
-            return store.memo(job, candidate, digest)
+            return [store.memo(job, k.candidate, k.digest) for k in known]
+
+    def _line_rows(self, spec: JobSpec
+                   ) -> tuple[pa.Table, Callable[[np.ndarray], Iterator[InputRow]]] | None:
+        """A chain's rows in Arrow, from an upstream input in JSON Lines (chain_rows): the
+        table (id, basis), and how to make the rows at some positions; None for any other
+        upstream input."""
+        up = spec.input.job
+        assert up is not None
+        if up == spec.name:
+            return None  # the row reader refuses the loop
+        label = self._candidate(spec, up)
+        upstream = self._upstream_spec(spec, up)
+        lines = chain_rows.jsonl_lines(upstream.input)
+        if lines is None:
+            return None
+        answers = latest_table(self.root, up, COLUMNS, candidates=[label])
+        answers = answers.filter(pc.is_null(answers["error"]))
+        firsts = pa.array(chain_rows.first_of_each_id(lines.ids))
+        ids, positions, text = (a.take(firsts) for a in (lines.ids, lines.positions, lines.text))
+        at = pc.index_in(ids, answers["input_id"])
+        have = pc.is_valid(at)
+        if skipped := len(ids) - pc.sum(have).as_py() if len(ids) else 0:
+            log.info("%s: %d rows of %s have no successful prediction yet (not passed on)",
+                     spec.name, skipped, up)
+        ids, positions, text, at = (a.filter(have) for a in (ids, positions, text, at))
+        key, output = answers["key"].take(at), answers["output"].take(at)
+        score_ids, score_values = value_columns(self.root, up, label)
+        score = pa.array(score_values, pa.float64()).take(
+            pc.index_in(ids, pa.array(score_ids, pa.string())))
+        basis = chain_rows.line_basis(text, output, key, score, ids)
+        def refs() -> dict[str, tuple[str | None, str, str, int | None]]:
+            id_list = ids.to_pylist()
+            return dict(zip(id_list, zip(basis, id_list, key.to_pylist(), repeat(None)),
+                            strict=True))
+
+        self._seen[spec.name] = _Seen(up, label, later=refs)
+        id_field = upstream.input.id_field
+
+        def made(some: np.ndarray) -> Iterator[InputRow]:
+            at = pa.array(some, pa.int64())
+            for i, n, row_id, line, out, value, row_key in zip(
+                    some, *(c.take(at).to_pylist() for c in (positions, ids, text, output, score,
+                                                             key)), strict=True):
+                row = jsonl_row(n, line.decode(), id_field)
+                if row.error is not None or row.fields is None:
+                    continue  # what the row reader would skip
+                fields = {**row.fields, "output": out, "score": value, "input_id": row_id,
+                          "key": row_key}
+                yield InputRow(n, row_id, fields, basis=basis[i])
+
+        return pa.table({"id": ids, "basis": pa.array(basis, pa.string())}), made
 
     def record(self, spec: JobSpec, plans: Sequence[Plan], *, complete: bool) -> None:
         with LineageStore.open(self.root) as store:
@@ -182,8 +274,8 @@ class UpstreamReader:
             for plan in plans:
                 if plan.digest is None or plan.keys is None:
                     continue
-                rows = {i: (key, *seen.refs[i]) for i, key in plan.keys.items()
-                        if i in seen.refs}
+                refs = seen.all_refs()
+                rows = {i: (key, *refs[i]) for i, key in plan.keys.items() if i in refs}
                 store.save(spec.name, plan.candidate,
                            PlanInfo(plan.digest, seen.upstream, seen.candidate), rows,
                            complete=complete)

@@ -5,6 +5,7 @@ the same readers a run uses (a chained job's rows through batch.data.chains)."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from batch.data.chains import UpstreamReader
 from batch.data.lineage import LineageStore
 from batch.data.where import WhereError
 from batch.run.inputs import read_rows
-from batch.run.spec import load_spec
+from batch.run.spec.job import load_spec
 from schemas.errors import AlmanacError
 
 _ARROW = {"number": pa.float64(), "bool": pa.bool_(), "text": pa.string()}
@@ -36,8 +37,17 @@ class Fields:
             v = (self.values.get(i) or {}).get(name)
             if v is not None and kind == "text" and not isinstance(v, str):
                 v = json.dumps(v, ensure_ascii=False, default=str)
+            elif kind == "number" and isinstance(v, int) and not isinstance(v, bool):
+                v = _as_float(v)  # 10**30 is a number too: compared as the nearest float
             out.append(v)
         return pa.array(out, _ARROW[kind])
+
+
+def _as_float(value: int) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # beyond the largest float: an infinity of its sign
+        return math.inf if value > 0 else -math.inf
 
 
 def input_fields(predictions_root: Path, job: str) -> Fields:

@@ -6,7 +6,7 @@ It holds what chains need to remember between runs:
 - `job_files`: the job file each job was last run from, so that a chain naming its
   upstream job by name can read that job's input rows (their fields travel down);
 - `plans`: per chain job and candidate, the upstream job and candidate it reads and the
-  digest (batch.run.upstream.plan_digest) its rows' keys were planned under;
+  digest (batch.run.keys.plan_digest) its rows' keys were planned under;
 - `lineage`: per chain row and candidate, the key it was last planned with, the basis
   (a digest of its fields) that key came from, and the upstream record that fed it
   (input id, key, and the item's position when the job explodes answers).
@@ -14,19 +14,22 @@ It holds what chains need to remember between runs:
 It is derived data: losing it costs one full planning of each chain (every row
 rendered once) and the sources of rows planned before; nothing cached is lost.
 Writers open it read-write (`LineageStore.open`), readers read-only
-(`LineageStore.open_readonly`, None until a first run created it).
+(`LineageStore.open_readonly`, None until a first run created it), as every side
+store (batch.cache.sidestore); its failures are `LineageStoreError`s (exit 1, HTTP 503).
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
-from schemas.errors import UnavailableError
+import pyarrow as pa
+
+from batch.cache.errors import SideStoreError
+from batch.cache.sidestore import SideStore
 
 LINEAGE_FILE = "lineage.db"
 FORMAT = 1  # PRAGMA user_version of the layout below
@@ -49,8 +52,8 @@ CREATE TABLE IF NOT EXISTS lineage (
 """
 
 
-class LineageStoreError(UnavailableError):
-    """lineage.db cannot be used: damaged, or written by a newer Almanac."""
+class LineageStoreError(SideStoreError):
+    """lineage.db cannot be used: damaged, unreadable, or written by a newer Almanac."""
 
 
 @dataclass(frozen=True)
@@ -73,68 +76,17 @@ class Source:
     position: int | None = None
 
 
-class LineageStore:
-    """One connection to `lineage.db`."""
+class LineageStore(SideStore):
+    """One connection to `lineage.db` (opened as every side store is:
+    batch.cache.sidestore)."""
 
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
-        self.db, self.path = db, path
-
-    @classmethod
-    def open(cls, root: Path) -> LineageStore:
-        """Read-write, creating the file and its tables if need be."""
-        root.mkdir(parents=True, exist_ok=True)
-        path = root / LINEAGE_FILE
-        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        try:
-            db.execute("PRAGMA busy_timeout=30000")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > FORMAT:
-                raise LineageStoreError(f"{path} was written by a newer Almanac (format {version})")
-            db.executescript(SCHEMA)
-            db.execute(f"PRAGMA user_version={FORMAT}")
-        except sqlite3.DatabaseError as exc:
-            db.close()
-            raise LineageStoreError(f"{path}: cannot be used: {exc}") from exc
-        except BaseException:
-            db.close()
-            raise
-        return cls(db, path)
-
-    @classmethod
-    def open_readonly(cls, root: Path) -> LineageStore | None:
-        """Read-only, or None while no run has created the file."""
-        path = root / LINEAGE_FILE
-        if not path.exists():
-            return None
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
-                             check_same_thread=False, timeout=30)
-        try:
-            db.execute("PRAGMA busy_timeout=30000")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            db.close()
-            raise LineageStoreError(f"{path}: cannot be used: {exc}") from exc
-        if version != FORMAT:
-            db.close()
-            raise LineageStoreError(f"{path}: format {version}, this Almanac reads {FORMAT}")
-        return cls(db, path)
-
-    def close(self) -> None:
-        self.db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _all(self, query: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        try:
-            return self.db.execute(query, tuple(params)).fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise LineageStoreError(f"{self.path}: cannot be read: {exc}") from exc
+    FILE = LINEAGE_FILE
+    FORMAT = FORMAT
+    SCHEMA = SCHEMA
+    WHAT = "chains' lineage"
+    ERROR = LineageStoreError
+    DAMAGED_HINT = ("it is derived: move it aside, and each chain's next run plans all its "
+                    "rows once")
 
     # -- job files ----------------------------------------------------------------------------
 
@@ -143,8 +95,8 @@ class LineageStore:
         return Path(found[0][0]) if found else None
 
     def set_job_file(self, job: str, path: Path) -> None:
-        self.db.execute("INSERT OR REPLACE INTO job_files (job, path, recorded_at) VALUES (?, ?, ?)",
-                        (job, str(path), datetime.now(UTC).isoformat()))
+        self._execute("INSERT OR REPLACE INTO job_files (job, path, recorded_at) VALUES (?, ?, ?)",
+                      (job, str(path), datetime.now(UTC).isoformat()))
 
     # -- plans and lineage --------------------------------------------------------------------
 
@@ -159,20 +111,26 @@ class LineageStore:
             "SELECT candidate, digest, upstream, upstream_candidate FROM plans WHERE job = ?",
             (job,))}
 
-    def memo(self, job: str, candidate: str, digest: str) -> dict[str, tuple[str | None, str]]:
-        """{input id: (basis, key)} planned under `digest` ({} under another)."""
+    def memo(self, job: str, candidate: str, digest: str) -> pa.Table:
+        """(input_id, basis, key) of the rows planned under `digest` (none under another),
+        as columns: planning compares them with a chain's rows in Arrow."""
         plan = self.plan(job, candidate)
-        if plan is None or plan.digest != digest:
-            return {}
-        return {i: (b, k) for i, b, k in self._all(
-            "SELECT input_id, basis, key FROM lineage WHERE job = ? AND candidate = ?",
-            (job, candidate))}
+        rows = self._all("SELECT input_id, basis, key FROM lineage WHERE job = ? AND candidate = ?",
+                         (job, candidate)) if plan is not None and plan.digest == digest else []
+        return _columns(rows, ["input_id", "basis", "key"])
 
     def sources(self, job: str, candidate: str) -> dict[str, Source]:
         """{input id: the upstream record it was last planned from}."""
         return {r[0]: Source(*r[1:]) for r in self._all(
             "SELECT input_id, key, basis, up_input_id, up_key, position FROM lineage "
             "WHERE job = ? AND candidate = ?", (job, candidate))}
+
+    def source_table(self, job: str, candidate: str) -> pa.Table:
+        """`sources` as columns (input_id, key, up_input_id, up_key), for bulk readers
+        that match them in Arrow."""
+        return _columns(self._all("SELECT input_id, key, up_input_id, up_key FROM lineage "
+                                  "WHERE job = ? AND candidate = ?", (job, candidate)),
+                        ["input_id", "key", "up_input_id", "up_key"])
 
     def save(self, job: str, candidate: str, plan: PlanInfo,
              rows: Mapping[str, tuple[str, str | None, str, str, int | None]], *,
@@ -188,8 +146,7 @@ class LineageStore:
             "WHERE job = ? AND candidate = ?", (job, candidate))} if before == plan else {}
         changed = [(job, candidate, i, *row) for i, row in rows.items() if stored.get(i) != row]
         gone = [(job, candidate, i) for i in stored if i not in rows] if complete else []
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction():
             if before != plan:
                 self.db.execute("DELETE FROM lineage WHERE job = ? AND candidate = ?",
                                 (job, candidate))
@@ -202,10 +159,6 @@ class LineageStore:
             self.db.executemany(
                 "INSERT OR REPLACE INTO lineage (job, candidate, input_id, key, basis, "
                 "up_input_id, up_key, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", changed)
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
         return len(changed)
 
     def forget_plans(self, job: str, keep: Iterable[str]) -> None:
@@ -213,5 +166,11 @@ class LineageStore:
         keep = list(keep)
         marks = ",".join("?" * len(keep)) or "NULL"
         for table in ("plans", "lineage"):
-            self.db.execute(f"DELETE FROM {table} WHERE job = ? AND candidate NOT IN ({marks})",
-                            (job, *keep))
+            self._execute(f"DELETE FROM {table} WHERE job = ? AND candidate NOT IN ({marks})",
+                          (job, *keep))
+
+
+def _columns(rows: list[tuple[Any, ...]], names: list[str]) -> pa.Table:
+    """Text rows as a table of string columns."""
+    columns = zip(*rows, strict=True) if rows else [()] * len(names)
+    return pa.table([pa.array(c, pa.string()) for c in columns], names=names)

@@ -1,5 +1,7 @@
 """Predictions as supervised fine-tuning examples, built column by column: a million rows
-take seconds in Arrow where a dict per row would take a minute.
+take seconds in Arrow where a dict per row would take a minute. Python sees a row only
+where Arrow cannot do its part: a text holding a character JSON must escape, a chat
+whose content Arrow cannot read as text.
 
 An example is a chat: the prompt the model saw as the user turn (a chat job's prompt
 is its messages as sent, a system turn included) and its output as the assistant
@@ -27,6 +29,18 @@ CHAT_PREFIX = '[{"'
 
 def is_chat(prompt: pa.Array) -> np.ndarray:
     return pc.fill_null(pc.starts_with(prompt, CHAT_PREFIX), False).to_numpy(zero_copy_only=False)
+
+
+def messages_text(prompt: pa.Array, output: pa.Array) -> pa.Array:
+    """The messages of each row as JSON text (what JSON Lines hold and exact deduplication
+    compares)."""
+    return _text_json(prompt, output) if not is_chat(prompt).any() else messages(prompt, output)[1]
+
+
+def messages_lists(prompt: pa.Array, output: pa.Array) -> pa.Array:
+    """The messages of each row as list<struct<role, content>> (what Parquet holds)."""
+    return _text_messages(prompt, output) if not is_chat(prompt).any() else \
+        messages(prompt, output)[0]
 
 
 def messages(prompt: pa.Array, output: pa.Array) -> tuple[pa.Array, pa.Array]:
@@ -57,11 +71,16 @@ def _structs(role: str, content: pa.Array) -> pa.StructArray:
 
 
 def _text_messages(prompt: pa.Array, output: pa.Array) -> pa.Array:
+    """[user: prompt, assistant: output] per row: the two columns interleaved once."""
     n = len(prompt)
-    values = pa.concat_arrays([_structs("user", prompt), _structs("assistant", output)])
     order = np.stack([np.arange(n), np.arange(n) + n], axis=1).ravel()
+    content = pa.concat_arrays([prompt.cast(pa.string()), output.cast(pa.string())]).take(
+        pa.array(order))
+    roles = pa.DictionaryArray.from_arrays(np.tile(np.array([0, 1], np.int8), n),
+                                           ["user", "assistant"]).cast(pa.string())
+    values = pa.StructArray.from_arrays([roles, content], fields=list(MESSAGE))
     offsets = pa.array(np.arange(0, 2 * n + 1, 2, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, values.take(pa.array(order)), type=MESSAGES)
+    return pa.ListArray.from_arrays(offsets, values, type=MESSAGES)
 
 
 def _chat(prompt: pa.Array, output: pa.Array) -> tuple[pa.Array, pa.Array]:
@@ -88,9 +107,9 @@ def _content(content: Any) -> str:
 
 def _chat_messages(prompt: pa.Array, output: pa.Array) -> pa.Array:
     n = len(prompt)
-    lines = b"\n".join(b'{"m":' + p.encode() + b"}" for p in prompt.to_pylist())
+    lines = pc.binary_join_element_wise('{"m":', prompt, "}\n", "")
     parsed = pa_json.read_json(
-        pa.BufferReader(lines), read_options=pa_json.ReadOptions(block_size=1 << 26),
+        pa.BufferReader(_bytes_of(lines)), read_options=pa_json.ReadOptions(block_size=1 << 26),
         parse_options=pa_json.ParseOptions(explicit_schema=pa.schema([("m", MESSAGES)]),
                                            unexpected_field_behavior="ignore"),
     ).column("m").combine_chunks()
@@ -108,19 +127,31 @@ def _chat_messages(prompt: pa.Array, output: pa.Array) -> pa.Array:
                                     type=MESSAGES)
 
 
+# What JSON must escape in a string (json.dumps without ensure_ascii escapes no more).
+_ESCAPED = r'[\x00-\x1f"\\]'
+
+
 def json_text(values: pa.Array) -> pa.Array:
-    """Each value as a JSON string literal ("null" for null)."""
-    return pa.array(["null" if v is None else encode_basestring(v) for v in values.to_pylist()],
-                    pa.string())
+    """Each value as a JSON string literal, byte for byte as json.dumps writes it without
+    ensure_ascii ("null" for null): quoted in Arrow, and only values holding a quote, a
+    backslash or a control character escaped by Python's C encoder."""
+    values = values.cast(pa.string())
+    quoted = pc.binary_join_element_wise('"', values, '"', "")
+    needs = pc.fill_null(pc.match_substring_regex(values, _ESCAPED), False)
+    if pc.any(needs).as_py():
+        rows = pa.array(np.flatnonzero(needs.to_numpy(zero_copy_only=False)))
+        escaped = [encode_basestring(v) for v in values.take(rows).to_pylist()]
+        quoted = pc.replace_with_mask(quoted, needs, pa.array(escaped, pa.string()))
+    return pc.fill_null(quoted, "null")
 
 
 def json_number(values: pa.Array) -> pa.Array:
-    """Each number as JSON ("null" for null or not finite)."""
-    out = []
-    for v in values.to_pylist():
-        out.append("null" if v is None or (isinstance(v, float) and not np.isfinite(v))
-                   else json.dumps(v))
-    return pa.array(out, pa.string())
+    """Each number as JSON ("null" for null or not finite), as json.dumps writes it:
+    Python formats each distinct value once."""
+    distinct = pc.unique(values)
+    texts = ["null" if v is None or (isinstance(v, float) and not np.isfinite(v))
+             else json.dumps(v) for v in distinct.to_pylist()]
+    return pa.array(texts, pa.string()).take(pc.index_in(values, distinct))
 
 
 def _text_json(prompt: pa.Array, output: pa.Array) -> pa.Array:
@@ -135,12 +166,17 @@ def _chat_json(prompt: pa.Array, output: pa.Array) -> pa.Array:
         head, ', {"role": "assistant", "content": ', json_text(output), "}]", "")
 
 
-def jsonl_lines(columns: dict[str, tuple[pa.Array, str]]) -> pa.Array:
+def jsonl_lines(columns: dict[str, tuple[Any, str]]) -> pa.Array:
     """One JSON object per row, newline-terminated: `columns` is {name: (values, kind)}
-    with kind `json` (already JSON text), `text` or `number`."""
+    with kind `json` (already JSON text), `text`, `number`, or `same` (one text for every
+    row, given as a str)."""
     pieces: list[Any] = []
     for i, (name, (values, kind)) in enumerate(columns.items()):
-        pieces.append(("{" if i == 0 else ", ") + encode_basestring(name) + ": ")
+        head = ("{" if i == 0 else ", ") + encode_basestring(name) + ": "
+        if kind == "same":
+            pieces.append(head + encode_basestring(values))
+            continue
+        pieces.append(head)
         pieces.append(values if kind == "json" else
                       json_text(values) if kind == "text" else json_number(values))
     pieces.append("}\n")
@@ -155,3 +191,10 @@ def write_lines(lines: pa.Array, path: Any) -> None:
         _, offsets_buffer, data = chunk.buffers()
         offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[chunk.offset:]
         path.write(memoryview(data)[int(offsets[0]):int(offsets[len(chunk)])])
+
+
+def _bytes_of(lines: pa.Array) -> pa.Buffer:
+    """The text of a string array's values, end to end, as one buffer (no copy)."""
+    _, offsets_buffer, data = lines.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[lines.offset:]
+    return data.slice(int(offsets[0]), int(offsets[len(lines)]) - int(offsets[0]))

@@ -4,7 +4,6 @@ upstream job's candidate, whose answers the rows were made from."""
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,11 +36,7 @@ def source_models(root: Path, job: str, table: pa.Table, catalog: Catalog | None
                   ) -> tuple[list[SourceModel], list[str]]:
     """The curated job's candidates (with their rows in `table`) and every upstream
     job's candidate, nearest first; and the upstream jobs in chain order."""
-    labels = table["candidate"].to_pylist()
-    rows = Counter(labels)
-    revisions: dict[str, set[str]] = {}
-    for label, revision in zip(labels, table["revision"].to_pylist(), strict=True):
-        revisions.setdefault(label, set()).add(revision or "")
+    rows, revisions = _candidate_rows(table)
     out = [m for label, n in rows.items() for m in _models(root, job, [label], catalog, n)]
     for m in out:  # the revisions the rows were made with (a candidate's may have moved on)
         m.revision = ", ".join(sorted(r for r in revisions.get(m.candidate, ()) if r)) or m.revision
@@ -64,6 +59,23 @@ def source_models(root: Path, job: str, table: pa.Table, catalog: Catalog | None
                 out += _models(root, up_job, [label], catalog, None)
             current = up
     return out, upstream
+
+
+def _candidate_rows(table: pa.Table) -> tuple[dict[str, int], dict[str, set[str]]]:
+    """{candidate: its rows}, in the order of their first rows; {candidate: revisions}."""
+    import pyarrow as pa  # the caller holds a table: pyarrow is loaded
+
+    marked = table.select(["candidate", "revision"]).append_column(
+        "at", pa.array(range(table.num_rows), pa.int64()))
+    counts = marked.group_by("candidate", use_threads=False).aggregate(
+        [("at", "min"), ("at", "count")]).sort_by("at_min")
+    pairs = marked.group_by(["candidate", "revision"], use_threads=False).aggregate([])
+    revisions: dict[str, set[str]] = {}
+    for label, revision in zip(pairs["candidate"].to_pylist(), pairs["revision"].to_pylist(),
+                               strict=True):
+        revisions.setdefault(label, set()).add(revision or "")
+    return dict(zip(counts["candidate"].to_pylist(), counts["at_count"].to_pylist(),
+                    strict=True)), revisions
 
 
 def _models(root: Path, job: str, labels: list[str], catalog: Catalog | None,

@@ -182,6 +182,9 @@ class _Parser:
             if negate:
                 self.take()
             values, vkind = self.literal_list()
+            if kind == "null":
+                raise WhereError("--where: `in` takes a value on its left, not null "
+                                 "(use `is null` or `is not null`)")
             if values:
                 self._same("in", kind, vkind)
             typed = left.cast(_arrow(kind)) if kind == "number" else left
@@ -329,6 +332,11 @@ def compile_where(source: str, fields: dict[str, str]) -> Compiled:
     if len(source) > 10_000:
         raise WhereError("--where: the filter is over 10,000 characters")
     try:
+        source.encode("utf-8")
+    except UnicodeEncodeError as exc:  # bytes the command line could not decode (`\xff`)
+        raise WhereError(f"--where: the filter is not UTF-8 text (at column {exc.start + 1})") \
+            from None
+    try:
         return _Parser(source, fields).parse()
     except RecursionError:
         raise WhereError("--where: the filter nests too deeply") from None
@@ -358,4 +366,4 @@ def _arrow(kind: str) -> Any:
 def _array(values: list[Any], kind: str) -> Any:
     import pyarrow as pa
 
-    return pa.array(values, _arrow(kind) if kind in ("number", "text") else pa.string())
+    return pa.array(values, _arrow(kind) if kind in ("number", "text", "bool") else pa.string())

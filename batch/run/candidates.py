@@ -18,9 +18,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from batch.cache.store import CandidateInfo, PredictionStore
-from batch.run.candidate_spec import CandidateSpec
-from batch.run.engine import EngineTarget
-from batch.run.errors import SpecError
+from batch.run.executors.target import EngineTarget
 from batch.run.resolve import (
     ResolvedAdapter,
     ResolvedModel,
@@ -28,8 +26,10 @@ from batch.run.resolve import (
     resolve_adapter,
     resolve_model,
 )
-from batch.run.settings import EngineOptions
-from catalog.models import UnknownModelError, find_model, to_record
+from batch.run.spec.candidates import CandidateSpec
+from batch.run.spec.errors import SpecError
+from batch.run.spec.settings import EngineOptions
+from catalog.models import UnknownModelError, adapters_of, find_model
 
 MAX_LORA_RANK = 512  # the largest `max_lora_rank` vLLM accepts
 
@@ -91,7 +91,7 @@ def _expand(session: Session, spec: CandidateSpec,
     if base is None:
         raise SpecError(f"{job_path}: {spec.field('adapters_of')}: no model "
                         f"{spec.adapters_of!r} in the catalog (see `almanac models list`)")
-    adapters = to_record(session, base, detail=True).adapters
+    adapters = adapters_of(session, base)
     if not adapters:
         raise SpecError(f"{job_path}: {spec.field('adapters_of')}: the catalog has no adapter "
                         f"of {base.ref!r} (`almanac models add DIR` registers one)")

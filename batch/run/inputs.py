@@ -1,7 +1,10 @@
 """Reading a job's dataset: JSONL, CSV, Parquet and OpenAI batch files, row by row.
 
 A row that cannot be read becomes an `InputRow` with an error instead of
-stopping the job: the run records it as failed and goes on.
+stopping the job: the run records it as failed and goes on. A row without an id it
+can use (unreadable, a duplicate, an id that is not text) is named by its position,
+`<row N>`; a row's own id of that form is refused, so such a name is never another
+row's.
 """
 
 from __future__ import annotations
@@ -9,14 +12,15 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batch.run.files import FileMissing, FileProblem, check_regular
 from batch.run.openai_batch import LineError, parse_line
-from batch.run.spec import InputSpec
+from batch.run.spec.files import FileMissing, FileProblem, check_regular
+from batch.run.spec.job import InputSpec
 from schemas.errors import AlmanacError
 
 MAX_LINE = 256 * 1024 * 1024  # bytes of one JSONL line
@@ -36,9 +40,25 @@ class InputRow:
     messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
     sampling: dict[str, Any] | None = None
-    # A digest of everything in the row a prompt can depend on (batch.run.upstream.row_basis),
+    # A digest of everything in the row a prompt can depend on (batch.run.keys.row_basis),
     # from sources that give one (chains): planning may then reuse the key it made last time.
     basis: str | None = None
+
+
+_POSITION_ID = re.compile(r"<row [0-9]+(?:\.[0-9]+)?>")
+# A JSON escape of a UTF-16 surrogate: a pair decodes to one character, a lone one
+# (`"\ud800"`) to a string no encoder takes. Only lines holding one are searched.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def position_id(position: int, nth: int = 1) -> str:
+    """The id of the row at `position` (a line or row number) that has no usable id of its
+    own; `nth` tells apart rows that share a position (a chain's exploded items)."""
+    return f"<row {position}>" if nth == 1 else f"<row {position}.{nth}>"
+
+
+def is_position_id(value: str) -> bool:
+    return _POSITION_ID.fullmatch(value) is not None
 
 
 def content_id(fields: dict[str, Any]) -> str:
@@ -69,7 +89,32 @@ def _with_id(position: int, fields: dict[str, Any], id_field: str) -> InputRow:
     raw = fields.get(id_field)
     if raw is None or raw == "":
         return InputRow(position, content_id(fields), fields)
-    return InputRow(position, str(raw), fields)
+    ident = str(raw)
+    if is_position_id(ident):
+        return InputRow(position, position_id(position),
+                        error=f"row {position}: id {ident!r} has the form that names rows "
+                              "without a usable id (<row N>)")
+    return InputRow(position, ident, fields)
+
+
+def _lone_surrogate(value: Any, where: str) -> str | None:
+    """Where in a decoded JSON value a string (or an object's key) holds a lone surrogate."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            if (found := _lone_surrogate(key, path)) or (found := _lone_surrogate(item, path)):
+                return found.encode("utf-8", "backslashreplace").decode()
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if found := _lone_surrogate(item, f"{where}[{i}]"):
+                return found
+    return None
 
 
 def _lines(path: Path, max_line: int) -> Iterator[tuple[int, str | None, str | None]]:
@@ -94,19 +139,28 @@ def _jsonl(path: Path, id_field: str, max_line: int = MAX_LINE) -> Iterator[Inpu
     for n, text, error in _lines(path, max_line):
         if error is None and text is not None and not text.strip():
             continue
-        if error is None:
-            try:
-                fields = _object(text)
-            except json.JSONDecodeError as exc:
-                error = f"line {n}: invalid JSON: {exc.msg} at column {exc.colno}"
-            except RecursionError:
-                error = f"line {n}: invalid JSON: nested too deeply"
-            else:
-                if isinstance(fields, dict):
-                    yield _with_id(n, fields, id_field)
-                    continue
-                error = f"line {n}: expected a JSON object, got {type(fields).__name__}"
-        yield InputRow(n, f"line-{n}", error=error)
+        yield jsonl_row(n, text, id_field) if error is None and text is not None else \
+            InputRow(n, position_id(n), error=error)
+
+
+def jsonl_row(n: int, text: str, id_field: str) -> InputRow:
+    """Line `n` of a JSONL input (not blank) as its row, or a failed row saying why."""
+    try:
+        fields = _object(text)
+    except json.JSONDecodeError as exc:
+        error = f"line {n}: invalid JSON: {exc.msg} at column {exc.colno}"
+    except RecursionError:
+        error = f"line {n}: invalid JSON: nested too deeply"
+    else:
+        if not isinstance(fields, dict):
+            error = f"line {n}: expected a JSON object, got {type(fields).__name__}"
+        elif "\\u" in text and _SURROGATE_ESCAPE.search(text) \
+                and (where := _lone_surrogate(fields, "")):
+            error = (f"line {n}: field {where} holds a lone surrogate (a \\uD800-"
+                     "\\uDFFF escape without its pair), which is not Unicode text")
+        else:
+            return _with_id(n, fields, id_field)
+    return InputRow(n, position_id(n), error=error)
 
 
 def _object(text: str) -> Any:
@@ -139,14 +193,16 @@ def _csv(path: Path, id_field: str) -> Iterator[InputRow]:
                 return
             except csv.Error as exc:  # a NUL byte, a field over the limit: this row only
                 n = reader.line_num
-                yield InputRow(n, f"line-{n}", error=f"line {n}: unreadable CSV: {exc}")
+                yield InputRow(n, position_id(n), error=f"line {n}: unreadable CSV: {exc}")
                 continue
             n = reader.line_num  # blank lines and quoted newlines count too
             if None in fields:
-                yield InputRow(n, f"line-{n}", error=f"line {n}: more values than header columns")
+                yield InputRow(n, position_id(n),
+                               error=f"line {n}: more values than header columns")
                 continue
             if None in fields.values():  # DictReader's filler for missing values
-                yield InputRow(n, f"line-{n}", error=f"line {n}: fewer values than header columns")
+                yield InputRow(n, position_id(n),
+                               error=f"line {n}: fewer values than header columns")
                 continue
             yield _with_id(n, dict(fields), id_field)
 
@@ -182,7 +238,10 @@ def _openai(path: Path, id_field: str, max_line: int = MAX_LINE) -> Iterator[Inp
         try:
             line = parse_line(row.fields)
         except LineError as exc:
-            yield InputRow(row.position, row.id, error=f"line {row.position}: {exc}")
+            # A line without a custom_id is named by its position, not by a content hash.
+            custom_id = row.fields.get("custom_id")
+            ident = row.id if isinstance(custom_id, str) and custom_id else position_id(row.position)
+            yield InputRow(row.position, ident, error=f"line {row.position}: {exc}")
             continue
         yield InputRow(row.position, line.custom_id, row.fields, messages=line.messages,
                        prompt=line.prompt, sampling=line.sampling)

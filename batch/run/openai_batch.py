@@ -93,7 +93,7 @@ def _messages(value: Any) -> list[dict[str, Any]]:
         if extra:
             raise LineError(f"{where}.{extra[0]}: Almanac cannot honour it (text messages only)")
         role = message.get("role")
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:
             raise LineError(f"{where}.role: {role!r} is not one of system, developer, user, "
                             "assistant")
         # developer is what OpenAI calls system for its newer models; chat templates know system.

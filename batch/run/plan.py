@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from batch.cache.store import Located, PredictionStore
-from batch.run.errors import SpecError
-from batch.run.inputs import InputRow, read_rows
-from batch.run.keys import failure_key, request_key
-from batch.run.prompts import PromptRenderer, RenderError
-from batch.run.settings import Sampling
-from batch.run.spec import JobSpec
-from batch.run.upstream import plan_digest
+from batch.run.inputs import InputRow, position_id, read_rows
+from batch.run.keys import failure_key, plan_digest, request_key
+from batch.run.spec.errors import SpecError
+from batch.run.spec.job import JobSpec
+from batch.run.spec.prompts import PromptRenderer, RenderError
+from batch.run.spec.settings import Sampling
+from batch.run.upstream import ChainRows, Known
 
 if TYPE_CHECKING:  # the protocol only types an argument
     from batch.run.upstream import Upstream
@@ -156,21 +156,23 @@ def make_plans(spec: JobSpec, store: PredictionStore, targets: list[Target], *,
     renderer = None if spec.input.format == "openai-batch" else PromptRenderer(spec.prompt)
     plans = [Plan(spec.name, t.model, t.revision, t.adapter, t.candidate, t.adapter_identity)
              for t in targets]
-    memos = _memos(spec, targets, plans, upstream)
-    current = None if memos is None else _current(plans, store)
+    known = _remembered(spec, store, targets, plans, upstream, retry_failed, limit)
     line_sampling = _LineSampling(spec.sampling)
-    rows = _rows(spec, upstream)
-    if limit is not None:
-        rows = islice(rows, limit)
+    if known is not None:
+        rows: Iterator[InputRow] = _rows(spec, upstream, known.rows)
+    else:
+        rows = _rows(spec, upstream)
+        if limit is not None:
+            rows = islice(rows, limit)
+    # A chain's rows some candidates remember go only to the others.
+    remembering = [set(r.ids) for r in known.remembered] if known is not None and \
+        len(targets) > 1 else None
     everyone = list(range(len(targets)))
     while chunk := list(islice(rows, PLAN_CHUNK)):
         shares: list[list[_Row]] = [[] for _ in targets]
         for row in chunk:
-            left = everyone if memos is None or current is None else [
-                i for i in everyone
-                if not _remembered(plans[i], memos[i], current[i], row, retry_failed)]
-            if not left:
-                continue
+            left = everyone if remembering is None else [
+                i for i in everyone if row.id not in remembering[i]]
             made = _render(spec, renderer, line_sampling, row)
             chosen = left if route is None else route(made.asks_for)
             if isinstance(chosen, str):  # a model the job does not have: a failure for all
@@ -185,49 +187,29 @@ def make_plans(spec: JobSpec, store: PredictionStore, targets: list[Target], *,
     return plans
 
 
-def _memos(spec: JobSpec, targets: list[Target], plans: list[Plan], upstream: Upstream | None
-           ) -> list[Mapping[str, tuple[str | None, str]]] | None:
-    """A chain's memo per candidate (batch.run.upstream); None for any other job."""
+def _remembered(spec: JobSpec, store: PredictionStore, targets: list[Target], plans: list[Plan],
+                upstream: Upstream | None, retry_failed: bool, limit: int | None
+                ) -> ChainRows | None:
+    """A chain's rows, those each candidate remembers counted as cached (or failed before)
+    without rendering (batch.run.upstream); None for any other job."""
     if upstream is None or spec.input.format != "job":
         return None
-    memos = []
+    known = []
     for target, plan in zip(targets, plans, strict=True):
         began = time.perf_counter()
         plan.digest, plan.keys = plan_digest(spec, target), {}
-        memos.append(upstream.memo(spec.name, target.candidate, plan.digest))
+        known.append(Known(target.candidate, plan.digest,
+                           store.latest_keys(plan.job, plan.candidate)))
         plan.lookups_s += time.perf_counter() - began
-    return memos
-
-
-def _current(plans: list[Plan], store: PredictionStore) -> list[dict[str, tuple[str, bool]]]:
-    """Each candidate's latest (key, failed) of every row of the job, in one query each."""
-    out = []
-    for plan in plans:
-        began = time.perf_counter()
-        out.append(store.latest_keys(plan.job, plan.candidate))
-        plan.lookups_s += time.perf_counter() - began
-    return out
-
-
-def _remembered(plan: Plan, memo: Mapping[str, tuple[str | None, str]],
-                current: dict[str, tuple[str, bool]], row: InputRow, retry_failed: bool) -> bool:
-    """Counts the row as cached (or failed before) without rendering it, when its basis
-    is the one the memo holds and its latest record has the key that basis gave."""
-    if row.basis is None or row.error is not None:
-        return False
-    known = memo.get(row.id)
-    cur = current.get(row.id)
-    if known is None or cur is None or known[0] != row.basis or cur[0] != known[1] \
-            or (retry_failed and cur[1]):
-        return False
-    plan.inputs += 1
-    if cur[1]:
-        plan.failed_before += 1
-    else:
-        plan.cached += 1
-    assert plan.keys is not None
-    plan.keys[row.id] = cur[0]
-    return True
+    chain = upstream.plan_rows(spec, known, retry_failed=retry_failed, limit=limit)
+    for plan, remembered in zip(plans, chain.remembered, strict=True):
+        failed = sum(remembered.failed)
+        plan.inputs += len(remembered.ids)
+        plan.failed_before += failed
+        plan.cached += len(remembered.ids) - failed
+        assert plan.keys is not None
+        plan.keys.update(zip(remembered.ids, remembered.keys, strict=True))
+    return chain
 
 
 def make_plan(spec: JobSpec, store: PredictionStore, *, model_identity: str,
@@ -241,24 +223,44 @@ def make_plan(spec: JobSpec, store: PredictionStore, *, model_identity: str,
 
 def _keyed(job: str, row: _Rendered, target: Target) -> _Row:
     if row.error is not None or row.prompt is None or row.sampling is None:
-        error = row.error or "nothing to run"
-        return _Row(row.input_id, failure_key(job, row.input_id, error), None, None, error)
-    key = request_key(target.model_identity, target.adapter_identity, row.prompt, row.sampling)
+        return _failed(job, row.input_id, row.error or "nothing to run")
+    try:
+        key = request_key(target.model_identity, target.adapter_identity, row.prompt, row.sampling)
+    except UnicodeEncodeError as exc:  # a template made a lone surrogate ("\ud800")
+        bad = exc.object[exc.start:exc.end] if isinstance(exc.object, str) else ""
+        return _failed(job, row.input_id, f"the prompt holds a lone surrogate ({bad!r}), "
+                                          "which is not Unicode text")
     return _Row(row.input_id, key, row.prompt, row.sampling, None)
 
 
-def _rows(spec: JobSpec, upstream: Upstream | None) -> Iterator[InputRow]:
+def _failed(job: str, input_id: str, error: str) -> _Row:
+    # A reason quoting what a template made may hold a lone surrogate: kept escaped, so
+    # that it can be keyed and written.
+    try:
+        error.encode("utf-8")
+    except UnicodeEncodeError:
+        error = error.encode("utf-8", "backslashreplace").decode("utf-8")
+    return _Row(input_id, failure_key(job, input_id, error), None, None, error)
+
+
+def _rows(spec: JobSpec, upstream: Upstream | None,
+          source: Iterator[InputRow] | None = None) -> Iterator[InputRow]:
     seen: dict[str, int] = {}
-    source = upstream.rows(spec) if upstream is not None and spec.input.format == "job" \
-        else read_rows(spec.input)
+    if source is None:
+        source = upstream.rows(spec) if upstream is not None and spec.input.format == "job" \
+            else read_rows(spec.input)
     for row in source:
         if row.id in seen:
             # Two rows with one id would overwrite each other's prediction, a failed
             # one included (an openai-batch line without a body keeps its custom_id).
-            dup_id = f"{row.id}@{row.position}"
+            # The duplicate is named by its position: a form no row's own id may take.
+            nth = 1
+            while (dup_id := position_id(row.position, nth)) in seen:
+                nth += 1
             error = f"duplicate id {row.id!r} (first at row {seen[row.id]})"
             if row.error is not None:
                 error += f"; {row.error}"
+            seen[dup_id] = row.position
             yield InputRow(row.position, dup_id, error=error)
             continue
         seen.setdefault(row.id, row.position)

@@ -11,8 +11,13 @@ from typing import TYPE_CHECKING, Any
 from batch.cache.schema import PredictionRecord
 
 if TYPE_CHECKING:  # the engine module is only needed once rows are generated
-    from batch.run.engine import Completion
+    from batch.run.executors.base import Completion
     from batch.run.plan import Failure, Plan, Request
+
+
+def is_chat(prompt: str | list[dict[str, Any]] | None) -> bool | None:
+    """The `chat` column: whether the request was chat messages (None: no request)."""
+    return None if prompt is None else isinstance(prompt, list)
 
 
 def prompt_text(prompt: str | list[dict[str, Any]] | None) -> str | None:
@@ -41,14 +46,14 @@ class RecordBuilder:
 
     def _record(self, input_id: str, key: str, *, prompt: str | None = None,
                 params: str | None = None, prompt_tokens: int | None = None,
-                error: str | None = None) -> PredictionRecord:
+                error: str | None = None, chat: bool | None = None) -> PredictionRecord:
         return PredictionRecord(
             key=key, job=self.job, input_id=input_id, model=self.model,
             revision=self.revision, adapter=self.adapter, candidate=self.candidate,
             adapter_revision=self.adapter_revision, prompt=prompt, output=None,
             finish_reason=None, prompt_tokens=prompt_tokens, output_tokens=None,
             run_id=self.run_id, created_at=datetime.now(UTC), error=error,
-            outputs=None, logprobs=None, params=params,
+            outputs=None, logprobs=None, params=params, chat=chat,
         )
 
     def generated(self, request: Request, input_id: str,
@@ -56,7 +61,8 @@ class RecordBuilder:
         """What the engine answered for a request, or why it refused it."""
         record = self._record(input_id, request.key, prompt=prompt_text(request.prompt),
                               params=request.sampling.params_json,
-                              prompt_tokens=completion.prompt_tokens, error=completion.error)
+                              prompt_tokens=completion.prompt_tokens, error=completion.error,
+                              chat=is_chat(request.prompt))
         if completion.error is None:
             record["output"] = completion.texts[0] if completion.texts else ""
             record["outputs"] = completion.texts if len(completion.texts) > 1 else None
@@ -71,7 +77,7 @@ class RecordBuilder:
         return self._record(
             failure.input_id, failure.key, prompt=prompt_text(failure.prompt),
             params=failure.sampling.params_json if failure.sampling else None,
-            prompt_tokens=prompt_tokens, error=failure.error,
+            prompt_tokens=prompt_tokens, error=failure.error, chat=is_chat(failure.prompt),
         )
 
     def copied(self, source: PredictionRecord, input_id: str) -> PredictionRecord:

@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from batch.cache.store import PredictionStore
-from batch.run.keys import fingerprint_dir
+from batch.run.keys import fingerprint_dir, model_identity
 from catalog.models import find_model, get_model
 from schemas.errors import AlmanacError, UnavailableError
 
@@ -51,17 +51,19 @@ def resolve_model(session: Session, ref: str, revision: str | None,
         if model.source == "cache" and model.revision and not revision:
             # A Hub cache snapshot is immutable: its commit is its identity.
             return ResolvedModel(model.ref, model.local_path, model.revision,
-                                 f"{model.repo_id or model.ref}@{model.revision}")
+                                 model_identity(model.ref, model.repo_id, model.revision))
         digest = fingerprint_dir(Path(model.local_path), store.fingerprint_get,
                                  store.fingerprint_put)
-        return ResolvedModel(model.ref, model.local_path, digest, f"local:{digest}")
+        return ResolvedModel(model.ref, model.local_path, digest,
+                             model_identity(model.ref, None, digest))
     if not model.repo_id:
         raise ResolveError(
             f"model {model.ref!r} has no repo id and its local path "
             f"{model.local_path!r} is not a directory"
         )
     sha = _resolve_hub_revision(model.repo_id, revision or model.revision)
-    return ResolvedModel(model.ref, model.repo_id, sha, f"{model.repo_id}@{sha}", sha)
+    return ResolvedModel(model.ref, model.repo_id, sha, model_identity(model.ref, model.repo_id, sha),
+                         sha)
 
 
 def _resolve_hub_revision(repo_id: str, revision: str | None) -> str:

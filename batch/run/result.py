@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from catalog.records import CandidateRun
+from schemas.errors import ExitCode
 
 # What a run reports of each candidate; the rest of CandidateRun is filled when read back.
 CANDIDATE_FIELDS = ("label", "model_ref", "revision", "adapter", "adapter_revision", "inputs",
@@ -24,11 +25,12 @@ class Phases:
     plan_s: float = 0.0  # reading, rendering and keying rows; index lookups
     plan_lookups_s: float = 0.0  # of which: index lookups
     catalog_s: float = 0.0  # the run's record in the catalog, at its start and end
-    cluster_s: float = 0.0  # reaching a Ray cluster (or starting a local one) and its checks
+    cluster_s: float = 0.0  # the executor's checks: reaching a Ray cluster (or starting a local one)
     copy_s: float = 0.0  # repointing, and reading rows generated elsewhere to copy them
     engine_start_s: float = 0.0  # importing vLLM and loading the model, if this run did
     # (on Ray: until the first rows come back, the replicas' start and their first batch)
     tokenize_s: float = 0.0  # prompt token ids (the engine gets ids, not text)
+    ship_s: float = 0.0  # on Ray: the request blocks built and put in the object store
     generate_s: float = 0.0  # handing requests to the engine and waiting for answers
     engine_enqueue_s: float = 0.0  # of which: LLM.enqueue
     engine_step_s: float = 0.0  # of which: engine steps
@@ -40,11 +42,16 @@ class Phases:
         return asdict(self)
 
 
+# What each status exits with; an interrupted run exits as its signal asks (set with it).
+STATUS_EXIT = {"planned": ExitCode.OK, "ok": ExitCode.OK, "failed_rows": ExitCode.FAILED_ROWS,
+               "error": ExitCode.ERROR, "interrupted": ExitCode.INTERRUPTED}
+
+
 @dataclass
 class RunResult:
     job: str
     run_id: str | None
-    status: str  # planned | ok | failed_rows | error | interrupted
+    status: str  # planned | ok | failed_rows | error | interrupted (set with `settle`)
     plan: dict[str, int]
     cached: int = 0
     copied: int = 0
@@ -64,6 +71,14 @@ class RunResult:
     candidates: list[CandidateRun] = field(default_factory=list)  # each one's share
     executor: str = "local"  # where rows were generated: in this process, or "ray"
     replicas: int | None = None  # engine replicas on the Ray cluster
+    engine_log: str | None = None  # the file the engine's own output went to, if kept apart
+    exit_code: int = ExitCode.OK  # what the command exits with for this run
+
+    def settle(self, status: str, error: str | None = None, exit_code: int | None = None) -> None:
+        """The run's status, and the exit code that goes with it (`exit_code` for one the
+        status alone does not decide: an error's own, a stop's signal)."""
+        self.status, self.error = status, error
+        self.exit_code = STATUS_EXIT[status] if exit_code is None else int(exit_code)
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -72,7 +87,8 @@ class RunResult:
         return self.output_tokens / self.generation_s
 
     def to_json(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k not in ("phases", "candidates")}
+        out = {k: v for k, v in self.__dict__.items()
+               if k not in ("phases", "candidates", "exit_code")}
         out["tokens_per_s"] = self.tokens_per_s
         out["phases"] = self.phases.to_json()
         out["candidates"] = [{k: getattr(c, k) for k in CANDIDATE_FIELDS} for c in self.candidates]

@@ -8,7 +8,6 @@ missing. The runner times its own phases (RunResult.phases) as it goes.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,22 +18,23 @@ from batch.cache.lock import JobLock
 from batch.cache.schema import PredictionRecord
 from batch.cache.store import PredictionStore, ShardWriter
 from batch.run.candidates import Candidate, engine_groups, resolve_candidates, route
-from batch.run.engine import EnginePool
-from batch.run.generate import Share, generate
+from batch.run.console import ConsoleHandler, EngineOutput, last_log, log_path
+from batch.run.executors.base import Executor, Share
+from batch.run.executors.local import LocalExecutor
 from batch.run.inputs import InputRow, read_rows
 from batch.run.machine import hardware
 from batch.run.plan import Plan, Target, make_plans
-from batch.run.ray_settings import RayAddress
+from batch.run.progress import Progress
 from batch.run.records import RecordBuilder
 from batch.run.result import Phases, RunResult
-from batch.run.spec import JobSpec
+from batch.run.spec.job import JobSpec
 from batch.run.stopping import Stopped, catch_stops, shielded
 from catalog import runs as run_log
 from catalog.db import Catalog
 from catalog.records import CandidateRun
+from schemas.errors import ExitCode
 
-if TYPE_CHECKING:  # the protocol only types an argument; the Ray executor loads when used
-    from batch.run.ray_executor import RayCluster
+if TYPE_CHECKING:  # the protocol only types an argument
     from batch.run.upstream import Upstream
 
 __all__ = ["Phases", "RunResult", "Runner", "configure_logging"]
@@ -44,10 +44,12 @@ COPY_CHUNK = 10_000  # copied rows read per batch of shard reads
 
 
 class _Output:
-    """The run's shard writer, with the time spent writing shards added to the phases."""
+    """The run's shard writer, with the time spent writing shards added to the phases,
+    and (while generating) every row written counted on the run's progress."""
 
     def __init__(self, writer: ShardWriter, phases: Phases) -> None:
         self.writer, self.phases = writer, phases
+        self.progress: Progress | None = None
 
     def add(self, records: list[PredictionRecord]) -> None:
         if not records:
@@ -57,6 +59,11 @@ class _Output:
             for record in records:
                 self.writer.add(record)
         self.phases.write_s += time.perf_counter() - began
+        if self.progress is not None:
+            # The rows of one request share its answer: its tokens count once.
+            tokens = {r["key"]: r["output_tokens"] or 0 for r in records}
+            self.progress.update(len(records), sum(tokens.values()),
+                                 answered=any(r["error"] is None for r in records))
 
     def flush(self) -> None:
         if not self.writer.buffer:
@@ -68,24 +75,22 @@ class _Output:
 
 
 class Runner:
-    """Runs jobs against one home. The engine pool outlives single jobs, so
-    several jobs on one model (or a test session) start the engine once."""
+    """Runs jobs against one home. Its executor (batch.run.executors) outlives single
+    jobs: several jobs on one model (or a test session) start the engine once, and a
+    Ray cluster is reached once."""
 
     def __init__(self, catalog: Catalog, predictions: Path, locks: Path,
-                 pool: EnginePool | None = None, upstream: Upstream | None = None,
-                 ray: RayAddress | None = None) -> None:
+                 executor: Executor | None = None, upstream: Upstream | None = None) -> None:
         self.catalog = catalog
-        # Generate on this Ray cluster instead of in this process (`--ray ADDRESS`).
-        self.ray = ray
-        self._cluster: RayCluster | None = None
+        # Where missing rows are generated: vLLM in this process unless the front door
+        # hands in another executor (`--ray ADDRESS`: batch.run.executors.ray).
+        self.executor = executor if executor is not None else LocalExecutor()
         # Reads chains' rows (`[input] job`) and keeps their lineage; the front door hands
         # in batch.data.chains.UpstreamReader (a room above this one).
         self.upstream = upstream
         self.predictions = predictions
         self._store: PredictionStore | None = None
         self.locks = locks
-        self._pool = pool
-        self._owns_pool = pool is None
 
     @property
     def store(self) -> PredictionStore:
@@ -94,12 +99,6 @@ class Runner:
             self._store = PredictionStore(self.predictions)
         return self._store
 
-    @property
-    def pool(self) -> EnginePool:
-        if self._pool is None:
-            self._pool = EnginePool()
-        return self._pool
-
     def input_rows(self, spec: JobSpec) -> Iterator[InputRow]:
         """The job's input rows: its file's, or a chain's upstream predictions."""
         if spec.input.format == "job" and self.upstream is not None:
@@ -107,13 +106,10 @@ class Runner:
         return read_rows(spec.input)
 
     def close(self) -> None:
-        """Closes the index, and the engines if this runner started them (a pool
-        handed in, as tests share one, stays open for its owner)."""
-        if self._owns_pool and self._pool is not None:
-            self._pool.close()
-        if self._cluster is not None:
-            self._cluster.close()
-            self._cluster = None
+        """Closes the index and the executor (which keeps an engine pool handed in, as
+        tests share one, open for its owner)."""
+        with EngineOutput(last_log()):  # what an engine says as it stops joins its log
+            self.executor.close()
         if self._store is not None:
             self._store.close()
 
@@ -136,43 +132,63 @@ class Runner:
                 log.warning("recovered after an interrupted run: %s", recovered)
             phases.recover_s = time.perf_counter() - began
             result, plans, candidates = self._plan(spec, began, phases, limit, retry_failed)
-            # Before anything is written: a cluster that cannot serve leaves no trace.
-            where = self._reach_cluster(spec, plans, candidates, result) or hardware()
-            if self.upstream is not None:  # the job's file, a chain's lineage and memo
-                mark = time.perf_counter()
-                with shielded():
-                    self.upstream.record(spec, plans, complete=limit is None)
-                phases.plan_s += time.perf_counter() - mark
             run_id = result.run_id = uuid.uuid4().hex
-            mark = time.perf_counter()
-            first = candidates[0].model
-            started = False
+            # With rows to generate, the engine's own output goes to the run's log
+            # (batch.run.console), when the front door asked for quiet.
+            generating = any(plan.requests for plan in plans)
+            engine = EngineOutput(log_path(spec.name, run_id) if generating else None)
             try:
-                # A stop that arrives while the run's record is written is raised as the
-                # shield ends: inside this try, so the record is closed as interrupted.
-                with shielded(), self.catalog.sessions.begin() as s:
-                    run_log.start_run(s, run_id, spec.name, first.ref, first.revision, where)
-                    started = True
-                phases.catalog_s += time.perf_counter() - mark
-                self._execute(spec, plans, candidates, result, run_id)
-                result.status = "failed_rows" if result.failed else "ok"
-            except (Stopped, KeyboardInterrupt) as stop:
-                name = stop.name if isinstance(stop, Stopped) else "SIGINT"
-                result.status, result.error = "interrupted", f"stopped by {name}"
-                if isinstance(stop, Stopped):
-                    stop.result = result
-                raise
-            except Exception as exc:
-                result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
-                raise
+                with engine:
+                    self._run(spec, plans, candidates, result, limit, engine.target)
             finally:
-                mark = time.perf_counter()
-                if started:
-                    with shielded():
-                        self._record(result, run_id, spec, candidates)
-                phases.catalog_s += time.perf_counter() - mark
+                result.engine_log = str(engine.path) if engine.path else None
                 result.total_s = time.perf_counter() - began
         return result
+
+    def _run(self, spec: JobSpec, plans: list[Plan], candidates: list[Candidate],
+             result: RunResult, limit: int | None, engine_log: Path | None) -> None:
+        """Past the plan: check the executor, record the run, write and generate what it
+        needs, record how it ended."""
+        phases, run_id = result.phases, result.run_id or ""
+        # Before anything is written: an executor that cannot serve leaves no trace.
+        where = self._prepare(spec, plans, candidates, result)
+        if engine_log is not None:
+            log.info("%s: %s rows to generate; the engine's output goes to %s", spec.name,
+                     f"{sum(p.missing_rows for p in plans):,}", engine_log)
+        if self.upstream is not None:  # the job's file, a chain's lineage and memo
+            mark = time.perf_counter()
+            with shielded():
+                self.upstream.record(spec, plans, complete=limit is None)
+            phases.plan_s += time.perf_counter() - mark
+        mark = time.perf_counter()
+        first = candidates[0].model
+        started = False
+        try:
+            # A stop that arrives while the run's record is written is raised as the
+            # shield ends: inside this try, so the record is closed as interrupted.
+            with shielded(), self.catalog.sessions.begin() as s:
+                run_log.start_run(s, run_id, spec.name, first.ref, first.revision, where)
+                started = True
+            phases.catalog_s += time.perf_counter() - mark
+            self._execute(spec, plans, candidates, result, run_id)
+            result.settle("failed_rows" if result.failed else "ok")
+        except (Stopped, KeyboardInterrupt) as stop:
+            if isinstance(stop, Stopped):
+                result.settle("interrupted", f"stopped by {stop.name}", stop.exit_code)
+                stop.result = result
+            else:
+                result.settle("interrupted", "stopped by SIGINT")
+            raise
+        except Exception as exc:
+            result.settle("error", f"{type(exc).__name__}: {exc}",
+                          getattr(exc, "exit_code", ExitCode.ERROR))
+            raise
+        finally:
+            mark = time.perf_counter()
+            if started:
+                with shielded():
+                    self._record(result, run_id, spec, candidates)
+            phases.catalog_s += time.perf_counter() - mark
 
     def _dry_run(self, spec: JobSpec, began: float, phases: Phases, limit: int | None,
                  retry_failed: bool) -> RunResult:
@@ -235,19 +251,18 @@ class Runner:
             )
             run_log.record_candidates(s, run_id, r.candidates)
 
-    def _reach_cluster(self, spec: JobSpec, plans: list[Plan], candidates: list[Candidate],
-                       result: RunResult) -> str | None:
-        """With --ray and rows to generate, the cluster (reached once per runner, checked
-        for this job) and its description; without either, Ray is never contacted."""
-        if self.ray is None or not any(plan.requests for plan in plans):
-            return None
-        from batch.run.ray_executor import prepare
-
+    def _prepare(self, spec: JobSpec, plans: list[Plan], candidates: list[Candidate],
+                 result: RunResult) -> str:
+        """With rows to generate, the executor checks the job and says where it runs;
+        without, no executor is asked (a cluster is never contacted) and the run is
+        this machine's."""
+        if not any(plan.requests for plan in plans):
+            return hardware()
         mark = time.perf_counter()
-        self._cluster, where = prepare(self._cluster, self.ray, spec, candidates)
+        placement = self.executor.prepare(spec, candidates)
         result.phases.cluster_s += time.perf_counter() - mark
-        result.executor, result.replicas = "ray", spec.ray.replicas
-        return where
+        result.executor, result.replicas = placement.executor, placement.replicas
+        return placement.hardware
 
     def _execute(self, spec: JobSpec, plans: list[Plan], candidates: list[Candidate],
                  result: RunResult, run_id: str) -> None:
@@ -266,18 +281,20 @@ class Runner:
             out = _Output(writer, phases)
             for plan, records in zip(plans, builders, strict=True):
                 self._known(spec, plan, records, out, result)
-            for group in engine_groups(candidates):
-                shares = [Share(plans[c.ordinal], builders[c.ordinal],
-                                c.adapter.path if c.adapter else None,
-                                result.candidates[c.ordinal])
-                          for c in group.members if plans[c.ordinal].requests]
-                if shares and self._cluster is not None and result.executor == "ray":
-                    from batch.run.ray_executor import generate_on_ray
-
-                    generate_on_ray(self._cluster, group.target, shares, group.index, out,
-                                    result, spec.ray)
-                elif shares:
-                    generate(self.pool, group.target, shares, group.index, out, result)
+            # One progress for the run, whatever the engines behind it.
+            out.progress = Progress(sum(p.missing_rows for p in plans), spec.name)
+            try:
+                for group in engine_groups(candidates):
+                    shares = [Share(plans[c.ordinal], builders[c.ordinal],
+                                    c.adapter.path if c.adapter else None,
+                                    result.candidates[c.ordinal])
+                              for c in group.members if plans[c.ordinal].requests]
+                    if shares:
+                        self.executor.generate(group, shares, out, result)
+                        out.progress.pause()  # the next engine's start is not the rates'
+            finally:
+                out.progress.close()
+                out.progress = None
             out.flush()  # the last shard, timed; closing the writer then has nothing left
         result.shards = writer.shards
 
@@ -310,9 +327,11 @@ class Runner:
 
 
 def configure_logging() -> None:
+    """Almanac's log lines on stderr (batch.run.console's: the terminal even while the
+    engine's output goes to its log)."""
     if log.handlers:  # several jobs, or the demo, in one process
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = ConsoleHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)

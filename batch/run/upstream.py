@@ -8,27 +8,54 @@ row's key comes from rendering its prompt, and rendering every row again is what
 takes the time. So a chain's rows carry a `basis` (a digest of their fields), and the
 Upstream keeps, per candidate, the key each row's basis gave under the job's `digest`
 (everything else that decides a key: model and adapter identities, templates, shared
-context, sampling). A row whose basis and digest are unchanged, and whose latest record
+context, sampling); both are content addresses, made in batch.run.keys (`row_basis`,
+`plan_digest`). A row whose basis and digest are unchanged, and whose latest record
 still has that key, is cached without being rendered; any other is planned as usual.
 The memo is a cache of a pure function, so it can never make a wrong key: at worst a
-row is rendered again.
+row is rendered again. The Upstream makes that comparison for all rows at once, in
+Arrow (`plan_rows`): the planner sees the remembered rows as counts and keys, and
+only the others as rows.
 """
 
 from __future__ import annotations
 
-import hashlib
-import marshal
-from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
-
-from batch.run.keys import KEY_VERSION, canonical
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # plan imports this module's protocol: annotations only
     from batch.run.inputs import InputRow
-    from batch.run.plan import Plan, Target
-    from batch.run.spec import JobSpec
+    from batch.run.plan import Plan
+    from batch.run.spec.job import JobSpec
 
-MEMO_VERSION = 1  # bump when rendering changes what a row's fields make
+
+@dataclass(frozen=True)
+class Known:
+    """What planning knows of one candidate before it reads a chain's rows: the digest
+    its keys are planned under, and its latest records (input ids, keys, failed)."""
+
+    candidate: str
+    digest: str
+    current: tuple[list[str], list[str], list[bool]]
+
+
+@dataclass
+class Remembered:
+    """One candidate's rows that need no rendering: their ids, the key each has, and
+    whether that record failed."""
+
+    ids: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    failed: list[bool] = field(default_factory=list)
+
+
+@dataclass
+class ChainRows:
+    """A chain's rows for planning: `remembered` per candidate (in the order asked), and
+    `rows`, the rows some candidate must plan."""
+
+    rows: Iterator[InputRow]
+    remembered: list[Remembered]
 
 
 class Upstream(Protocol):
@@ -39,8 +66,11 @@ class Upstream(Protocol):
         UsageError (exit 2) when the upstream job does not exist."""
         ...
 
-    def memo(self, job: str, candidate: str, digest: str) -> Mapping[str, tuple[str | None, str]]:
-        """{input id: (basis, key)} that planning found last time under `digest`."""
+    def plan_rows(self, spec: JobSpec, known: Sequence[Known], *, retry_failed: bool,
+                  limit: int | None) -> ChainRows:
+        """The job's first `limit` rows (None: all), those each candidate of `known`
+        remembers (same basis and digest as last time, and its latest record still has
+        the key they gave; a failed one not when `retry_failed`) apart from the rest."""
         ...
 
     def record(self, spec: JobSpec, plans: Sequence[Plan], *, complete: bool) -> None:
@@ -48,30 +78,3 @@ class Upstream(Protocol):
         record fed each row and the key it planned; `complete` is False when only the
         first rows were planned (`--limit`)."""
         ...
-
-
-def plan_digest(spec: JobSpec, target: Target) -> str:
-    """Everything but the row that decides a row's key for this candidate."""
-    payload = {
-        "v": [KEY_VERSION, MEMO_VERSION],
-        "model": target.model_identity,
-        "adapter": target.adapter_identity,
-        "template": spec.prompt.template,
-        "messages": spec.prompt.messages,
-        "examples": spec.prompt.examples,
-        "context": spec.prompt.context,
-        "sampling": spec.sampling.as_dict(),
-    }
-    return hashlib.sha256(canonical(payload).encode()).hexdigest()
-
-
-def row_basis(fields: dict[str, Any]) -> str | None:
-    """A digest of a row's fields, or None when they hold values it cannot take (a
-    Parquet timestamp): such rows are rendered every time. marshal (format 2: no
-    back-references, so equal values give equal bytes) is five times faster than JSON;
-    equal digests mean equal fields, and a different field order only costs a render."""
-    try:
-        blob = marshal.dumps(fields, 2)
-    except ValueError:
-        return None
-    return hashlib.blake2b(blob, digest_size=16).hexdigest()

@@ -25,6 +25,10 @@ from catalog.models import find_model
 from catalog.records import CandidateRun, jsonable
 from catalog.runs import candidate_runs
 
+# The highest price per hour a comparison takes (far above any machine): keeps every cost
+# finite. The CLI's --usd-per-hour and the HTTP API's usd_per_hour are held to it.
+MAX_USD_PER_HOUR = 1_000_000.0
+
 if TYPE_CHECKING:  # SQLAlchemy's session types, for annotations only
     from sqlalchemy.orm import Session, sessionmaker
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batch.cache.reader import Predictions
-from batch.run.spec import JobSpec, spec_from_dict
+from batch.run.spec.job import JobSpec, spec_from_dict
 from batch.score.settings import JudgeSpec
 
 if TYPE_CHECKING:  # the runner (and through it the engine module) only for annotations

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from batch.score.settings import RowError, ScoreSpec
+from batch.score.settings import PatternError, RowError, ScoreSpec, compile_pattern
 
 if TYPE_CHECKING:  # sacrebleu and jsonschema load with the first row that needs them
     from jsonschema.protocols import Validator
@@ -86,21 +86,19 @@ def _contains(options: dict[str, Any]) -> Metric:
     return contains
 
 
-@lru_cache(maxsize=4096)
-def _pattern(source: str, flags: int) -> re.Pattern[str]:
-    try:
-        return re.compile(source, flags)
-    except re.error as exc:
-        raise RowError(f"the reference is not a valid regular expression: {exc}") from None
-
-
 def _regex(options: dict[str, Any]) -> Metric:
-    flags = 0 if options.get("case_sensitive", False) else re.IGNORECASE
+    case_sensitive = bool(options.get("case_sensitive", False))
     fixed = options.get("pattern")
     full = bool(options.get("full_match", False))
 
     def regex(output: str, reference: str | None) -> float:
-        pattern = _pattern(fixed if fixed is not None else _needed(reference), flags)
+        # RE2 (batch.score.settings.compile_pattern): linear time, whatever the pattern; one
+        # RE2 refuses (its syntax, its memory bound) leaves the row unscored, with why.
+        try:
+            pattern = compile_pattern(fixed if fixed is not None else _needed(reference),
+                                      case_sensitive)
+        except PatternError as exc:
+            raise RowError(f"the reference is {exc}") from None
         found = pattern.fullmatch(output.strip()) if full else pattern.search(output)
         return float(found is not None)
 

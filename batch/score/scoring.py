@@ -16,8 +16,9 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from batch.cache.index import Located
-from batch.cache.reader import CandidateSummary, Predictions
-from batch.run.errors import SpecError
+from batch.cache.index_rows import CandidateSummary
+from batch.cache.reader import Predictions
+from batch.run.spec.errors import SpecError
 from batch.score import judge as judging
 from batch.score.metrics import Metric, make_metric
 from batch.score.settings import Reference, RowError, ScoreSpec
@@ -31,7 +32,7 @@ from catalog.runs import candidate_runs
 if TYPE_CHECKING:  # the runner (and through it the engine module) only for annotations
     from batch.run.result import RunResult
     from batch.run.runner import Runner
-    from batch.run.spec import JobSpec
+    from batch.run.spec.job import JobSpec
     from catalog.db import Catalog
 
 log = logging.getLogger("almanac.batch")

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from batch.run.errors import SpecError
+from batch.run.spec.errors import SpecError
+from batch.run.spec.sandbox import RenderError, bounded_environment, compile_bounded, render_row
 
 if TYPE_CHECKING:  # the spec loader pulls in the run room's settings: annotations only
-    from batch.run.spec import JobSpec
+    import re2
+
+    from batch.run.spec.job import JobSpec
 
 METRICS = ("exact", "normalized", "contains", "regex", "json", "numeric", "chrf", "judge")
 # The options each metric takes; any other option set is a mistake worth a message.
@@ -36,6 +39,9 @@ OPTIONS: dict[str, frozenset[str]] = {
     "judge": frozenset({"judge"}),
 }
 JUDGE_MAX_TOKENS = 16
+# The memory RE2 may give one compiled pattern (its own default): a pattern that needs
+# more is refused, never run. RE2 matches in time linear in the text: no pattern hangs.
+PATTERN_MEMORY = 8 << 20
 
 
 class RowError(ValueError):
@@ -43,17 +49,12 @@ class RowError(ValueError):
     metric needs): its score is an error with this reason, not a zero."""
 
 
-def template_environment() -> ImmutableSandboxedEnvironment:
-    # StrictUndefined: a misspelt field fails the row instead of comparing with "".
-    return ImmutableSandboxedEnvironment(keep_trailing_newline=True, autoescape=False,
-                                         undefined=jinja2.StrictUndefined)
-
-
 def compile_template(where: str, source: str) -> jinja2.Template:
-    try:
-        return template_environment().from_string(source)
-    except jinja2.TemplateSyntaxError as exc:
-        raise SpecError(f"{where}: template syntax error at line {exc.lineno}: {exc.message}") from None
+    """A score's template, compiled in the bounded sandbox prompts render in
+    (batch.run.spec.sandbox): a reference may no more loop, recurse or allocate without
+    end than a prompt may, and a misspelt field fails the row instead of comparing with
+    "". Raises SpecError naming `where`."""
+    return compile_bounded(bounded_environment(), where, source)
 
 
 class Reference:
@@ -77,15 +78,12 @@ _PLAIN_FIELD = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
 def render(template: jinja2.Template, variables: dict[str, Any]) -> str:
-    """The template over one row; RowError says why it could not be rendered."""
+    """The template over one row, within the sandbox's bounds; RowError says why it
+    could not be rendered (a row over a bound cannot be scored, and says which)."""
     try:
-        return template.render(variables)
-    except jinja2.UndefinedError as exc:
-        raise RowError(f"template error: {exc.message}") from None
-    except jinja2.TemplateError as exc:
-        raise RowError(f"template error: {exc}") from None
-    except (TypeError, ValueError, ArithmeticError) as exc:
-        raise RowError(f"template error: {type(exc).__name__}: {exc}") from None
+        return render_row(template, variables)
+    except RenderError as exc:
+        raise RowError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -155,11 +153,37 @@ class ScoreSpec:
         return cls(metric, reference, options, judge)
 
 
+class PatternError(ValueError):
+    """A pattern RE2 does not take (its syntax, or over its memory bound)."""
+
+
+@lru_cache(maxsize=4096)
+def compile_pattern(source: str, case_sensitive: bool) -> re2._Regexp:
+    """A score's regular expression, compiled by RE2 (the engine `--where` runs too):
+    matching takes time linear in the text, whatever the pattern, so a catastrophic
+    pattern cannot hang scoring. RE2's syntax: no backreferences or lookaround."""
+    import re2
+
+    options = re2.Options()
+    options.case_sensitive = case_sensitive
+    options.max_mem = PATTERN_MEMORY
+    options.log_errors = False  # the error is ours to word, not RE2's log line on stderr
+    try:
+        return re2.compile(source, options)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise PatternError(f"not a valid regular expression (RE2): {reason}") from None
+    except UnicodeEncodeError:
+        raise PatternError("not a valid regular expression (RE2): not Unicode text") from None
+
+
 def _check_pattern(pattern: str, case_sensitive: bool) -> None:
     try:
-        re.compile(pattern, 0 if case_sensitive else re.IGNORECASE)
-    except re.error as exc:
-        raise SpecError(f"score.pattern: not a valid regular expression: {exc}") from None
+        compile_pattern(pattern, case_sensitive)
+    except PatternError as exc:
+        raise SpecError(f"score.pattern: {exc}") from None
 
 
 def _check_schema(schema: dict[str, Any]) -> None:
@@ -177,6 +201,9 @@ def _judge(raw: dict[str, Any]) -> JudgeSpec:
     for i, message in enumerate(raw.get("messages") or []):
         compile_template(f"score.judge.messages[{i}].content", message["content"])
     choice = {str(k): float(v) for k, v in raw["choice"].items()}
+    for answer, value in choice.items():
+        if not math.isfinite(value):  # a score must be a number a mean can be taken of
+            raise SpecError(f"score.judge.choice.{answer}: {value} is not a finite number")
     return JudgeSpec(model=raw["model"], choice=choice, template=raw.get("template"),
                      messages=raw.get("messages"), revision=raw.get("revision"),
                      adapter=raw.get("adapter"),

@@ -10,21 +10,21 @@ an error, and then counts nowhere; a failed prediction scores 0 with its reason 
 a row's basis changes, never the other way round.
 
 Writers open it read-write (`ScoreStore.open`), readers read-only
-(`ScoreStore.open_readonly`, None until a first scoring created it); in WAL mode
-readers see the last committed scoring while another is written.
+(`ScoreStore.open_readonly`, None until a first scoring created it), as every side
+store (batch.cache.sidestore); in WAL mode readers see the last committed scoring
+while another is written. Its failures are `ScoreStoreError`s (exit 1, HTTP 503).
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Collection, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
-from schemas.errors import AlmanacError
+from batch.cache.errors import SideStoreError
+from batch.cache.sidestore import SideStore
 
 SCORES_FILE = "scores.db"
 FORMAT = 1  # PRAGMA user_version of the layout below
@@ -42,8 +42,8 @@ CREATE TABLE IF NOT EXISTS scorings (
 """
 
 
-class ScoreStoreError(AlmanacError):
-    """scores.db cannot be used: written by a newer Almanac, or not a database."""
+class ScoreStoreError(SideStoreError):
+    """scores.db cannot be used: damaged, unreadable, or written by a newer Almanac."""
 
 
 @dataclass(frozen=True)
@@ -66,76 +66,17 @@ class Scoring:
     scored_at: datetime
 
 
-class ScoreStore:
-    """One connection to `scores.db`. Not locked: a caller sharing one between threads
-    serialises its calls."""
+class ScoreStore(SideStore):
+    """One connection to `scores.db` (opened as every side store is: batch.cache.sidestore).
+    Not locked: a caller sharing one between threads serialises its calls."""
 
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
-        self.db, self.path = db, path
-
-    @classmethod
-    def open(cls, root: Path) -> ScoreStore:
-        """Read-write, creating the file and its tables if need be."""
-        root.mkdir(parents=True, exist_ok=True)
-        path = root / SCORES_FILE
-        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=30000")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > FORMAT:
-                raise ScoreStoreError(f"{path} was written by a newer Almanac (format {version})")
-            db.executescript(SCHEMA)
-            db.execute(f"PRAGMA user_version={FORMAT}")
-        except sqlite3.DatabaseError as exc:
-            db.close()
-            raise ScoreStoreError(f"{path}: cannot be used: {exc}") from exc
-        except BaseException:
-            db.close()
-            raise
-        return cls(db, path)
-
-    @classmethod
-    def open_readonly(cls, root: Path) -> ScoreStore | None:
-        """Read-only, or None while nothing has been scored under `root`."""
-        path = root / SCORES_FILE
-        if not path.exists():
-            return None
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
-                             check_same_thread=False, timeout=30)
-        try:
-            db.execute("PRAGMA busy_timeout=30000")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            db.close()
-            raise ScoreStoreError(f"{path}: cannot be used: {exc}") from exc
-        if version != FORMAT:
-            db.close()
-            raise ScoreStoreError(f"{path}: format {version}, this Almanac reads {FORMAT}")
-        return cls(db, path)
-
-    def close(self) -> None:
-        self.db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _all(self, query: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        return self.db.execute(query, tuple(params)).fetchall()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+    FILE = SCORES_FILE
+    FORMAT = FORMAT
+    SCHEMA = SCHEMA
+    WHAT = "scores"
+    ERROR = ScoreStoreError
+    DAMAGED_HINT = ("scores are derived from the cache: move it aside and `almanac score "
+                    "JOB_FILE` computes them again")
 
     # -- the writer ---------------------------------------------------------------------------
 
@@ -152,7 +93,7 @@ class ScoreStore:
         one transaction: readers see the whole scoring or the one before."""
         rows = [(job, s.candidate, s.input_id, s.key, scorer, s.basis, s.value, s.error)
                 for s in scores]
-        with self._transaction():
+        with self.transaction():
             self.db.executemany(
                 "INSERT OR REPLACE INTO scores (job, candidate, input_id, key, scorer, basis, "
                 "value, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
@@ -181,6 +122,14 @@ class ScoreStore:
         """{(candidate, input_id): value} of the job's scores (of one candidate if given);
         None where the row could not be scored."""
         return {(c, i): v for c, i, _, _, v, _ in self._rows(job, candidate)}
+
+    def value_columns(self, job: str, candidate: str) -> tuple[list[str], list[float | None]]:
+        """(input ids, values) of one candidate's scores, in input id order, as two columns
+        for bulk readers that match them in Arrow (None where a row could not be scored)."""
+        rows = self._all("SELECT input_id, value FROM scores WHERE job = ? AND candidate = ? "
+                         "ORDER BY input_id", (job, candidate))
+        ids, values = zip(*rows, strict=True) if rows else ((), ())
+        return list(ids), list(values)
 
     def score_of(self, job: str, candidate: str, input_id: str) -> float | None:
         """One prediction's score, or None (not scored, or an error)."""
@@ -223,6 +172,15 @@ def scores_for(root: Path, job: str, candidate: str | None = None) -> dict[tuple
         return {}
     with store:
         return store.scores_for(job, candidate)
+
+
+def value_columns(root: Path, job: str, candidate: str) -> tuple[list[str], list[float | None]]:
+    """One candidate's scores under `root` as (input ids, values); empty if none yet."""
+    store = ScoreStore.open_readonly(root)
+    if store is None:
+        return [], []
+    with store:
+        return store.value_columns(job, candidate)
 
 
 def score_of(root: Path, job: str, candidate: str, input_id: str) -> float | None:

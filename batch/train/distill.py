@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from batch.cache.reader import Predictions
 from batch.data.curate import CurateReport, curate
-from batch.run.spec import load_spec
+from batch.run.spec.job import load_spec
 from batch.score.compare import CandidateComparison, compare_job
 from batch.score.scoring import check_score, score_run
 from batch.train import adapter

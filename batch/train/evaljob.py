@@ -16,7 +16,7 @@ from typing import Any
 import tomli_w
 
 from batch.run.inputs import read_rows
-from batch.run.spec import JobSpec
+from batch.run.spec.job import JobSpec
 from batch.train.errors import TrainError
 
 ROWS = "rows.jsonl"

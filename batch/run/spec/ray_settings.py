@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from batch.run.errors import SpecError
-from batch.run.settings import check_section
+from batch.run.spec.errors import SpecError
+from batch.run.spec.settings import check_section
 from schemas.errors import AlmanacError, UsageError
 
 LOCAL = "local"  # a throwaway cluster on this machine, started and stopped by Almanac

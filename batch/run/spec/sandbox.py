@@ -10,10 +10,17 @@ millions of rows on a shared machine:
   `join`, `replace`, format specs), and refused over `MAX_VALUE` characters or items;
 - each render has a budget of `MAX_STEPS` loop iterations and calls (deterministic:
   the same row fails the same way on any machine) and a wall-clock deadline;
+- a filter that walks its input item by item in Python (`wordwrap`, `sort`, `pprint`,
+  ...) is charged every item it will walk before it runs: one call is never left to
+  take minutes where the deadline, checked between steps, cannot stop it;
 - the rendered text stops at `MAX_OUTPUT` characters; recursion and MemoryError become
   errors of the row.
 
-A refusal raises `BoundsError`, which the prompt renderer reports as a failed row.
+A refusal raises `BoundsError`. Every template a job holds (its prompt and chat
+messages, a score's reference, a judge's prompt) is compiled with `compile_bounded`
+and rendered with `render_row`, which turns whatever a row's rendering can raise into
+one `RenderError` naming why: the prompt renderer reports it as a failed row, scoring
+as a row that could not be scored.
 """
 
 from __future__ import annotations
@@ -26,10 +33,13 @@ from collections.abc import Callable, Iterator
 from functools import update_wrapper
 from typing import Any
 
+import jinja2
 from jinja2 import Template, nodes
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
+
+from batch.run.spec.errors import SpecError
 
 MAX_VALUE = 16_000_000  # characters of a string, items of a list, made by one operation
 MAX_OUTPUT = 16_000_000  # characters of a rendered prompt (or chat message)
@@ -47,6 +57,10 @@ _BRACE_SPEC = re.compile(r"\{[^{}]*?:([^{}]*)\}")
 
 class BoundsError(Exception):
     """A template went past a bound; the message says which."""
+
+
+class RenderError(ValueError):
+    """A row the template cannot render (a missing field, a failing filter, a bound)."""
 
 
 def _size(value: Any) -> int:
@@ -124,6 +138,58 @@ def _filter_checks(name: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 _CHECKED_FILTERS = frozenset({"join", "center", "indent", "replace", "format", "batch", "slice"})
+# Filters that walk their input in Python, an item (or a character) at a time: each costs a
+# step per item, charged before the call (`("x" * 10**6)|wordwrap(1)` would make a million
+# lines, `|sort` a million keys, in one call that no deadline between steps can stop).
+_WALKING = frozenset({"wordwrap", "title", "urlize", "urlencode", "pprint", "tojson", "sort",
+                      "dictsort", "unique", "groupby", "min", "max", "sum", "xmlattr", "batch",
+                      "slice", "map", "select", "reject", "selectattr", "rejectattr", "items"})
+_NESTED = frozenset({"pprint", "tojson"})  # these walk nested values too
+_INPUT = ("value", "s", "iterable", "d")  # what the walking filters call their input
+
+
+def _nested_items(value: Any, limit: int) -> int:
+    """Items a walk of `value` meets, nested lists and dicts included (a list repeated
+    inside another counts each time), counted until past `limit`."""
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        children = item.values() if isinstance(item, dict) else \
+            item if isinstance(item, list | tuple) else None
+        if children is None:
+            continue
+        count += len(children)
+        if count > limit:
+            break
+        # Which kinds of values it holds, asked at C speed: most hold no containers at all.
+        if any(issubclass(kind, dict | list | tuple) for kind in set(map(type, children))):
+            stack.extend(c for c in children if isinstance(c, dict | list | tuple))
+    return max(count, 1)
+
+
+def _walk_cost(name: str, args: dict[str, Any], limit: int) -> int:
+    """The items the filter `name(**args)` will walk (0 when it cannot tell: an iterator is
+    charged as it is consumed instead)."""
+    value = next((args[k] for k in _INPUT if k in args), None)
+    if name in _NESTED:
+        return _nested_items(value, limit)
+    if not hasattr(value, "__len__"):
+        return 0
+    size = len(value)
+    width = args.get("width", 79)
+    if name == "wordwrap" and isinstance(value, str) and isinstance(width, int) and size <= limit:
+        return size + _wrap_cost(value, max(width, 1))
+    return size
+
+
+def _wrap_cost(text: str, width: int) -> int:
+    """Steps textwrap takes beyond reading `text`: some twenty Python operations per line
+    it makes, and a copy of what is left of a word longer than `width` for each line cut
+    from it (quadratic in the word: `"x" * 300000` cut one character a line copies 45 GB),
+    a step per 2 KiB copied."""
+    longest = max(map(len, text.split()), default=0)
+    copied = longest * longest // (2 * width) if longest > width else 0
+    return 16 * (len(text) // width) + copied // 2048
 _STR_WIDTH = frozenset({"center", "ljust", "rjust", "zfill"})
 
 
@@ -169,6 +235,17 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         if self._steps > MAX_STEPS:
             raise BoundsError(f"more than {MAX_STEPS:,} loop iterations and calls")
         if self._steps % 1024 == 0 and time.monotonic() > self._deadline:
+            raise BoundsError(f"rendering took more than {MAX_SECONDS:.0f} s")
+
+    def _charge(self, what: str, items: int) -> None:
+        """Steps for work one call does in a loop of its own, charged before it starts."""
+        if items <= 0:
+            return
+        self._steps += items
+        if self._steps > MAX_STEPS:
+            raise BoundsError(f"{what} would take more than {MAX_STEPS:,} loop iterations "
+                              "and calls")
+        if time.monotonic() > self._deadline:
             raise BoundsError(f"rendering took more than {MAX_SECONDS:.0f} s")
 
     def _iterate(self, iterable: Any) -> Iterator[Any]:
@@ -234,15 +311,26 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     def _bounded_filter(self, name: str, f: Callable[..., Any]) -> Callable[..., Any]:
         signature = inspect.signature(f)
 
+        walking = name in _WALKING
+
         def bounded(*args: Any, **kwargs: Any) -> Any:
             self._step()
-            if name not in _CHECKED_FILTERS:
+            if name not in _CHECKED_FILTERS and not walking:
                 return _result(name, f(*args, **kwargs))
             try:
                 bound = signature.bind(*args, **kwargs)
             except TypeError:
                 return f(*args, **kwargs)  # let the filter say what is wrong with its call
-            bound.arguments.update(_filter_checks(name, dict(bound.arguments)))
+            arguments = dict(bound.arguments)
+            if walking:
+                self._charge(name, _walk_cost(name, arguments, MAX_STEPS - self._steps))
+                key = next((k for k in _INPUT if k in arguments), None)
+                if key is not None and not hasattr(arguments[key], "__len__") \
+                        and hasattr(arguments[key], "__iter__"):
+                    arguments[key] = self._iterate(arguments[key])  # a step per item
+            if name in _CHECKED_FILTERS:
+                arguments = _filter_checks(name, arguments)
+            bound.arguments.update(arguments)
             return _result(name, f(*bound.args, **bound.kwargs))
 
         return update_wrapper(bounded, f)  # keeps jinja's pass_context / pass_eval_context marks
@@ -261,3 +349,45 @@ def render_bounded(template: Template, variables: dict[str, Any]) -> str:
             raise BoundsError(f"the rendered prompt is over {MAX_OUTPUT:,} characters")
         out.append(chunk)
     return "".join(out)
+
+
+def bounded_environment() -> BoundedSandbox:
+    """The sandbox every job template renders in. StrictUndefined: a misspelt or missing
+    field fails the row instead of silently rendering an empty string. Immutable: a
+    template that appended to `examples` would change every later row's output."""
+    return BoundedSandbox(keep_trailing_newline=True, undefined=jinja2.StrictUndefined,
+                          autoescape=False)
+
+
+def compile_bounded(env: BoundedSandbox, where: str, source: str) -> Template:
+    """`source` compiled in `env`; a template too long, malformed or nested too deeply is a
+    SpecError naming `where` (its field in the job file)."""
+    if len(source) > MAX_TEMPLATE:
+        raise SpecError(f"{where}: the template is {len(source):,} characters "
+                        f"(at most {MAX_TEMPLATE:,}); put long text in context_file")
+    try:
+        return env.from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise SpecError(f"{where}: template syntax error at line {exc.lineno}: {exc.message}") from None
+    except (RecursionError, MemoryError, SyntaxError) as exc:
+        # Nesting deeper than Jinja's parser or Python's compiler can take.
+        raise SpecError(f"{where}: the template nests too deeply to compile "
+                        f"({type(exc).__name__})") from None
+
+
+def render_row(template: Template, variables: dict[str, Any]) -> str:
+    """One row's rendering within the bounds; RenderError says why it could not be made."""
+    try:
+        return render_bounded(template, variables)
+    except BoundsError as exc:
+        raise RenderError(f"template error: {exc}") from None
+    except RecursionError:
+        raise RenderError("template error: recursion too deep (a macro calling itself?)") from None
+    except MemoryError:
+        raise RenderError("template error: out of memory while rendering") from None
+    except jinja2.UndefinedError as exc:
+        raise RenderError(f"template error: {exc.message}") from None
+    except jinja2.TemplateError as exc:
+        raise RenderError(f"template error: {exc}") from None
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        raise RenderError(f"template error: {type(exc).__name__}: {exc}") from None

@@ -25,8 +25,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from batch.run.errors import SpecError
-from batch.run.files import MAX_JOB_FILE, FileProblem, read_text
+from batch.run.spec.errors import SpecError
+from batch.run.spec.files import MAX_JOB_FILE, FileProblem, read_text
 
 CONSTRAINTS = ("choice", "regex", "json_schema")
 _NAME = re.compile(r"[a-z][a-z0-9-]{0,63}")

@@ -1,7 +1,7 @@
 """What travels to a Ray cluster and back: rows for Ray Data LLM's vLLM stage, made
 from a run's requests, and the engine's answers made back into Completions.
 
-The driver tokenizes every prompt as an in-process run does (batch.run.tokens, over
+The driver tokenizes every prompt as an in-process run does (batch.run.executors.tokens, over
 the model's own Hugging Face tokenizer, which is vLLM's), so a replica is handed the
 same token ids and, at temperature 0, answers what this machine's engine answers.
 Prompts the context cannot fit, and requests the stage cannot express, become
@@ -31,18 +31,21 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from batch.run.engine import Completion, sampling_kwargs
-from batch.run.generate import Share, Sink, count_answer, interleaved
-from batch.run.plan import Failure, Request
-from batch.run.stopping import shielded
-from batch.run.tokens import Tokenizer, context_error, token_ids_many
+from batch.run.executors.base import Completion, Share, Sink, interleaved, refuse, write_answer
+from batch.run.executors.target import sampling_kwargs
+from batch.run.executors.tokens import Tokenizer, context_error, token_ids_many
+from batch.run.plan import Request
 
 if TYPE_CHECKING:  # plain types for annotations
-    from batch.run.engine import EngineTarget
+    from batch.run.executors.target import EngineTarget
     from batch.run.result import RunResult
-    from batch.run.settings import Sampling
+    from batch.run.spec.settings import Sampling
 
-CHUNK_ROWS = 1024  # rows tokenized, and shipped as one block, at a time
+CHUNK_ROWS = 1024  # rows tokenized at a time
+# Rows shipped as one block, unless the caller says (the executor ships blocks of the
+# replicas' batch size): Ray Data hands a task's answers back only when the whole input
+# block is done, so a block is also how many answers arrive at once.
+BLOCK_ROWS = 64
 NULLABLE = ("max_tokens", "seed", "logprobs")  # integers vLLM takes as None too
 NO_LIMIT = 2**31 - 1  # a max_tokens the context always reaches first, as with None
 STRUCTURED = pa.struct([("choice", pa.list_(pa.string())), ("regex", pa.string()),
@@ -131,9 +134,10 @@ class Outbox:
     by row id."""
 
     def __init__(self, shares: list[Share], tokenizer: Tokenizer, target: EngineTarget,
-                 model_source: str, picks: Callable[[Request], bool]) -> None:
+                 model_source: str, picks: Callable[[Request], bool],
+                 block_rows: int = BLOCK_ROWS) -> None:
         self.shares, self.tokenizer, self.model_source = shares, tokenizer, model_source
-        self.picks = picks
+        self.picks, self.block_rows = picks, max(1, block_rows)
         self.max_model_len = target.options.max_model_len
         self.shipped: list[Shipped] = []
         self._mixed = _mixed_nulls([r for _, r in self._pending()])
@@ -143,7 +147,8 @@ class Outbox:
 
     def blocks(self, out: Sink, result: RunResult) -> Iterator[pa.Table]:
         """Tokenize in chunks; write a failed row for each request that cannot go, and
-        yield the rest as tables of `row_schema`."""
+        yield the rest as tables of `row_schema`, `block_rows` rows each (the last of a
+        chunk may hold fewer)."""
         pending = self._pending()
         while chunk := list(islice(pending, CHUNK_ROWS)):
             with _timed(result, "tokenize_s"):
@@ -154,7 +159,7 @@ class Outbox:
                 error = context_error(len(tokens), self.max_model_len) \
                     or _inexpressible(request.sampling)
                 if error is not None:
-                    self._refuse(i, request, error, len(tokens), out, result)
+                    refuse(self.shares[i], request, error, len(tokens), out, result)
                     continue
                 share = self.shares[i]
                 columns["rid"].append(len(self.shipped))
@@ -164,7 +169,12 @@ class Outbox:
                 self.shipped.append(Shipped(i, request, len(tokens)))
             if columns["rid"]:
                 schema = row_schema(constrained(self.shipped[-1].request))
-                yield pa.Table.from_pydict(columns, schema=schema)
+                for start in range(0, len(columns["rid"]), self.block_rows):
+                    # Each block with buffers of its own (a slice of one table would
+                    # reference, and may ship, the whole chunk's).
+                    yield pa.Table.from_pydict(
+                        {k: v[start:start + self.block_rows] for k, v in columns.items()},
+                        schema=schema)
 
     def _sampling(self, sampling: Sampling, prompt_tokens: int) -> dict[str, Any]:
         kwargs = sampling_kwargs(sampling)
@@ -180,19 +190,6 @@ class Outbox:
             if name in self._mixed:
                 kwargs[name] = value
         return kwargs
-
-    def _refuse(self, i: int, request: Request, error: str, prompt_tokens: int, out: Sink,
-                result: RunResult) -> None:
-        share = self.shares[i]
-        with _timed(result, "record_s"):
-            refused = [share.records.failed(Failure(input_id, request.key, error,
-                                                    request.prompt, request.sampling),
-                                            prompt_tokens=prompt_tokens)
-                       for input_id in request.input_ids]
-        with shielded():  # written and counted together, or neither, when a stop comes
-            out.add(refused)
-            share.tally.failed += len(request.input_ids)
-            result.failed += len(request.input_ids)
 
 
 def answer(row: dict[str, Any], shipped: Shipped, endings: Endings) -> Completion:
@@ -216,20 +213,12 @@ def write_answers(block: pa.Table, outbox: Outbox, endings: Endings, shares: lis
     """Write one block of the vLLM stage's answers through the run's sink and count
     them; adds each share's tokens to `work`. Returns the rows written. This is all a
     driver does per answer (bench.ray times it alone, without an engine)."""
-    phases = result.phases
     rows = 0
     for row in block.to_pylist():
         shipped = outbox.shipped[row["rid"]]
-        share = shares[shipped.share]
         completion = answer(row, shipped, endings)
-        mark = time.perf_counter()
-        answered = [share.records.generated(shipped.request, input_id, completion)
-                    for input_id in shipped.request.input_ids]
-        phases.record_s += time.perf_counter() - mark
-        with shielded():
-            out.add(answered)
-            count_answer(share, result, shipped.request, completion)
-        work[shipped.share] += completion.prompt_tokens + completion.output_tokens
+        work[shipped.share] += write_answer(shares[shipped.share], shipped.request, completion,
+                                            out, result)
         rows += len(shipped.request.input_ids)
     return rows
 

@@ -1,12 +1,13 @@
 """Generating what a run is missing on a Ray cluster, through Ray Data LLM.
 
-The only module that imports `ray`. `RayCluster.connect` reaches a cluster (or starts
-a throwaway one on this machine's loopback for `local`) and, when it cannot, says in
-one line what to do. `generate_on_ray` ships an engine group's requests, tokenized
-by the driver (batch.run.ray_requests), as Ray Data blocks to `ray.data.llm`'s vLLM
-stage (`build_processor`), and writes the answers block by block as they come back,
-through the run's shard writer: the records, keys and shards of an in-process run.
-A driver that dies loses the rows not yet written; the next run plans them again.
+The only module that imports `ray`. `RayExecutor` is the executor (batch.run.executors.
+base) a runner gets for `--ray ADDRESS`. `RayCluster.connect` reaches a cluster (or
+starts a throwaway one on this machine's loopback for `local`) and, when it cannot,
+says in one line what to do. `generate` ships an engine group's requests, tokenized by
+the driver (batch.run.executors.ray_requests), as Ray Data blocks to `ray.data.llm`'s
+vLLM stage (`build_processor`), and writes the answers block by block as they come
+back, through the run's shard writer: the records, keys and shards of an in-process
+run. A driver that dies loses the rows not yet written; the next run plans them again.
 """
 
 from __future__ import annotations
@@ -24,10 +25,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batch.run.engine import ENGINE_ENVIRONMENT, llm_kwargs, stdout_to_stderr
-from batch.run.generate import Share, Sink
-from batch.run.progress import Progress
-from batch.run.ray_requests import (
+from batch.run.executors.base import (
+    Executor,
+    Placement,
+    Share,
+    Sink,
+    apportion,
+    stdout_to_stderr,
+)
+from batch.run.executors.ray_requests import (
     ANSWER_COLUMNS,
     PASSES,
     Endings,
@@ -35,14 +41,14 @@ from batch.run.ray_requests import (
     load_tokenizer,
     write_answers,
 )
-from batch.run.ray_settings import ClusterError, RayAddress, RaySettings
+from batch.run.executors.target import ENGINE_ENVIRONMENT, llm_kwargs
+from batch.run.spec.ray_settings import ClusterError, RayAddress, RaySettings
 from schemas.errors import UsageError
 
 if TYPE_CHECKING:  # plain types for annotations
-    from batch.run.candidates import Candidate
-    from batch.run.engine import EngineTarget
+    from batch.run.candidates import Candidate, EngineGroup
     from batch.run.result import RunResult
-    from batch.run.spec import JobSpec
+    from batch.run.spec.job import JobSpec
 
 log = logging.getLogger("almanac.batch")
 REACH_TIMEOUT_S = 5.0
@@ -164,74 +170,92 @@ class RayCluster:
             self._temp_dir = None
 
 
-def prepare(cluster: RayCluster | None, address: RayAddress, spec: JobSpec,
-            candidates: list[Candidate]) -> tuple[RayCluster, str]:
-    """The cluster for a job, reached once per runner and checked for this job: what
-    it cannot run is refused before anything is written. Returns it and its
-    description for the run record."""
-    if spec.sampling.n > 1:
-        raise UsageError(f"{spec.path}: sampling.n: {spec.sampling.n} completions per row cannot "
-                         "run on Ray: Ray Data's vLLM stage returns one per row (run without --ray)")
-    if cluster is None:
-        cluster = RayCluster.connect(address)
-    paths: dict[str, str] = {}
-    for c in candidates:
-        if os.path.isdir(c.model.load):
-            paths.setdefault(c.model.load, "model")
-        if c.adapter is not None and os.path.isdir(c.adapter.path):
-            paths.setdefault(c.adapter.path, f"adapter {c.adapter_ref}")
-    cluster.check_visible(paths)
-    options = candidates[0].engine.as_dict()
-    workers = int(options.get("tensor_parallel_size", 1)) * \
-        int(options.get("pipeline_parallel_size", 1))
-    cluster.warn_if_unplaceable(spec.ray, workers)
-    return cluster, cluster.hardware(spec.ray, workers)
+class RayExecutor(Executor):
+    """Ray Data LLM's vLLM stage on a cluster: reached once per runner (at the first job
+    with rows to generate), checked for each job, left (or, for `local`, stopped) when
+    the runner closes."""
 
+    def __init__(self, address: RayAddress) -> None:
+        self.address = address
+        self._cluster: RayCluster | None = None
+        self._settings = RaySettings()
 
-def generate_on_ray(cluster: RayCluster, target: EngineTarget, shares: list[Share], group: int,
-                    out: Sink, result: RunResult, settings: RaySettings) -> None:
-    """Answer every share's requests on the cluster's replicas; each answer is written
-    as its block arrives. Each share's `generation_s` is its part of the time, in
-    proportion to the tokens it had processed (as in-process)."""
-    from ray.data.llm import vLLMEngineProcessorConfig
+    def prepare(self, spec: JobSpec, candidates: list[Candidate]) -> Placement:
+        """What the cluster cannot run is refused before anything is written."""
+        if spec.sampling.n > 1:
+            raise UsageError(f"{spec.path}: sampling.n: {spec.sampling.n} completions per row "
+                             "cannot run on Ray: Ray Data's vLLM stage returns one per row "
+                             "(run without --ray)")
+        if self._cluster is None:
+            self._cluster = RayCluster.connect(self.address)
+        paths: dict[str, str] = {}
+        for c in candidates:
+            if os.path.isdir(c.model.load):
+                paths.setdefault(c.model.load, "model")
+            if c.adapter is not None and os.path.isdir(c.adapter.path):
+                paths.setdefault(c.adapter.path, f"adapter {c.adapter_ref}")
+        self._cluster.check_visible(paths)
+        options = candidates[0].engine.as_dict()
+        workers = int(options.get("tensor_parallel_size", 1)) * \
+            int(options.get("pipeline_parallel_size", 1))
+        self._cluster.warn_if_unplaceable(spec.ray, workers)
+        self._settings = spec.ray
+        return Placement(self._cluster.hardware(spec.ray, workers), "ray", spec.ray.replicas)
 
-    mark = time.perf_counter()
-    tokenizer, endings = load_tokenizer(target)  # as an in-process engine's start loads it
-    clock = [time.perf_counter() - mark, 0.0]  # until the first block of each pass, and after
-    gpus = cluster.resources.get("GPU", 0.0)
-    kwargs = llm_kwargs(target, on_cpu=gpus == 0)
-    model_source = kwargs.pop("model")
-    if kwargs.get("revision") is None:
-        kwargs.pop("revision")
-    workers = int(kwargs.get("tensor_parallel_size", 1)) * \
-        int(kwargs.get("pipeline_parallel_size", 1))
-    config = vLLMEngineProcessorConfig(
-        model_source=model_source, engine_kwargs=kwargs, batch_size=settings.batch_size,
-        concurrency=settings.replicas, max_concurrent_batches=settings.max_concurrent_batches,
-        placement_group_config={"bundles": settings.bundles(workers, gpus)},
-        accelerator_type=settings.accelerator_type,
-        # The driver sends token ids and keeps vLLM's own text: no stage of Ray's may
-        # template, tokenize or detokenize again.
-        chat_template_stage=False, tokenize_stage=False, detokenize_stage=False,
-        log_engine_metrics=False, should_continue_on_error=True,
-    )
-    work = [0] * len(shares)
-    try:
-        for picks in PASSES:
-            outbox = Outbox(shares, tokenizer, target, model_source, picks)
-            if _one_pass(config, outbox, endings, shares, out, result, work, clock):
-                result.engine_starts += settings.replicas
-                result.engine_started = True
-    finally:
-        start_s, elapsed = clock
-        result.phases.engine_start_s += start_s
-        result.engine_start_s = (result.engine_start_s or 0.0) + start_s
-        result.generation_s = (result.generation_s or 0.0) + elapsed
-        total = sum(work)
-        for share, done in zip(shares, work, strict=True):
-            share.tally.generation_s = elapsed * (done / total if total else 1 / len(shares))
-            share.tally.engine_start_s = start_s
-            share.tally.engine_group = group
+    def generate(self, group: EngineGroup, shares: list[Share], out: Sink,
+                 result: RunResult) -> None:
+        """Answer every share's requests on the cluster's replicas; each answer is
+        written as its block arrives."""
+        from ray.data.llm import vLLMEngineProcessorConfig
+
+        if self._cluster is None:
+            raise RuntimeError("generate before prepare: the cluster is not reached yet")
+        settings, target = self._settings, group.target
+        mark = time.perf_counter()
+        tokenizer, endings = load_tokenizer(target)  # as an in-process engine's start loads it
+        clock = [time.perf_counter() - mark, 0.0]  # until the first block of each pass, and after
+        gpus = self._cluster.resources.get("GPU", 0.0)
+        kwargs = llm_kwargs(target, on_cpu=gpus == 0)
+        model_source = kwargs.pop("model")
+        if kwargs.get("revision") is None:
+            kwargs.pop("revision")
+        workers = int(kwargs.get("tensor_parallel_size", 1)) * \
+            int(kwargs.get("pipeline_parallel_size", 1))
+        # As vllm.LLM in this process has it: no periodic statistics from the replicas'
+        # engines, which Ray's stage would otherwise log after every batch.
+        kwargs.setdefault("disable_log_stats", True)
+        config = vLLMEngineProcessorConfig(
+            model_source=model_source, engine_kwargs=kwargs, batch_size=settings.batch_size,
+            # A fixed pool: an integer is a pool that starts one replica and adds the rest
+            # under backlog, each start then costing the running replicas their CPU.
+            concurrency=(settings.replicas, settings.replicas),
+            max_concurrent_batches=settings.max_concurrent_batches,
+            placement_group_config={"bundles": settings.bundles(workers, gpus)},
+            accelerator_type=settings.accelerator_type,
+            # The driver sends token ids and keeps vLLM's own text: no stage of Ray's may
+            # template, tokenize or detokenize again.
+            chat_template_stage=False, tokenize_stage=False, detokenize_stage=False,
+            log_engine_metrics=False, should_continue_on_error=True,
+        )
+        work = [0] * len(shares)
+        try:
+            for picks in PASSES:
+                outbox = Outbox(shares, tokenizer, target, model_source, picks,
+                                settings.batch_size)
+                if _one_pass(config, outbox, endings, shares, out, result, work, clock):
+                    result.engine_starts += settings.replicas
+                    result.engine_started = True
+        finally:
+            start_s, elapsed = clock
+            result.phases.engine_start_s += start_s
+            result.engine_start_s = (result.engine_start_s or 0.0) + start_s
+            result.generation_s = (result.generation_s or 0.0) + elapsed
+            apportion(shares, work, elapsed, start_s, group.index)
+
+    def close(self) -> None:
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
 
 
 def _one_pass(config: Any, outbox: Outbox, endings: Endings, shares: list[Share], out: Sink,
@@ -242,11 +266,14 @@ def _one_pass(config: Any, outbox: Outbox, endings: Endings, shares: list[Share]
     import ray
     from ray.data.llm import build_processor
 
+    phases = result.phases
+    mark, inside = time.perf_counter(), phases.tokenize_s + phases.record_s + phases.write_s
     blocks = [ray.put(table) for table in outbox.blocks(out, result)]
+    # What the outbox timed itself (tokenizing, refusals written) is not shipping.
+    phases.ship_s += time.perf_counter() - mark - \
+        (phases.tokenize_s + phases.record_s + phases.write_s - inside)
     if not blocks:  # nothing of this pass, or every request refused before shipping
         return False
-    rows = sum(len(s.request.input_ids) for s in outbox.shipped)
-    progress: Progress | None = None
     began = time.perf_counter()
     first: float | None = None
     try:
@@ -255,12 +282,9 @@ def _one_pass(config: Any, outbox: Outbox, endings: Endings, shares: list[Share]
             dataset = processor(ray.data.from_arrow_refs(blocks)).select_columns(ANSWER_COLUMNS)
             batches = dataset.iter_batches(batch_size=None, batch_format="pyarrow")
             for block in _waited_on(iter(batches), result):
-                if progress is None:  # rows/s from the first answer, as in-process
-                    first, progress = time.perf_counter(), Progress(rows, result.job)
-                progress.update(write_answers(block, outbox, endings, shares, out, result, work))
+                first = first or time.perf_counter()
+                write_answers(block, outbox, endings, shares, out, result, work)
     finally:
-        if progress is not None:
-            progress.close()
         ended = time.perf_counter()
         clock[0] += (first or ended) - began
         clock[1] += ended - (first or ended)
@@ -343,7 +367,8 @@ def _why_not(address: RayAddress, exc: Exception, said: str) -> str:
 @contextmanager
 def _stderr_kept() -> Iterator[Any]:
     """Keep what Ray's native code writes on stderr while it connects (retries, auth
-    refusals) to explain a failure in one line; on success it is only logged."""
+    refusals) to explain a failure in one line; on success it goes on to stderr after
+    all (the run's engine log, unless -v)."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as kept:
@@ -354,10 +379,9 @@ def _stderr_kept() -> Iterator[Any]:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-            kept.seek(0)
-            leftover = kept.read().decode("utf-8", "replace").strip()
-            if leftover:
-                log.debug("ray.init said: %s", leftover)
+        kept.seek(0)
+        if leftover := kept.read().decode("utf-8", "replace").strip():
+            print(leftover, file=sys.stderr, flush=True)
 
 
 def _quiet_ray_data() -> None:

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import schemas
-from batch.run.candidate_spec import CandidateSpec, candidate_specs
-from batch.run.errors import SpecError
-from batch.run.files import MAX_CONTEXT_FILE, MAX_JOB_FILE, FileMissing, FileProblem, read_text
-from batch.run.prompts import PromptRenderer, PromptSpec
-from batch.run.ray_settings import RaySettings
-from batch.run.recipes import apply_recipe
-from batch.run.settings import EngineOptions, Sampling
+from batch.run.spec.candidates import CandidateSpec, candidate_specs
+from batch.run.spec.errors import SpecError
+from batch.run.spec.files import MAX_CONTEXT_FILE, MAX_JOB_FILE, FileMissing, FileProblem, read_text
+from batch.run.spec.prompts import PromptRenderer, PromptSpec
+from batch.run.spec.ray_settings import RaySettings
+from batch.run.spec.recipes import apply_recipe
+from batch.run.spec.settings import EngineOptions, Sampling
 
 __all__ = ["CandidateSpec", "InputSpec", "JobSpec", "PromptSpec", "SpecError", "load_spec",
            "spec_from_dict"]
@@ -76,7 +77,23 @@ def load_spec(path: str | Path) -> JobSpec:
         raise SpecError(f"{path}: invalid job spec: nested too deeply") from None
 
 
+def _non_finite(value: Any, where: str) -> str | None:
+    """The field holding TOML's `nan` or `inf`, if any: no setting of a job takes one (a
+    score of nan, a price of inf would turn every mean and cost after it into nonsense)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{where}: {value} is not a finite number"
+    items = value.items() if isinstance(value, dict) else \
+        enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        inner = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else key
+        if found := _non_finite(item, inner):
+            return found
+    return None
+
+
 def spec_from_dict(data: dict[str, Any], path: Path) -> JobSpec:
+    if problem := _non_finite(data, ""):
+        raise SpecError(f"{path}: invalid job spec: {problem}")
     problems = schemas.problems("job", data)
     if problems:
         raise SpecError(f"{path}: invalid job spec: " + "; ".join(problems))

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batch.run.errors import SpecError
-from batch.run.settings import EngineOptions
+from batch.run.spec.errors import SpecError
+from batch.run.spec.settings import EngineOptions
 
 
 @dataclass(frozen=True)

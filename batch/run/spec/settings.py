@@ -14,7 +14,7 @@ from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
 import schemas
-from batch.run.errors import SpecError
+from batch.run.spec.errors import SpecError
 
 if TYPE_CHECKING:  # jsonschema is imported when the first setting is checked, not before
     from jsonschema.protocols import Validator

@@ -1,0 +1,40 @@
+"""`python -m bench.openai --smoke --no-generate`: the benchmark fills a cache keyed as a
+run keys it, and the official `openai` client gets every answer it times right, alone
+and eight at once. Correctness only; timings on a shared test machine prove nothing
+(the generated side needs an engine of its own: it runs in the full benchmark)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.openai import ratios
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_openai_benchmark_smoke_run_checks_its_answers(tmp_path: Path) -> None:
+    out = tmp_path / "openai.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.openai", "--smoke", "--no-generate",
+                           "--output", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(proc.stdout)
+    assert figures == json.loads(out.read_text())
+    assert figures["smoke"] is True and figures["rows"] == 2000
+    assert figures["identity"].startswith("local:sha256:")
+    cached = figures["cached"]
+    assert cached["single"]["n"] == 50
+    assert cached["concurrent"]["clients"] == 8 and cached["concurrent"]["requests"] == 160
+    assert cached["load_before"] and "generated" not in figures
+    assert "cached, 8 clients at once" in proc.stderr  # the table on stderr, figures on stdout
+
+
+def test_ratios_compare_like_with_like() -> None:
+    cached = {"single": {"p50_ms": 2.0}, "concurrent": {"requests_per_s": 1000.0}}
+    generated = {"single": {"p50_ms": 150.0}, "concurrent": {"requests_per_s": 20.0},
+                 "batch": {"requests_per_s": 400.0}}
+    assert ratios(cached, generated) == {"latency_p50": 75.0, "throughput_8": 50.0,
+                                         "throughput_vs_batch": 2.5}
