@@ -8,7 +8,8 @@ module, never the cache's own (an import-linter contract holds them to it).
         p.get("plum")                    # the latest record of one input, or None
         p.get_many(["plum", "pear"])     # {input_id: record} for the ids that exist
         p.versions("plum")               # every cached version, oldest first
-        p.by_key("3f2a…")                # a record by its content address
+        p.by_key("3f2a…")                # a record by its content address, or its
+                                         # beginning (8+ characters, one key's only)
         p.search(contains="drupe", limit=20)
         p.candidates()                   # the models (and adapters) that made them
         p.get("plum", candidate="tiny+lora-a")   # one candidate's, in a job with several
@@ -26,6 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from batch.cache.errors import (
+    AmbiguousKeyError,
     CacheUnavailableError,
     CandidateRequiredError,
     IndexUnavailableError,
@@ -35,13 +37,14 @@ from batch.cache.errors import (
     UnknownCandidateError,
     UnknownJobError,
 )
-from batch.cache.index_rows import CandidateSummary, JobInfo
+from batch.cache.index_rows import MIN_PREFIX, CandidateSummary, JobInfo
 from batch.cache.reader import CacheReader, Predictions
 from batch.cache.schema import PredictionRecord, arrow_schema, columns
 from catalog.records import jsonable as to_json
 
 __all__ = [
-    "CacheReader", "CacheUnavailableError", "CandidateRequiredError", "CandidateSummary",
+    "MIN_PREFIX", "AmbiguousKeyError", "CacheReader", "CacheUnavailableError",
+    "CandidateRequiredError", "CandidateSummary",
     "IndexUnavailableError", "JobInfo", "PredictionRecord", "Predictions", "QueryError",
     "ShardDamagedError", "ShardUnavailableError", "UnknownCandidateError", "UnknownJobError",
     "arrow_schema", "columns", "list_jobs", "to_json",

@@ -20,7 +20,7 @@ def model_detail(session: Session, model: Model) -> ModelRecord:
     record = to_record(session, model)
     record.adapters = adapters_of(session, model)
     record.performance = performances(session, [model.id]).get(model.id)
-    record.measured = measured_for_model(session, model.id)
+    record.measured = measured_for_model(session, model)
     record.history = history_of(session, model.id)
     record.training = training_of(session, model.id)
     return record

@@ -1,12 +1,20 @@
 """Scores Almanac measured on users' jobs, kept apart from the evals copied from model
-cards: a model's measured quality on a task, next to its measured speed and cost."""
+cards: a model's measured quality on a task, next to its measured speed and cost.
+
+A score is kept on the model a candidate ran (`model_id`) with the adapter it ran with
+(`adapter`, as the job named it; "" for none). Whose score it is follows from that: a
+model's own score is one measured without an adapter; a score measured with an adapter
+belongs to that adapter when the catalog holds it (by reference, repo id or directory),
+so a base is never credited with what its adapter did. A score with an adapter the
+catalog does not hold stays on the base, naming the adapter.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Subquery, and_, func, or_, select, union_all
+from sqlalchemy.orm import Session, aliased
 
 from catalog.lookup import get_model
 from catalog.records import MeasuredEvalRecord
@@ -32,14 +40,41 @@ def record_measured(session: Session, measured: MeasuredEvalRecord) -> None:
     row.measured_at = measured.measured_at or datetime.now(UTC)
 
 
-def measured_for_model(session: Session, model_id: int) -> list[MeasuredEvalRecord]:
-    """Every measured score of one model (with or without an adapter), newest first."""
+def _names(model: type[Model], adapter: ColumnElement[str]) -> ColumnElement[bool]:
+    """Whether the `adapter` a score was measured with is `model` (an alias of Model)."""
+    return or_(model.ref == adapter, model.repo_id == adapter, model.local_path == adapter)
+
+
+def measured_for_model(session: Session, model: Model) -> list[MeasuredEvalRecord]:
+    """The measured scores that are `model`'s, newest first: its own (no adapter), and
+    for an adapter those measured with it; for a base also those measured with an
+    adapter the catalog does not hold (they name it; no other model can own them)."""
+    held = aliased(Model)
+    elsewhere = select(held.id).where(_names(held, MeasuredEval.adapter)).exists()
+    mine = [MeasuredEval.adapter == adapter for adapter in (model.ref, model.repo_id,
+                                                             model.local_path) if adapter]
     rows = session.execute(
         select(MeasuredEval, Model.ref).join(Model, Model.id == MeasuredEval.model_id)
-        .where(MeasuredEval.model_id == model_id)
+        .where(or_(and_(MeasuredEval.model_id == model.id,
+                        or_(MeasuredEval.adapter == "", ~elsewhere)), *mine))
         .order_by(MeasuredEval.measured_at.desc(), MeasuredEval.task, MeasuredEval.metric)
     ).all()
     return [_record(row, ref) for row, ref in rows]
+
+
+def best_scores(task: str) -> Subquery:
+    """(model_id, score): each model's best measured score on `task` that is its own:
+    without an adapter, or for an adapter in the catalog, measured with it
+    (ix_measured_evals_task)."""
+    adapter = aliased(Model)
+    own = (select(MeasuredEval.model_id.label("model_id"), MeasuredEval.value.label("value"))
+           .where(MeasuredEval.task == task, MeasuredEval.adapter == ""))
+    adapted = (select(adapter.id.label("model_id"), MeasuredEval.value.label("value"))
+               .join(adapter, _names(adapter, MeasuredEval.adapter))
+               .where(MeasuredEval.task == task, MeasuredEval.adapter != ""))
+    scores = union_all(own, adapted).subquery()
+    return (select(scores.c.model_id, func.max(scores.c.value).label("score"))
+            .group_by(scores.c.model_id).subquery())
 
 
 def measured_for_task(session: Session, task: str, metric: str | None = None) -> list[MeasuredEvalRecord]:

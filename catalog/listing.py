@@ -1,5 +1,10 @@
 """A page of models as plain records, read with a handful of Core queries (one for the
-models, one per kind of child row) instead of ORM objects and their lazy loads per row."""
+models, one per kind of child row) instead of ORM objects and their lazy loads per row.
+
+The statements are built once: each takes the page's ids as one JSON array (SQLite's
+`json_each`), so a page costs no statement building, no per-id parameters to render, and
+SQLite finds each statement in its cache. At a million models a page of 50 reads in a
+few milliseconds; building the statements anew took longer than running them."""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Integer, Select, String, bindparam, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from catalog.models import _SCALARS, performances
@@ -16,6 +21,20 @@ from catalog.tables import Eval, Model, ModelDomain, ModelLanguage, ModelTag
 
 _COLUMNS = [getattr(Model, name) for name in
             ("id", "ref", "created_at", "updated_at", "curated", "refreshed_at", *_SCALARS)]
+# The page's ids, from one JSON array parameter.
+_IDS = (select(literal_column("value", Integer))
+        .select_from(func.json_each(bindparam("ids", type_=String))))
+
+
+def _of(table: Any, *columns: Any) -> Select:
+    return select(table.model_id, *columns).where(table.model_id.in_(_IDS))
+
+
+_MODELS = select(*_COLUMNS).where(Model.id.in_(_IDS))
+_CHILDREN = {"languages": _of(ModelLanguage, ModelLanguage.language),
+             "domains": _of(ModelDomain, ModelDomain.domain),
+             "tags": _of(ModelTag, ModelTag.tag)}
+_EVALS = _of(Eval, Eval.benchmark, Eval.metric, Eval.value, Eval.source).order_by(Eval.id)
 
 
 def records_for(session: Session, ids: list[int], *, scores: dict[int, float] | None = None,
@@ -24,19 +43,16 @@ def records_for(session: Session, ids: list[int], *, scores: dict[int, float] | 
     (unless `performance=False`) measured speed, and `score` when given."""
     if not ids:
         return []
-    rows = {r.id: r for r in session.execute(select(*_COLUMNS).where(Model.id.in_(ids)))}
+    page = {"ids": json.dumps(ids)}
+    rows = {r.id: r for r in session.execute(_MODELS, page)}
     children: dict[str, dict[int, list[Any]]] = {}
-    for name, column in (("languages", ModelLanguage.language), ("domains", ModelDomain.domain),
-                         ("tags", ModelTag.tag)):
+    for name, stmt in _CHILDREN.items():
         found: dict[int, list[Any]] = defaultdict(list)
-        table = column.class_
-        for model_id, value in session.execute(select(table.model_id, column).where(table.model_id.in_(ids))):
+        for model_id, value in session.execute(stmt, page):
             found[model_id].append(value)
         children[name] = found
     evals: dict[int, list[EvalRecord]] = defaultdict(list)
-    for model_id, *fields in session.execute(
-            select(Eval.model_id, Eval.benchmark, Eval.metric, Eval.value, Eval.source)
-            .where(Eval.model_id.in_(ids)).order_by(Eval.id)):
+    for model_id, *fields in session.execute(_EVALS, page):
         evals[model_id].append(EvalRecord(*fields))
     measured = performances(session, ids) if performance else {}
     out = []

@@ -19,6 +19,7 @@ the same question; tests compare them.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import (
@@ -38,10 +39,18 @@ from sqlalchemy import (
 from sqlalchemy.orm import QueryableAttribute, Session
 
 from catalog import indexing, sizes, taxonomy
+from catalog.evals import best_scores
 from catalog.filters import ModelFilter
 from catalog.listing import records_for
 from catalog.records import ModelRecord
-from catalog.tables import FacetCount, MeasuredEval, Model, ModelDomain, ModelFacet, ModelLanguage
+from catalog.tables import (
+    FacetCount,
+    Model,
+    ModelDomain,
+    ModelFacet,
+    ModelLanguage,
+    SearchTerm,
+)
 
 # How the general plan orders rows; ties go by id, as the indexes order them.
 ORDER = {
@@ -57,15 +66,52 @@ _TEXT = "{" + " ".join(indexing.TEXT_COLUMNS) + "}"
 _MODEL_ID = literal_column(f"models_fts.rowid & {indexing.ID_MASK}")
 
 
-def fts_query(text_: str) -> str:
-    """User words to an FTS5 query: each word a prefix match, all words required."""
+# A typed word is a prefix. When it begins at most this many words of the index
+# (search_terms), it is asked for as those whole words: FTS5 reads their matches in
+# rowid order and stops at the page's end, where its own prefix query first gathers
+# every match of the prefix (100 ms for a common word at a million models).
+PREFIX_TERMS = 16
+Expand = Callable[[str], list[str] | None]
+
+
+def fts_query(text_: str, expand: Expand | None = None) -> str:
+    """User words to an FTS5 query: each word a prefix match, all words required.
+    `expand` (see `terms_of`) names the words a lowercase ASCII prefix begins, or None
+    when they are too many; FTS5's prefix query stands in then, and for other words."""
     words = re.findall(r"\w+", text_, flags=re.UNICODE)
-    return " ".join(f'"{w}"*' for w in words)
+    return " AND ".join(_prefix(w, expand) for w in words)
 
 
-def _search(f: ModelFilter, *, columns: str = _TEXT) -> str:
+def _prefix(word: str, expand: Expand | None) -> str:
+    # unicode61 folds ASCII by lowercasing alone; other words go to FTS5 as typed.
+    terms = expand(word.lower()) if expand is not None and word.isascii() and word.isalnum() else None
+    if terms is None:
+        return f'"{word}"*'
+    if not terms:  # no word of the index begins so: the exact word, which matches nothing
+        return f'"{word.lower()}"'
+    return terms[0] if len(terms) == 1 else "(" + " OR ".join(terms) + ")"
+
+
+def terms_of(session: Session) -> Expand:
+    """The index's words a prefix begins, each quoted for FTS5; None past PREFIX_TERMS.
+    Kept for the session: a listing asks for the same words more than once."""
+    known: dict[str, list[str] | None] = session.info.setdefault("search_terms", {})
+
+    def expand(prefix: str) -> list[str] | None:
+        if prefix not in known:
+            after = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # the first key past the prefix
+            found = list(session.scalars(
+                select(SearchTerm.term).where(SearchTerm.term >= prefix, SearchTerm.term < after)
+                .order_by(SearchTerm.term).limit(PREFIX_TERMS + 1)))
+            known[prefix] = [f'"{t}"' for t in found] if len(found) <= PREFIX_TERMS else None
+        return known[prefix]
+
+    return expand
+
+
+def _search(session: Session, f: ModelFilter, *, columns: str = _TEXT) -> str:
     """The words of a search, looked up in the text columns only (never the facet tokens)."""
-    q = fts_query(f.search or "")
+    q = fts_query(f.search or "", terms_of(session))
     return f"{columns} : ({q})" if q else ""
 
 
@@ -124,7 +170,7 @@ def _fts_match() -> Select:
     return select(_MODEL_ID.label("id")).select_from(text("models_fts")).where(text("models_fts MATCH :q"))
 
 
-def _filtered(f: ModelFilter, *, skip: str | None = None) -> Select:
+def _filtered(session: Session, f: ModelFilter, *, skip: str | None = None) -> Select:
     """The general plan's filtered id set; `skip` leaves one facet (or the search) out so
     its own counts stay useful. Ids may repeat (a model in two of the wanted languages):
     use it with IN. The link tables' and the full-text index's id sets are nested inside
@@ -137,7 +183,7 @@ def _filtered(f: ModelFilter, *, skip: str | None = None) -> Select:
     if f.languages and skip != "language":
         codes = taxonomy.expand_languages(f.languages)
         sets.append(select(ModelLanguage.model_id).where(ModelLanguage.language.in_(codes)))
-    q = _search(f) if f.search and skip != "search" else ""
+    q = _search(session, f) if f.search and skip != "search" else ""
     if q:
         sets.append(_fts_match())
     ids: Select | None = None
@@ -178,7 +224,7 @@ def _page(stmt: Select, f: ModelFilter) -> Select:
 
 
 def _page_ids(session: Session, f: ModelFilter) -> list[int]:
-    search = _search(f)
+    search = _search(session, f)
     if search and f.sort == "relevance":
         return _by_relevance(session, f)
     sort = f.sort if f.sort in ORDER else "name"
@@ -193,21 +239,21 @@ def _page_ids(session: Session, f: ModelFilter) -> list[int]:
             if conditions := _conditions(f):
                 stmt = stmt.join(Model, Model.id == ModelFacet.model_id).where(*conditions)
         return list(session.scalars(_page(stmt, f)))
-    stmt = select(Model.id).where(_within(Model.id, _filtered(f))).order_by(*ORDER[sort])
+    stmt = select(Model.id).where(_within(Model.id, _filtered(session, f))).order_by(*ORDER[sort])
     return list(session.scalars(_page(stmt, f)))
 
 
 def _by_relevance(session: Session, f: ModelFilter) -> list[int]:
     """The words in the name or id first, then anywhere else; within each, most downloaded
     first (the full-text rowid order). Each tier is read in order up to the page's end."""
-    words = fts_query(f.search or "")
+    words = fts_query(f.search or "", terms_of(session))
     facets = _facets(session, f)
     narrow = f" AND (facets : {facets.token})" if facets is not None and facets.token else ""
     if facets is not None:
         conditions = _conditions(f)
         ids = select(Model.id).where(*conditions) if conditions else None
     else:
-        ids = _filtered(f, skip="search")
+        ids = _filtered(session, f, skip="search")
     tiers = [f"({{ref name}} : ({words})){narrow}",
              f"(({_TEXT} : ({words})) NOT ({{ref name}} : ({words}))){narrow}"]
     need = None if f.limit is None else f.offset + f.limit
@@ -226,12 +272,11 @@ def _by_relevance(session: Session, f: ModelFilter) -> list[int]:
 
 
 def _by_score(session: Session, f: ModelFilter, job: str) -> tuple[list[int], dict[int, float]]:
-    """Best measured score on `job` first (any metric, any adapter: the model's best);
-    models never measured on it after, by name."""
-    scores = (select(MeasuredEval.model_id, func.max(MeasuredEval.value).label("score"))
-              .where(MeasuredEval.task == job).group_by(MeasuredEval.model_id).subquery())
+    """Best measured score on `job` first (any metric; a model's own, an adapter's its
+    own: catalog.evals.best_scores); models never measured on it after, by name."""
+    scores = best_scores(job)
     stmt = (select(Model.id, scores.c.score).outerjoin(scores, scores.c.model_id == Model.id)
-            .where(_within(Model.id, _filtered(f)))
+            .where(_within(Model.id, _filtered(session, f)))
             .order_by(scores.c.score.is_(None), scores.c.score.desc(), *ORDER["name"]))
     rows = session.execute(_page(stmt, f)).all()
     return [r[0] for r in rows], {r[0]: r[1] for r in rows if r[1] is not None}
@@ -246,7 +291,7 @@ def _counted(session: Session, facets: _Facets) -> int:
 
 
 def count_models(session: Session, f: ModelFilter) -> int:
-    search = _search(f)
+    search = _search(session, f)
     facets = _facets(session, f)
     if facets is not None and not _conditions(f):
         if not search:
@@ -256,7 +301,7 @@ def count_models(session: Session, f: ModelFilter) -> int:
                               {"q": f"({search}){narrow}"}) or 0
     # Through `models`: the filtered ids may repeat.
     return session.scalar(
-        select(func.count()).select_from(Model).where(_within(Model.id, _filtered(f)))
+        select(func.count()).select_from(Model).where(_within(Model.id, _filtered(session, f)))
     ) or 0
 
 
@@ -276,7 +321,7 @@ def _domain_counts_general(session: Session, f: ModelFilter, counts: dict[str, i
     """Counted in SQL in one statement: a GROUP BY for exact slugs, and a COUNT(DISTINCT)
     per parent over its subtree. The filtered (domain, model) pairs are a CTE, which SQLite
     materializes once for all the parts."""
-    ids = _filtered(f, skip="domain")
+    ids = _filtered(session, f, skip="domain")
     if ids.whereclause is None:
         pairs: FromClause = ModelDomain.__table__
     else:
@@ -315,7 +360,7 @@ def language_counts(session: Session, f: ModelFilter | None = None) -> dict[str,
                    FacetCount.language.not_like(indexing.GROUP + "%"))
             .order_by(FacetCount.n.desc(), FacetCount.language)).all()
         return {code: n for code, n in rows}
-    ids = _filtered(f, skip="language")
+    ids = _filtered(session, f, skip="language")
     rows = session.execute(
         select(ModelLanguage.language, func.count())
         .where(_within(ModelLanguage.model_id, ids))

@@ -170,6 +170,22 @@ class FacetCount(Base):
         return f"FacetCount({self.domain!r}, {self.language!r}, {self.n})"
 
 
+class SearchTerm(Base):
+    """A word `models_fts` holds in its text columns, kept by catalog.indexing with every
+    write (a word no model holds any longer may stay). A typed word is a prefix: the
+    terms it begins (a range of this key) are looked up as whole words, which the
+    full-text index reads in order and stops early on, where its own prefix query reads
+    every match first (catalog.search)."""
+
+    __tablename__ = "search_terms"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    term: Mapped[str] = mapped_column(String(200), primary_key=True)
+
+    def __repr__(self) -> str:
+        return f"SearchTerm({self.term!r})"
+
+
 class CatalogMeta(Base):
     """Facts about the catalog's derived tables, e.g. the language groups they were built with."""
 
@@ -352,16 +368,14 @@ class MeasuredEval(Base):
 
 
 class Training(Base):
-    """How an adapter Almanac trained was made (`almanac train`): the base and the data it
-    learned from, the settings, and what came of it. One row per trained model, gone
-    with it."""
+    """The lineage of an adapter `almanac train` made: its base, the data it learned from,
+    the settings and what came of it. One row per trained model, gone with it."""
 
     __tablename__ = "trainings"
 
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"),
                                           primary_key=True)
-    # A digest of everything that decides the adapter (data, base, settings): the same
-    # key again means the adapter on disk is the one asked for, and is reused.
+    # What decides the adapter (data, base, settings): the same key again is reused.
     key: Mapped[str] = mapped_column(String(100))
     base_ref: Mapped[str] = mapped_column(String(300))
     base_revision: Mapped[str | None] = mapped_column(String(100))
@@ -382,6 +396,3 @@ class Training(Base):
     hardware: Mapped[str | None] = mapped_column(String(300))
     versions: Mapped[str] = mapped_column(Text)  # JSON: the training libraries' versions
     trained_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    def __repr__(self) -> str:
-        return f"Training(model_id={self.model_id}, key={self.key[:12]!r}, steps={self.steps})"

@@ -85,9 +85,10 @@ def write_job(directory: Path, score: dict[str, Any] | None = None) -> Path:
     return path
 
 
-def build_scored_home(root: Path, *, second_price: float | None = None) -> Path:
+def build_scored_home(root: Path, *, second_price: float | None = None,
+                      first_price: float = 1.2) -> Path:
     """Write the home under `root` (catalog, predictions) and return the job file. The
-    first run states a price of 1.2 USD/hour, the second `second_price`."""
+    first run states a price of `first_price` USD/hour (1.2), the second `second_price`."""
     catalog = Catalog.at(root / "catalog.db")
     with catalog.sessions.begin() as s:
         upsert_model(s, ModelEntry(ref=BIG, name="Big fruit model", source="hub", repo_id=BIG,
@@ -95,7 +96,7 @@ def build_scored_home(root: Path, *, second_price: float | None = None) -> Path:
         upsert_model(s, ModelEntry(ref=SMALL, name="Small fruit model", source="hub",
                                    repo_id=SMALL, parameters=1_100_000_000))
     store = PredictionStore(root / "predictions")
-    runs = [("run-one", T0, 1.2), ("run-two", T0 + timedelta(hours=1), second_price)]
+    runs = [("run-one", T0, first_price), ("run-two", T0 + timedelta(hours=1), second_price)]
     with ShardWriter(store, JOB, "run-one", shard_rows=20, row_group_rows=8) as writer:
         for c in CANDIDATES[:2]:
             # An earlier version of every answer, all wrong, superseded below.

@@ -22,8 +22,11 @@ def test_bench_tui_smoke_checks_every_redraw(tmp_path: Path) -> None:
     results = json.loads(proc.stdout)
     assert results == json.loads(out.read_text())
     assert results["models"] == 2_000
-    # The first page, then every facet and search change, checked against catalog.search.
-    assert results["checked"] == 1 + results["facet"]["n"] + results["search"]["n"]
+    # The first page, then every facet and search change and every word typed, checked
+    # against catalog.search.
+    assert results["checked"] == 1 + results["facet"]["n"] + results["search"]["n"] \
+        + results["typing"]["n"]
     assert results["facet"]["n"] == 10 and results["search"]["n"] == 6
+    assert results["typing"]["n"] == 2 == results["typing_complete"]["n"]
     assert {"cores", "memory_bytes", "cpu_model"} <= set(results["machine"])
     assert "first page" in proc.stderr

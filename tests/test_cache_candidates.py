@@ -4,6 +4,7 @@ keeps only the current candidates, and indexes and shards written before candida
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
@@ -12,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batch.cache.export import export
+from batch.cache.export import ExportError, export
 from batch.cache.gc import gc
 from batch.cache.index import FORMAT, CandidateInfo
 from batch.cache.schema import arrow_schema, columns
@@ -188,13 +189,38 @@ def test_candidates_a_run_no_longer_names_leave_reads_and_gc_collects_their_shar
 def test_export_selects_candidates_like_a_listing(predictions: Path, tmp_path: Path) -> None:
     three_candidates(predictions)
     out = tmp_path / "lora.parquet"
-    assert export(predictions, "fruits", "parquet", out, adapter="acme/lora-a") == 3
+    assert export(predictions, "fruits", "parquet", out, adapter="acme/lora-a").written == 3
     table = pq.read_table(out)
     assert table.schema.equals(arrow_schema(), check_metadata=False)
     assert set(table["candidate"].to_pylist()) == {"tiny+lora-a"}
-    assert export(predictions, "fruits", "parquet", out) == 9
+    assert export(predictions, "fruits", "parquet", out).written == 9
     with pytest.raises(UnknownCandidateError):
         export(predictions, "fruits", "parquet", out, candidate="nobody")
+
+
+def test_openai_batch_exports_one_candidate_named_as_its_request_would_be(
+        predictions: Path, tmp_path: Path) -> None:
+    three_candidates(predictions)
+    out = tmp_path / "out.jsonl"
+    # Three answers per custom_id, two of them saying body.model = "tiny": refused.
+    with pytest.raises(ExportError, match=r"3 candidates \(tiny, tiny\+lora-a, other\).*"
+                                          r"--candidate") as refused:
+        export(predictions, "fruits", "openai-batch", out)
+    assert refused.value.exit_code == 2 and not out.exists()
+    with pytest.raises(ExportError, match="2 candidates"):  # the base and its adapter
+        export(predictions, "fruits", "openai-batch", out, model="tiny")
+    with pytest.raises(ExportError, match="one line per request"):
+        export(predictions, "fruits", "openai-batch", out, candidate="tiny", all_versions=True)
+
+    models = {}
+    for c in (BASE, LORA, OTHER):
+        done = export(predictions, "fruits", "openai-batch", out, candidate=c.label)
+        lines = [json.loads(x) for x in out.read_text().splitlines()]
+        ids = [x["custom_id"] for x in lines]
+        assert done.written == 3 and sorted(ids) == ["apple", "fig", "plum"]  # each once
+        models[c.label] = {x["response"]["body"]["model"] for x in lines if x["response"]}
+    # The adapter by its own name, as vLLM serves a LoRA module and a batch line names it.
+    assert models == {"tiny": {"tiny"}, "tiny+lora-a": {"acme/lora-a"}, "other": {"other"}}
 
 
 def test_set_candidates_replaces_the_list_in_its_order(predictions: Path) -> None:
@@ -288,7 +314,7 @@ def test_an_index_written_before_candidates_is_upgraded_and_keeps_every_answer(
     aside.rename(lost)
     assert verify(predictions).ok
     out = tmp_path / "fruits.parquet"
-    assert export(predictions, "fruits", "parquet", out) == 3
+    assert export(predictions, "fruits", "parquet", out).written == 3
     assert set(pq.read_table(out)["candidate"].to_pylist()) == {"tiny"}
 
 

@@ -17,7 +17,8 @@ from almanac.cli import cli
 from catalog.db import Catalog
 from catalog.evals import record_measured
 from catalog.history import revision_status, revision_statuses
-from catalog.records import MeasuredEvalRecord
+from catalog.models import upsert_model
+from catalog.records import MeasuredEvalRecord, ModelEntry
 from tests.hub_standin import HubStandIn, Served, hub_model
 from tests.test_server import LiveServer
 
@@ -114,6 +115,7 @@ def test_refresh_older_than_skips_what_the_hub_described_recently(hub: HubStandI
 
 # -- measured scores ----------------------------------------------------------------------------
 
+SQL_LORA = "acme/sqlcoder-lora"
 SCORES = {"bigcode/starcoder2-15b": 0.62, "defog/sqlcoder-7b-2": 0.81, "codellama/CodeLlama-7b-hf": 0.55}
 
 
@@ -127,8 +129,15 @@ def scored(home: Path) -> Path:
                 record_measured(s, MeasuredEvalRecord(ref, "sql-eval", "exact", value, 200, ci_low=value - 0.05,
                                                       ci_high=value + 0.05,
                                                       measured_at=datetime(2026, 11, 1, tzinfo=UTC)))
+            # sqlcoder with its LoRA adapter, which the catalog holds: the adapter's score.
+            upsert_model(s, ModelEntry(ref=SQL_LORA, name="SQL LoRA", source="local",
+                                       base_model="defog/sqlcoder-7b-2", relation="adapter",
+                                       adapter_rank=8, domains=["code/sql"]))
             record_measured(s, MeasuredEvalRecord("defog/sqlcoder-7b-2", "sql-eval", "exact", 0.9, 200,
-                                                  adapter="adapters/sql-lora"))
+                                                  adapter=SQL_LORA, label="sqlcoder+lora"))
+            # ... and with an adapter the catalog does not hold: the base shows it, named.
+            record_measured(s, MeasuredEvalRecord("defog/sqlcoder-7b-2", "sql-eval", "exact", 0.95, 200,
+                                                  adapter="adapters/elsewhere"))
     finally:
         catalog.close()
     return home
@@ -145,17 +154,36 @@ def test_show_lists_measured_evals_apart_from_card_evals(scored: Path) -> None:
     assert "measured eval: sql-eval: exact = 0.62 [0.57, 0.67] (n=200, 2026-11-01)" in text
 
 
+def test_a_base_shows_its_own_score_and_its_adapter_in_the_catalog_shows_its_own(scored: Path) -> None:
+    base = ok_json(scored, "models", "show", "defog/sqlcoder-7b-2")
+    adapter = ok_json(scored, "models", "show", SQL_LORA)
+    base_text = almanac(scored, "models", "show", "defog/sqlcoder-7b-2").stdout
+    adapter_text = almanac(scored, "models", "show", SQL_LORA).stdout
+
+    assert sorted((m["adapter"], m["value"]) for m in base["measured"]) == [
+        ("", 0.81), ("adapters/elsewhere", 0.95)]
+    assert [(m["adapter"], m["value"], m["label"]) for m in adapter["measured"]] == [
+        (SQL_LORA, 0.9, "sqlcoder+lora")]
+    assert "measured eval: sql-eval: exact = 0.81" in base_text
+    assert "measured eval: sql-eval + adapters/elsewhere: exact = 0.95" in base_text
+    assert "0.9 " not in base_text
+    assert "measured eval: sql-eval (on defog/sqlcoder-7b-2): exact = 0.9 (n=200" in adapter_text
+
+
 def test_list_sorts_by_a_jobs_measured_score(scored: Path) -> None:
     listed = ok_json(scored, "models", "list", "--domain", "code", "--sort", "score:sql-eval")
     table = almanac(scored, "models", "list", "--domain", "code", "--sort", "score:sql-eval", "--limit", "3")
 
     refs = [m["ref"] for m in listed]
-    # The best of a model's scores counts (sqlcoder's adapter scored 0.9); unscored models follow by name.
-    assert refs[:3] == ["defog/sqlcoder-7b-2", "bigcode/starcoder2-15b", "codellama/CodeLlama-7b-hf"]
-    assert [m["score"] for m in listed[:3]] == [0.9, 0.62, 0.55]
-    assert all(m["score"] is None for m in listed[3:]) and len(refs) > 3
-    header, first, *_ = table.stdout.splitlines()
-    assert header.split()[-1] == "SCORE" and first.startswith("defog/sqlcoder-7b-2") and first.endswith("0.9")
+    # A model's own score counts, never its adapter's: the adapter in the catalog has its
+    # own (0.9), sqlcoder alone scored 0.81; unscored models follow by name.
+    assert refs[:4] == [SQL_LORA, "defog/sqlcoder-7b-2", "bigcode/starcoder2-15b",
+                        "codellama/CodeLlama-7b-hf"]
+    assert [m["score"] for m in listed[:4]] == [0.9, 0.81, 0.62, 0.55]
+    assert all(m["score"] is None for m in listed[4:]) and len(refs) > 4
+    header, first, second, _ = table.stdout.splitlines()
+    assert header.split()[-1] == "SCORE" and first.startswith(SQL_LORA) and first.endswith("0.9")
+    assert second.startswith("defog/sqlcoder-7b-2") and second.endswith("0.81")
     bad = almanac(scored, "models", "list", "--sort", "score:")
     assert bad.exit_code == 2 and "--sort" in bad.stderr
 
@@ -169,5 +197,5 @@ def test_http_models_sorts_by_a_jobs_measured_score(scored: Path) -> None:
         server.close()
     assert ranked.status_code == 200, ranked.text
     assert [(m["ref"], m["score"]) for m in ranked.json()["items"]] == [
-        ("defog/sqlcoder-7b-2", 0.9), ("bigcode/starcoder2-15b", 0.62)]
+        (SQL_LORA, 0.9), ("defog/sqlcoder-7b-2", 0.81)]
     assert bad.status_code == 400 and "sort" in bad.text

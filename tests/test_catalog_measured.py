@@ -70,7 +70,7 @@ def test_the_latest_measurement_of_a_model_on_a_task_stands(cat: Catalog) -> Non
     with cat.sessions() as s:
         base = find_model(s, "acme/base")
         assert base is not None
-        mine = measured_for_model(s, base.id)
+        mine = measured_for_model(s, base)
         board = measured_for_task(s, "fruits", "exact")
         detail = model_detail(s, base)
     assert [(m.adapter, m.value, m.n, m.ci_low) for m in mine] == [("", 0.75, 20, 0.5), ("adapters/a", 0.25, 20, None)]

@@ -100,6 +100,11 @@ def test_downgrade_to_base_then_upgrade_again(empty_db: Path) -> None:
     assert master["index"] >= INDEXES
 
 
+def test_the_newest_revision_read_from_the_files_is_alembics_head() -> None:
+    """A catalog at this revision opens without loading Alembic (catalog.db)."""
+    assert db.newest_revision() == db.head_revision()
+
+
 def test_upgrade_at_head_is_a_no_op(empty_db: Path) -> None:
     Catalog.at(empty_db).close()
     before = _master(empty_db)

@@ -14,14 +14,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
 from bench.catalog_gen import generate
 from catalog import indexing, taxonomy
-from catalog.db import Catalog
+from catalog.db import Catalog, alembic_config, upgrade
 from catalog.importer import import_entries
 from catalog.models import remove_model, upsert_model
 from catalog.records import ModelEntry
-from catalog.search import ModelFilter, count_models, domain_counts, language_counts, list_models
+from catalog.search import (
+    ModelFilter,
+    count_models,
+    domain_counts,
+    fts_query,
+    language_counts,
+    list_models,
+)
 from catalog.seed import load_seed
 
 _FOLD = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)  # SQLite's NOCASE
@@ -93,7 +101,10 @@ def _tokens(*texts: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", " ".join(texts).lower())
 
 
-@pytest.mark.parametrize("words", ["clinical", "python notebooks", "Mistral sql", "tutor", "zzz"])
+# Whole words, several words, capitals, a prefix beginning more words than are looked up
+# one by one ("c"), a short one ("te"), one beginning no word, and a word FTS5 folds.
+@pytest.mark.parametrize("words", ["clinical", "python notebooks", "Mistral sql", "tutor", "zzz",
+                                   "c", "te sq", "clin onc", "Kraków"])
 @pytest.mark.parametrize("facets", [{}, {"domains": ["medicine"], "languages": ["en"]}])
 def test_relevance_puts_name_matches_first_then_the_most_downloaded(
         generated: tuple[Catalog, list[dict]], words: str, facets: dict[str, list[str]]) -> None:
@@ -142,10 +153,57 @@ def test_every_write_keeps_the_derived_tables_as_a_rebuild_would(home: Path) -> 
             seed = ModelEntry(ref="LeoLM/leo-hessianai-7b", name="ignored", source="hub", downloads=77,
                               languages=["fr"])
             import_entries(s, [moved, fresh, seed], now=datetime.now(UTC))
-        incremental = _derived(catalog)
+        incremental, words = _derived(catalog), _terms(catalog)
         with catalog.engine.begin() as conn:
             indexing.rebuild(conn)
         assert _derived(catalog) == incremental
         assert incremental["counts"]  # and something was counted
+        # Every word the index holds, as FTS5 tokenized it; one no model holds any longer
+        # (the removed model's, the renamed one's) may stay.
+        rebuilt = _terms(catalog)
+        assert rebuilt == _vocabulary(catalog)
+        assert {"xylophone", "yak", "2"} <= rebuilt <= words
     finally:
         catalog.close()
+
+
+def _terms(catalog: Catalog) -> set[str]:
+    with catalog.engine.connect() as conn:
+        return {t for (t,) in conn.exec_driver_sql("SELECT term FROM search_terms")}
+
+
+def _vocabulary(catalog: Catalog) -> set[str]:
+    """The words of models_fts's text columns, as FTS5 itself lists them."""
+    with catalog.engine.connect() as conn:
+        conn.exec_driver_sql("CREATE VIRTUAL TABLE temp.v USING fts5vocab(main, models_fts, 'col')")
+        return {t for (t,) in conn.exec_driver_sql("SELECT term FROM temp.v WHERE col != 'facets'")}
+
+
+def test_typed_words_become_the_whole_words_they_begin_while_few() -> None:
+    words = {"clin": ['"clinic"', '"clinical"'], "sql": ['"sql"'], "zz": [], "a": None}
+    assert fts_query("Clin SQL zz", words.get) == '("clinic" OR "clinical") AND "sql" AND "zz"'
+    # Too many words begin "a"; "ünï" and "a_b" are left to FTS5 (its folding, its tokens).
+    assert fts_query("a ünï a_b", words.get) == '"a"* AND "ünï"* AND "a_b"*'
+    assert fts_query("clin sql") == '"clin"* AND "sql"*'
+
+
+def test_the_migration_lists_the_words_of_the_models_already_there(tmp_path: Path) -> None:
+    catalog = Catalog.at(tmp_path / "catalog.db")
+    try:
+        with catalog.sessions.begin() as s:
+            load_seed(s)
+        downgrade(catalog.engine, "0003")  # a catalog as the revision before found it
+        upgrade(catalog.engine)
+        assert "polka" in _terms(catalog)
+        assert _terms(catalog) == _vocabulary(catalog)
+    finally:
+        catalog.close()
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    from alembic import command
+
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)

@@ -191,7 +191,6 @@ def test_the_card_counts_every_step_and_warns_of_restrictive_licenses(
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["nothing", "-o", "x"], "no cached predictions for job 'nothing'"),
     (["teacher", "-o", "x", "--where", "scroe > 1"], "--where: unknown column 'scroe'"),
     (["teacher", "-o", "x", "--where", "score >"], "--where: expected a value"),
     (["teacher", "-o", "x", "--where", "row.fruit == 'plum'"],
@@ -206,6 +205,15 @@ def test_bad_requests_exit_2_naming_the_problem(predictions: Path, tmp_path: Pat
     assert result.exit_code == ExitCode.USAGE, result.output
     assert message in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_an_unknown_job_is_not_found_as_for_query_and_compare(predictions: Path,
+                                                               tmp_path: Path) -> None:
+    teacher(predictions, 3)
+    result = cli_curate("nothing", "-o", "x")
+    assert result.exit_code == ExitCode.ERROR, result.output
+    assert "no cached predictions for job 'nothing'" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "x").exists()
 
 
 def test_filters_on_input_fields_read_the_job_s_input(predictions: Path, tmp_path: Path) -> None:

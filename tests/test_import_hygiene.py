@@ -10,6 +10,7 @@ import ast
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -34,19 +35,26 @@ for args in runs:
     except SystemExit as exc:
         codes.append(exc.code)
 with open(out_path, "w") as fh:
-    json.dump({"codes": codes, "modules": sorted({m.split(".")[0] for m in sys.modules})}, fh)
+    json.dump({"codes": codes, "modules": sorted(sys.modules),
+               "almanac": sys.modules["almanac"].__file__}, fh)
 """
 
 
-def _probe(tmp_path: Path, *runs: list[str]) -> tuple[list[int], set[str]]:
+def _probe(tmp_path: Path, *runs: list[str], full: bool = False) -> tuple[list[int], set[str]]:
+    """Exit codes of the runs, and the packages they imported (every module, `full`)."""
     out = tmp_path / "probe.json"
+    # This tree's code, whichever checkout the installed package points at.
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, str(out), json.dumps(list(runs))],
-        cwd=tmp_path, capture_output=True, text=True, env=os.environ.copy(), timeout=120,
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
-    return data["codes"], set(data["modules"])
+    assert Path(data["almanac"]).is_relative_to(ROOT)
+    modules = set(data["modules"])
+    return data["codes"], modules if full else {m.split(".")[0] for m in modules}
 
 
 def test_help_imports_no_engine_tui_or_torch(tmp_path: Path) -> None:
@@ -85,6 +93,44 @@ def test_train_and_distill_help_import_no_training_library(tmp_path: Path) -> No
     assert codes == [0, 0]
     assert "almanac" in modules and "click" in modules  # the probe really ran the CLI
     assert modules & (HEAVY | TRAINING) == set()
+
+
+# What a command reading one thing must not load: Alembic (a catalog at the newest
+# schema is recognised by one read), pandas (pyarrow loads it to turn Python objects into
+# arrays or timestamps into datetimes, which the read path does without), and Arrow's
+# compute kernels (searches only).
+NOT_FOR_READS = {"alembic", "pandas", "pyarrow.compute"}
+
+
+def test_a_lookup_and_a_listing_load_only_what_they_read(tmp_path: Path, home: Path) -> None:
+    from tests.cache_support import record, write
+
+    assert _probe(tmp_path, ["init"])[0] == [0]  # creates the catalog: migrating loads Alembic
+    write(home / "predictions", [record(f"in-{i}", output=f"drupe {i}") for i in range(20)])
+    codes, modules = _probe(tmp_path, ["query", "fruits", "--input-id", "in-7", "--json"],
+                            ["query", "fruits", "--input-id", "in-8", "--candidate", "tiny"],
+                            full=True)
+    assert codes == [0, 0]
+    assert {"pyarrow.parquet", "sqlite3"} <= modules  # it read a shard through the index
+    # The catalog, asked whether the model moved on since, is read with sqlite3 alone.
+    assert modules & (NOT_FOR_READS | HEAVY | {"sqlalchemy"}) == set()
+    codes, modules = _probe(tmp_path, ["models", "list", "--json"], full=True)
+    assert codes == [0] and "sqlalchemy" in modules  # it read the catalog
+    assert modules & (NOT_FOR_READS | HEAVY | {"pyarrow", "numpy"}) == set()
+
+
+def test_an_old_catalog_is_still_migrated_when_a_command_opens_it(tmp_path: Path, home: Path) -> None:
+    from catalog.db import Catalog, newest_revision
+
+    catalog = Catalog.at(home / "catalog.db")
+    with catalog.engine.begin() as conn:  # as a previous version left it: one revision back
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0004'")
+        conn.exec_driver_sql("DROP TABLE trainings")
+    catalog.close()
+    codes, modules = _probe(tmp_path, ["models", "list", "--json"])
+    assert codes == [0] and "alembic" in modules
+    with sqlite3.connect(home / "catalog.db") as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == (newest_revision(),)
 
 
 def _console_script() -> Path:

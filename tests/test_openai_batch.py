@@ -165,7 +165,7 @@ def _records() -> list[dict[str, Any]]:
 def test_exported_lines_answer_each_endpoint_in_its_own_shape(home: Path, tmp_path: Path) -> None:
     write(home / "predictions", _records())
     out = tmp_path / "out.jsonl"
-    assert export(home / "predictions", "fruits", "openai-batch", out) == 5
+    assert export(home / "predictions", "fruits", "openai-batch", out).written == 5
     lines = {x["custom_id"]: x for x in map(json.loads, out.read_text().splitlines())}
 
     chat = openai_types.chat.ChatCompletion.model_validate(lines["chat"]["response"]["body"])
@@ -218,6 +218,9 @@ def test_export_errors_writes_failed_lines_apart(home: Path, tmp_path: Path) -> 
     failed = [json.loads(x) for x in errors.read_text().splitlines()]
     assert sorted(x["custom_id"] for x in failed) == ["bad", "never"]
     assert all(x["response"] is None and x["error"]["message"] for x in failed)
+    # Each file's own count: three answers to the output, two failures apart.
+    assert f"exported 3 predictions of fruits to {out} and 2 failed lines to {errors}" \
+        in result.stderr
 
     refused = CliRunner().invoke(cli, ["export", "fruits", "--format", "jsonl", "-o",
                                        str(tmp_path / "x.jsonl"), "--errors", str(errors)])

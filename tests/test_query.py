@@ -111,6 +111,60 @@ def test_by_key_prefers_a_success(predictions: Path) -> None:
         assert p.by_key("0" * 64) is None
 
 
+# Two keys of one job begin alike for 9 characters; a failure's key is text.
+TWINS = ["abcdef012" + "0" * 55, "abcdef013" + "1" * 55]
+FAILURE = "x" + "5" * 63
+
+
+def _twins(predictions: Path) -> None:
+    write(predictions, [record("a", key=TWINS[0], output="first"),
+                        record("b", key=TWINS[1], output="second"),
+                        record("c", key=FAILURE, error="line 3: not JSON")])
+    write(predictions, [record("d", job="other", key="abcdef01" + "f" * 56)], job="other")
+
+
+def test_by_key_takes_the_beginning_of_one_key_like_git(predictions: Path) -> None:
+    from batch.query import AmbiguousKeyError
+
+    _twins(predictions)
+    with Predictions.at(predictions, "fruits") as p:
+        assert p.by_key("abcdef012")["input_id"] == "a"  # an odd number of characters
+        assert p.by_key("ABCDEF0131111")["input_id"] == "b"  # hex in either case
+        assert p.by_key(TWINS[1][:40])["input_id"] == "b"  # past the index's 8 bytes
+        assert p.by_key(FAILURE[:8])["input_id"] == "c"  # a key stored as text
+        assert p.by_key("abcdef0") is None  # 7 characters: a whole key or nothing
+        assert p.by_key("abcdef014") is None
+        with pytest.raises(AmbiguousKeyError) as ambiguous:
+            p.by_key("abcdef01")  # both keys of this job; the other job's does not count
+    assert ambiguous.value.exit_code == 2 and ambiguous.value.keys == TWINS
+    assert str(ambiguous.value) == (f"key 'abcdef01' is the beginning of 2 keys: {TWINS[0]}, "
+                                    f"{TWINS[1]}; give more of it")
+    with Predictions.at(predictions, "other") as p:
+        assert p.by_key("abcdef01")["input_id"] == "d"
+
+
+def test_query_key_takes_a_prefix_and_an_ambiguous_one_is_a_usage_error(
+        predictions: Path, home: Path) -> None:
+    from click.testing import CliRunner
+
+    from almanac.cli import cli
+
+    _twins(predictions)
+
+    def query(*args: str):
+        return CliRunner().invoke(cli, ["--home", str(home), "query", "fruits", *args],
+                                  catch_exceptions=False)
+
+    found = query("--key", TWINS[1][:12], "--json")
+    assert found.exit_code == 0 and json.loads(found.stdout)[0]["key"] == TWINS[1]
+    ambiguous = query("--key", "abcdef01")
+    assert ambiguous.exit_code == 2 and ambiguous.stdout == ""
+    assert all(k in ambiguous.stderr for k in TWINS) and "Traceback" not in ambiguous.stderr
+    short = query("--key", "abcdef0")
+    assert short.exit_code == 1 and short.stdout == ""
+    assert "needs 8 characters or more" in short.stderr
+
+
 def test_search_filters_and_pages_in_input_order(predictions: Path) -> None:
     write(predictions, _varied(30), row_group_rows=4)
     write(predictions, [record("zz-other-model", model="other", output="PEAR")], run_id="e" * 32)
@@ -247,8 +301,10 @@ def test_query_cli_lists_looks_up_and_fails_clearly(predictions: Path, home: Pat
 
     table = almanac(home, "query", "fruits", "--limit", "3")
     assert table.returncode == 0, table.stderr
-    assert table.stdout.splitlines()[0].split()[:2] == ["INPUT", "OUTPUT"]
+    assert table.stdout.splitlines()[0].split()[:3] == ["INPUT", "KEY", "OUTPUT"]
     assert "in-000" in table.stdout and "1–3 of 12" in table.stderr
+    # Each row's short key, which --key takes back.
+    assert table.stdout.splitlines()[1].split()[:2] == ["in-000", key_for("in-000")[:12]]
 
     got = almanac(home, "query", "fruits", "--input-id", "in-001", "--input-id", "in-002", "--json")
     assert got.returncode == 0 and [r["output"] for r in json.loads(got.stdout)] == ["Drupe 1", "Drupe 2"]
@@ -267,6 +323,9 @@ def test_query_cli_lists_looks_up_and_fails_clearly(predictions: Path, home: Pat
     assert partly.returncode == 1
     assert json.loads(partly.stdout)["input_id"] == "in-001"  # what exists is still printed
     assert "ghost" in partly.stderr and "Traceback" not in partly.stderr
+    none = almanac(home, "query", "fruits", "--input-id", "ghost")
+    assert none.returncode == 1 and none.stdout == ""  # no header: stdout is data alone
+    assert "ghost" in none.stderr
 
     unknown = almanac(home, "query", "nojob")
     assert unknown.returncode == 1 and "no cached predictions for job 'nojob'" in unknown.stderr

@@ -152,6 +152,9 @@ def test_jobs_runs_and_predictions(client: httpx.Client) -> None:
     assert client.get(f"/keys/{key_for('in-011')}").json()["input_id"] == "in-011"
     assert client.get(f"/keys/{key_for('in-011')}", params={"job": "fruits"}).status_code == 200
     _is_error(client.get(f"/keys/{'0' * 64}"), 404)
+    # A key's beginning, as the CLI's --key takes it (8 characters at least).
+    assert client.get(f"/keys/{key_for('in-011')[:12]}").json()["input_id"] == "in-011"
+    _is_error(client.get(f"/keys/{key_for('in-011')[:7]}"), 404)
 
 
 def test_job_names_are_checked_against_the_job_schemas_pattern(client: httpx.Client) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,7 +62,8 @@ def painted(app: App) -> bool:
 async def settle(pilot: Pilot) -> None:
     """Wait until no screen is loading anything and the display has caught up."""
     app = pilot.app
-    for _ in range(200):
+    deadline = time.monotonic() + 120  # a search typed waits for a pause: a timer, not a worker
+    while time.monotonic() < deadline:
         await app.workers.wait_for_complete()
         await pilot.pause()
         if not any(getattr(s, "loading_now", False) for s in app.screen_stack) \

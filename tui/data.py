@@ -12,9 +12,11 @@ Nothing here imports textual.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from catalog import taxonomy
 from catalog.db import open_catalog
@@ -26,6 +28,8 @@ from catalog.runs import count_runs, jobs_of_model, list_runs
 from catalog.search import count_models, domain_counts, language_counts, list_models
 
 if TYPE_CHECKING:  # the cache reader pulls in pyarrow: loaded when a screen first needs it
+    from sqlalchemy.orm import Session
+
     from batch.query import CacheReader, CandidateSummary
     from batch.score.compare import CandidateComparison
 
@@ -33,6 +37,7 @@ PAGE = 50
 # A bigger page cache than SQLite's 2 MB default: facet and search queries on a
 # large catalog revisit the same index pages on every keystroke.
 CACHE_KIB = 64 * 1024
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -47,10 +52,14 @@ class ModelQuery:
     fits_bytes: int | None = None
 
     def to_filter(self, *, offset: int = 0, limit: int | None = None) -> ModelFilter:
+        """A search lists by relevance (the words in the name first, then the most
+        downloaded), which a million models answer from the full-text index in order;
+        without one, by name."""
+        search = self.search.strip() or None
         return ModelFilter(
             domains=[self.domain] if self.domain else [],
             languages=[self.language] if self.language else [],
-            search=self.search.strip() or None,
+            search=search, sort="relevance" if search else "name",
             min_params=self.min_params, max_params=self.max_params,
             fits_bytes=self.fits_bytes, offset=offset, limit=limit,
         )
@@ -124,6 +133,10 @@ class Data:
         self.catalog = open_catalog(Path(catalog_db), readonly=True, cache_kib=CACHE_KIB)
         self._reader_lock = threading.Lock()
         self._reader: CacheReader | None = None
+        # Catalog reads run by a named task, so that a newer load can stop them.
+        self._task = threading.local()
+        self._running: dict[str, Any] = {}  # task -> its sqlite3 connection, while it reads
+        self._running_lock = threading.Lock()
 
     def close(self) -> None:
         self.refresh()
@@ -137,11 +150,46 @@ class Data:
                 self._reader.close()
                 self._reader = None
 
+    # -- stopping superseded reads ----------------------------------------------------------
+
+    def run_as(self, task: str, fetch: Callable[[], _T]) -> _T:
+        """`fetch()` in this thread, its catalog reads named `task` for `interrupt`."""
+        self._task.name = task
+        try:
+            return fetch()
+        finally:
+            self._task.name = None
+
+    def interrupt(self, task: str) -> None:
+        """Stop the catalog query `task` runs now, if any (it then raises): a newer load
+        has made its answer useless, and on two cores it would slow the newer one."""
+        with self._running_lock:
+            conn = self._running.get(task)
+        if conn is not None:
+            conn.interrupt()
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        task = getattr(self._task, "name", None)
+        with self.catalog.sessions() as s:
+            if task is None:
+                yield s
+                return
+            raw = s.connection().connection.driver_connection
+            with self._running_lock:
+                self._running[task] = raw
+            try:
+                yield s
+            finally:
+                with self._running_lock:
+                    if self._running.get(task) is raw:
+                        del self._running[task]
+
     # -- models ---------------------------------------------------------------------------
 
     def models(self, q: ModelQuery, offset: int = 0, limit: int = PAGE,
                with_total: bool = False) -> Page:
-        with self.catalog.sessions() as s:
+        with self._session() as s:
             records = list_models(s, q.to_filter(offset=offset, limit=limit))
             total = count_models(s, q.to_filter()) if with_total else None
         rows = [
@@ -152,19 +200,19 @@ class Data:
         return Page(rows, offset, total)
 
     def count(self, q: ModelQuery) -> int:
-        with self.catalog.sessions() as s:
+        with self._session() as s:
             return count_models(s, q.to_filter())
 
     def domain_facets(self, q: ModelQuery) -> list[FacetCount]:
         """Every domain of the tree, in tree order, counted under the other filters."""
-        with self.catalog.sessions() as s:
+        with self._session() as s:
             counts = domain_counts(s, q.without("domain").to_filter())
         return [FacetCount(slug, taxonomy.DOMAINS.get(slug, slug), n)
                 for slug, n in sorted(counts.items())]
 
     def language_facets(self, q: ModelQuery) -> list[FacetCount]:
         """Languages that have models under the other filters, most models first."""
-        with self.catalog.sessions() as s:
+        with self._session() as s:
             counts = language_counts(s, q.without("language").to_filter())
         return [FacetCount(code, taxonomy.language_name(code), n) for code, n in counts.items()]
 

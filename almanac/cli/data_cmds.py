@@ -34,9 +34,10 @@ def curate(env: Env, job: str, output: str, where: str | None, dedupe: str | Non
     by a digest of its rows, and a README.md dataset card naming them, which
     `datasets.load_dataset(DIR)` and TRL's SFT trainer read as they are.
 
-    Exit codes: 0 ok, 1 error (the set could not be written: permissions, a full disk;
-    the set the directory held is kept), 2 unknown job, bad filter or option, or -o
-    naming something that is not a directory, 75 another curate is writing DIR."""
+    Exit codes: 0 ok, 1 error (an unknown job; the set could not be written:
+    permissions, a full disk; the set the directory held is kept), 2 bad filter or
+    option, or -o naming something that is not a directory, 75 another curate is
+    writing DIR."""
     from batch.data.curate import curate as make_dataset
 
     args = [job, "-o", output]

@@ -118,7 +118,7 @@ def show(env: Env, ref: str, json_: bool) -> None:
         source = f"  ({e.source})" if e.source else ""
         click.echo(f"{'card eval':>13}: {e.benchmark} {e.metric} = {e.value:g}{source}")
     for m in record.measured:  # scored by Almanac on users' jobs, apart from the card's claims
-        click.echo(f"{'measured eval':>13}: {_measured(m)}")
+        click.echo(f"{'measured eval':>13}: {_measured(m, record.ref)}")
     if p := record.performance:
         click.echo(f"{'measured':>13}: {p.tokens_per_s:.1f} tokens/s, engine start "
                    f"{p.engine_start_s or 0:.1f} s on {p.hardware} ({p.runs} runs)")
@@ -151,8 +151,10 @@ def _setting(value: object) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def _measured(m: MeasuredEvalRecord) -> str:
-    adapter = f" + {m.adapter}" if m.adapter else ""
+def _measured(m: MeasuredEvalRecord, shown: str) -> str:
+    """One measured score of the model `shown`: an adapter's own names the base it ran
+    on; a base's with an adapter the catalog does not hold names that adapter."""
+    adapter = f" (on {m.model_ref})" if m.model_ref != shown else f" + {m.adapter}" if m.adapter else ""
     interval = f" [{m.ci_low:.3g}, {m.ci_high:.3g}]" if m.ci_low is not None and m.ci_high is not None else ""
     when = f", {m.measured_at:%Y-%m-%d}" if m.measured_at else ""
     return f"{m.task}{adapter}: {m.metric} = {m.value:.4g}{interval} (n={m.n}{when})"

@@ -26,6 +26,11 @@ if TYPE_CHECKING:  # pyarrow loads in hundreds of milliseconds: not for `almanac
     from batch.query import PredictionRecord, Predictions
 
 
+# A content key as the table shows it: its first 12 characters, which `--key` takes (it
+# takes any 8 or more that begin one key only, as git takes an abbreviated hash).
+SHORT_KEY = 12
+
+
 def _short(value: object, width: int = 60) -> str:
     text = "" if value is None else str(value).replace("\n", "\\n")
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -33,31 +38,29 @@ def _short(value: object, width: int = 60) -> str:
 
 def _revisions(env: Env, records: list[PredictionRecord]) -> dict[tuple[str, str | None], Any]:
     """Whether each (model, revision) the records were made on is the catalog's current
-    revision of that model (catalog.history); nothing when there is no usable catalog."""
-    from catalog.db import CatalogError
-    from catalog.history import revision_statuses
+    revision of that model (catalog.history); nothing when there is no usable catalog.
+    Read with sqlite3 alone (catalog.plain): SQLAlchemy's import would cost a lookup more
+    than the lookup."""
+    from catalog.plain import revision_statuses
 
     pairs = [(r["model"], r["revision"]) for r in records]
     if not pairs:
         return {}
-    try:
-        with env.catalog_readonly().sessions() as s:
-            return revision_statuses(s, pairs)
-    except CatalogError:
-        return {}  # predictions read without a catalog say nothing of revisions
+    # Predictions read without a catalog say nothing of revisions.
+    return revision_statuses(env.home.catalog_db, pairs) or {}
 
 
 def _emit(records: list[PredictionRecord], fmt: str, env: Env) -> None:
     from batch.query import columns, to_json
 
     if fmt in ("json", "jsonl"):
-        # Each record says whether its model has moved on since (None: cannot tell).
+        # Each record beside its model's current revision in the catalog: a `revision`
+        # that differs was made before the model moved on.
         statuses = _revisions(env, records)
         out = []
         for r in records:
             status = statuses.get((r["model"], r["revision"]))
             out.append({**to_json(r),
-                        "revision_current": status.is_current if status else None,
                         "current_revision": status.current_revision if status else None})
         if fmt == "json":
             emit_json(out)
@@ -73,11 +76,11 @@ def _emit(records: list[PredictionRecord], fmt: str, env: Env) -> None:
     else:
         several = len({r["candidate"] for r in records}) > 1  # then each row says whose
         echo_table([[r["input_id"], *([_short(r["candidate"], 40)] if several else []),
-                     _short(r["output"]), r["finish_reason"] or "",
+                     r["key"][:SHORT_KEY], _short(r["output"]), r["finish_reason"] or "",
                      str(r["output_tokens"] or ""), r["created_at"].strftime("%Y-%m-%d %H:%M:%S"),
                      _short(r["error"], 50)] for r in records],
-                   ["INPUT", *(["CANDIDATE"] if several else []), "OUTPUT", "FINISH", "TOKENS",
-                    "CREATED", "ERROR"])
+                   ["INPUT", *(["CANDIDATE"] if several else []), "KEY", "OUTPUT", "FINISH",
+                    "TOKENS", "CREATED", "ERROR"])
 
 
 def candidate_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -121,8 +124,12 @@ def _lookup(p: Predictions, input_ids: tuple[str, ...], key: str | None, all_ver
     """The records asked for (of the candidate `chosen` by label, model or adapter), and
     what was asked for but is not cached."""
     if key is not None:
+        from batch.query import MIN_PREFIX
+
         found = p.by_key(key)
-        return ([found], []) if found else ([], [f"key {key!r}"])
+        short = f" (a key's beginning needs {MIN_PREFIX} characters or more)" \
+            if len(key) < MIN_PREFIX else ""
+        return ([found], []) if found else ([], [f"key {key!r}{short}"])
     wanted = list(dict.fromkeys(input_ids))
     if all_versions:
         by_id = {i: p.versions(i, **chosen) for i in wanted}
@@ -135,7 +142,9 @@ def _lookup(p: Predictions, input_ids: tuple[str, ...], key: str | None, all_ver
 @click.command()
 @click.argument("job")
 @click.option("--input-id", "input_ids", multiple=True, help="Look up this input (repeatable).")
-@click.option("--key", help="Look up a prediction by its content address.")
+@click.option("--key", help="Look up a prediction by its content address: the whole key, "
+                             "or its beginning (8 characters or more; the KEY column shows "
+                             "12) if no other key of the job begins so.")
 @click.option("--contains", help="Only outputs containing this text (case-insensitive).")
 @candidate_options
 @click.option("--candidates", "list_candidates", is_flag=True,
@@ -156,7 +165,12 @@ def query(env: Env, job: str, input_ids: tuple[str, ...], key: str | None, conta
     order, for a job with several candidates).
 
     With --input-id or --key, exactly those (exit 1 if one is not cached); a job with
-    several candidates needs --candidate, --model or --adapter to look up an input."""
+    several candidates needs --candidate, --model or --adapter to look up an input.
+
+    With --json or --jsonl each record also carries `current_revision`: the catalog's
+    current revision of the record's model (null when the catalog does not know one).
+    A record whose `revision` differs was made on a revision the model has moved on
+    from."""
     from batch.query import Predictions
 
     fmt = _format(json_, jsonl, csv_)
@@ -182,7 +196,8 @@ def query(env: Env, job: str, input_ids: tuple[str, ...], key: str | None, conta
             missing = []
             if total is not None and total > offset + len(records):
                 warn(f"{offset + 1}–{offset + len(records)} of {total}; --offset {offset + limit} for more")
-    _emit(records, fmt, env)
+    if records or not lookup:  # a lookup that found nothing says so on stderr alone
+        _emit(records, fmt, env)
     if fmt == "table":
         for (model, revision), status in _revisions(env, records).items():
             if status.is_current is False:
@@ -196,7 +211,8 @@ def query(env: Env, job: str, input_ids: tuple[str, ...], key: str | None, conta
 @click.argument("job")
 @click.option("--format", "fmt", required=True,
               type=click.Choice(["parquet", "jsonl", "csv", "openai-batch"]),
-              help="openai-batch: OpenAI batch output lines (custom_id = input id).")
+              help="openai-batch: OpenAI batch output lines (custom_id = input id) of one "
+                   "candidate.")
 @click.option("-o", "--output", required=True, type=click.Path(allow_dash=True), metavar="PATH",
               help="File to write ('-': stdout). A file is replaced only once the export is "
                    "complete; a device or FIFO (/dev/null, /dev/stdout) is written through.")
@@ -212,17 +228,25 @@ def export(env: Env, job: str, fmt: str, output: str, all_versions: bool,
     """Export JOB's predictions (the latest per input, of every candidate unless one is
     chosen) to a file, a device or stdout.
 
+    --format openai-batch writes one candidate's answers, the latest per input: an OpenAI
+    batch output file answers each request (custom_id) once, from one model. A job with
+    several candidates needs --candidate (or --model / --adapter naming one); export
+    each to a file of its own. Each line's body.model names the candidate as its request
+    would: an adapter by its own name (as `vllm serve` names LoRA modules), otherwise
+    the model.
+
     Exit codes: 0 ok (also when a reader of the output stops early, as `| head` does),
     1 error (an unknown job; the output could not be written: permissions, a full disk),
-    2 a bad option, or an output path that cannot take it (a directory, a socket,
-    Parquet to a terminal)."""
+    2 a bad option (openai-batch of several candidates, none chosen), or an output path
+    that cannot take it (a directory, a socket, Parquet to a terminal)."""
     from batch.cache.export import export as run_export
 
-    n = run_export(env.home.predictions, job, fmt, output, all_versions=all_versions,
-                   errors=errors, candidate=candidate, model=model,
-                   adapter=_adapter_ref(adapter))
-    warn(f"exported {n} predictions of {job} to {'stdout' if output == '-' else output}"
-         + (f" (failed rows to {errors})" if errors is not None else ""))
+    done = run_export(env.home.predictions, job, fmt, output, all_versions=all_versions,
+                      errors=errors, candidate=candidate, model=model,
+                      adapter=_adapter_ref(adapter))
+    warn(f"exported {done.written} predictions of {job} to {'stdout' if output == '-' else output}"
+         + (f" and {done.failed} failed lines to {'stdout' if errors == '-' else errors}"
+            if errors is not None else ""))
 
 
 def register(cli: click.Group) -> None:

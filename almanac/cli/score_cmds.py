@@ -131,11 +131,13 @@ def score(env: Env, jobs: tuple[str, ...], json_: bool) -> None:
 
 def echo_comparison(entries: list[CandidateComparison]) -> None:
     """The comparison table on stdout, its legend on stderr (also the demo's ending)."""
+    from batch.score.compare import usd_text
+
     echo_table(
         [["*" if e.pareto else "", e.label, e.model, e.adapter or "", str(e.rows), str(e.failures),
           str(e.n), _num(e.score), f"[{_num(e.ci_low)}, {_num(e.ci_high)}]" if e.n else "",
           _num(e.tokens_per_s, "{:.0f}"), _num(e.engine_start_s, "{:.1f}"),
-          _num(e.engine_s, "{:.1f}"), _params(e.parameters), _num(e.cost_per_1k, "{:.4f}")]
+          _num(e.engine_s, "{:.1f}"), _params(e.parameters), usd_text(e.cost_per_1k)]
          for e in entries],
         ["", "CANDIDATE", "MODEL", "ADAPTER", "ROWS", "FAILED", "N", "SCORE", "95% CI", "TOK/S",
          "START S", "ENGINE S", "PARAMS", "USD/1K ROWS"],

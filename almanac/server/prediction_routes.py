@@ -87,7 +87,9 @@ def add_prediction_routes(app: FastAPI, reader: CacheReader) -> None:
     @app.get("/keys/{key}", response_model=Prediction, tags=["predictions"], responses=ERRORS)
     def by_key(key: Annotated[str, PathParam(max_length=MAX_ID)],
                job: Annotated[JobName | None, Query()] = None) -> dict[str, Any]:
-        """A prediction by its content address (the `key` column), in one job or any."""
+        """A prediction by its content address (the `key` column), in one job or any; or
+        by its beginning (8 characters or more) if no other key begins so (400 if several
+        do)."""
         found = reader.by_key(key, job)
         if found is None:
             raise NotFoundError(f"no prediction has key {key!r}")

@@ -72,6 +72,17 @@ class DiskFullError(UnavailableError):
     title = "disk full"
 
 
+class AmbiguousKeyError(UsageError, LookupError):
+    """The beginning of a key that more than one key has: which? Exit 2 (HTTP 400)."""
+
+    def __init__(self, prefix: str, keys: list[str], shown: int = 10) -> None:
+        more = ", and more" if len(keys) > shown else ""
+        super().__init__(f"key {prefix!r} is the beginning of {'more than ' if more else ''}"
+                         f"{min(len(keys), shown)} keys: {', '.join(keys[:shown])}{more}; "
+                         "give more of it")
+        self.prefix, self.keys = prefix, keys
+
+
 class CandidateRequiredError(UsageError):
     """A single lookup that more than one current candidate answers: which one?"""
 

@@ -15,13 +15,20 @@ import csv
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch.cache.errors import ShardDamagedError, ShardUnavailableError, UnknownJobError
+from batch.cache.choice import choose
+from batch.cache.errors import (
+    CandidateRequiredError,
+    ShardDamagedError,
+    ShardUnavailableError,
+    UnknownJobError,
+)
 from batch.cache.openai_output import ErrorsApart, openai_batch_line
 from batch.cache.reader import CacheReader
 from batch.cache.schema import PredictionRecord, arrow_schema
@@ -35,6 +42,15 @@ FORMATS = ("parquet", "jsonl", "csv", "openai-batch")
 
 class ExportError(UsageError, ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What an export wrote: rows to the output, and failed rows to the errors file
+    (`--errors`; 0 without one)."""
+
+    written: int
+    failed: int = 0
 
 
 def _tables(reader: CacheReader, job: str, all_versions: bool,
@@ -91,16 +107,26 @@ def _write_text(tables: Iterator[pa.Table], fmt: str, out: TextIO) -> int:
 
 def export(predictions_root: Path, job: str, fmt: str, output: str | Path | None, *,
            all_versions: bool = False, candidate: str | None = None, model: str | None = None,
-           adapter: str | None = None, errors: str | Path | None = None) -> int:
+           adapter: str | None = None, errors: str | Path | None = None) -> Exported:
     """Writes the job's predictions to `output` (`-` or None: stdout): those of the
     current candidates `candidate`, `model` and `adapter` select (all without them);
     with `errors` (openai-batch), failed rows go to that path instead, as OpenAI's
-    batch error file holds them. Returns how many rows were written."""
+    batch error file holds them.
+
+    An OpenAI batch output file answers one request per `custom_id` (the input id), each
+    sent to one model: openai-batch exports one candidate, the latest version of each
+    input. A job with several candidates needs one chosen (ExportError, exit 2, naming
+    them); each line's `body.model` names the candidate as its request would have: the
+    adapter's name for an adapter (as `vllm serve` names LoRA modules), else the model's."""
     if fmt not in FORMATS:
         raise ExportError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
     if errors is not None and fmt != "openai-batch":
         raise ExportError("--errors writes OpenAI batch error lines: use it with "
                           "--format openai-batch")
+    if all_versions and fmt == "openai-batch":
+        raise ExportError("--all: an OpenAI batch output file holds one line per request "
+                          "(custom_id): export the latest versions, or every version with "
+                          "--format jsonl")
     target = STDOUT if output is None else os.fspath(output)
     if errors is not None and _same(target, os.fspath(errors)):
         raise ExportError("--errors names the same file as -o: give the failed rows a file "
@@ -108,7 +134,10 @@ def export(predictions_root: Path, job: str, fmt: str, output: str | Path | None
     with CacheReader(predictions_root) as reader, contextlib.ExitStack() as stack:
         if not reader.has_job(job):
             raise UnknownJobError(job)
-        labels = reader.job(job).select(candidate, model, adapter)
+        if fmt == "openai-batch":
+            labels = _one_candidate(reader, job, candidate, model, adapter)
+        else:
+            labels = reader.job(job).select(candidate, model, adapter)
         tables = _tables(reader, job, all_versions, labels)
         # The output first: when both are files, the errors file lands before it.
         out = stack.enter_context(open_output(target, binary=fmt == "parquet"))
@@ -124,7 +153,22 @@ def export(predictions_root: Path, job: str, fmt: str, output: str | Path | None
                     n += table.num_rows
         else:
             n = _write_text(tables, fmt, out)
-        return n + (apart.failed if apart is not None else 0)
+        return Exported(n, apart.failed if apart is not None else 0)
+
+
+def _one_candidate(reader: CacheReader, job: str, candidate: str | None, model: str | None,
+                   adapter: str | None) -> list[str]:
+    """The one candidate an openai-batch export writes (none listed: a job written before
+    candidates were, whose records are all one model's)."""
+    try:
+        label = reader.query(lambda ix: choose(job, ix.candidates(job), candidate, model,
+                                               adapter), None)
+    except CandidateRequiredError as exc:
+        raise ExportError(
+            f"job {job!r} has {len(exc.labels)} candidates ({', '.join(exc.labels)}): an "
+            "OpenAI batch output file answers each request (custom_id) once, from one "
+            "model: choose one with --candidate LABEL (one file per candidate)") from None
+    return [label] if label is not None else reader.job(job).select()
 
 
 def _same(output: str, errors: str) -> bool:

@@ -12,7 +12,17 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from batch.cache.index_rows import CandidateInfo, Located, key_in, key_out, key_prefix
+from batch.cache.errors import AmbiguousKeyError
+from batch.cache.index_rows import (
+    MIN_PREFIX,
+    CandidateInfo,
+    Located,
+    begins,
+    key_in,
+    key_out,
+    key_prefix,
+    prefix_ranges,
+)
 from batch.cache.sidestore import SideStore
 
 CHUNK = 500  # SQLite host parameters per IN (...) query
@@ -159,7 +169,35 @@ class IndexReads(SideStore):
             where, params = where + f" AND r.job = {JOB}", [*params, job]
         rows = self._all(f"SELECT j.name, {LOC} FROM {FROM} JOIN jobs j ON j.id = r.job "
                          f"WHERE {where} ORDER BY r.state & 1, s.name DESC LIMIT 1", params)
+        if not rows and len(key) >= MIN_PREFIX and not isinstance(stored, bytes):
+            # Not a whole key: the beginning of one, as git takes an abbreviated hash. (A
+            # whole SHA-256 begins no other key: its miss, as the OpenAI path's, costs one
+            # read.)
+            matches = self.keys_beginning(key, job)
+            if len(matches) > 1:
+                raise AmbiguousKeyError(key, matches)
+            return self.by_key(matches[0], job) if matches and matches[0] != key else None
         return located(rows[0][0], rows[0][1:]) if rows else None
+
+    def keys_beginning(self, prefix: str, job: str | None = None, limit: int = 10) -> list[str]:
+        """Up to `limit` + 1 distinct keys (in `job`, or in any job) that begin with
+        `prefix`, in order: one is the key meant, more say the prefix is ambiguous. Each
+        range is read through the index by key (records_by_key)."""
+        found: list[str] = []
+        for lo, hi in prefix_ranges(prefix):
+            where = "substr(r.key, 1, 8) >= ?" + ("" if hi is None else " AND substr(r.key, 1, 8) < ?")
+            params: list[Any] = [lo, *([] if hi is None else [hi])]
+            if job is not None:
+                where, params = where + f" AND r.job = {JOB}", [*params, job]
+            with self.guard():
+                cursor = self.db.execute(f"SELECT DISTINCT r.key FROM records r WHERE {where} "
+                                         "ORDER BY substr(r.key, 1, 8), r.key", params)
+                for (stored,) in cursor:
+                    if begins(key_out(stored), prefix):
+                        found.append(key_out(stored))
+                        if len(found) > limit:
+                            return found
+        return found
 
     def versions(self, job: str, input_id: str, candidates: list[str] | None = None) -> list[Located]:
         """Every record of one input (by these candidates), oldest first."""

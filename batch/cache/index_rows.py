@@ -29,6 +29,34 @@ def key_prefix(stored: bytes | str) -> bytes | str:
     return stored[:8]
 
 
+MIN_PREFIX = 8  # the fewest characters of a key a lookup takes for the whole key
+_HEX = re.compile(r"[0-9a-fA-F]+")
+
+
+def prefix_ranges(prefix: str) -> list[tuple[bytes | str, bytes | str | None]]:
+    """The ranges of the index by key (`substr(key, 1, 8)`, from `lo` up to `hi`, None: no
+    end) that hold every stored key beginning with `prefix`: among the SHA-256 keys (bytes)
+    for a hex prefix, and among the keys stored as text (a failure's, a hand-made one)."""
+    ranges: list[tuple[bytes | str, bytes | str | None]] = []
+    if _HEX.fullmatch(prefix):
+        whole = bytes.fromhex(prefix[: len(prefix) // 2 * 2].lower())[:8]
+        ranges.append((whole, _successor(whole)))
+    text = prefix[:8]
+    ranges.append((text, text[:-1] + chr(ord(text[-1]) + 1)))
+    return ranges
+
+
+def _successor(prefix: bytes) -> bytes | None:
+    """The least byte string greater than every one beginning with `prefix`."""
+    stripped = prefix.rstrip(b"\xff")
+    return stripped[:-1] + bytes([stripped[-1] + 1]) if stripped else None
+
+
+def begins(key: str, prefix: str) -> bool:
+    """Whether the key (as `key_out` gives it) begins with `prefix`, hex in either case."""
+    return key.startswith(prefix.lower() if _HEX.fullmatch(prefix) else prefix)
+
+
 @dataclass(frozen=True)
 class Located:
     """Where one record lives: row `row` of shard `shard` of `job`, the index's flag of

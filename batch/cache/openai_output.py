@@ -71,7 +71,9 @@ def openai_batch_line(rec: PredictionRecord) -> dict[str, Any]:
         "id": f"{'chatcmpl' if chat else 'cmpl'}-{rec['key'][:32]}",
         "object": "chat.completion" if chat else "text_completion",
         "created": int(rec["created_at"].timestamp()),
-        "model": rec["model"],
+        # As the request named it: an adapter by its own name (vLLM serves a LoRA
+        # module under its name), otherwise the model.
+        "model": rec["adapter"] or rec["model"],
         "choices": choices,
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": output_tokens,
                   "total_tokens": prompt_tokens + output_tokens},

@@ -106,8 +106,9 @@ class CacheReader:
         return self.query(Index.jobs, [])
 
     def by_key(self, key: str, job: str | None = None) -> PredictionRecord | None:
-        """A record with this content address, in `job` or in any job: a success if
-        there is one, else the newest."""
+        """A record with this content address (or its beginning, 8 characters or more,
+        that no other key has: AmbiguousKeyError if one does), in `job` or in any job: a
+        success if there is one, else the newest."""
         for attempt in range(2):
             found = self.query(lambda ix: ix.by_key(key, job), None)
             if found is None:

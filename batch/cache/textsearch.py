@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 if TYPE_CHECKING:  # the shard class reads Parquet: only for annotations here
     from batch.cache.shards import OpenShard
@@ -43,6 +42,8 @@ END = b"\xff"  # after each output in a buffer: no UTF-8 text contains it
 
 def lowered(text: str) -> str:
     """`text` lowercased exactly as the columns are."""
+    import pyarrow.compute as pc  # loads in tens of ms: searches only, not every lookup
+
     return str(pc.utf8_lower(pa.scalar(text, pa.string())).as_py())
 
 
@@ -81,6 +82,8 @@ class CurrentText:
         elif enough is not None:
             return self._first(needle, failed, enough)
         elif self.data.count(needle) > MANY:
+            import pyarrow.compute as pc
+
             hit = pc.fill_null(pc.match_substring(self.text, needle.decode()), False)
             ranks = np.flatnonzero(hit.to_numpy(zero_copy_only=False))
         else:
@@ -143,6 +146,8 @@ class OutputSearch:
         if found is not None:
             self._columns.move_to_end((job, name))
             return found
+        import pyarrow.compute as pc
+
         table = open_shard(name).file.read(columns=["input_id", "output"], use_threads=True)
         # Large (64-bit offset) strings: a job's outputs gathered may pass 2 GB.
         text = pc.utf8_lower(table["output"].combine_chunks()).cast(pa.large_string())
@@ -168,6 +173,8 @@ class OutputSearch:
             .combine_chunks()
         ids = pa.chunked_array([c.input_ids for c in columns], pa.large_string()).take(where) \
             .combine_chunks()
+        import pyarrow.compute as pc
+
         ended = pc.binary_join_element_wise(
             text.cast(pa.large_binary()), pa.scalar(b"", pa.large_binary()),
             pa.scalar(END, pa.large_binary()), null_handling="replace", null_replacement=b"")

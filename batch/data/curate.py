@@ -30,7 +30,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batch.cache.errors import UnknownJobError
 from batch.cache.reader import Predictions
 from batch.cache.scan import latest_table
 from batch.data import card, curated_set, dedupe, sft
@@ -61,7 +60,7 @@ WRITE_ROWS = 100_000  # rows per JSON Lines batch: string arrays stay under 2 Gi
 
 
 class CurateError(UsageError):
-    """Curate cannot run as asked: no such job, a bad option."""
+    """Curate cannot run as asked: a bad option."""
 
 
 @dataclass
@@ -104,12 +103,9 @@ def curate(predictions_root: Path, job: str, output: Path, *, command: str,
         raise CurateError(f"--dedupe: {dedupe_by!r} is not one of {', '.join(DEDUPE)}")
     refuse_non_directory(output)  # before any work: `-o /dev/null` is never replaced
     output = output.absolute()
-    try:
-        with Predictions.at(predictions_root, job) as predictions:
-            labels = predictions.select(candidate)
-    except UnknownJobError:
-        raise CurateError(f"no cached predictions for job {job!r} (`almanac runs` lists the jobs that ran)") \
-            from None
+    # An unknown job is UnknownJobError, not found (exit 1), as for query and compare.
+    with Predictions.at(predictions_root, job) as predictions:
+        labels = predictions.select(candidate)
     report = CurateReport(job, output, command, split, labels)
     fields = input_fields(predictions_root, job) if where and re.search(r"\brow\b", where) else None
     compiled = compile_where(where, fields.kinds if fields else {}) if where else None

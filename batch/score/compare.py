@@ -14,6 +14,7 @@ stays empty, never invented.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,21 @@ if TYPE_CHECKING:  # SQLAlchemy's session types, for annotations only
     from sqlalchemy.orm import Session, sessionmaker
 
     from batch.cache.reader import Predictions
+
+
+def usd_text(usd: float | None) -> str:
+    """A cost for people: cents from a dollar up, three significant digits below, in
+    plain positional notation (0.000123, never 0.0000 nor 1.23e-04): a small model's cost
+    per 1,000 rows is a fraction of a cent, and must not read as free. JSON keeps the
+    full float."""
+    if usd is None:
+        return ""
+    if usd >= 1 or usd <= 0 or not math.isfinite(usd):
+        return f"{usd:,.2f}"
+    decimals = 2 - math.floor(math.log10(usd))
+    text = f"{usd:.{decimals}f}"
+    # Rounding may carry into one more digit (0.09996 -> 0.1000): keep three.
+    return f"{float(text):.{decimals - 1}f}" if float(text) >= 10 ** -(decimals - 3) else text
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,21 @@ class DataScreen(Screen):
     def load(self, group: str, fetch: Callable[[], Any], apply: Callable[[Any], None]) -> None:
         generation = self._generation.get(group, 0) + 1
         self._generation[group] = generation
+        # The load this one supersedes stops its catalog query now rather than finishing
+        # it for nothing: on two cores it would slow this one down.
+        task = f"{id(self)}/{group}"
+        self.data.interrupt(task)
         # The result comes back as a worker state change on the UI thread, not through
         # call_from_thread, which would block a thread forever once the app has exited.
-        worker = self.run_worker(fetch, thread=True, group=group, name=group,
-                                 exit_on_error=False)
+        worker = self.run_worker(lambda: self.data.run_as(task, fetch), thread=True,
+                                 group=group, name=group, exit_on_error=False)
         self._pending[worker] = (group, generation, apply)
+
+    def drop(self, group: str) -> None:
+        """Forget the load of `group` under way, if any: its answer is dropped and its
+        catalog query stopped."""
+        self._generation[group] = self._generation.get(group, 0) + 1
+        self.data.interrupt(f"{id(self)}/{group}")
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state not in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):

@@ -11,36 +11,33 @@ from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
 from batch.score.chart import draw
+from batch.score.compare import usd_text
 from tui import format as fmt
+from tui.labels import short_labels
 from tui.screens.base import DataScreen
 
 if TYPE_CHECKING:  # the comparison's record type, for annotations
     from batch.score.compare import CandidateComparison
 
-COLUMNS = [("", 1), ("Candidate", 16), ("Rows", None), ("Failed", None), ("Score", None),
+CANDIDATE_WIDTH = 16
+CHART_LABEL_WIDTH = 24  # under a bar, or in the legend
+COLUMNS = [("", 1), ("Candidate", CANDIDATE_WIDTH), ("Rows", None), ("Failed", None), ("Score", None),
            ("95% interval", 14), ("tok/s", None), ("Start", None), ("Engine", None),
-           ("Params", None), ("$/1k", 6)]
+           ("Params", None), ("$/1k", None)]
 
 
 def _num(value: float | None, spec: str = ".3f") -> str:
     return "" if value is None else format(value, spec)
 
 
-def money(usd: float | None) -> str:
-    """Three significant digits: costs per 1,000 rows run from fractions of a cent up."""
-    if usd is None:
-        return ""
-    return f"{usd:,.2f}" if usd >= 100 else f"{usd:.3g}"
-
-
-def cells(e: CandidateComparison) -> tuple:
+def cells(e: CandidateComparison, label: str) -> tuple:
+    """A candidate's row; `label` is its label as the column shows it (tui.labels)."""
     def right(text: str, style: str = "") -> Text:
         return Text(text, justify="right", style=style)
 
-    name = e.label if e.adapter or e.label != e.model else e.model
     return (
         Text("*", style="bold green") if e.pareto else "",
-        fmt.clip(name, 16),
+        label,
         right(fmt.count(e.rows)),
         right(fmt.count(e.failures), "yellow" if e.failures else ""),
         right(_num(e.score), "bold"),
@@ -49,7 +46,7 @@ def cells(e: CandidateComparison) -> tuple:
         right(fmt.duration(e.engine_start_s)),
         right(fmt.duration(e.engine_s)),
         right(fmt.params(e.parameters)),
-        right(money(e.cost_per_1k)),
+        right(usd_text(e.cost_per_1k)),
     )
 
 
@@ -90,10 +87,11 @@ class ComparisonScreen(DataScreen):
         table = self.query_one("#comparison", DataTable)
         table.loading = False
         table.clear()
+        labels = short_labels((e.label for e in entries), CANDIDATE_WIDTH)
         for i, e in enumerate(entries):
-            table.add_row(*cells(e), key=str(i))
+            table.add_row(*cells(e, labels[e.label]), key=str(i))
         plot = self.query_one(PlotextPlot)
-        note = draw(plot.plt, entries)
+        note = draw(plot.plt, entries, short_labels((e.label for e in entries), CHART_LABEL_WIDTH))
         plot.refresh()
         metric = next((e.metric for e in entries if e.metric), None)
         parts = [fmt.counted(len(entries), "candidate"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 from rich.text import Text
@@ -9,6 +10,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from tui import format as fmt
@@ -22,6 +24,10 @@ from tui.widgets.paged_table import PagedTable
 # Sized so the facets and every column fit 100 columns; `f` hides the facets at 80.
 COLUMNS = [("Name", 24), ("Domain", 11), ("Lang", 5), ("Params", 6), ("License", 9),
            ("tok/s", 5)]
+# Edits closer together than this are typing: the last one is loaded once they pause.
+# The first edit after a pause (and a paste) loads at once.
+TYPING_GAP_S = 0.15
+FACET_GROUPS = {"domain": "domains", "language": "languages"}  # facet -> its load group
 
 
 class ModelsScreen(DataScreen):
@@ -44,6 +50,10 @@ class ModelsScreen(DataScreen):
         self.domains_for: ModelQuery | None = None
         self.languages_for: ModelQuery | None = None
         self._arriving: tuple[ModelQuery | None, dict, set] = (None, {}, set())
+        self._last_edit = 0.0
+        self._force_facets = False  # a refresh reloads the facet counts too
+        self._counting: dict[str, ModelQuery] = {}  # facet -> the query its counts load for
+        self._typed: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -68,20 +78,33 @@ class ModelsScreen(DataScreen):
     # -- loading --------------------------------------------------------------------------
 
     def reload(self, *, force: bool = False) -> None:
+        """Load what `query_now` shows: first the table's first page and its total (in
+        parallel: SQLite works outside the GIL), shown together; then the facet counts,
+        each shown as it arrives. At a million models a search's facet counts read every
+        match, where its first page is read from the full-text index in order: on two
+        cores they would slow the page down if they ran beside it."""
         q = self.query_now
         parts = {"page": lambda: self.data.models(q), "total": lambda: self.data.count(q)}
-        # A facet's counts ignore its own choice: picking a domain leaves them as they are.
-        if force or self.domains_for is None \
-                or self.domains_for.without("domain") != q.without("domain"):
-            parts["domains"] = lambda: self.data.domain_facets(q)
-        if force or self.languages_for is None \
-                or self.languages_for.without("language") != q.without("language"):
-            parts["languages"] = lambda: self.data.language_facets(q)
-        # The parts load in parallel (SQLite works outside the GIL) and are shown
-        # together: one repaint instead of one per part.
         self._arriving = (q, {}, set(parts))
+        self._force_facets = self._force_facets or force
+        for facet, counting in list(self._counting.items()):
+            if counting.without(facet) != q.without(facet):  # counts no longer wanted
+                self.drop(FACET_GROUPS[facet])
+                del self._counting[facet]
         for name, fetch in parts.items():
             self.load(name, fetch, lambda result, name=name: self._arrive(q, name, result))
+
+    def _load_facets(self, q: ModelQuery) -> None:
+        force, self._force_facets = self._force_facets, False
+        shown = {"domain": self.domains_for, "language": self.languages_for}
+        for facet, group in FACET_GROUPS.items():
+            # A facet's counts ignore its own choice: picking a domain leaves them as they are.
+            have = self._counting.get(facet) or shown[facet]
+            if force or have is None or have.without(facet) != q.without(facet):
+                self._counting[facet] = q
+                fetch = self.data.domain_facets if facet == "domain" else self.data.language_facets
+                self.load(group, lambda fetch=fetch: fetch(q),
+                          lambda counts, group=group: self._facet(q, group, counts))
 
     def _arrive(self, q: ModelQuery, name: str, result: object) -> None:
         waiting_for, arrived, wanted = self._arriving
@@ -90,16 +113,26 @@ class ModelsScreen(DataScreen):
         arrived[name] = result
         if set(arrived) != wanted:
             return
-        with self.app.batch_update():
+        with self.app.batch_update():  # page, total and the facets' marks: one repaint
             arrived["page"].total = arrived["total"]
             self._show_page(q, arrived["page"])
-            self.query_one("#domains", DomainTree).show(arrived.get("domains"), q.domain)
-            self.query_one("#languages", LanguageList).show(arrived.get("languages"),
-                                                            q.language)
-            if "domains" in arrived:
-                self.domains_for = q
-            if "languages" in arrived:
-                self.languages_for = q
+            self.query_one("#domains", DomainTree).show(None, q.domain)
+            self.query_one("#languages", LanguageList).show(None, q.language)
+        self._load_facets(q)
+
+    def _facet(self, q: ModelQuery, name: str, counts: object) -> None:
+        facet = "domain" if name == "domains" else "language"
+        if self._counting.get(facet) == q:
+            del self._counting[facet]
+        now = self.query_now
+        if q.without(facet) != now.without(facet):
+            return  # counted under other filters than the ones shown now
+        if name == "domains":
+            self.query_one("#domains", DomainTree).show(counts, now.domain)
+            self.domains_for = q
+        else:
+            self.query_one("#languages", LanguageList).show(counts, now.language)
+            self.languages_for = q
 
     def _show_page(self, q: ModelQuery, page: Page) -> None:
         table = self.query_one("#models", PagedTable)
@@ -158,8 +191,25 @@ class ModelsScreen(DataScreen):
     @on(FilterBar.Changed)
     def _filters(self, event: FilterBar.Changed) -> None:
         f = event.filters
-        self.set_query(replace(self.query_now, search=f.search, min_params=f.min_params,
-                               max_params=f.max_params, fits_bytes=f.fits_bytes))
+        q = replace(self.query_now, search=f.search, min_params=f.min_params,
+                    max_params=f.max_params, fits_bytes=f.fits_bytes)
+        now = time.monotonic()
+        typing, self._last_edit = now - self._last_edit < TYPING_GAP_S, now
+        if self._typed is not None:
+            self._typed.stop()
+            self._typed = None
+        if typing:  # wait for a pause: each keystroke's search would be dropped anyway
+            self._typed = self.set_timer(TYPING_GAP_S, lambda: self._paused(q))
+        else:
+            self.set_query(q)
+
+    def _paused(self, q: ModelQuery) -> None:
+        self._typed = None
+        self.set_query(q)
+
+    @property
+    def loading_now(self) -> bool:
+        return super().loading_now or self._typed is not None
 
     @on(Input.Submitted)
     def _to_results(self) -> None:

@@ -15,13 +15,15 @@ from textual.widgets import DataTable, Footer, Header, Input, Select, Static
 
 from tui import format as fmt
 from tui.data import JobSummary, Page, PredictionQuery
+from tui.labels import own_part, shared_prefix, short_labels
 from tui.screens.base import DataScreen
 from tui.widgets.job_list import JobList
 from tui.widgets.paged_table import PagedTable
 
 COLUMNS = [("Input id", 14), ("Prompt", 24), ("Output", 24), ("Finish", 7)]
-WITH_CANDIDATE = [("Input id", 12), ("Candidate", 16), ("Prompt", 16), ("Output", 20),
-                  ("Finish", 7)]
+CANDIDATE_WIDTH = 16
+WITH_CANDIDATE = [("Input id", 12), ("Candidate", CANDIDATE_WIDTH), ("Prompt", 16),
+                  ("Output", 20), ("Finish", 7)]
 
 
 class PredictionsScreen(DataScreen):
@@ -42,6 +44,9 @@ class PredictionsScreen(DataScreen):
         self.shown: PredictionQuery | None = None
         self.records: dict[str, dict[str, Any]] = {}
         self.candidates: list[str] = []  # the shown job's, when it has several
+        self.labels: dict[str, str] = {}  # each candidate's label as its cells show it
+        # The beginning the shown prompts share (a few-shot prefix): cells show the rest.
+        self.prompt_prefix = ""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -97,6 +102,8 @@ class PredictionsScreen(DataScreen):
         table = self.query_one("#predictions", PagedTable)
         table.loading = False
         table.set_columns(WITH_CANDIDATE if self.candidates else COLUMNS)
+        self.labels = short_labels(self.candidates, CANDIDATE_WIDTH)
+        self.prompt_prefix = shared_prefix(r.get("prompt") for r in page.rows)
         self.records = {self._key(r): r for r in page.rows}
         table.show([self._cells(r) for r in page.rows], [self._key(r) for r in page.rows],
                    page.total)
@@ -151,10 +158,13 @@ class PredictionsScreen(DataScreen):
         else:
             output = Text(fmt.clip(r.get("output"), wide))
         if self.candidates:
-            return (fmt.clip(r["input_id"], 12), fmt.clip(r.get("candidate"), 16),
-                    fmt.clip(r.get("prompt"), 16), output, r.get("finish_reason") or "")
-        return (fmt.clip(r["input_id"], 14), fmt.clip(r.get("prompt"), 24), output,
-                r.get("finish_reason") or "")
+            label = r.get("candidate") or ""
+            return (fmt.clip(r["input_id"], 12),
+                    self.labels.get(label) or fmt.clip(label, CANDIDATE_WIDTH),
+                    own_part(r.get("prompt"), self.prompt_prefix, 16), output,
+                    r.get("finish_reason") or "")
+        return (fmt.clip(r["input_id"], 14), own_part(r.get("prompt"), self.prompt_prefix, 24),
+                output, r.get("finish_reason") or "")
 
     # -- events ---------------------------------------------------------------------------
 

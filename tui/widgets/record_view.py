@@ -24,7 +24,10 @@ def render_record(r: dict[str, Any]) -> RenderableType:
     facts.add_column(style="dim", no_wrap=True)
     facts.add_column(overflow="fold")
     for label, value in (
-        ("job", r.get("job")), ("input id", r.get("input_id")), ("model", r.get("model")),
+        ("job", r.get("job")), ("input id", r.get("input_id")),
+        # The candidate's full label, which tables cut: said when it is more than the model.
+        ("candidate", r.get("candidate") if r.get("candidate") != r.get("model") else None),
+        ("model", r.get("model")),
         ("revision", r.get("revision")), ("adapter", r.get("adapter")),
         ("finish", r.get("finish_reason")),
         ("tokens", f"{fmt.count(r.get('prompt_tokens'))} in, "

@@ -2,16 +2,16 @@
 base, the curated set's digest and row counts, the jobs and candidates it learned from,
 the hyperparameters, losses, steps, seconds and hardware).
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-06
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
