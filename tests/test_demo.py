@@ -41,7 +41,7 @@ def test_every_fruit_of_the_demo_job_has_a_known_type() -> None:
 
 
 @pytest.mark.engine
-def test_demo_compares_the_specialist_with_a_generalist_and_its_lora_then_reruns_from_cache(
+def test_demo_distils_a_student_compares_it_with_its_teacher_and_base_then_reruns_from_cache(
         home: Path) -> None:
     first = almanac(home, "demo", "--json")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -49,14 +49,14 @@ def test_demo_compares_the_specialist_with_a_generalist_and_its_lora_then_reruns
     specialist, generalist = "almanac/fruit-specialist", "almanac/tiny-generalist"
     lora = f"{generalist}+almanac/fruit-lora"
     run = out["run"]
-    assert run["generated"] == 3 * 58 and run["engine_started"] is True
-    # The adapter shares its base's engine: two starts for three candidates.
-    assert run["engine_starts"] == 2
+    # The specialist answered first, as the student's teacher: its answers are cached. The
+    # student shares its base's engine: one start for two candidates.
+    assert (run["generated"], run["cached"]) == (2 * 58, 58) and run["engine_starts"] == 1
     assert [c["label"] for c in run["candidates"]] == [specialist, generalist, lora]
     right = {label: a["correct"] for label, a in out["accuracy"].items()}
     assert all(a["total"] == 58 for a in out["accuracy"].values())
     # Trained here in under a minute, the specialist names the fruit types; the
-    # generalist errs, and a LoRA adapter trained in seconds mends most of it.
+    # generalist errs, and the student distilled from the specialist in seconds mends most.
     assert right[specialist] >= 55 and right[lora] >= 40 and right[generalist] < right[lora] - 10
     assert all(p["answers"][specialist] for p in out["predictions"])
     # The comparison, best score first, with a cost from the job's [cost] price.
@@ -64,6 +64,15 @@ def test_demo_compares_the_specialist_with_a_generalist_and_its_lora_then_reruns
     assert [c["label"] for c in compared] == [specialist, lora, generalist]
     assert compared[0]["score"] == pytest.approx(right[specialist] / 58)
     assert all(c["cost_per_1k"] is not None and c["n"] == 58 for c in compared)
+    # The student on the fruits it never trained on: every row already cached.
+    distill = out["distill"]
+    assert distill["train"]["status"] == "trained" and distill["train"]["form"] == "text"
+    assert distill["eval_run"]["generated"] == 0 and distill["eval_run"]["engine_started"] is False
+    held_out = {c["label"]: c for c in distill["compare"]}
+    assert set(held_out) == {specialist, generalist, lora}
+    # Every validation fruit, whether or not the specialist got it right.
+    assert held_out[lora]["n"] >= distill["curate"]["split_rows"]["validation"] > 0
+    assert distill["summary"].startswith(f"{lora}: ") and "against teacher" in distill["summary"]
 
     second = almanac(home, "demo", "--json")
     assert second.returncode == 0, second.stderr[-3000:]
@@ -71,10 +80,17 @@ def test_demo_compares_the_specialist_with_a_generalist_and_its_lora_then_reruns
     assert (again["run"]["cached"], again["run"]["generated"]) == (3 * 58, 0)
     assert again["run"]["engine_started"] is False and again["run"]["engine_starts"] == 0
     assert again["accuracy"] == out["accuracy"]
+    assert again["distill"]["train"]["status"] == "reused"
+    assert again["distill"]["teacher_run"]["generated"] == 0
 
     shown = almanac(home, "models", "show", specialist, "--json")
     assert json.loads(shown.stdout)["source"] == "local"
     runs = json.loads(almanac(home, "runs", "--json").stdout)
-    assert [r["engine_starts"] for r in runs] == [0, 2]  # newest first
+    # Newest first: the second demo's evaluation, demo job and teacher runs, then the first's.
+    evaluation = "fruit-families-distill-almanac-fruit-lora"
+    assert [(r["job"], r["engine_starts"]) for r in runs] == [
+        (evaluation, 0), ("fruit-families", 0), ("fruit-families", 0),
+        (evaluation, 0), ("fruit-families", 1), ("fruit-families", 1)]
     lora_entry = json.loads(almanac(home, "models", "show", "almanac/fruit-lora", "--json").stdout)
     assert (lora_entry["relation"], lora_entry["base_model"]) == ("adapter", generalist)
+    assert lora_entry["training"]["distilled_from"] == f"fruit-families (teacher {specialist})"
