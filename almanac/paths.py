@@ -55,8 +55,18 @@ class Home:
 
     @property
     def models(self) -> Path:
-        """Models Almanac builds itself (the demo specialist)."""
+        """Models Almanac builds itself: the demo's, and the adapters `almanac train` makes."""
         return self.root / "models"
+
+    @property
+    def training(self) -> Path:
+        """Checkpoints of trainings a signal stopped, by their inputs' key, until resumed."""
+        return self.root / "training"
+
+    @property
+    def distill(self) -> Path:
+        """`almanac distill`'s work: curated sets and evaluation jobs, per student."""
+        return self.root / "distill"
 
     @property
     def misses(self) -> Path:

@@ -1,7 +1,7 @@
 """Every benchmark, in order: `python -m bench [--only NAME] [--smoke] [--model REPO_ID]`.
 
-Runs engine, adapters, ray, catalog, discovery, lookups, openai, data, tui and shell (each
-`python -m bench.<name>`, in a process of its own so that one's imports and memory
+Runs engine, adapters, ray, catalog, discovery, lookups, openai, data, tui, shell and train
+(each `python -m bench.<name>`, in a process of its own so that one's imports and memory
 cannot slow another), skipping any whose module is missing. Each prints its table
 on stderr and writes bench/results/<name>.json (`--smoke`: small sizes, answers
 checked, nothing written).
@@ -21,12 +21,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ("engine", "adapters", "ray", "catalog", "discovery", "lookups", "openai", "data",
-              "tui", "shell")
-TAKES_MODEL = {"engine"}
+              "tui", "shell", "train")
+TAKES_MODEL = {"engine", "train"}
 # These wait for a quiet machine themselves (after their set-up, and recording the
 # wait in their results); for the others this command waits before starting them.
 TAKES_QUIET = {"engine", "adapters", "ray", "catalog", "discovery", "lookups", "openai", "data",
-               "shell"}
+               "shell", "train"}
 QUIET_LOAD = 0.7  # 1-minute load average below which a 2-core machine counts as quiet
 
 

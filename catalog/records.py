@@ -121,6 +121,56 @@ class MeasuredEvalRecord:
 
 
 @dataclass
+class TrainingSource:
+    """Where some of a trained adapter's rows came from: a job's candidate (the teacher)."""
+
+    job: str | None
+    candidate: str | None
+    model: str | None
+    adapter: str | None
+    rows: int
+
+
+@dataclass
+class TrainingRecord:
+    """How an adapter Almanac trained was made: its lineage, settings and results."""
+
+    key: str
+    base_ref: str
+    data_path: str
+    data_digest: str
+    train_rows: int
+    validation_rows: int
+    steps: int
+    seconds: float
+    device: str
+    dtype: str
+    base_revision: str | None = None
+    data_filter: str | None = None
+    sources: list[TrainingSource] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    train_loss: float | None = None
+    eval_loss: float | None = None
+    epochs: float | None = None
+    hardware: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    trained_at: datetime | None = None
+
+    @property
+    def distilled_from(self) -> str:
+        """"JOB (teacher MODEL)" for each job it learned from, or "" when the rows name none."""
+        parts = []
+        for s in self.sources:
+            if s.job:
+                teacher = s.model + (f" + {s.adapter}" if s.adapter else "") if s.model else None
+                parts.append(f"{s.job} (teacher {teacher})" if teacher else s.job)
+        return ", ".join(dict.fromkeys(parts))
+
+    def to_json(self) -> dict[str, Any]:
+        return jsonable({**asdict(self), "distilled_from": self.distilled_from})
+
+
+@dataclass
 class ModelRecord(ModelEntry):
     id: int = 0
     created_at: datetime | None = None
@@ -131,9 +181,13 @@ class ModelRecord(ModelEntry):
     refreshed_at: datetime | None = None  # when the Hub last described it
     history: list[RevisionRecord] = field(default_factory=list)  # revisions it moved on from
     score: float | None = None  # its measured score, in a listing sorted by score:JOB
+    training: TrainingRecord | None = None  # how Almanac trained it, if it did
 
     def to_json(self) -> dict[str, Any]:
-        return jsonable(asdict(self))
+        out = jsonable(asdict(self))
+        if self.training is not None:
+            out["training"] = self.training.to_json()
+        return out
 
 
 @dataclass

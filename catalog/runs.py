@@ -4,6 +4,7 @@ measured performance. Readers get plain `RunRecord`s, never table rows."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, func, or_, select
@@ -37,14 +38,20 @@ def finish_run(session: Session, run_id: str, *, status: str, **figures: object)
         setattr(run, name, json.dumps(value) if name == "phases" and value is not None else value)
 
 
-def close_stale_runs(session: Session, job: str) -> int:
+def close_stale_runs(session: Session, job: str,
+                     landed: Callable[[str], Mapping[str, int]] | None = None) -> int:
     """Mark `job`'s runs still "running" as interrupted; returns how many. Call under the
     job's lock, when no run of it can be going: these were killed before they could
-    record their end (their counts stay as they were; the end time stays unknown)."""
+    record their end (the end time stays unknown). `landed(run_id)` gives the counts of
+    what such a run wrote (generated, copied, failed, prompt_tokens, output_tokens),
+    which become its counts."""
     stale = session.scalars(select(Run).where(Run.job == job, Run.status == "running")).all()
     for run in stale:
         run.status = "interrupted"
         run.error = "the run ended without recording it (killed, or the machine stopped)"
+        if landed is not None:
+            for name, value in landed(run.id).items():
+                setattr(run, name, value)
     return len(stale)
 
 

@@ -152,6 +152,8 @@ def _conditions(f: ModelFilter) -> list[ColumnElement[bool]]:
         out.append(func.lower(Model.license).in_([x.lower() for x in f.licenses]))
     if f.source:
         out.append(Model.source == f.source)
+    if f.adapters_of:
+        out += [Model.relation == "adapter", Model.base_model.in_(f.adapters_of)]
     if f.fits_bytes is not None:
         out.append(Model.parameters * _bytes_per_param(f.quant) * sizes.OVERHEAD <= f.fits_bytes)
     return out

@@ -365,3 +365,34 @@ class MeasuredEval(Base):
 
     def __repr__(self) -> str:
         return f"MeasuredEval({self.task!r}, {self.metric!r}={self.value!r}, n={self.n})"
+
+
+class Training(Base):
+    """The lineage of an adapter `almanac train` made: its base, the data it learned from,
+    the settings and what came of it. One row per trained model, gone with it."""
+
+    __tablename__ = "trainings"
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    # What decides the adapter (data, base, settings): the same key again is reused.
+    key: Mapped[str] = mapped_column(String(100))
+    base_ref: Mapped[str] = mapped_column(String(300))
+    base_revision: Mapped[str | None] = mapped_column(String(100))
+    data_path: Mapped[str] = mapped_column(Text)
+    data_digest: Mapped[str] = mapped_column(String(100))
+    data_filter: Mapped[str | None] = mapped_column(Text)  # train --where
+    train_rows: Mapped[int] = mapped_column(Integer)
+    validation_rows: Mapped[int] = mapped_column(Integer)
+    sources: Mapped[str] = mapped_column(Text)  # JSON: the jobs and candidates it learned from
+    settings: Mapped[str] = mapped_column(Text)  # JSON: the hyperparameters
+    train_loss: Mapped[float | None] = mapped_column(Float)
+    eval_loss: Mapped[float | None] = mapped_column(Float)
+    steps: Mapped[int] = mapped_column(Integer)
+    epochs: Mapped[float | None] = mapped_column(Float)
+    seconds: Mapped[float] = mapped_column(Float)
+    device: Mapped[str] = mapped_column(String(20))
+    dtype: Mapped[str] = mapped_column(String(20))
+    hardware: Mapped[str | None] = mapped_column(String(300))
+    versions: Mapped[str] = mapped_column(Text)  # JSON: the training libraries' versions
+    trained_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

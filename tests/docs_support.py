@@ -33,6 +33,7 @@ NOT_RUN = {
     "cluster": "needs a Ray cluster beyond this machine",
     "public": "listens on an address other machines reach",
     "engine": "generates with the engine for minutes",
+    "training": "trains a model: a minute or more on a CPU",
     "terminal": "a full-screen app: needs a terminal",
     "source-tree": "writes into the source tree",
     "bench": "a full benchmark: minutes to hours",
@@ -143,6 +144,7 @@ _MASKS = [
     (re.compile(r"\b\d[\d,]*(?:\.\d+)?(?= (?:output )?(?:tokens|rows)/s\b)"), "<n>"),
     (re.compile(r"\b\d[\d,]*(?:\.\d+)?\s?(?:ms|s)\b"), "<t>"),
     (re.compile(r"\b1\d{9}\b"), "<epoch>"),
+    (re.compile(r"(?<=USD )[\d.]+|(?<=the teacher's )[\d.]+"), "<cost>"),
     # Run ids, content keys and their beginnings, curated files' digests: a LoRA
     # adapter's files and a run's id differ from one demo to the next.
     (re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{12,}\b"), "<hex>"),

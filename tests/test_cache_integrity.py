@@ -18,9 +18,18 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from batch.cache.errors import IndexUnavailableError, ShardDamagedError, ShardUnavailableError
+from batch.cache.errors import (
+    IndexUnavailableError,
+    RowMismatchError,
+    ShardDamagedError,
+    ShardUnavailableError,
+)
+from batch.cache.repair import repair
+from batch.cache.scan import latest_table
+from batch.cache.store import PredictionStore
+from batch.cache.verify import verify
 from batch.query import Predictions
-from tests.cache_support import record, write
+from tests.cache_support import index_sql, key_for, record, write
 from tests.damage import flip, flip_in_column, flip_page_header, truncate
 from tests.engine_support import almanac
 
@@ -206,3 +215,75 @@ def test_an_index_that_cannot_be_opened_is_one_line(shards: list[Path], predicti
     assert "index.db" in line and "cannot be" in line
     with served(home) as client:
         refused(client.get("/jobs/fruits/predictions/r01"))
+
+
+# -- a row pointer in the index is checked against the row it points at -----------------------
+
+
+def point(predictions: Path, input_id: str, version: int, at: tuple[str, int]) -> None:
+    """Damage the index: move `input_id`'s record of `version` to row `at[1]` of shard `at[0]`."""
+    index_sql(predictions, "UPDATE records SET row = ?, shard = (SELECT id FROM shards WHERE "
+                           "name = ?) WHERE input_id = ? AND key = ?",
+              at[1], at[0], input_id, bytes.fromhex(key_for(input_id, version)))
+
+
+POINTERS = {
+    "another input's row": ("r01", 1, 0, 2),  # r01 at row 2 of the first shard: r02
+    "an older version of the same input": ("r05", 2, 0, 5),  # v2 at v1's row
+}
+
+
+@pytest.mark.parametrize("pointer", list(POINTERS))
+def test_a_row_pointer_at_another_row_is_refused_by_every_reader_and_repaired(
+        pointer: str, shards: list[Path], predictions: Path, home: Path) -> None:
+    write(predictions, [record("r05", version=2, output="Drupe 5 v2")], run_id="f" * 32)
+    input_id, version, shard, row = POINTERS[pointer]
+    point(predictions, input_id, version, (shards[shard].name, row))
+    key = key_for(input_id, version)
+
+    with Predictions.at(predictions, "fruits") as p:
+        for read in (lambda: p.get(input_id), lambda: p.get_many(["r00", input_id, "r33"]),
+                     lambda: p.versions(input_id), lambda: p.by_key(key),
+                     lambda: p.search(limit=40)):
+            with pytest.raises(RowMismatchError, match=f"points input '{input_id}'.*row {row} of "
+                                                       f"{shards[shard].name}.*cache verify fruits"):
+                read()
+        assert p.get("r02")["output"] == "Drupe 2" and p.get("r33")["output"] == "Drupe 33"
+    for columns in (["input_id", "output"], ["output"]):  # curate's and a chain's reads
+        with pytest.raises(RowMismatchError):
+            latest_table(predictions, "fruits", columns)
+
+    # A copy never carries the other row's answer: the source is passed over, and a read
+    # of it for a copy is refused.
+    store = PredictionStore(predictions)
+    try:
+        assert store.generated_anywhere([key]) == {}
+        (found,) = store.index.all_generated([key])[key]
+        with pytest.raises(RowMismatchError):
+            store.read_rows([found])
+    finally:
+        store.close()
+
+    assert [(f.shard, f.kind) for f in verify(predictions).problems
+            if f.kind != "latest-mismatch"] == [(shards[shard].name, "index-mismatch")]
+    assert repair(predictions, home / "locks").rebuilt == ["fruits"]
+    assert verify(predictions).ok
+    with Predictions.at(predictions, "fruits") as p:
+        assert p.get("r01")["output"] == "Drupe 1" and p.get("r02")["output"] == "Drupe 2"
+        assert p.get("r05")["output"] == "Drupe 5 v2"
+
+
+def test_a_row_pointer_at_another_row_is_one_line_in_the_cli_and_503_over_http(
+        shards: list[Path], predictions: Path, home: Path, tmp_path: Path) -> None:
+    point(predictions, "r01", 1, (shards[0].name, 2))
+    line = one_line(almanac(home, "query", "fruits", "--input-id", "r01"))
+    assert "cache verify fruits" in line and f"row 2 of {shards[0].name}" in line
+    out = tmp_path / "out.jsonl"
+    assert "cache verify fruits" in one_line(
+        almanac(home, "export", "fruits", "--format", "jsonl", "-o", str(out)))
+    assert not out.exists()
+    with served(home) as client:
+        assert "cache verify fruits" in refused(client.get("/jobs/fruits/predictions/r01"))
+        assert client.get("/jobs/fruits/predictions/r02").json()["output"] == "Drupe 2"
+    checked = almanac(home, "cache", "verify")
+    assert checked.returncode == 1 and "index-mismatch" in checked.stdout

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -149,11 +154,15 @@ def test_gc_finishes_or_undoes_an_interrupted_collection(predictions: Path, home
     os.rename(directory / kept, directory / f".{kept}.gc")
     # Died after its commit: `old`'s rows are gone, its file not yet unlinked.
     unindex_shard(predictions, old)
+    size = (directory / old).stat().st_size
     os.rename(directory / old, directory / f".{old}.gc")
     assert "missing" in _kinds(verify(predictions))
 
     report = gc(predictions, home / "locks")
     assert report.jobs[0].repaired == 2
+    # Finishing the collection removed a shard, and says so.
+    assert [(c.shard, c.rows, c.bytes) for c in report.jobs[0].collected] == [(old, 1, size)]
+    assert (report.shards_removed, report.bytes_freed) == (1, size)
     assert (directory / kept).exists() and not list(directory.glob(".*"))
     assert verify(predictions).ok
     with Predictions.at(predictions, "fruits") as p:
@@ -173,3 +182,47 @@ def test_a_reader_with_a_shard_open_keeps_reading_through_gc(predictions: Path, 
 def test_gc_on_an_empty_home_and_an_unknown_job(predictions: Path, home: Path) -> None:
     assert gc(predictions, home / "locks").jobs == []
     assert almanac(home, "cache", "gc", "nojob").returncode == 1
+
+
+# -- stopped by a signal ---------------------------------------------------------------------
+
+
+def _holds_a_flock(pid: int) -> bool:
+    """Whether process `pid` holds an flock (a job's lock: it is past taking them)."""
+    return any(line.split()[1] == "FLOCK" and line.split()[4] == str(pid)
+               for line in Path("/proc/locks").read_text().splitlines())
+
+
+@pytest.mark.parametrize(("command", "sig"), [("gc", signal.SIGINT), ("repair", signal.SIGTERM)])
+def test_a_signal_stops_gc_and_repair_at_once_exit_130_or_143_and_changes_nothing(
+        command: str, sig: signal.Signals, predictions: Path, home: Path, tmp_path: Path) -> None:
+    write(predictions, [record("a")])  # superseded: gc collects it
+    (landed,) = write(predictions, [record("a", version=2)], run_id="f" * 32)
+    unindex_shard(predictions, landed)  # both commands index it first
+    directory = predictions / "fruits"
+    before = sorted(p.name for p in directory.iterdir()), index_table(predictions, "records")
+    # A write transaction held on the index: the command, once past its locks, waits for
+    # it before it can change anything; the signal arrives while it waits.
+    held = sqlite3.connect(predictions / "index.db", isolation_level=None)
+    held.execute("BEGIN IMMEDIATE")
+    err = tmp_path / "err"
+    with err.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "almanac", "cache", command],
+                                env={**os.environ, "ALMANAC_HOME": str(home)},
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        while not _holds_a_flock(proc.pid):
+            assert proc.poll() is None, err.read_text()
+            time.sleep(0.02)
+        proc.send_signal(sig)
+    finally:
+        held.execute("ROLLBACK")
+        held.close()
+    assert proc.wait(timeout=120) == {signal.SIGINT: 130, signal.SIGTERM: 143}[sig]
+    lines = err.read_text().strip().splitlines()
+    assert len(lines) == 1 and f"cache {command} stopped by {sig.name}" in lines[0], lines
+    assert (sorted(p.name for p in directory.iterdir()), index_table(predictions, "records")) \
+        == before
+    assert [f.kind for f in verify(predictions).problems] == ["unindexed"]
+    report = gc(predictions, home / "locks")  # and then it runs through
+    assert (report.jobs[0].indexed, report.shards_removed) == (1, 1)

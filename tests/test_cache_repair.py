@@ -5,16 +5,19 @@ is rebuilt from the files where it contradicts them."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from batch.cache.errors import RowMismatchError
 from batch.cache.index import Located
 from batch.cache.lock import JobLock, JobLockedError
 from batch.cache.repair import repair
 from batch.cache.schema import arrow_schema
+from batch.cache.shards import file_sha256
 from batch.cache.store import PredictionStore
 from batch.cache.verify import verify
 from batch.query import Predictions
@@ -118,7 +121,7 @@ def test_repair_rebuilds_entries_that_contradict_intact_files_and_keeps_latest_c
     (newer,) = write(predictions, [record("r05", version=2, output="drupe v2")], run_id="f" * 32)
     store = PredictionStore(predictions)
     try:  # a prompt changed back: the first version is r05's latest again
-        store.repoint("fruits", "tiny", [Located("fruits", "r05", key_for("r05"), shards[0].name,
+        store.index.repoint("fruits", "tiny", [Located("fruits", "r05", key_for("r05"), shards[0].name,
                                                  5, False, "tiny")])
     finally:
         store.close()
@@ -152,3 +155,135 @@ def test_a_runs_recovery_drops_shards_gone_truncated_or_written_over_and_trusts_
     kept = sorted(p.name for p in (predictions / "fruits").glob(".*.damaged"))
     assert kept == sorted(f".{p.name}.damaged" for p in shards[:2])
     assert verify(predictions).ok
+
+
+# -- another job's shards in a job's directory ------------------------------------------------
+
+
+def test_another_jobs_shards_copied_into_a_directory_are_found_and_set_aside_not_adopted(
+        shards: list[Path], predictions: Path, home: Path) -> None:
+    veg = predictions / "veg"
+    for shard in shards:
+        shutil.copy2(shard, veg / shard.name)
+    found = verify(predictions, "veg")
+    assert sorted((f.shard, f.kind) for f in found.problems) == \
+        sorted((s.name, "foreign") for s in shards)
+    assert "holds rows of job 'fruits'" in found.problems[0].detail
+
+    cli = almanac(home, "cache", "repair", "--json")
+    assert cli.returncode == 0, cli.stderr
+    report = json.loads(cli.stdout)
+    assert sorted((r["shard"], r["problem"], r["kept_as"]) for r in report["shards"]) == \
+        sorted((s.name, "foreign", f".{s.name}.foreign") for s in shards)
+    assert report["indexed"] == 0
+    assert len(list(veg.glob("*.parquet"))) == 1  # leek's own shard
+    checked = verify(predictions)
+    assert checked.ok and {n.kind for n in checked.notes} == {"foreign-kept"}
+    with Predictions.at(predictions, "veg") as p:
+        assert p.get("r01") is None and p.count() == 1 and p.get("leek")["job"] == "veg"
+    assert [r[1] for r in index_table(predictions, "records") if r[0] == "veg"] == ["leek"]
+
+
+def test_a_runs_recovery_never_indexes_another_jobs_shard(shards: list[Path],
+                                                          predictions: Path) -> None:
+    copied = predictions / "veg" / shards[0].name
+    shutil.copy2(shards[0], copied)
+    store = PredictionStore(predictions)
+    try:
+        assert store.recover("veg")["indexed"] == 0
+        assert store.latest_for("veg", "tiny", ["r01"]) == {}
+    finally:
+        store.close()
+    assert not copied.exists() and copied.with_name(f".{copied.name}.foreign").exists()
+
+
+def test_a_foreign_shard_an_index_already_lists_is_refused_found_and_set_aside(
+        shards: list[Path], predictions: Path, home: Path) -> None:
+    copied = predictions / "veg" / shards[0].name
+    shutil.copy2(shards[0], copied)
+    store = PredictionStore(predictions)
+    try:  # as an earlier version's recovery indexed it
+        rows = [(r["input_id"], r["key"], False, r["candidate"]) for r in
+                pq.read_table(copied, columns=["input_id", "key", "candidate"]).to_pylist()]
+        store.index.add_shard("veg", copied.name, "x" * 32, rows, copied.stat().st_size,
+                              file_sha256(copied))
+    finally:
+        store.close()
+    with Predictions.at(predictions, "veg") as p, \
+            pytest.raises(RowMismatchError, match="which holds job 'fruits'.*cache verify veg"):
+        p.get("r01")
+    assert [(f.shard, f.kind) for f in verify(predictions, "veg").problems] == \
+        [(copied.name, "foreign")]
+    report = repair(predictions, home / "locks", job="veg")
+    assert [(r.problem, r.records, r.kept_as) for r in report.shards] == \
+        [("foreign", 10, f".{copied.name}.foreign")]
+    assert verify(predictions).ok
+    with Predictions.at(predictions, "veg") as p:
+        assert p.get("r01") is None and p.get("leek")["output"] == "drupe"
+
+
+# -- the latest version, by run order, through rebuilds and losses -----------------------------
+
+
+def destroy_index(predictions: Path) -> None:
+    for name in ("index.db", "index.db-wal", "index.db-shm"):
+        (predictions / name).unlink(missing_ok=True)
+
+
+def test_a_rebuild_without_the_shard_holding_an_inputs_latest_leaves_it_missing_not_rolled_back(
+        shards: list[Path], predictions: Path, home: Path) -> None:
+    (newer,) = write(predictions, [record("r05", version=2, output="drupe 5 v2")], run_id="f" * 32)
+    destroy_index(predictions)
+    flip_in_column(predictions / "fruits" / newer, "output")
+
+    cli = almanac(home, "cache", "repair", "--json")
+    assert cli.returncode == 0, cli.stderr
+    report = json.loads(cli.stdout)
+    assert [(r["shard"], r["problem"], r["inputs"]) for r in report["shards"]] == \
+        [(newer, "damaged-unindexed", 1)]
+    assert verify(predictions).ok
+    with Predictions.at(predictions, "fruits") as p:
+        assert p.get("r05") is None  # its latest was lost: missing, not v1 again
+        assert [r["output"] for r in p.versions("r05")] == ["drupe 5"]
+        assert p.get("r04")["output"] == "drupe 4" and p.count() == 39
+
+
+def test_a_shard_indexed_late_never_takes_the_latest_from_one_written_after_it(
+        shards: list[Path], predictions: Path) -> None:
+    write(predictions, [record("r05", version=2, output="drupe 5 v2")], run_id="f" * 32)
+    unindex_shard(predictions, shards[0].name)  # the first run's shard, indexed again last
+    store = PredictionStore(predictions)
+    try:
+        assert store.recover("fruits")["indexed"] == 1
+    finally:
+        store.close()
+    assert verify(predictions).ok
+    with Predictions.at(predictions, "fruits") as p:
+        assert p.get("r05")["output"] == "drupe 5 v2" and p.get("r04")["output"] == "drupe 4"
+        assert [r["output"] for r in p.versions("r05")] == ["drupe 5", "drupe 5 v2"]
+
+
+def test_verify_finds_an_input_rolled_back_to_a_version_older_than_a_lost_one(
+        shards: list[Path], predictions: Path, home: Path) -> None:
+    (newer,) = write(predictions, [record("r05", version=2, output="drupe 5 v2")], run_id="f" * 32)
+    destroy_index(predictions)
+    path = predictions / "fruits" / newer
+    flip_in_column(path, "output")
+    kept = path.with_name(f".{newer}.damaged")
+    path.rename(kept)  # set aside, then the index rebuilt as if it had never been
+    store = PredictionStore(predictions)
+    try:
+        store.recover("fruits")
+        store.recover("veg")
+    finally:
+        store.close()
+    with Predictions.at(predictions, "fruits") as p:
+        assert p.get("r05")["output"] == "drupe 5"  # rolled back
+
+    found = verify(predictions)
+    assert [(f.shard, f.kind) for f in found.problems] == [(kept.name, "rolled-back")]
+    assert "'r05'" in found.problems[0].detail
+    assert repair(predictions, home / "locks").rolled_back == 1
+    assert verify(predictions).ok
+    with Predictions.at(predictions, "fruits") as p:
+        assert p.get("r05") is None and p.get("r04")["output"] == "drupe 4"

@@ -214,7 +214,7 @@ def test_repoint_moves_latest_without_writing_a_shard(store: PredictionStore) ->
     write(store, [record("new", "a")])
     shards_before = table(store, "shards")
 
-    store.repoint("fruits", "tiny", [Located("fruits", "a", "old", first[0], 0, False, "tiny")])
+    store.index.repoint("fruits", "tiny", [Located("fruits", "a", "old", first[0], 0, False, "tiny")])
 
     assert store.latest_for("fruits", "tiny", ["a"])["a"].key == "old"
     assert table(store, "shards") == shards_before

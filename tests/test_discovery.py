@@ -74,7 +74,9 @@ def dump(db: Path) -> dict[str, list[tuple]]:
     with sqlite3.connect(db) as conn:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
                                               "AND name NOT LIKE 'models_fts_%' AND name != 'alembic_version'")]
-        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in sorted(tables)}
+        # Sorted in Python: a table of one column (search_terms) has no second ORDER BY term.
+        return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
+                for t in sorted(tables)}
 
 
 # -- filters reach the Hub ------------------------------------------------------------------------

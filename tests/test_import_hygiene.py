@@ -85,6 +85,16 @@ def test_catalog_commands_import_no_engine_tui_or_torch(tmp_path: Path, home: Pa
     assert modules & HEAVY == set()
 
 
+TRAINING = {"torch", "transformers", "trl", "peft", "accelerate", "datasets"}
+
+
+def test_train_and_distill_help_import_no_training_library(tmp_path: Path) -> None:
+    codes, modules = _probe(tmp_path, ["train", "--help"], ["distill", "--help"])
+    assert codes == [0, 0]
+    assert "almanac" in modules and "click" in modules  # the probe really ran the CLI
+    assert modules & (HEAVY | TRAINING) == set()
+
+
 # What a command reading one thing must not load: Alembic (a catalog at the newest
 # schema is recognised by one read), pandas (pyarrow loads it to turn Python objects into
 # arrays or timestamps into datetimes, which the read path does without), and Arrow's
@@ -114,8 +124,8 @@ def test_an_old_catalog_is_still_migrated_when_a_command_opens_it(tmp_path: Path
 
     catalog = Catalog.at(home / "catalog.db")
     with catalog.engine.begin() as conn:  # as a previous version left it: one revision back
-        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0003'")
-        conn.exec_driver_sql("DROP TABLE search_terms")
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0004'")
+        conn.exec_driver_sql("DROP TABLE trainings")
     catalog.close()
     codes, modules = _probe(tmp_path, ["models", "list", "--json"])
     assert codes == [0] and "alembic" in modules
@@ -210,4 +220,19 @@ def test_catalog_room_imports_nothing_above_it() -> None:
     for path in sorted((ROOT / "catalog").rglob("*.py")):
         roots = _imported_roots(ast.parse(path.read_text("utf-8")))
         offenders += [f"{path.relative_to(ROOT)}: imports {m}" for m in sorted(roots & {"almanac", "tui", "batch"})]
+    assert offenders == []
+
+
+def test_only_the_trainer_imports_trl_peft_accelerate_and_datasets() -> None:
+    trainer = "batch/train/trainer.py"
+    offenders, seen = [], set()
+    for path in _sources():
+        rel = path.relative_to(ROOT).as_posix()
+        roots = _imported_roots(ast.parse(path.read_text("utf-8"), filename=str(path)))
+        found = roots & {"trl", "peft", "accelerate", "datasets"}
+        if rel == trainer:
+            seen = found
+        else:
+            offenders += [f"{rel}: imports {m}" for m in sorted(found)]
+    assert seen == {"trl", "peft", "datasets"}  # the scan read the trainer
     assert offenders == []

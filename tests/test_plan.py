@@ -1,5 +1,6 @@
 """Planning a run against a real prediction store: which rows are cached, which can be
-copied or repointed, which must be generated, and which failed."""
+copied (from another job, or from an earlier version of the same input), which must be
+generated, and which failed."""
 
 from __future__ import annotations
 
@@ -65,8 +66,6 @@ def commit(store: PredictionStore, plan: Plan, *, run_id: str = "r" * 32,
            engine_fails: frozenset[str] | set[str] = frozenset()) -> None:
     """What a run writes for a plan, with a pretend engine that answers `<prompt> ok`."""
     with ShardWriter(store, plan.job, run_id, 100, 10) as writer:
-        if plan.repoint:
-            store.repoint(plan.job, plan.candidate, plan.repoint)
         sources = store.read_rows([src for _, _, src in plan.copies])
         for (input_id, _, _), source in zip(plan.copies, sources, strict=True):
             writer.add({**source, "job": plan.job, "input_id": input_id, "run_id": run_id})
@@ -110,7 +109,7 @@ def test_after_a_run_every_row_is_cached(tmp_path: Path, store: PredictionStore)
     plan = plan_for(job, store)
     assert plan.summary() == {"inputs": 3, "cached": 3, "copy": 0, "missing": 0,
                               "distinct_missing": 0, "invalid": 0, "failed_before": 0}
-    assert not plan.requests and not plan.copies and not plan.repoint
+    assert not plan.requests and not plan.copies
 
 
 def test_a_new_row_is_the_only_one_missing(tmp_path: Path, store: PredictionStore) -> None:
@@ -140,7 +139,7 @@ def test_anything_in_the_key_changing_makes_rows_missing_again(
     assert plan.cached == 0 and plan.missing_rows == 3 and not plan.copies
 
 
-# -- copies and repoints ----------------------------------------------------------------------
+# -- copies -----------------------------------------------------------------------------------
 
 
 def test_rows_generated_by_another_job_are_copied_not_generated(
@@ -170,7 +169,8 @@ def test_failed_rows_of_another_job_are_not_copied(tmp_path: Path, store: Predic
     assert [r.input_ids for r in again.requests.values()] == [["a"]]
 
 
-def test_a_prompt_changed_then_changed_back_is_repointed(tmp_path: Path, store: PredictionStore) -> None:
+def test_a_prompt_changed_then_changed_back_is_copied_from_its_earlier_version(
+        tmp_path: Path, store: PredictionStore) -> None:
     dataset(tmp_path, FRUITS)
     job = spec(tmp_path)
     v1 = plan_for(job, store)
@@ -184,11 +184,14 @@ def test_a_prompt_changed_then_changed_back_is_repointed(tmp_path: Path, store: 
 
     dataset(tmp_path, FRUITS)
     back = plan_for(job, store)
-    assert back.repoint == [old]
+    assert back.copies == [("a", old.key, old)]
     assert back.summary() == {"inputs": 3, "cached": 2, "copy": 1, "missing": 0,
                               "distinct_missing": 0, "invalid": 0, "failed_before": 0}
     commit(store, back, run_id="3" * 32)
-    assert store.latest_for("fruits", "tiny", ["a"])["a"] == old
+    # Written again by the run that chose it: the files alone say it is the latest.
+    latest = store.latest_for("fruits", "tiny", ["a"])["a"]
+    assert (latest.key, latest.failed) == (old.key, False) and latest.shard != old.shard
+    assert store.read_rows([latest])[0]["output"] == "peach: ok"
     assert plan_for(job, store).cached == 3
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from almanac import api
 from batch.cache.index import Located
+from batch.cache.reader import PARALLEL_ROWS, CacheReader
 from batch.query import (
     JobInfo,
     Predictions,
@@ -101,6 +102,16 @@ def test_get_many_skips_missing_ids_and_handles_more_than_a_query_holds(predicti
         found = p.get_many(ids)
     assert sorted(found) == sorted(f"id{i:04d}" for i in range(0, 1200, 2))
     assert all(found[k]["input_id"] == k for k in found)
+
+
+def test_get_many_across_more_shards_than_a_reader_keeps_open(predictions: Path) -> None:
+    """Enough rows to decode shards two at a time, from more shards than the reader keeps
+    open: every row comes back whole and in its place."""
+    rows = [record(f"id{i:04d}", output=f"drupe {i}") for i in range(PARALLEL_ROWS + 44)]
+    assert len(write(predictions, rows, shard_rows=10)) > 4
+    plain = {r["input_id"]: r for r in ds.dataset(predictions / "fruits").to_table().to_pylist()}
+    with CacheReader(predictions, open_shards=4) as reader:
+        assert reader.job("fruits").get_many(list(reversed(plain))) == plain
 
 
 def test_by_key_prefers_a_success(predictions: Path) -> None:

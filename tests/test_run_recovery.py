@@ -131,3 +131,39 @@ def test_several_jobs_with_json_print_a_list_even_when_one_cannot_run(home: Path
     assert isinstance(json.loads(one.stdout), dict)  # one job: its summary alone
     dry = almanac(home, "run", str(first), str(second), "--dry-run", "--json")
     assert [r["status"] for r in json.loads(dry.stdout)] == ["planned", "planned"]
+
+
+def test_a_killed_runs_record_is_closed_with_the_counts_of_what_it_wrote(home: Path,
+                                                                         tmp_path: Path) -> None:
+    """A run killed (kill -9) after writing 48 rows, its last shard landed but not
+    indexed: the next run closes its record as interrupted with what landed."""
+    from catalog.db import open_catalog
+    from catalog.runs import list_runs, start_run
+    from tests.cache_support import record, unindex_shard, write
+
+    _home_with_model(home, tmp_path)
+    job = _job(tmp_path)
+    killed = "dead" * 8
+    catalog = open_catalog(home / "catalog.db")
+    with catalog.sessions.begin() as s:
+        start_run(s, killed, "leftovers", TINY_MODEL, None)
+    catalog.close()
+    predictions = home / "predictions"
+    write(predictions, [record(f"x{i}", job="elsewhere") for i in range(5)], job="elsewhere",
+          run_id="e" * 32)
+    wrote = [record(f"r{i}", job="leftovers", output=f"w{i}", run_id=killed) for i in range(40)]
+    wrote += [record(f"x{i}", job="leftovers", run_id=killed) for i in range(5)]  # copies
+    wrote += [record(f"f{i}", job="leftovers", error="too long", run_id=killed) for i in range(3)]
+    names = write(predictions, wrote, job="leftovers", shard_rows=10, run_id=killed)
+    unindex_shard(predictions, names[-1])
+
+    rerun = almanac(home, "run", str(job), "--json")
+    assert rerun.returncode == 3, rerun.stderr
+    catalog = open_catalog(home / "catalog.db", readonly=True)
+    with catalog.sessions() as s:
+        (closed,) = [r for r in list_runs(s, "leftovers") if r.id == killed]
+    catalog.close()
+    assert closed.status == "interrupted"
+    assert (closed.generated, closed.copied, closed.failed) == (40, 5, 3)
+    assert (closed.prompt_tokens, closed.output_tokens) == \
+        (sum(3 + len(f"r{i}") for i in range(40)), 40)

@@ -20,6 +20,7 @@ from almanac.cli import (
     query_cmds,
     score_cmds,
     serve_cmd,
+    train_cmds,
     tui_cmd,
 )
 from almanac.cli.base import VERBOSE_HELP, AlmanacGroup, Env
@@ -69,6 +70,7 @@ query_cmds.register(cli)
 cache_cmds.register(cli)
 score_cmds.register(cli)
 data_cmds.register(cli)
+train_cmds.register(cli)
 cli.add_command(serve_cmd.serve)
 cli.add_command(misses_cmds.misses)
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from almanac.paths import Home
-from batch.run.stopping import Stopped  # stdlib and schemas only: --help stays quick
+from batch.run.stopping import Stopped, catch_stops  # stdlib and schemas only: --help stays quick
 from schemas.errors import AlmanacError, ExitCode
 from schemas.output_path import ReaderGone
 
@@ -122,6 +123,24 @@ class AlmanacGroup(click.Group):
             # what it had finished; exit as the shell would report the signal.
             warn(f"{stop}: what was finished is written and indexed")
             ctx.exit(stop.exit_code)
+        except KeyboardInterrupt:
+            # SIGINT where no command set a handler of its own: exit as the shell reports
+            # it (click would say "Aborted!" and exit 1).
+            warn("stopped by SIGINT")
+            ctx.exit(int(ExitCode.INTERRUPTED))
+
+
+@contextlib.contextmanager
+def stoppable(what: str, outcome: str) -> Iterator[None]:
+    """SIGINT and SIGTERM stop `what` where it is, the way an error does (a transaction
+    rolled back, files it had moved moved back), then the command exits 130 / 143 as the
+    shell reports the signal, with one line saying what is kept (`outcome`)."""
+    try:
+        with catch_stops():
+            yield
+    except Stopped as stop:
+        warn(f"{what} {stop}: {outcome}")
+        raise SystemExit(stop.exit_code) from None
 
 
 def _stdout_closed() -> bool:

@@ -208,8 +208,10 @@ def runs(env: Env, job: str | None, limit: int, json_: bool) -> None:
 @json_option
 @pass_env
 def demo(env: Env, job_path: str | None, json_: bool) -> None:
-    """Train a tiny fruit specialist, a generalist and a LoRA adapter of it, register
-    them, run the three over the fruit job, score them and compare them.
+    """Train a tiny fruit specialist and a generalist, distil a LoRA student of the
+    generalist from the specialist's answers (`almanac train`), register them, run the
+    three over the fruit job, score them and compare them; then the student on the
+    fruits it never trained on.
 
     Run it again and every prediction comes from the cache, without starting the engine."""
     from almanac.cli.score_cmds import echo_comparison
@@ -220,7 +222,8 @@ def demo(env: Env, job_path: str | None, json_: bool) -> None:
         emit_json({"run": done.result.to_json(), "predictions": done.preview,
                    "accuracy": {label: {"correct": right, "total": total}
                                 for label, (right, total) in done.accuracy.items()},
-                   "compare": [e.to_json() for e in done.comparison]})
+                   "compare": [e.to_json() for e in done.comparison],
+                   "distill": done.distill.to_json() if done.distill else None})
     else:
         click.echo(_human(done.result))
         labels = list(done.accuracy)
@@ -231,6 +234,8 @@ def demo(env: Env, job_path: str | None, json_: bool) -> None:
         for label, (right, total) in done.accuracy.items():
             click.echo(f"{label}: {right}/{total} right")
         echo_comparison(done.comparison)
+        if done.distill is not None:
+            click.echo(f"on the fruits the student never trained on: {done.distill.summary}")
         warn(f"predictions: {env.home.predictions / done.result.job} (a Parquet dataset)")
     if done.result.exit_code:
         sys.exit(done.result.exit_code)

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from almanac.cli.base import Env, echo_table, emit_json, json_option, pass_env, warn
+from almanac.cli.base import Env, echo_table, emit_json, json_option, pass_env, stoppable, warn
 from schemas.errors import ExitCode
 
 
@@ -57,8 +57,9 @@ def gc(env: Env, job: str | None, dry_run: bool, keep_versions: bool, json_: boo
     --dry-run). Exits 75 without changing anything while a run is active."""
     from batch.cache.gc import gc as run_gc
 
-    report = run_gc(env.home.predictions, env.home.locks, job=job, dry_run=dry_run,
-                    keep_versions=keep_versions)
+    with stoppable("cache gc", "what it had collected is gone, the rest is as it was"):
+        report = run_gc(env.home.predictions, env.home.locks, job=job, dry_run=dry_run,
+                        keep_versions=keep_versions)
     if json_:
         emit_json(report.to_json())
         return
@@ -85,7 +86,9 @@ def repair(env: Env, job: str | None, dry_run: bool, json_: bool) -> None:
     anything while a run is active."""
     from batch.cache.repair import repair as run_repair
 
-    report = run_repair(env.home.predictions, env.home.locks, job=job, dry_run=dry_run)
+    with stoppable("cache repair", "what it had repaired stays repaired; run it again for "
+                                   "the rest"):
+        report = run_repair(env.home.predictions, env.home.locks, job=job, dry_run=dry_run)
     if json_:
         emit_json(report.to_json())
         return
@@ -103,6 +106,9 @@ def repair(env: Env, job: str | None, dry_run: bool, json_: bool) -> None:
         jobs = sorted({r.job for r in report.shards})
         parts.append(f"{would}drop {len(report.shards)} shards from the index: the next run of "
                      f"{', '.join(jobs)} generates {report.inputs} inputs again")
+    if report.rolled_back:
+        parts.append(f"{would}make {report.rolled_back} inputs missing whose latest version a "
+                     "damaged shard held (their next run generates them)")
     if report.rebuilt:
         parts.append(f"{would}rebuild the index entries of {', '.join(report.rebuilt)} from their files")
     if report.indexed or report.removed_tmp:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from almanac.cli.base import Env, echo_table, emit_json, json_option, pass_env, warn
+from almanac.cli.base import Env, echo_table, emit_json, json_option, pass_env, stoppable, warn
 
 
 @click.command()
@@ -44,10 +44,12 @@ def curate(env: Env, job: str, output: str, where: str | None, dedupe: str | Non
     args += ["--where", where] if where else []
     args += ["--dedupe", dedupe] if dedupe else []
     args += ["--split", f"{split:g}"] + (["--candidate", candidate] if candidate else [])
-    catalog = env.catalog_readonly() if env.home.catalog_db.exists() else None
-    report = make_dataset(env.home.predictions, job, Path(output),
-                          command="almanac curate " + shlex.join(args), where=where,
-                          dedupe_by=dedupe, split=split, candidate=candidate, catalog=catalog)
+    with stoppable("curate", "the set the directory held is kept"):
+        catalog = env.catalog_readonly() if env.home.catalog_db.exists() else None
+        report = make_dataset(env.home.predictions, job, Path(output),
+                              command="almanac curate " + shlex.join(args), where=where,
+                              dedupe_by=dedupe, split=split, candidate=candidate,
+                              catalog=catalog)
     for line in report.warnings:
         warn(f"license warning: {line}")
     if json_:

@@ -11,7 +11,7 @@ from almanac.cli.base import MAX_INT, Env, echo_table, emit_json, json_option, p
 
 # The filters' parser holds no SQLAlchemy: --help stays quick.
 from catalog.filters import QUANTS, SORTS, SOURCES, FilterError, model_filter
-from catalog.records import MeasuredEvalRecord
+from catalog.records import MeasuredEvalRecord, TrainingRecord
 from schemas.output_path import STDOUT, open_output
 
 EXPORT_COLUMNS = [
@@ -40,12 +40,15 @@ def models() -> None:
               help=f"One of {', '.join(SORTS)}, or score:JOB (best measured score on JOB first).")
 @click.option("--limit", type=click.IntRange(1, MAX_INT), help="At most this many models.")
 @click.option("--offset", type=click.IntRange(0, MAX_INT), default=0)
+@click.option("--adapters-of", "adapters_of", metavar="BASE",
+              help="Only the LoRA adapters of this base model (those `almanac train` made too).")
 @json_option
 @pass_env
 def list_(env: Env, domains: tuple[str, ...], languages: tuple[str, ...],
           min_params: str | None, max_params: str | None, licenses: tuple[str, ...],
           fits: str | None, quant: str | None, search: str | None, source: str | None,
-          sort: str, limit: int | None, offset: int, json_: bool) -> None:
+          sort: str, limit: int | None, offset: int, adapters_of: str | None,
+          json_: bool) -> None:
     """List catalog models, filtered and sorted."""
     from catalog import sizes
     from catalog.search import list_models
@@ -60,6 +63,10 @@ def list_(env: Env, domains: tuple[str, ...], languages: tuple[str, ...],
         option = "--" + exc.field.replace("_", "-")
         raise click.BadParameter(exc.problem, param_hint=f"'{option}'") from None
     with env.catalog().sessions() as s:
+        if adapters_of:
+            from catalog.training import adapter_bases
+
+            f.adapters_of = adapter_bases(s, adapters_of)  # an unknown base: exit 1, named
         records = list_models(s, f)
     if json_:
         emit_json([r.to_json() for r in records])
@@ -115,10 +122,33 @@ def show(env: Env, ref: str, json_: bool) -> None:
     if p := record.performance:
         click.echo(f"{'measured':>13}: {p.tokens_per_s:.1f} tokens/s, engine start "
                    f"{p.engine_start_s or 0:.1f} s on {p.hardware} ({p.runs} runs)")
+    if t := record.training:  # how Almanac trained it: its lineage
+        click.echo(f"{'lineage':>13}: {_lineage(t)}")
+        click.echo(f"{'trained on':>13}: {t.data_path} ({t.data_digest[:19]}: {t.train_rows} "
+                   f"train, {t.validation_rows} validation rows"
+                   + (f", --where {t.data_filter}" if t.data_filter else "") + ")")
+        losses = ", ".join(f"{n} loss {v:.4g}" for n, v in (("train", t.train_loss),
+                                                            ("eval", t.eval_loss)) if v is not None)
+        click.echo(f"{'trained':>13}: {t.steps} steps in {t.seconds:.1f} s on {t.device} "
+                   f"({t.dtype}{', ' + t.hardware if t.hardware else ''})"
+                   + (f"; {losses}" if losses else ""))
+        click.echo(f"{'settings':>13}: " + ", ".join(f"{k} {_setting(v)}" for k, v
+                                                      in t.settings.items() if v is not None))
     for h in record.history:
         click.echo(f"{'old revision':>13}: {h.revision} (replaced by {h.replaced_by} on {h.replaced_at:%Y-%m-%d})")
     if record.description:
         click.echo("\n" + record.description)
+
+
+def _lineage(t: TrainingRecord) -> str:
+    made = f"a LoRA adapter of {t.base_ref}"
+    if t.distilled_from:
+        return f"{made}, distilled from {t.distilled_from}"
+    return made
+
+
+def _setting(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _measured(m: MeasuredEvalRecord, shown: str) -> str:

@@ -1,7 +1,9 @@
 """`almanac demo`, step by step: train the demo's models once per home (the fruit
-specialist, a generalist, and a LoRA adapter of the generalist), register them in the
-catalog like any local model, run the demo job's three candidates through the same
-runner as every other job, score them against the right answers, and compare.
+specialist and a generalist), distil a LoRA student of the generalist from the
+specialist's answers (`almanac distill`'s steps: the teacher's job, curate, `almanac
+train`), register them in the catalog like any model, run the demo job's three
+candidates through the same runner as every other job, score them against the right
+answers, and compare; then the student on the fruits it never trained on.
 
 The models are trained on the CPU in about a minute and a half in all, because
 nothing can be downloaded where Almanac is tested.
@@ -22,6 +24,7 @@ from batch.query import Predictions
 from batch.run.inputs import read_rows
 from batch.run.runner import Runner, RunResult, configure_logging
 from batch.run.spec.job import JobSpec, load_spec
+from batch.run.stopping import catch_stops
 from catalog.db import Catalog
 from catalog.models import upsert_model
 from catalog.seed import load_seed
@@ -29,11 +32,12 @@ from catalog.seed import load_seed
 if TYPE_CHECKING:  # the scoring room loads with the run, not with `almanac --help`
     from batch.score.compare import CandidateComparison
     from batch.score.scoring import ScoreReport
+    from batch.train.distill import DistillReport
 
 SPECIALIST, GENERALIST, LORA = "almanac/fruit-specialist", "almanac/tiny-generalist", \
     "almanac/fruit-lora"
 MODEL_DIR = "fruit-specialist"  # under the home's models/
-GENERALIST_DIR, LORA_DIR = "tiny-generalist", "fruit-lora"
+GENERALIST_DIR = "tiny-generalist"
 
 
 @dataclass
@@ -46,6 +50,7 @@ class DemoOutcome:
     accuracy: dict[str, tuple[int, int]]  # candidate label -> (right, total)
     score: ScoreReport | None = None
     comparison: list[CandidateComparison] = field(default_factory=list)
+    distill: DistillReport | None = None  # the student on the fruits it never trained on
 
 
 def _once(dest: Path, marker: str, train: Callable[[Path], Path]) -> Path:
@@ -68,16 +73,13 @@ def ensure_demo_model(home: Home) -> Path:
 
 
 def ensure_demo_models(home: Home) -> dict[str, Path]:
-    """The specialist, the generalist, and the generalist's fruit LoRA: {ref: directory}."""
-    from almanac.demo.lora import train_fruit_lora
+    """The specialist and the generalist: {ref: directory}. The generalist's LoRA student
+    is distilled later, from the specialist's answers (almanac.demo.student)."""
     from almanac.demo.training import train_demo_model
 
     generalist = _once(home.models / GENERALIST_DIR, "config.json",
                        lambda d: train_demo_model(d, generalist=True))
-    # The adapter names its base by directory: it is trained on the generalist in place.
-    lora = _once(home.models / LORA_DIR, "adapter_config.json",
-                 lambda d: train_fruit_lora(generalist, d))
-    return {SPECIALIST: ensure_demo_model(home), GENERALIST: generalist, LORA: lora}
+    return {SPECIALIST: ensure_demo_model(home), GENERALIST: generalist}
 
 
 def register_demo_model(catalog: Catalog, path: Path, name: str) -> None:
@@ -92,15 +94,11 @@ _ABOUT = {
     GENERALIST: ("Tiny generalist (demo)", ["general"],
                  "The demo's tiny Llama trained for fewer steps on two tasks (fruit types and "
                  "colours): it knows the fruits, and errs on their types."),
-    LORA: ("Fruit LoRA (demo)", ["science"],
-           "A LoRA adapter of the tiny generalist trained here in seconds to name fruit "
-           "types: a cheap specialist sharing its base's engine."),
 }
 
 
 def register_demo_models(catalog: Catalog, paths: dict[str, Path]) -> None:
-    """Catalog the demo's models as local models (the adapter as an adapter of the
-    generalist, so `adapters_of` finds it)."""
+    """Catalog the demo's models as local models."""
     from catalog.localmodels import entry_from_directory
 
     with catalog.sessions.begin() as s:
@@ -109,8 +107,6 @@ def register_demo_models(catalog: Catalog, paths: dict[str, Path]) -> None:
             name, domains, description = _ABOUT.get(ref, (ref, ["general"], ""))
             entry.name, entry.domains, entry.languages = name, domains, ["en"]
             entry.description = description or entry.description
-            if ref == LORA:
-                entry.base_model = GENERALIST
             upsert_model(s, entry)
 
 
@@ -118,6 +114,7 @@ def run_demo(catalog: Catalog, home: Home, job_path: Path | None = None,
              preview_rows: int = 8) -> DemoOutcome:
     """Run ``job_path`` (the demo job by default) with the demo's models in the
     catalog; score it (if it has [score]) and compare its candidates."""
+    from almanac.demo.student import distillation
     from batch.data.chains import UpstreamReader
     from batch.score.compare import compare_job
     from batch.score.scoring import score_run
@@ -131,14 +128,26 @@ def run_demo(catalog: Catalog, home: Home, job_path: Path | None = None,
     runner = Runner(catalog, home.predictions, home.locks,
                     upstream=UpstreamReader(home.predictions))
     try:
-        result = runner.run(spec)
-        report = score_run(runner, spec, result)
+        with catch_stops():  # a stop while the student trains keeps a checkpoint
+            # The student first: the demo job compares it (`adapters_of` the generalist).
+            student = distillation(runner, home, specialist=SPECIALIST, generalist=GENERALIST,
+                                   name=LORA)
+            student.teach()
+            student.curate()
+            student.train()
+            result = runner.run(spec)
+            report = score_run(runner, spec, result)
+            if job_path is None:
+                # The fruits the student never saw, every one in the demo job's cache now.
+                student.evaluate()
+                student.compare(spec.name)
     finally:
         runner.close()
     preview, accuracy = answers(home, spec, preview_rows)
     with Predictions.at(home.predictions, spec.name) as predictions:
         comparison = compare_job(catalog.sessions, predictions, spec.usd_per_hour)
-    return DemoOutcome(result, preview, accuracy, report, comparison)
+    return DemoOutcome(result, preview, accuracy, report, comparison,
+                       student.report if job_path is None else None)
 
 
 def answers(home: Home, spec: JobSpec, count: int = 8

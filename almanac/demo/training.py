@@ -90,7 +90,10 @@ def _demo_batch(
     labels_batch: list[list[int]] = []
     rows = zip(texts, answers, encoded["input_ids"], encoded["offset_mapping"], strict=True)
     for text, answer, ids, offsets in rows:
-        target = tokenizer(f" {answer}\n", add_special_tokens=False)["input_ids"]
+        # The answer ends the text, as a chat model's turn does: EOS, which is also what
+        # a student distilled from these answers learns to end on (TRL appends it).
+        target = tokenizer(f" {answer}", add_special_tokens=False)["input_ids"] + \
+            [tokenizer.eos_token_id]
         # The few-shot lines' answers are worth learning too: every token
         # after a line's ":" (the BOS, at offset 0, is not).
         labels = [

@@ -53,6 +53,18 @@ class ShardDamagedError(ShardUnavailableError):
                    "run generates what was lost)")
 
 
+class RowMismatchError(ShardUnavailableError):
+    """The index points a record at a row that holds another one (another job, input,
+    candidate or key, or a success the index calls a failure): the index is damaged, and
+    the row is refused rather than served under the record's name."""
+
+    @classmethod
+    def of(cls, job: str, shard: str, row: int, wanted: str, found: str) -> RowMismatchError:
+        return cls(f"job {job!r}: the index is damaged: it points {wanted} at row {row} of "
+                   f"{shard}, which holds {found}; the row is refused. Run `almanac cache "
+                   f"verify {job}`, then `almanac cache repair {job}`")
+
+
 class SideStoreError(UnavailableError):
     """A SQLite side store (batch.cache.sidestore) cannot be used: not a database,
     unreadable, read-only for a writer, busy beyond the wait, or in a format this

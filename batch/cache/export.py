@@ -31,6 +31,7 @@ from batch.cache.errors import (
 )
 from batch.cache.openai_output import ErrorsApart, openai_batch_line
 from batch.cache.reader import CacheReader
+from batch.cache.rowcheck import check_table
 from batch.cache.schema import PredictionRecord, arrow_schema
 from batch.cache.shards import ShardDamaged, damage, job_directory, read_rows
 from catalog.records import jsonable as to_json
@@ -56,12 +57,11 @@ class Exported:
 def _tables(reader: CacheReader, job: str, all_versions: bool,
             labels: list[str]) -> Iterator[pa.Table]:
     """The job's current rows of these candidates, one table per shard, in the order
-    they were written."""
-    by_shard = reader.query(lambda ix: ix.rows_by_shard(job, all_versions=all_versions,
-                                                        candidates=labels), {})
+    they were written; each row checked to be the record the index says it is."""
+    claims = reader.query(lambda ix: ix.claims(job, labels, all_versions=all_versions), None)
     listed = reader.query(lambda ix: ix.shards(job), {})
     directory = job_directory(reader.root, job)
-    for shard in sorted(by_shard):
+    for shard, said in claims.by_shard() if claims is not None else ():
         path = directory / shard
         # The whole file against its SHA-256 (it is read whole anyway), then every page
         # against its checksum: damage stops the export, whose file never appears.
@@ -73,9 +73,10 @@ def _tables(reader: CacheReader, job: str, all_versions: bool,
         try:
             if why is not None:
                 raise ShardDamaged(f"{shard}: {why}")
-            table = read_rows(path, sorted(by_shard.pop(shard)))
-        except (OSError, ShardDamaged) as exc:
+            table = read_rows(path, said.rows.tolist())
+        except (OSError, IndexError, ShardDamaged) as exc:
             raise ShardDamagedError.of(job, exc) from exc
+        check_table(job, shard, table, said)
         yield table
 
 

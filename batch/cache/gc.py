@@ -27,7 +27,8 @@ index therefore never names a file that is gone, and no moment leaves a
 collected shard under its `.parquet` name without index rows (the next run's
 recovery would index it again and resurrect old versions as latest). If gc
 dies before the commit, the index still names the shard and the next gc
-renames the file back; if it dies after, the next gc unlinks the leftover.
+renames the file back; if it dies after, the next gc unlinks the leftover and
+reports it among the shards it removed.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pyarrow.parquet as pq
 
 from batch.cache import shards
 from batch.cache.index import Index
@@ -56,7 +59,7 @@ class JobGc:
     job: str
     removed_tmp: int = 0
     indexed: int = 0  # shards that landed without being indexed
-    repaired: int = 0  # leftovers of an interrupted gc
+    repaired: int = 0  # leftovers of an interrupted gc (those it had committed: in `collected`)
     collected: list[Collected] = field(default_factory=list)
 
 
@@ -113,12 +116,15 @@ def _gc_job(store: PredictionStore, job: str, dry_run: bool, keep_versions: bool
     if directory.exists():
         for left in shards.collected(directory):
             out.repaired += 1
+            original = directory / left.name[1 : -len(".gc")]
+            if original.name in indexed:  # the collection never committed: undo it
+                if not dry_run:
+                    os.rename(left, original)
+                continue
+            # Committed, not yet deleted: finishing it removes a shard, which is reported.
+            out.collected.append(Collected(original.name, _rows(left), left.stat().st_size))
             if not dry_run:
-                original = directory / left.name[1 : -len(".gc")]
-                if original.name in indexed:
-                    os.rename(left, original)  # the collection never committed: undo it
-                else:
-                    left.unlink()
+                left.unlink()
         if dry_run:
             out.removed_tmp = len(shards.temporaries(directory))
             out.indexed = len(shards.landed(directory, indexed))
@@ -131,10 +137,18 @@ def _gc_job(store: PredictionStore, job: str, dry_run: bool, keep_versions: bool
     if keep_versions:
         needed |= index.shards_in_use(job, any_version=True)
     doomed = sorted(set(indexed) - needed)
-    out.collected = [Collected(n, indexed[n].rows, indexed[n].bytes) for n in doomed]
+    out.collected += [Collected(n, indexed[n].rows, indexed[n].bytes) for n in doomed]
     if doomed and not dry_run:
         _collect(index, directory, job, doomed)
     return out
+
+
+def _rows(path: Path) -> int:
+    """A shard's rows by its footer (0 when it cannot be read: it is deleted anyway)."""
+    try:
+        return pq.read_metadata(path).num_rows
+    except (OSError, ValueError):
+        return 0
 
 
 def _collect(index: Index, directory: Path, job: str, names: list[str]) -> None:

@@ -117,8 +117,10 @@ class Index(IndexReads):
                   checked: str | None = None) -> None:
         """Index a shard whose row i holds `rows[i]` = (input id, key, failed, candidate):
         every row becomes a version of its input and that (input, candidate)'s latest (a
-        later row of the shard wins over an earlier one); a record of the same input,
-        candidate and key is replaced."""
+        later row of the shard wins over an earlier one) unless a shard written later
+        holds a version of it: the latest is by run order (shard names begin with the
+        time they were written), not by the order files happen to be indexed in (a
+        recovery, a rebuild). A record of the same input, candidate and key is replaced."""
         with self.transaction():
             job_id = self._job_id(job)
             known = self.db.execute("SELECT id FROM shards WHERE job = ? AND name = ?",
@@ -134,7 +136,15 @@ class Index(IndexReads):
             labels = self._label_ids(job_id, (r[3] for r in rows))
             last = {(input_id, label, key): i for i, (input_id, key, _, label) in enumerate(rows)}
             newest = {(input_id, label): i for (input_id, label, _), i in last.items()}
-            kept = sorted(last.values())
+            later = set(self._written_later(job_id, name, labels, newest))
+            for pair in later:
+                del newest[pair]
+            # A version a later shard also holds (the same key) stays the later shard's.
+            kept = [i for i in sorted(last.values()) if (rows[i][0], rows[i][3]) not in later
+                    or self.db.execute(
+                        "SELECT 1 FROM records WHERE job = ? AND input_id = ? AND label = ? "
+                        "AND key = ?", (job_id, rows[i][0], labels[rows[i][3]],
+                                        key_in(rows[i][1]))).fetchone() is None]
             self.db.executemany(
                 "DELETE FROM records WHERE job = ? AND input_id = ? AND label = ? AND key = ?",
                 [(job_id, rows[i][0], labels[rows[i][3]], key_in(rows[i][1])) for i in kept])
@@ -155,6 +165,38 @@ class Index(IndexReads):
                 "coalesce((SELECT max(ordinal) + 1 FROM candidates WHERE job = ?1), 0) "
                 "WHERE NOT EXISTS (SELECT 1 FROM candidates WHERE job = ?1 AND label = ?2)",
                 [(job_id, label) for label in labels])
+
+    def _written_later(self, job_id: int, name: str, labels: dict[str, int],
+                       pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The (input id, candidate) pairs of which a shard named after `name` holds a
+        version. A run's shard is the job's newest: one question answers that."""
+        if self.db.execute("SELECT 1 FROM shards WHERE job = ? AND name > ? LIMIT 1",
+                           (job_id, name)).fetchone() is None:
+            return []
+        return [(input_id, label) for input_id, label in pairs if self.db.execute(
+            "SELECT 1 FROM records r JOIN shards s ON s.id = r.shard WHERE r.job = ? AND "
+            "r.input_id = ? AND r.label = ? AND s.name > ? LIMIT 1",
+            (job_id, input_id, labels[label], name)).fetchone() is not None]
+
+    def supersede(self, job: str, lost: str, pairs: Iterable[tuple[str, str]] | None) -> int:
+        """A shard named `lost` that was never indexed is gone (set aside as damaged): the
+        versions it held were the latest of their (input id, candidate) `pairs` (None:
+        of any that an earlier shard holds, when which it held cannot be read), so an
+        earlier version must not answer in their place. Those inputs become missing
+        (their records stay, as versions); returns how many latest records that took."""
+        with self.transaction():
+            job_id = self._job_id(job)
+            earlier = "(SELECT id FROM shards WHERE job = ? AND name < ?)"
+            if pairs is None:
+                return self.db.execute(
+                    f"UPDATE records SET state = state & 1 WHERE job = ? AND state >= {LATEST} "
+                    f"AND shard IN {earlier}", (job_id, job_id, lost)).rowcount
+            labels = dict(self.db.execute("SELECT label, id FROM labels WHERE job = ?", (job_id,)))
+            return sum(self.db.execute(
+                f"UPDATE records SET state = state & 1 WHERE job = ? AND input_id = ? AND "
+                f"label = ? AND state >= {LATEST} AND shard IN {earlier}",
+                (job_id, input_id, labels[label], job_id, lost)).rowcount
+                for input_id, label in pairs if label in labels)
 
     def repoint(self, job: str, candidate: str, located: Iterable[Located]) -> None:
         """Make these records of `job` their inputs' latest for `candidate` (a prompt
@@ -196,10 +238,10 @@ class Index(IndexReads):
                 self.db.execute(f"DELETE FROM shards WHERE id IN ({marks(ids)})", ids)
 
     def forget_orphans(self, job: str) -> None:
-        """Drop the job's records naming a shard the index does not list. Call inside
-        `transaction()`."""
+        """Drop the job's records naming a shard the index does not list as the job's. Call
+        inside `transaction()`."""
         self.db.execute(f"DELETE FROM records WHERE job = {JOB} AND shard NOT IN "
-                        "(SELECT id FROM shards)", (job,))
+                        f"(SELECT id FROM shards WHERE job = {JOB})", (job, job))
 
     # -- jobs and shards ---------------------------------------------------------------------
 
@@ -242,6 +284,11 @@ class Index(IndexReads):
         return {r[0]: ShardEntry(*r) for r in self._all(
             f"SELECT name, rows, bytes, sha256 FROM shards WHERE job = {JOB} ORDER BY name",
             (job,))}
+
+    def run_shards(self, job: str, run_id: str) -> list[str]:
+        """The job's shards one run wrote, in name order."""
+        return [r[0] for r in self._all(f"SELECT name FROM shards WHERE job = {JOB} AND "
+                                        "run_id = ? ORDER BY name", (job, run_id))]
 
     def checked(self, job: str) -> dict[str, tuple[ShardEntry, str | None]]:
         """The job's shards with the stat each had when its SHA-256 last matched."""

@@ -28,6 +28,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Self, TypeVar, cast
 
@@ -39,11 +41,12 @@ from batch.cache.errors import ShardDamagedError, ShardUnavailableError, Unknown
 from batch.cache.index import Index, JobInfo, Located
 from batch.cache.index_rows import CandidateSummary
 from batch.cache.schema import PredictionRecord
-from batch.cache.shards import OpenShard, ShardDamaged, ShardMismatch
+from batch.cache.shards import Fetched, OpenShard, ShardDamaged, ShardMismatch
 from batch.cache.textsearch import CurrentText, OutputSearch
 from schemas import is_job_name
 
 OPEN_SHARDS = 128  # shards kept open (one file descriptor each)
+PARALLEL_ROWS = 256  # rows read at once past which shards are decoded two at a time
 _T = TypeVar("_T")
 _NO_INDEX = object()  # what a question gets before any run has created the index
 
@@ -53,8 +56,6 @@ def unavailable(job: str, exc: Exception) -> ShardUnavailableError:
     if isinstance(exc, ShardDamaged):
         return ShardDamagedError.of(job, exc)
     return ShardUnavailableError.of(job, exc)
-
-
 
 
 class CacheReader:
@@ -168,26 +169,45 @@ class CacheReader:
                 lambda name: self._open(job, name))
 
     def read(self, job: str, locs: list[Located]) -> list[PredictionRecord]:
-        """The records at `locs`, in order. Raises FileNotFoundError or ShardMismatch when
-        a shard is gone or is not the one the index describes (the caller re-reads the
-        index once: a gc may have moved things in between)."""
+        """The records at `locs`, in order, each checked to be its `loc`'s (else
+        RowMismatchError). FileNotFoundError or ShardMismatch: a shard is gone or not the
+        one the index describes (the caller re-reads the index once: a gc may have moved it)."""
         by_shard: dict[str, list[int]] = {}
         for i, loc in enumerate(locs):
             by_shard.setdefault(loc.shard, []).append(i)
-        out: dict[int, PredictionRecord] = {}
-        with self._lock:
-            for name, positions in by_shard.items():
-                shard = self._open(job, name)
-                picked = [locs[i] for i in positions]
-                if any(loc.row < 0 or loc.row >= shard.num_rows for loc in picked):
-                    raise ShardMismatch(f"{name} has {shard.num_rows} rows; the index points past them")
+        out: list[PredictionRecord | None] = [None] * len(locs)
+        opened: dict[str, OpenShard] = {}
+        broken: list[str] = []
+
+        def fetch(name: str) -> Fetched:
+            try:
+                return opened[name].fetch([locs[i].row for i in by_shard[name]])
+            except (OSError, pa.ArrowException) as exc:  # a page checksum, a decoder
+                broken.append(name)
+                raise ShardDamaged(f"{name}: unreadable: {exc}") from exc
+
+        # Many rows from many shards: two shards decode at once (Arrow releases the GIL)
+        # while this thread makes records of those already decoded.
+        many = len(by_shard) > 1 and len(locs) >= PARALLEL_ROWS
+        with self._lock, ThreadPoolExecutor(2) if many else nullcontext() as pool:
+            # Opened a cache's worth at a time, so none is closed before it is read.
+            for start in range(0, len(by_shard), self._open_shards):
+                chunk = list(by_shard)[start:start + self._open_shards]
+                opened = {name: self._open(job, name) for name in chunk}
+                for name, shard in opened.items():
+                    if any(not 0 <= locs[i].row < shard.num_rows for i in by_shard[name]):
+                        raise ShardMismatch(f"{name} has {shard.num_rows} rows; the index points past them")
                 try:
-                    records = shard.read(picked)
-                except (OSError, pa.ArrowException) as exc:  # a page checksum, a decoder
-                    self._forget(job, name)
-                    raise ShardDamaged(f"{name}: unreadable: {exc}") from exc
-                out.update(zip(positions, records, strict=True))
-        return [out[i] for i in range(len(locs))]
+                    done = pool.map(fetch, chunk) if pool is not None else map(fetch, chunk)
+                    for name, fetched in zip(chunk, done, strict=True):
+                        picked = fetched.records([locs[i] for i in by_shard[name]])
+                        for i, record in zip(by_shard[name], picked, strict=True):
+                            out[i] = record
+                except ShardDamaged:
+                    for name in broken:
+                        self._forget(job, name)
+                    raise
+        return cast(list[PredictionRecord], out)
 
 
 class Predictions:

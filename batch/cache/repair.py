@@ -5,6 +5,9 @@ that nothing damaged is ever served and the next run of a job generates
 exactly what was lost, each input once:
 
 - a shard whose file is gone leaves the index;
+- a shard whose rows name another job than the directory it sits in (copied or moved
+  there by hand) is renamed to `.<name>.foreign` and leaves the index, or is never
+  indexed;
 - a damaged shard (its size, SHA-256, a page checksum, its schema or its row
   count differ from what was indexed, or it does not decode) is renamed to
   `.<name>.damaged` beside the others (kept as evidence, never deleted; no
@@ -18,6 +21,9 @@ exactly what was lost, each input once:
   records naming a shard the index does not list, latest entries naming no
   record) are rebuilt from the files, keeping every latest choice that still
   names a record the files hold.
+- inputs answering with a version older than the one a damaged shard set aside held
+  (an index rebuilt from the files without it) are made missing: an earlier version
+  never answers in place of a later one that was lost;
 - an index.db that is not a readable database is set aside as
   `.index.db.damaged` and a new one is built from the shards (each decoded
   whole); the jobs' next runs name their candidates again.
@@ -38,19 +44,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from batch.cache import shards
 from batch.cache.errors import IndexUnavailableError
 from batch.cache.index import INDEX_FILE, Index, Located
+from batch.cache.landed import held
 from batch.cache.lock import JobLock
-from batch.cache.schema import is_known
 from batch.cache.store import PredictionStore
-from batch.cache.verify import Finding, verify
+from batch.cache.verify import Finding, kept_name, rolled_back, verify
 
 # What verify finds about one shard's file, and what it finds about the index.
 MISSING = "missing"
-FILE_DAMAGE = frozenset({"size", "checksum", "unreadable", "schema"})
+ROLLED_BACK = "rolled-back"
+FOREIGN = "foreign"  # another job's rows: set aside as .NAME.foreign, indexed or not
+FILE_DAMAGE = frozenset({"size", "checksum", "unreadable", "schema", FOREIGN})
 INDEX_DAMAGE = frozenset({"rows", "index-mismatch", "orphan-records", "latest-mismatch"})
 
 
@@ -60,7 +66,7 @@ class Repaired:
 
     job: str
     shard: str
-    problem: str  # "missing", "damaged", or "damaged-unindexed" (landed after a crash)
+    problem: str  # "missing", "damaged", "damaged-unindexed" (landed after a crash), "foreign"
     detail: str
     records: int  # index records dropped (every version the shard held)
     inputs: int  # latest records dropped: what the job's next run generates again
@@ -75,17 +81,20 @@ class RepairReport:
     removed_tmp: int = 0
     indexed: int = 0  # shards that landed unindexed, checked and indexed
     rebuilt: list[str] = field(default_factory=list)  # jobs whose entries were rebuilt from files
+    # inputs made missing: their latest version was in a damaged shard set aside, and an
+    # older one had taken its place (an index rebuilt from the files)
+    rolled_back: int = 0
     index_damaged: str | None = None  # why index.db itself could not be used
     index_kept_as: str | None = None  # its name once set aside (a new one rebuilt from the shards)
 
     @property
     def inputs(self) -> int:
-        return sum(r.inputs for r in self.shards)
+        return sum(r.inputs for r in self.shards) + self.rolled_back
 
     @property
     def changed(self) -> bool:
         return bool(self.shards or self.removed_tmp or self.indexed or self.rebuilt
-                    or self.index_kept_as)
+                    or self.index_kept_as or self.rolled_back)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "inputs": self.inputs, "changed": self.changed}
@@ -181,9 +190,12 @@ def _plan_only(root: Path, targets: list[str], problems: list[Finding], report: 
             latest, records = _counts(index, job)
             for shard, f in sorted({**missing, **damaged}.items()):
                 report.shards.append(Repaired(
-                    job, shard, MISSING if shard in missing else "damaged", f.detail,
+                    job, shard, _problem(shard, missing, damaged), f.detail,
                     records.get(shard, 0), latest.get(shard, 0), None))
             report.indexed += sum(1 for f in own if f.kind == "unindexed")
+            if index is not None:
+                report.rolled_back += sum(len(rolled_back(index, job, root / job / f.shard))
+                                          for f in own if f.kind == ROLLED_BACK)
             if contradicted:
                 report.rebuilt.append(job)
             directory = shards.job_directory(root, job)  # a file in its place: refused
@@ -209,52 +221,50 @@ def _repair_job(store: PredictionStore, job: str, problems: list[Finding],
     directory = store.job_dir(job)
     if missing or damaged:
         latest, records = _counts(store.index, job)
-        kept = _drop(store.index, directory, job, sorted(missing), sorted(damaged))
+        kept = _drop(store.index, directory, job, sorted(missing), damaged)
         for shard, f in sorted({**missing, **damaged}.items()):
             report.shards.append(Repaired(
-                job, shard, MISSING if shard in missing else "damaged", f.detail,
+                job, shard, _problem(shard, missing, damaged), f.detail,
                 records.get(shard, 0), latest.get(shard, 0), kept.get(shard)))
     if directory.exists():
-        # A landed shard has no digest in the index to check it against: decode it whole
-        # before recovery indexes it.
-        for path in shards.landed(directory, store.index.shards(job)):
-            if (why := _undecodable(path)) is not None:
-                kept_as = shards.set_aside(path)
-                report.shards.append(Repaired(job, path.name, "damaged-unindexed", why, 0, 0,
-                                              kept_as.name))
-        recovered = store.recover(job)
+        # A landed shard has no digest in the index to check it against: recovery decodes
+        # it whole before it indexes it, and sets it aside if damaged (its inputs' earlier
+        # versions then do not answer in place of what it held: batch.cache.landed).
+        start = len(store.set_aside)
+        recovered = store.recover(job, whole=True)
+        report.shards += [Repaired(job, a.shard, f"{a.kind}-unindexed", a.why, 0, a.superseded,
+                                   a.kept_as) for a in store.set_aside[start:]]
         report.removed_tmp += recovered["removed_tmp"]
         report.indexed += recovered["indexed"]
     if contradicted:
         _rebuild(store, job)
         report.rebuilt.append(job)
+    for f in problems:
+        if f.kind == ROLLED_BACK:
+            kept = directory / f.shard
+            report.rolled_back += store.index.supersede(job, kept_name(kept), held(kept))
+
+
+def _problem(shard: str, missing: dict[str, Finding], damaged: dict[str, Finding]) -> str:
+    if shard in missing:
+        return MISSING
+    return FOREIGN if damaged[shard].kind == FOREIGN else "damaged"
 
 
 def _drop(index: Index, directory: Path, job: str, missing: list[str],
-          damaged: list[str]) -> dict[str, str]:
-    """Forget these shards and set the damaged files aside, in one transaction (the files
-    move before it commits, and back if it fails); {shard: the name it is kept as}."""
-    bad = set(damaged)
-
+          damaged: dict[str, Finding]) -> dict[str, str]:
+    """Forget these shards and set the damaged (and foreign) files aside, in one
+    transaction (the files move before it commits, and back if it fails); {shard: the
+    name it is kept as}."""
     def aside(name: str) -> tuple[Path, Path] | None:
         path = directory / name
-        if name not in bad or not path.exists():
+        if name not in damaged or not path.exists():
             return None
-        return shards.set_aside(path), path
+        suffix = shards.FOREIGN_SUFFIX if damaged[name].kind == FOREIGN else shards.DAMAGED_SUFFIX
+        return shards.set_aside(path, suffix), path
 
-    moved = shards.forget_moving(index, job, missing + damaged, aside)
+    moved = shards.forget_moving(index, job, missing + sorted(damaged), aside)
     return {original.name: kept.name for kept, original in moved}
-
-
-def _undecodable(path: Path) -> str | None:
-    """Why the shard at `path` cannot be trusted, or None: every page decoded and checked."""
-    try:
-        table = pq.read_table(path, **shards.CHECKED)
-    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        return f"unreadable: {exc}"
-    if not is_known(table.schema):
-        return "columns differ from schemas/prediction.schema.json"
-    return None
 
 
 def _rebuild(store: PredictionStore, job: str) -> None:
@@ -271,7 +281,7 @@ def _rebuild(store: PredictionStore, job: str) -> None:
     held: dict[tuple[str, int], tuple[str, str, bool, str]] = {}
     for name in sorted(listed):
         path = directory / name
-        run_id, rows = shards.index_entries(path)
+        run_id, rows = shards.index_entries(path, job)
         index.add_shard(job, name, run_id, rows, listed[name].bytes, listed[name].sha256)
         held.update(((name, i), row) for i, row in enumerate(rows))
     keep: dict[str, list[Located]] = {}

@@ -4,7 +4,8 @@ instead of a dict per record, which at a million rows is the difference between 
 second and a minute.
 
 Every shard is checked as an export checks it (its SHA-256 against the index, then
-each page's checksum as it is decoded); a shard a gc removed between the index query
+each page's checksum as it is decoded, then each row against what the index says it
+is: batch.cache.rowcheck); a shard a gc removed between the index query
 and the read makes the scan start again once, from the index as it is then.
 """
 
@@ -18,6 +19,7 @@ import pyarrow.parquet as pq
 
 from batch.cache.errors import ShardDamagedError, ShardUnavailableError, UnknownJobError
 from batch.cache.reader import CacheReader
+from batch.cache.rowcheck import IDENTITY, check_table
 from batch.cache.schema import arrow_schema, conform
 from batch.cache.shards import CHECKED, ShardDamaged, damage, job_directory
 
@@ -47,14 +49,15 @@ def latest_table(predictions_root: Path, job: str, columns: list[str], *,
 
 def _read(reader: CacheReader, job: str, labels: list[str], columns: list[str],
           wanted: pa.Schema) -> pa.Table:
-    by_shard = reader.query(lambda ix: ix.row_arrays(job, all_versions=False,
-                                                     candidates=labels), {})
+    claims = reader.query(lambda ix: ix.claims(job, labels, all_versions=False), None)
     listed = reader.query(lambda ix: ix.shards(job), {})
-    # A shard written before candidates names its rows' candidate by their model.
-    reading = list(dict.fromkeys([*columns, *(["model"] if "candidate" in columns else [])]))
+    # The columns that say which record a row is come too, to check each row against the
+    # index (batch.cache.rowcheck); a shard written before candidates names its rows'
+    # candidate by their model.
+    reading = list(dict.fromkeys([*columns, *IDENTITY, "model"]))
     tables = []
     directory = job_directory(reader.root, job)
-    for shard in sorted(by_shard):
+    for shard, said in claims.by_shard() if claims is not None else ():
         path = directory / shard
         why = damage(path, listed.get(shard))
         if why == "its file is gone":
@@ -64,20 +67,19 @@ def _read(reader: CacheReader, job: str, labels: list[str], columns: list[str],
                 raise ShardDamaged(f"{shard}: {why}")
             present = set(pq.read_schema(path).names)
             table = pq.read_table(path, columns=[c for c in reading if c in present], **CHECKED)
-        except (OSError, pa.ArrowException, ShardDamaged) as exc:
+            table = conform(table)
+            if not np.array_equal(said.rows, np.arange(table.num_rows)):  # not all current
+                table = table.take(pa.array(said.rows, pa.int64()))
+        except (OSError, IndexError, pa.ArrowException, ShardDamaged) as exc:
             if isinstance(exc, FileNotFoundError):
                 raise
             raise ShardDamagedError.of(job, exc) from exc
-        table = conform(table)
+        check_table(job, shard, table, said)
         for name in columns:  # a column older shards lack and conform cannot derive
             if name not in table.column_names:
                 table = table.append_column(wanted.field(name).with_nullable(True),
                                             pa.nulls(table.num_rows, wanted.field(name).type))
-        rows = by_shard[shard]
-        table = table.select(columns)
-        if not np.array_equal(rows, np.arange(table.num_rows)):  # not every row is current
-            table = table.take(pa.array(rows))
-        tables.append(table.cast(wanted))
+        tables.append(table.select(columns).cast(wanted))
     if not tables:
         return wanted.empty_table()
     return pa.concat_tables(tables)

@@ -9,21 +9,22 @@ again, except by gc on its way to deleting one (`.<name>.gc`).
 
 from __future__ import annotations
 
-import array
 import bisect
 import errno
 import hashlib
 import os
 from collections.abc import Callable, Container, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batch.cache.decoded import Fetched, int64_array
 from batch.cache.errors import DiskFullError, JobDirectoryError, UnknownJobError
 from batch.cache.index import Index, Located, ShardEntry
+from batch.cache.rowcheck import IDENTITY
 from batch.cache.schema import LATER_COLUMNS, PredictionRecord, arrow_schema, conform
 from schemas import is_job_name
 
@@ -32,7 +33,6 @@ from schemas import is_job_name
 _FLAT = frozenset(f.name for f in arrow_schema()
                   if pa.types.is_string(f.type) or pa.types.is_integer(f.type)
                   or pa.types.is_boolean(f.type))
-_FROM_INDEX = frozenset({"input_id", "key"})
 
 
 class ShardMismatch(Exception):
@@ -46,9 +46,15 @@ class ShardDamaged(ShardMismatch):
     race (shards are immutable and keep their names): the rows it holds are refused."""
 
 
+class ForeignShard(ValueError):
+    """A shard whose rows name another job than the directory it sits in (copied or moved
+    there by hand): never indexed there, set aside instead."""
+
+
 # Every read checks the CRC of each page it decodes (written with each page below).
 CHECKED = {"page_checksum_verification": True}
 DAMAGED_SUFFIX = ".damaged"
+FOREIGN_SUFFIX = ".foreign"
 
 
 # -- where shards live -----------------------------------------------------------------------
@@ -92,14 +98,15 @@ def collected(directory: Path) -> list[Path]:
     return sorted(directory.glob(".*.gc"))
 
 
-def set_aside(path: Path) -> Path:
-    """Rename a damaged shard to `.<name>.damaged` (`.damaged.1`, … if taken): out of the
-    dataset, out of recovery's sight, and kept as evidence (nothing deletes it)."""
-    target = path.with_name(f".{path.name}{DAMAGED_SUFFIX}")
+def set_aside(path: Path, suffix: str = DAMAGED_SUFFIX) -> Path:
+    """Rename a damaged shard to `.<name>.damaged` (a foreign one to `.<name>.foreign`;
+    `.damaged.1`, … if taken): out of the dataset, out of recovery's sight, and kept as
+    evidence (nothing deletes it)."""
+    target = path.with_name(f".{path.name}{suffix}")
     n = 0
     while target.exists():
         n += 1
-        target = path.with_name(f".{path.name}{DAMAGED_SUFFIX}.{n}")
+        target = path.with_name(f".{path.name}{suffix}.{n}")
     os.rename(path, target)
     fsync_dir(path.parent)
     return target
@@ -221,49 +228,42 @@ def fsync_dir(path: Path) -> None:
 # -- reading ---------------------------------------------------------------------------------
 
 
-def index_entries(path: Path) -> tuple[str | None, list[tuple[str, str, bool, str]]]:
-    """What the index holds of a shard: its run id and each row's (input id, key, failed,
-    candidate); a shard written before candidates names its rows' model instead."""
+def index_entries(path: Path, job: str) -> tuple[str | None, list[tuple[str, str, bool, str]]]:
+    """What the index holds of a shard of `job`: its run id and each row's (input id, key,
+    failed, candidate); a shard written before candidates names its rows' model instead.
+    Raises ForeignShard if a row names another job."""
     names = pq.read_schema(path).names
     label = "candidate" if "candidate" in names else "model"
-    rows = pq.read_table(path, columns=["input_id", "key", "error", "run_id", label],
-                         **CHECKED).to_pylist()
+    table = pq.read_table(path, columns=["job", "input_id", "key", "error", "run_id", label],
+                          **CHECKED)
+    foreign(path, job, table)
+    rows = table.to_pylist()
     run_id = rows[0]["run_id"] if rows else None
     return run_id, [(r["input_id"], r["key"], r["error"] is not None, r[label]) for r in rows]
+
+
+def foreign(path: Path, job: str, table: pa.Table) -> None:
+    """Raises ForeignShard if a row of `table` (read from `path`, with its `job` column)
+    names another job than `job`, the directory's."""
+    import pyarrow.compute as pc  # loaded by indexing, not by a lookup
+
+    others = pc.unique(pc.filter(table["job"], pc.not_equal(table["job"], job)))
+    if len(others):
+        raise ForeignShard(f"{path.name} holds rows of job {others[0].as_py()!r}, not "
+                           f"{job!r}, the directory it sits in")
+
+
+def identities(path: Path) -> list[dict[str, Any]]:
+    """Each row's identity columns (batch.cache.rowcheck.IDENTITY), every page checked."""
+    present = set(pq.read_schema(path).names)
+    columns = [c for c in (*IDENTITY, "model") if c in present]
+    return conform(pq.read_table(path, columns=columns, **CHECKED)).to_pylist()
 
 
 def read_rows(path: Path, rows: list[int]) -> pa.Table:
     """These rows of a shard, every column, in the order given."""
     table = conform(pq.read_table(path, **CHECKED)).cast(arrow_schema())
     return table.take(pa.array(rows, pa.int64()))
-
-
-# pyarrow imports pandas, when it is installed, to turn a Python list into an array or a
-# timestamp into a datetime (half a second of a one-row lookup): the two helpers below
-# do both without it.
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def int64_array(values: Sequence[int]) -> pa.Array:
-    """`pa.array(values, pa.int64())` from the list's own bytes."""
-    return pa.Array.from_buffers(pa.int64(), len(values),
-                                 [None, pa.py_buffer(array.array("q", values))])
-
-
-def pylist(table: pa.Table) -> list[dict[str, Any]]:
-    """`table.to_pylist()`, UTC microsecond timestamps made datetimes here."""
-    stamps = [f.name for f in table.schema
-              if f.type == pa.timestamp("us", tz="UTC") or f.type == pa.timestamp("us", tz="+00:00")]
-    for name in stamps:  # their int64 microseconds, viewed in place (a cast loads compute)
-        i = table.schema.get_field_index(name)
-        micros = [chunk.view(pa.int64()) for chunk in table.column(i).chunks]
-        table = table.set_column(i, name, pa.chunked_array(micros, pa.int64()))
-    rows = table.to_pylist()
-    for row in rows:
-        for name in stamps:
-            if (us := row[name]) is not None:
-                row[name] = _EPOCH + timedelta(microseconds=us)
-    return rows
 
 
 class OpenShard:
@@ -335,41 +335,31 @@ class OpenShard:
         self._constants[group] = found
         return found
 
-    def read(self, locs: list[Located]) -> list[PredictionRecord]:
-        """The records at `locs`. `input_id`, `key` and (for successes) the null `error`
-        come from the index, which was built from these very rows (shards are immutable
-        and never renamed): decoding them costs a third of a lookup, and `cache verify`
-        checks every row against the index."""
-        rows = [loc.row for loc in locs]
+    def fetch(self, rows: list[int]) -> Fetched:
+        """These rows: the columns their row groups must decode, and those `constants`
+        gives. Arrow's work alone (no Python object per row), so a reader may run
+        several shards' fetches at once."""
         groups = sorted({self.group_of(r) for r in rows})
         constants = dict(self.constants(groups[0]))
         for g in groups[1:]:
             other = self.constants(g)
             constants = {k: v for k, v in constants.items() if k in other and other[k] == v}
-        if not any(loc.failed for loc in locs):
-            constants["error"] = None  # the index's flag is `error IS NOT NULL`
-        names = arrow_schema().names
-        wanted = [c for c in names if c not in constants and c not in _FROM_INDEX]
-        # Only the row groups holding the rows: 1024 rows decoded, not the shard. Threads
-        # decode columns in parallel, which pays off even for one row group (measured).
+        wanted = [c for c in arrow_schema().names if c not in constants and c not in self.missing]
+        # Threads decode columns in parallel, which pays off even for one row group (measured).
         table = self.file.read_row_groups(groups, columns=wanted, use_threads=True)
         offsets, base = {}, 0
         for g in groups:
             offsets[g] = base
             base += self.starts[g + 1] - self.starts[g]
         take = [offsets[g] + r - self.starts[g] for r in rows for g in (self.group_of(r),)]
-        if len(take) == 1:
-            picked = pylist(table.slice(take[0], 1))
-        else:
-            picked = pylist(table.take(int64_array(take)))
-        out = []
-        for loc, rec in zip(locs, picked, strict=True):
-            rec.update(constants, input_id=loc.input_id, key=loc.key)
-            for name in self.missing:
-                rec[name] = rec["model"] if name == "candidate" else None
-            # The schema's column order; the columns are exactly PredictionRecord's.
-            out.append(cast(PredictionRecord, {c: rec[c] for c in names}))
-        return out
+        table = table.slice(take[0], 1) if len(take) == 1 else table.take(int64_array(take))
+        return Fetched(table, constants, self.missing)
+
+    def read(self, locs: list[Located]) -> list[PredictionRecord]:
+        """The records at `locs`, each checked to be the record its `loc` names (its job,
+        input id, candidate, key and failure: batch.cache.rowcheck): RowMismatchError
+        if the index points one at another row."""
+        return self.fetch([loc.row for loc in locs]).records(locs)
 
     def close(self) -> None:
         self.file.close()

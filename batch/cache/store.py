@@ -4,7 +4,9 @@ a crash; the lookups a plan makes.
 A shard is indexed only once it is on disk under its name (batch.cache.shards),
 so the index never names a file that is not there. The files are the truth:
 a shard that landed but was not indexed (a crash between rename and commit)
-is indexed on the next run's recovery, once it decodes whole. Recovery also
+is indexed on the next run's recovery, once it decodes whole and its rows name the
+job whose directory holds it (a shard copied in from another job is set aside as
+`.<name>.foreign`, never indexed). Recovery also
 looks at every shard the job's index lists (a stat each, and its SHA-256 again
 when the stat changed since it last matched): one that is gone, truncated or
 written over leaves the index (the file set aside, as `almanac cache repair`
@@ -17,15 +19,18 @@ damaged one is passed over, and the row generated if no intact copy exists.
 from __future__ import annotations
 
 import logging
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
-from batch.cache import shards
+import pyarrow.parquet as pq
+
+from batch.cache import landed, shards
 from batch.cache.errors import DiskFullError, ShardDamagedError
 from batch.cache.index import CandidateInfo, Index, Located
+from batch.cache.rowcheck import check_records, mismatch
 from batch.cache.schema import PredictionRecord
 
 log = logging.getLogger("almanac.batch.cache")
@@ -45,6 +50,18 @@ class LandedShard:
     digest: str
 
 
+@dataclass(frozen=True)
+class SetAside:
+    """A shard that landed unindexed and was set aside instead of indexed."""
+
+    job: str
+    shard: str
+    kind: str  # "damaged" or "foreign"
+    why: str
+    superseded: int  # latest records it took: inputs whose latest version it held
+    kept_as: str | None  # its name once set aside (None in a dry run)
+
+
 class PredictionStore:
     """The index (read-write) and the shard directories under one home's `predictions/`."""
 
@@ -53,6 +70,8 @@ class PredictionStore:
         self.index = index if index is not None else Index.open(root)
         self.scratch = index is not None  # a dry run's: never written to disk
         self._sound: dict[tuple[str, str], str | None] = {}  # (job, shard): why not, or None
+        self.set_aside: list[SetAside] = []  # landed shards recovery did not index
+        self._identity: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (job, shard): its rows'
 
     @classmethod
     def for_dry_run(cls, root: Path, job: str) -> PredictionStore:
@@ -99,16 +118,21 @@ class PredictionStore:
     def versions_for(self, job: str, candidate: str,
                      pairs: list[tuple[str, str]]) -> dict[tuple[str, str], Located]:
         """Earlier records of the same input and candidate with the same key (a prompt
-        changed back)."""
-        return self.index.versions_for(job, candidate, pairs)
+        changed back), in a sound shard at a row that is the record (to copy, as
+        `generated_anywhere`'s)."""
+        found = self.index.versions_for(job, candidate, pairs)
+        return {pair: loc for pair, loc in found.items()
+                if self.sound(loc.job, loc.shard) and self._holds(loc)}
 
     def generated_anywhere(self, keys: list[str]) -> dict[str, Located]:
         """One successful record per key, from any job, to copy instead of generating: in
-        a shard whose bytes are those indexed (checked once per shard), so that a copy
-        never writes damage into a fresh shard with a fresh, valid checksum."""
+        a shard whose bytes are those indexed (checked once per shard), at a row that is
+        the record the index says (batch.cache.rowcheck), so that a copy never writes
+        damage, or another row's answer, into a fresh shard with a fresh, valid checksum."""
         out: dict[str, Located] = {}
         for key, found in self.index.all_generated(keys).items():
-            source = next((loc for loc in found if self.sound(loc.job, loc.shard)), None)
+            source = next((loc for loc in found if self.sound(loc.job, loc.shard)
+                           and self._holds(loc)), None)
             if source is not None:
                 out[key] = source
         return out
@@ -123,8 +147,20 @@ class PredictionStore:
                             "rather than copied; run `almanac cache repair %s`", job, shard, why, job)
         return self._sound[(job, shard)] is None
 
-    def repoint(self, job: str, candidate: str, located: Iterable[Located]) -> None:
-        self.index.repoint(job, candidate, located)
+    def _holds(self, loc: Located) -> bool:
+        """Whether the row `loc` points at is its record (a warning if not). The shard's
+        identity columns are read once per shard."""
+        held = self._identity.get((loc.job, loc.shard))
+        if held is None:
+            held = self._identity[(loc.job, loc.shard)] = shards.identities(
+                self.job_dir(loc.job) / loc.shard)
+        found = mismatch(loc, held[loc.row]) if 0 <= loc.row < len(held) else "no such row"
+        if found is not None:
+            log.warning("job %s: the index points input %s at row %d of %s, which holds %s: "
+                        "it is generated again rather than copied; run `almanac cache verify "
+                        "%s`, then `almanac cache repair %s`", loc.job, loc.input_id, loc.row,
+                        loc.shard, found, loc.job, loc.job)
+        return found is None
 
     def set_candidates(self, job: str, candidates: list[CandidateInfo]) -> None:
         """The job's current candidates, as this run names them."""
@@ -134,7 +170,9 @@ class PredictionStore:
         return self.index.candidates(job)
 
     def read_rows(self, located: list[Located]) -> list[PredictionRecord]:
-        """Full records for located rows, reading each shard once."""
+        """Full records for located rows, reading each shard once; each checked to be the
+        record its `loc` names (RowMismatchError if not), so a copy never carries another
+        row's answer."""
         by_shard: dict[tuple[str, str], list[int]] = {}
         for loc in located:
             by_shard.setdefault((loc.job, loc.shard), []).append(loc.row)
@@ -146,12 +184,45 @@ class PredictionStore:
                                                                     f"{self._sound[(job, shard)]}"))
             try:
                 table = shards.read_rows(self.job_dir(job) / shard, wanted)
-            except OSError as exc:  # a page checksum: damaged since it was checked
+            except (OSError, IndexError) as exc:  # a page checksum; a row past the end
                 raise ShardDamagedError.of(job, exc) from exc
             picked = table.to_pylist()
             for row, record in zip(wanted, picked, strict=True):
                 found[(job, shard, row)] = cast(PredictionRecord, record)
-        return [found[(loc.job, loc.shard, loc.row)] for loc in located]
+        out = [found[(loc.job, loc.shard, loc.row)] for loc in located]
+        check_records(located, out)
+        return out
+
+    def landed_counts(self, job: str, run_id: str) -> dict[str, int]:
+        """What a run wrote, counted from its shards (for a run killed before it could
+        count): rows generated (answers and the engine's refusals' tokens once per
+        request), copied (a success an earlier shard already held) and failed."""
+        names = self.index.run_shards(job, run_id)
+        if not names:
+            return {}
+        rows: list[dict[str, Any]] = []
+        for name in names:
+            try:
+                rows += pq.read_table(self.job_dir(job) / name, columns=[
+                    "key", "error", "prompt_tokens", "output_tokens"], **shards.CHECKED).to_pylist()
+            except (OSError, ValueError):  # damaged since: its rows are not counted
+                continue
+        first = names[0]
+        earlier = self.index.all_generated(list({r["key"] for r in rows if r["error"] is None}))
+        copied = {key for key, found in earlier.items()
+                  if any(loc.job != job or loc.shard < first for loc in found)}
+        counts = dict.fromkeys(("generated", "copied", "failed", "prompt_tokens",
+                                "output_tokens"), 0)
+        requests: set[str] = set()
+        for r in rows:
+            kind = "failed" if r["error"] is not None else \
+                "copied" if r["key"] in copied else "generated"
+            counts[kind] += 1
+            if kind == "generated" and r["key"] not in requests:  # tokens once per request
+                requests.add(r["key"])
+                counts["prompt_tokens"] += r["prompt_tokens"] or 0
+                counts["output_tokens"] += r["output_tokens"] or 0
+        return counts
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -173,10 +244,11 @@ class PredictionStore:
                              landed.digest,
                              shards.stat_signature(self.job_dir(landed.job) / landed.name))
 
-    def recover(self, job: str) -> dict[str, int]:
+    def recover(self, job: str, *, whole: bool = False) -> dict[str, int]:
         """Call under the job's lock: drop temporaries a crash left, index shards that
-        landed but were never indexed (oldest first, so `latest` ends up newest), and
-        drop from the index shards that are gone or truncated (set aside, kept)."""
+        landed but were never indexed (oldest first; `whole`: each decoded whole first,
+        as `cache repair` checks them), and drop from the index shards that are gone or
+        truncated (set aside, kept). What it sets aside is listed in `set_aside`."""
         directory = self.job_dir(job)
         if not directory.exists():
             return {"removed_tmp": 0, "indexed": 0, "lost": len(self._drop_lost(job))}
@@ -185,7 +257,8 @@ class PredictionStore:
             tmp.unlink()
             removed += 1
         lost = len(self._drop_lost(job))
-        return {"removed_tmp": removed, "indexed": self._index_landed(job), "lost": lost}
+        return {"removed_tmp": removed, "indexed": self._index_landed(job, whole=whole),
+                "lost": lost}
 
     def _drop_lost(self, job: str) -> set[str]:
         """Shards the index lists whose file is gone, truncated or written over: their rows
@@ -216,24 +289,44 @@ class PredictionStore:
                         shards.DAMAGED_SUFFIX)
         return set(lost)
 
-    def _index_landed(self, job: str, skip: Container[str] = ()) -> int:
+    def _index_landed(self, job: str, skip: Container[str] = (), whole: bool = False) -> int:
+        """Index the shards that landed unindexed, oldest first; set aside those that are
+        damaged (their inputs' earlier versions do not take their place: landed.py) or
+        hold another job's rows."""
         indexed = 0
         for shard in shards.landed(self.job_dir(job), self.index.shards(job)):
             if shard.name in skip:
                 continue
             try:
-                run_id, rows = shards.index_entries(shard)
+                if whole and (why := landed.undecodable(shard)) is not None:
+                    raise ValueError(why)
+                run_id, rows = shards.index_entries(shard, job)
+            except shards.ForeignShard as exc:
+                self._set_aside(job, shard, "foreign", str(exc))
+                continue
             except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-                if not self.scratch:
-                    kept = shards.set_aside(shard)
-                    log.warning("job %s: shard %s landed unindexed and does not decode (%s): "
-                                "set aside as %s", job, shard.name, exc, kept.name)
+                pairs = landed.held(shard)
+                superseded = self.index.supersede(job, shard.name, pairs)
+                self._set_aside(job, shard, "damaged", str(exc), superseded)
                 continue
             checked = shards.stat_signature(shard)
             self.index.add_shard(job, shard.name, run_id, rows, shard.stat().st_size,
                                  shards.file_sha256(shard), checked)
             indexed += 1
         return indexed
+
+    def _set_aside(self, job: str, shard: Path, kind: str, why: str, superseded: int = 0) -> None:
+        """A landed shard that must not be indexed, out of the dataset (a dry run moves
+        nothing)."""
+        kept = None
+        if not self.scratch:
+            suffix = shards.FOREIGN_SUFFIX if kind == "foreign" else shards.DAMAGED_SUFFIX
+            kept = shards.set_aside(shard, suffix).name
+        self.set_aside.append(SetAside(job, shard.name, kind, why, superseded, kept))
+        log.warning("job %s: shard %s landed unindexed and is %s (%s): set aside as %s, not "
+                    "indexed%s", job, shard.name, kind, why, kept,
+                    f"; {superseded} inputs whose latest version it held are missing"
+                    if superseded else "")
 
 
 class ShardWriter:

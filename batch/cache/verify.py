@@ -2,9 +2,10 @@
 
 verify reads everything and changes nothing: every indexed shard exists, has
 the size and SHA-256 the index recorded, is readable Parquet with the schema
-and row count the index expects, and holds at each indexed row the input id,
-key, failure state and candidate the index says; each input has one latest; every
-Parquet file in a job's directory is indexed.
+and row count the index expects, holds rows of the job whose directory it sits in,
+and holds at each indexed row the input id, key, failure state and candidate the
+index says; each input has one latest; every Parquet file in a job's directory is
+indexed, and none holds another job's rows.
 """
 
 from __future__ import annotations
@@ -17,8 +18,17 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from batch.cache.index import Index, ShardEntry
+from batch.cache.landed import held
 from batch.cache.schema import is_known, is_legacy
-from batch.cache.shards import CHECKED, DAMAGED_SUFFIX, file_sha256, select_jobs
+from batch.cache.shards import (
+    CHECKED,
+    DAMAGED_SUFFIX,
+    FOREIGN_SUFFIX,
+    ForeignShard,
+    file_sha256,
+    foreign,
+    select_jobs,
+)
 
 EXAMPLES = 3  # mismatching rows quoted per shard; the count says how many in all
 
@@ -89,6 +99,7 @@ def _verify_job(root: Path, index: Index | None, job: str, report: VerifyReport)
             if n := index.latest_mismatches(job):
                 report.problems.append(Finding(job, None, "latest-mismatch",
                                                f"{n} inputs have more than one latest record"))
+            _rolled_back(directory, index, job, report)
     _scan_directory(directory, job, set(shards), report)
 
 
@@ -122,6 +133,10 @@ def _verify_shard(directory: Path, job: str, expected: ShardEntry,
     if table.num_rows != expected.rows:
         problems.append(Finding(job, name, "rows",
                                 f"{table.num_rows} rows; the index recorded {expected.rows}"))
+    try:
+        foreign(path, job, table)
+    except ForeignShard as exc:
+        problems.append(Finding(job, name, "foreign", str(exc)))
     ids, keys = table["input_id"].to_pylist(), table["key"].to_pylist()
     failed = table["error"].is_valid().to_pylist()
     labels = table["model" if legacy else "candidate"].to_pylist()
@@ -148,10 +163,60 @@ def _scan_directory(directory: Path, job: str, indexed: set[str], report: Verify
             report.notes.append(Finding(job, name, "damaged-kept",
                                         "a damaged shard `cache repair` set aside; its rows left "
                                         "the index (delete the file once it has been examined)"))
+        elif name.startswith(".") and FOREIGN_SUFFIX in name:
+            report.notes.append(Finding(job, name, "foreign-kept",
+                                        "another job's shard found here and set aside, never "
+                                        "indexed (delete or move it once it has been examined)"))
         elif name.endswith(".parquet") and not name.startswith(".") and name not in indexed:
-            report.problems.append(Finding(job, name, "unindexed",
-                                           "not in the index (a crash after the write); "
-                                           "the next run or `almanac cache repair` indexes it"))
+            report.problems.append(_unindexed(path, job))
+
+
+def kept_name(path: Path) -> str:
+    """The shard name a file set aside as `.<name>.damaged[.N]` had."""
+    return path.name[1:].split(DAMAGED_SUFFIX)[0]
+
+
+def _rolled_back(directory: Path, index: Index, job: str, report: VerifyReport) -> None:
+    """Inputs answering with a version older than the one a damaged shard set aside held
+    (an index rebuilt from the files without it): the version they answer with was
+    replaced. Which inputs it held is read from its pages that still decode
+    (batch.cache.landed); one that cannot tell is passed over."""
+    if not directory.exists():
+        return
+    for kept in sorted(directory.glob(f".*{DAMAGED_SUFFIX}*")):
+        older = rolled_back(index, job, kept)
+        if older:
+            report.problems.append(Finding(
+                job, kept.name, "rolled-back",
+                f"{len(older)} inputs (e.g. {older[0]!r}) answer with a version older than "
+                f"the one this damaged shard held; `almanac cache repair` makes them missing, "
+                "so their next run generates them"))
+
+
+def rolled_back(index: Index, job: str, kept: Path) -> list[str]:
+    """The inputs whose latest record is older than the version the damaged shard set
+    aside as `kept` held, by name (none when it cannot tell which it held)."""
+    if (pairs := held(kept)) is None:
+        return []
+    name = kept_name(kept)
+    by_candidate: dict[str, list[str]] = {}
+    for input_id, label in pairs:
+        by_candidate.setdefault(label, []).append(input_id)
+    return sorted(loc.input_id for label, ids in by_candidate.items()
+                  for loc in index.latest_for(job, label, ids).values() if loc.shard < name)
+
+
+def _unindexed(path: Path, job: str) -> Finding:
+    """A shard in the job's directory the index does not list: a crash's (the next run or
+    `cache repair` indexes it), or another job's, copied in (repair sets it aside)."""
+    try:
+        foreign(path, job, pq.read_table(path, columns=["job"], **CHECKED))
+    except ForeignShard as exc:
+        return Finding(job, path.name, "foreign", f"{exc}; `almanac cache repair` sets it aside")
+    except (OSError, ValueError, KeyError):  # damage: repair decodes it whole, sets it aside
+        pass
+    return Finding(job, path.name, "unindexed", "not in the index (a crash after the write); "
+                                                "the next run or `almanac cache repair` indexes it")
 
 
 def _recheck(root: Path, report: VerifyReport) -> None:

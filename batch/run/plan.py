@@ -62,7 +62,9 @@ class Plan:
     inputs: int = 0
     cached: int = 0
     failed_before: int = 0  # failures already recorded for these exact inputs
-    repoint: list[Located] = field(default_factory=list)
+    # Rows an earlier record answers: another job's or candidate's with the same key, or
+    # this input's own earlier version (a prompt changed back), written again by this
+    # run so that the files alone say which version is the latest.
     copies: list[tuple[str, str, Located]] = field(default_factory=list)  # input id, key, source
     requests: dict[str, Request] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
@@ -81,7 +83,7 @@ class Plan:
         return {
             "inputs": self.inputs,
             "cached": self.cached,
-            "copy": len(self.repoint) + len(self.copies),
+            "copy": len(self.copies),
             "missing": self.missing_rows,
             "distinct_missing": len(self.requests),
             "invalid": len(self.failures),
@@ -324,7 +326,7 @@ def _plan_chunk(plan: Plan, store: PredictionStore, chunk: list[_Row], retry_fai
     plan.lookups_s += time.perf_counter() - began
     for row in undecided:
         if (old := older.get((row.input_id, row.key))) is not None and not old.failed:
-            plan.repoint.append(old)
+            plan.copies.append((row.input_id, row.key, old))
         elif row.key in plan.requests:
             plan.requests[row.key].input_ids.append(row.input_id)
         elif (src := elsewhere.get(row.key)) is not None:

@@ -26,7 +26,7 @@ class Phases:
     plan_lookups_s: float = 0.0  # of which: index lookups
     catalog_s: float = 0.0  # the run's record in the catalog, at its start and end
     cluster_s: float = 0.0  # the executor's checks: reaching a Ray cluster (or starting a local one)
-    copy_s: float = 0.0  # repointing, and reading rows generated elsewhere to copy them
+    copy_s: float = 0.0  # reading the rows an earlier record answers, to copy them
     engine_start_s: float = 0.0  # importing vLLM and loading the model, if this run did
     # (on Ray: until the first rows come back, the replicas' start and their first batch)
     tokenize_s: float = 0.0  # prompt token ids (the engine gets ids, not text)

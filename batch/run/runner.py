@@ -126,8 +126,10 @@ class Runner:
             recovered = self.store.recover(spec.name)
             with shielded(), self.catalog.sessions.begin() as s:
                 # Under the lock no other run of this job can be going: a run still
-                # "running" was killed (kill -9, a crash) before it could say so.
-                recovered["runs_closed"] = run_log.close_stale_runs(s, spec.name)
+                # "running" was killed (kill -9, a crash) before it could say so. Its
+                # counts are what it wrote, which recovery has just indexed.
+                recovered["runs_closed"] = run_log.close_stale_runs(
+                    s, spec.name, lambda run_id: self.store.landed_counts(spec.name, run_id))
             if any(recovered.values()):
                 log.warning("recovered after an interrupted run: %s", recovered)
             phases.recover_s = time.perf_counter() - began
@@ -266,7 +268,7 @@ class Runner:
 
     def _execute(self, spec: JobSpec, plans: list[Plan], candidates: list[Candidate],
                  result: RunResult, run_id: str) -> None:
-        """Write what is known (repoints, copies, failures) for every candidate, then
+        """Write what is known (copies, failures) for every candidate, then
         generate the rest one engine after another."""
         phases = result.phases
         self.store.set_candidates(spec.name, [c.info() for c in candidates])
@@ -274,7 +276,7 @@ class Runner:
         for plan, tally in zip(plans, result.candidates, strict=True):
             result.cached += plan.cached
             result.failed += plan.failed_before
-            tally.copied = len(plan.repoint) + len(plan.copies)
+            tally.copied = len(plan.copies)
             tally.failed += len(plan.failures)
         with ShardWriter(self.store, spec.name, run_id, spec.shard_rows,
                          spec.row_group_rows, spec.compression) as writer:
@@ -300,14 +302,8 @@ class Runner:
 
     def _known(self, spec: JobSpec, plan: Plan, records: RecordBuilder, out: _Output,
                result: RunResult) -> None:
-        """A plan's rows that need no engine: repointed, copied and failed ones."""
+        """A plan's rows that need no engine: copied and failed ones."""
         phases = result.phases
-        if plan.repoint:
-            mark = time.perf_counter()
-            with shielded():
-                self.store.repoint(spec.name, plan.candidate, plan.repoint)
-                result.copied += len(plan.repoint)
-            phases.copy_s += time.perf_counter() - mark
         for i in range(0, len(plan.copies), COPY_CHUNK):
             mark = time.perf_counter()
             chunk = plan.copies[i : i + COPY_CHUNK]

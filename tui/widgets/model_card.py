@@ -26,6 +26,22 @@ def _facts(rows: list[tuple[str, str]]) -> Table:
     return table
 
 
+def _training(m: ModelRecord) -> list[tuple[str, str]]:
+    """How Almanac trained it, if it did: what from, on what, and what came of it."""
+    t = m.training
+    if t is None:
+        return []
+    losses = ", ".join(f"{name} loss {value:.4g}" for name, value in
+                       (("train", t.train_loss), ("eval", t.eval_loss)) if value is not None)
+    return [
+        ("distilled from", t.distilled_from),
+        ("trained on", f"{t.train_rows:,} rows ({t.validation_rows:,} validation), "
+                       f"{t.data_digest[:19]}"),
+        ("training", f"{t.steps:,} steps in {fmt.duration(t.seconds)} on {t.device} ({t.dtype})"
+                     + (f"; {losses}" if losses else "")),
+    ]
+
+
 def render_model(m: ModelRecord) -> RenderableType:
     parts: list[RenderableType] = [
         Text(m.name, style="bold"),
@@ -69,6 +85,7 @@ def render_model(m: ModelRecord) -> RenderableType:
              else "none (a root model)"),
             ("adapter rank", str(m.adapter_rank) if m.adapter_rank else ""),
             ("adapters on it", ", ".join(m.adapters) or "none"),
+            *_training(m),
         ]),
         _section("Languages and domains"),
         _facts([
