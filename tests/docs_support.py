@@ -1,6 +1,6 @@
 """Runs the examples in the project's Markdown files against a demo home, so the
 documentation cannot drift from the code. What each fenced block means is written in
-docs/EXAMPLES.md; this module reads the blocks, runs them and compares what they show.
+docs/DEVELOPMENT.md; this module reads the blocks, runs them and compares what they show.
 """
 
 from __future__ import annotations
@@ -15,11 +15,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import tomllib
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from click.testing import CliRunner
 from markdown_it import MarkdownIt
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,7 +106,7 @@ def blocks(path: Path) -> list[Block]:
 def commands(block: Block) -> list[Command]:
     """`console`: `$ ` lines are commands, the lines after one its output. `sh`: every
     line is a command (comments and blank lines aside), its output not shown. A line
-    ending in a backslash goes on into the next."""
+    ending in a backslash, or inside a quotation, goes on into the next."""
     found: list[Command] = []
     lines = block.text.splitlines()
     i = 0
@@ -230,8 +233,7 @@ class DocumentRun:
         self.home = demo.copy(scratch / "home")
         self.port = str(free_port())
         self.replace = {str(self.home): "<home>", str(demo.path): "<home>",
-                        str(self.workdir): "<dir>",
-                        f":{self.port}": f":{DOC_PORT}"}
+                        str(self.workdir): "<dir>", f":{self.port}": f":{DOC_PORT}"}
         self.settings = {"ALMANAC_HOME": str(self.home), "HF_HUB_OFFLINE": "1",
                          "HF_HOME": str(scratch / "hf"), "NO_COLOR": "1", "TERM": "dumb",
                          # what a terminal shows: stdout and stderr in the order written
@@ -303,10 +305,6 @@ class DocumentRun:
 
     def _invoke(self, args: list[str]) -> tuple[int, str]:
         """The command line in this process: stdout and stderr as a terminal shows them."""
-        import traceback
-
-        from click.testing import CliRunner
-
         from almanac.cli import cli
 
         with self._inside():
@@ -335,7 +333,9 @@ class DocumentRun:
         # A server says where it listens once its socket is bound: requests wait from then.
         for line in process.stderr:
             log.write(line)
-            if "running on http" in line:
+            if "running on http" in line:  # the rest goes on to the log, never filling a pipe
+                threading.Thread(target=shutil.copyfileobj, args=(process.stderr, log),
+                                 daemon=True).start()
                 return
         self.failures.append(f"{block.where}:{command.line}: `{command.text}` ended: "
                              f"exit {process.wait()}")
