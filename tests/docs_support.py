@@ -48,7 +48,7 @@ DEMO_COMMAND = "./scripts/demo"
 # How the documents write the scratch directory and the default home.
 SHOWN_PATHS = {"/home/you/.local/share/almanac": "<home>", "/home/you/work": "<dir>"}
 # Subcommands that run a job, an engine or a server: in a process of their own.
-_OWN_PROCESS = {"run", "demo", "serve", "tui"}
+_OWN_PROCESS = {"run", "demo", "serve", "tui", "train", "distill"}
 
 
 @dataclass(frozen=True)
