@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.builders import build_tiny_model, make_lora_adapter
+from tests.docs_support import DemoHome
 from tests.ray_support import client_environment
 
 # Ray reads its client settings once, when first imported, and vLLM imports it: the
@@ -133,3 +134,16 @@ def runner(home: Path, engine_pool: EnginePool, tiny_model: Path) -> Iterator[Ru
     yield r
     r.close()
     r.catalog.close()
+
+
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory: pytest.TempPathFactory) -> DemoHome:
+    """The home `almanac demo` leaves, made once per session (the demo trains its models
+    and runs its job with the engine: minutes). Its users take copies; mark them
+    `xdist_group("demo")` so that one worker makes it once."""
+    from tests.engine_support import almanac
+
+    path = tmp_path_factory.mktemp("demo") / "home"
+    done = almanac(path, "demo")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return DemoHome(path, done.stdout)

@@ -74,6 +74,16 @@ def test_repair_drops_what_lost_shards_held_and_keeps_the_damaged_files(
     assert json.loads(again.stdout)["changed"] is False
 
 
+def test_a_job_whose_every_shard_was_lost_is_repaired_then_has_nothing_to_repair(
+        shards: list[Path], predictions: Path, home: Path) -> None:
+    for shard in shards:
+        shard.unlink()
+    assert repair(predictions, home / "locks").inputs == 40
+    for dry_run in (True, False):  # the job is still there, with no rows left
+        again = repair(predictions, home / "locks", dry_run=dry_run)
+        assert again.changed is False and again.inputs == 0
+
+
 def test_repair_changes_nothing_while_a_run_holds_a_lock(shards: list[Path], predictions: Path,
                                                          home: Path) -> None:
     shards[2].unlink()

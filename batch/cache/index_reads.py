@@ -298,7 +298,9 @@ class IndexReads(SideStore):
             pairs = np.fromiter(chain.from_iterable(cursor), dtype=np.int64).reshape(-1, 2)
         order = np.lexsort((pairs[:, 1], pairs[:, 0]))
         shard, row = pairs[order, 0], pairs[order, 1]
-        starts = np.flatnonzero(np.r_[True, shard[1:] != shard[:-1]]) if len(shard) else []
+        if not len(shard):  # a job whose every row has left the index
+            return {}
+        starts = np.flatnonzero(np.r_[True, shard[1:] != shard[:-1]])
         ends = [*starts[1:], len(shard)]
         return {names[int(shard[a])]: row[a:b] for a, b in zip(starts, ends, strict=True)
                 if int(shard[a]) in names}
