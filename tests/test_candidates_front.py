@@ -204,9 +204,9 @@ def replaced_revision(home: Path) -> None:
         upsert_model(s, ModelEntry(ref="acme/m", name="m", source="hub", repo_id="acme/m",
                                    revision="b" * 40))
     catalog.close()
-    write(home / "predictions", [record("old", model="acme/m", revision="a" * 40),
-                                 record("new", model="acme/m", revision="b" * 40),
-                                 record("local", model="acme/m", candidate="other",
+    write(home / "predictions", [record("old", job="rev", model="acme/m", revision="a" * 40),
+                                 record("new", job="rev", model="acme/m", revision="b" * 40),
+                                 record("local", job="rev", model="acme/m", candidate="other",
                                         revision=None, key=key_for("x"))], job="rev")
 
 
