@@ -28,8 +28,14 @@ def default_cache_dir() -> Path:
 
 
 def scan_cache(cache_dir: Path | None = None) -> tuple[list[ModelEntry], list[str]]:
-    """One entry per cached model repo, and one warning per repo that was skipped."""
+    """One entry per cached model repo, and one warning per repo that was skipped. A
+    directory given that does not exist is an error; the default one missing means that
+    nothing was ever downloaded on this machine, which is no model rather than a failure."""
+    if cache_dir is None and not default_cache_dir().is_dir():
+        return [], []
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if not cache_dir.is_dir():  # before huggingface_hub, whose own error would read as damage
+        raise CacheScanError(f"no Hugging Face cache at {cache_dir}")
     try:
         with library_calls():  # huggingface_hub failing in its own code: one line
             info = scan_cache_dir(cache_dir)

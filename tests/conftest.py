@@ -23,6 +23,11 @@ atexit.register(shutil.rmtree, _RAY_WORK, ignore_errors=True)
 RAY_CLIENT = client_environment(_RAY_WORK)
 os.environ.update(RAY_CLIENT)
 
+# plotext lays a chart's tick labels out in the order of a set of (tick, label) pairs, so
+# a chart's pixels vary with string hashing: the processes the suite starts (xdist's
+# workers, subprocesses) hash with one seed, and the chart snapshots are taken with it.
+os.environ.setdefault("PYTHONHASHSEED", "0")
+
 # `-n auto` (pyproject's addopts): the whole suite, or a folder of it, runs on this many
 # workers. Each worker that meets an engine test starts the session's engine once, and
 # a vLLM engine keeps to one thread: two workers keep two cores busy.

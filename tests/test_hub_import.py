@@ -238,6 +238,16 @@ def test_scan_cache_of_a_missing_directory_is_an_error_naming_it(home: Path, tmp
     assert str(missing) in result.stderr
 
 
+def test_scan_cache_on_a_machine_that_never_downloaded_anything_adds_nothing(home: Path) -> None:
+    # HF_HOME points at a directory that does not exist (almanac_subprocess): no hub cache.
+    proc = almanac_subprocess(home, "models", "scan-cache", "--json", env={"HF_HUB_OFFLINE": "1"})
+
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["models"] == []
+    assert "no Hugging Face cache at" in proc.stderr and "yet" in proc.stderr
+    assert "damaged" not in proc.stderr
+
+
 # --- local directories ------------------------------------------------------------
 
 

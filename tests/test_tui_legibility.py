@@ -8,6 +8,8 @@ tests/score_support.py writes its own."""
 
 from __future__ import annotations
 
+import os
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -147,6 +149,9 @@ def test_record_of_an_adapter_candidate_snapshot(snap_compare, adapters_home: Pa
                         run_before=open_adapter_row)
 
 
+@pytest.mark.skipif(os.environ.get("PYTHONHASHSEED") != "0" or sys.flags.hash_randomization,
+                    reason="plotext places tick labels in set order: the snapshot was taken with "
+                           "PYTHONHASHSEED=0 (./scripts/test and the suite's workers use it)")
 def test_comparison_of_a_base_and_its_adapters_snapshot(snap_compare, adapters_home: Path) -> None:
     async def open_comparison(pilot: Pilot) -> None:
         await settle(pilot)

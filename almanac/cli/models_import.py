@@ -90,8 +90,10 @@ def scan_cache(env: Env, cache_dir: Path | None, json_: bool) -> None:
     from catalog import hubcache
     from catalog.models import fill_from_existing, to_record, upsert_model
 
+    entries, warnings = hubcache.scan_cache(cache_dir.resolve() if cache_dir else None)
     cache_dir = (cache_dir or hubcache.default_cache_dir()).resolve()
-    entries, warnings = hubcache.scan_cache(cache_dir)
+    if not cache_dir.is_dir():
+        warn(f"no Hugging Face cache at {cache_dir} yet: nothing has been downloaded")
     for message in warnings:
         warn(f"warning: {message}")
     with env.catalog().writing() as s:
