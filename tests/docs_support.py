@@ -167,6 +167,7 @@ def _mask_tables(lines: list[str]) -> list[str]:
     out: list[str] = []
     columns: list[tuple[int, int | None]] | None = None
     starts: list[int | None] = []
+    marker = 0  # the Pareto front's `*` before a costed table's rows follows the timings
     for line in lines:
         cells = [(m.start(), m.group()) for m in _HEADER_CELL.finditer(line)]
         names = [name for _, name in cells]
@@ -175,6 +176,7 @@ def _mask_tables(lines: list[str]) -> list[str]:
             starts = [s for s, _ in cells] + [None]
             columns = [(starts[k], starts[k + 1]) for k, n in enumerate(names)
                        if n in _TIMING_COLUMNS]
+            marker = cells[0][0] if "USD/1K ROWS" in names else 0
         elif not line.strip():
             columns = None
         elif columns and any(s and len(line) > s and line[s - 1] != " " for s in starts[:-1]):
@@ -184,6 +186,7 @@ def _mask_tables(lines: list[str]) -> list[str]:
                 if len(line) > start:
                     tail = line[end:] if end is not None and len(line) > end else ""
                     line = line[:start] + "<t>  " + tail
+            line = line[marker:]
         out.append(line)
     return out
 
