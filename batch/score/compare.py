@@ -102,6 +102,7 @@ class _Speed:
     priced_s: float = 0.0  # engine-seconds of runs with a price ...
     usd: float = 0.0  # ... and what they cost
     unpriced: bool = False  # some generating run had no price
+    price: float | None = None  # the one price every priced run stated, if they agree
 
 
 def _speed(runs: Sequence[CandidateRun]) -> _Speed:
@@ -119,6 +120,7 @@ def _speed(runs: Sequence[CandidateRun]) -> _Speed:
         priced_s=sum(r.generation_s or 0.0 for r in priced),
         usd=sum((r.generation_s or 0.0) * (r.usd_per_hour or 0.0) / 3600 for r in priced),
         unpriced=len(priced) < len(generating),
+        price=priced[0].usd_per_hour if len({r.usd_per_hour for r in priced}) == 1 else None,
     )
 
 
@@ -130,7 +132,9 @@ def _cost_per_1k(speed: _Speed, usd_per_hour: float | None) -> tuple[float | Non
         return usd_per_hour * speed.engine_s / 3600 / speed.generated * 1000, usd_per_hour
     if speed.unpriced:
         return None, None
-    return speed.usd / speed.generated * 1000, speed.usd / speed.priced_s * 3600
+    # One stated price is shown as stated, not as usd / seconds * 3600 with its rounding.
+    price = speed.price if speed.price is not None else speed.usd / speed.priced_s * 3600
+    return speed.usd / speed.generated * 1000, price
 
 
 def _same(run: CandidateRun, facts: CandidateFacts) -> bool:
