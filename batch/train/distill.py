@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from batch.cache.reader import Predictions
 from batch.data.curate import CurateReport, curate
 from batch.run.spec.job import load_spec
-from batch.score.compare import CandidateComparison, compare_job
+from batch.score.compare import CandidateComparison, compare_job, usd_text
 from batch.score.scoring import check_score, score_run
 from batch.train import adapter
 from batch.train.dataset import read_curated
@@ -218,7 +218,8 @@ def summary(entries: list[CandidateComparison], costs: list[CandidateComparison]
     student_cost, teacher_cost = _cost(s, costs), _cost(t, costs)
     if student_cost is None or teacher_cost is None:
         return line + "; cost unknown (state a price: [cost] usd_per_hour in the teacher job)"
-    line += f"; USD {student_cost:.4f} per 1k rows against the teacher's {teacher_cost:.4f}"
+    line += (f"; USD {usd_text(student_cost)} per 1k rows against the teacher's "
+             f"{usd_text(teacher_cost)}")
     return line
 
 
