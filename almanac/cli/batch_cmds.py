@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the runner (pyarrow, SQLAlchemy) loads only when a job runs
     from batch.run.executors.base import Executor
     from batch.run.result import RunResult
     from batch.run.spec.ray_settings import RayAddress
+    from batch.run.stopping import Stopped
 
 
 # Several jobs exit with the gravest of their codes: an error, then a lock, then failed rows.
@@ -80,6 +81,17 @@ def _executor(ray: RayAddress | None) -> Executor | None:
     from batch.run.executors.ray import RayExecutor
 
     return RayExecutor(ray)
+
+
+def _end(stopped: Stopped | None, codes: list[int]) -> None:
+    """A run command's exit: at once after a stop signal, else the gravest job's code."""
+    if stopped is not None:
+        warn(f"stopped by {stopped.name}: what was finished is written and indexed; "
+             "run again to go on")
+        _exit_now(stopped.exit_code)
+    code = _exit_code(codes)
+    if code:
+        sys.exit(code)
 
 
 def _exit_now(code: int) -> None:
@@ -167,13 +179,7 @@ def run(env: Env, jobs: tuple[str, ...], dry_run: bool, limit: int | None, retry
                 runner.close()
     if json_ and results:
         emit_json(results if several else results[0])
-    if stopped is not None:
-        warn(f"stopped by {stopped.name}: what was finished is written and indexed; "
-             "run again to go on")
-        _exit_now(stopped.exit_code)
-    code = _exit_code(codes)
-    if code:
-        sys.exit(code)
+    _end(stopped, codes)
 
 
 @click.command()

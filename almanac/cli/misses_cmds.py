@@ -4,14 +4,13 @@ and `misses clear`."""
 
 from __future__ import annotations
 
-import sys
 import tomllib
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from almanac.cli.base import Env, echo_table, emit_json, json_option, pass_env, warn
-from almanac.cli.batch_cmds import _executor, _exit_code, _exit_now, _human, _job_failed
+from almanac.cli.batch_cmds import _end, _executor, _human, _job_failed
 from schemas.errors import AlmanacError, ExitCode
 
 if TYPE_CHECKING:  # the stores and the runner load when a command needs them
@@ -140,13 +139,7 @@ def run_misses(env: Env, model: str | None, engine: tuple[str, ...], ray_address
         emit_json(results)
     elif not results:
         warn("no misses to run")
-    if stopped is not None:
-        warn(f"stopped by {stopped.name}: what was finished is written and indexed; run "
-             "again to go on")
-        _exit_now(stopped.exit_code)
-    code = _exit_code(codes)
-    if code:
-        sys.exit(code)
+    _end(stopped, codes)
 
 
 @misses.command("clear")

@@ -162,4 +162,4 @@ def _collect(index: Index, directory: Path, job: str, names: list[str]) -> None:
 
     for hidden, _ in shards.forget_moving(index, job, names, hide):
         hidden.unlink()
-    shards.fsync_dir(directory)
+    shards.fsync_path(directory)

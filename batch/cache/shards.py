@@ -108,7 +108,7 @@ def set_aside(path: Path, suffix: str = DAMAGED_SUFFIX) -> Path:
         n += 1
         target = path.with_name(f".{path.name}{suffix}.{n}")
     os.rename(path, target)
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
     return target
 
 
@@ -169,7 +169,7 @@ def write_shard(directory: Path, name: str, records: Sequence[Mapping[str, objec
                 f"{len(records)} rows: nothing of it was kept; the shards written before "
                 "are indexed, so after freeing space the next run resumes from there") from exc
         raise
-    fsync_dir(directory)
+    fsync_path(directory)
     return size, digest
 
 
@@ -216,8 +216,8 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fsync_dir(path: Path) -> None:
-    """Makes a rename in `path` durable."""
+def fsync_path(path: Path) -> None:
+    """Flushes a file to disk, or makes a rename in a directory durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -40,6 +37,7 @@ from batch.data.where import WhereError, compile_where
 from batch.score.store import value_columns
 from schemas.errors import UsageError
 from schemas.output_path import refuse_non_directory
+from schemas.timings import StepTimings
 
 if TYPE_CHECKING:  # the catalog is only asked for licenses
     from catalog.db import Catalog
@@ -64,7 +62,7 @@ class CurateError(UsageError):
 
 
 @dataclass
-class CurateReport:
+class CurateReport(StepTimings):
     job: str
     output: Path
     command: str
@@ -78,14 +76,6 @@ class CurateReport:
     warnings: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step, measured here
-
-    @contextmanager
-    def timed(self, step: str) -> Iterator[None]:
-        began = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[step] = self.timings.get(step, 0.0) + time.perf_counter() - began
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)

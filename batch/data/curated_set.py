@@ -29,6 +29,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from batch.cache.shards import fsync_path
 from batch.data import card
 from schemas.errors import AlmanacError, ExitCode, UsageError
 from schemas.output_path import output_directory, output_error
@@ -135,15 +136,15 @@ class NewSet:
             if not final.exists():
                 self.placed.append(final)
             os.replace(tmp, final)
-        _fsync(self.directory)
+        fsync_path(self.directory)
         os.replace(self._temporary(CARD), self.directory / CARD)
         self.placed = []  # the card names them now
-        _fsync(self.directory)
+        fsync_path(self.directory)
         for old in self.directory.iterdir():
             if _DATA.fullmatch(old.name) and old.name not in kept:
                 with suppress(FileNotFoundError):
                     old.unlink()
-        _fsync(self.directory)
+        fsync_path(self.directory)
 
     def discard(self) -> None:
         """Everything this set wrote that no card names: the old set stays as it was."""
@@ -217,15 +218,7 @@ def _remove_if_created(directory: Path, created: bool) -> None:
 
 def _durably(write: Callable[[Path], None], path: Path) -> None:
     write(path)
-    _fsync(path)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(path)
 
 
 class Writable(Protocol):

@@ -34,6 +34,7 @@ from batch.train.settings import FORMATS, TrainSettings, training_key
 from catalog.db import Catalog
 from catalog.models import find_model
 from catalog.records import TrainingRecord, TrainingSource
+from schemas.timings import StepTimings
 
 if TYPE_CHECKING:  # the trainer imports torch: for annotations only
     from batch.train.trainer import Fitted
@@ -65,7 +66,7 @@ class TrainRequest:
 
 
 @dataclass
-class TrainReport:
+class TrainReport(StepTimings):
     """What `almanac train --json` prints."""
 
     name: str
@@ -94,14 +95,6 @@ class TrainReport:
     dtype: str | None = None
     hardware: str | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step, measured here
-
-    @contextmanager
-    def timed(self, step: str) -> Iterator[None]:
-        began = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[step] = self.timings.get(step, 0.0) + time.perf_counter() - began
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
