@@ -247,8 +247,3 @@ def export(env: Env, job: str, fmt: str, output: str, all_versions: bool,
     warn(f"exported {done.written} predictions of {job} to {'stdout' if output == '-' else output}"
          + (f" and {done.failed} failed lines to {'stdout' if errors == '-' else errors}"
             if errors is not None else ""))
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(query)
-    cli.add_command(export)
