@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 from urllib.parse import quote
 
 from catalog.errors import UnknownModelError, unusable
-from catalog.records import RevisionStatus
+from catalog.revision_status import RevisionStatus
 
 if TYPE_CHECKING:  # SQLAlchemy loads only where a session is open already
     from sqlalchemy.orm import Session
