@@ -85,6 +85,24 @@ def test_catalog_commands_import_no_engine_tui_or_torch(tmp_path: Path, home: Pa
     assert modules & HEAVY == set()
 
 
+def test_a_command_imports_its_own_module_and_no_other_commands(tmp_path: Path, home: Path) -> None:
+    from almanac.cli import COMMANDS
+    from tests.cache_support import record, write
+
+    command_modules = {where.partition(":")[0] for where in COMMANDS.values()}
+    codes, modules = _probe(tmp_path, ["--version"], full=True)
+    assert codes == [0] and "almanac.cli" in modules
+    assert modules & command_modules == set()
+    assert modules & {"catalog", "batch.cache", "platformdirs"} == set()  # ALMANAC_HOME is set
+    write(home / "predictions", [record("in-1")])
+    codes, modules = _probe(tmp_path, ["query", "fruits", "--input-id", "in-1"], full=True)
+    assert codes == [0] and "pyarrow.parquet" in modules  # it read the shard
+    assert modules & command_modules == {"almanac.cli.query_cmds"}
+    codes, modules = _probe(tmp_path, ["models", "list"], full=True)
+    assert codes == [0] and modules & command_modules == {"almanac.cli.models"}
+    assert modules & {"almanac.cli.models_hub", "almanac.cli.models_import"} == set()
+
+
 TRAINING = {"torch", "transformers", "trl", "peft", "accelerate", "datasets"}
 
 
