@@ -6,8 +6,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
-
 from schemas.errors import UnavailableError
 
 ENV_HOME = "ALMANAC_HOME"
@@ -24,6 +22,8 @@ def resolve_home(explicit: str | os.PathLike[str] | None = None) -> Path:
         return Path(explicit).expanduser().resolve()
     if env := os.environ.get(ENV_HOME):
         return Path(env).expanduser().resolve()
+    import platformdirs  # only for the default home: an override needs none of it
+
     return Path(platformdirs.user_data_dir("almanac", appauthor=False))
 
 

@@ -40,7 +40,7 @@ from batch.cache.errors import (
 from batch.cache.index_rows import MIN_PREFIX, CandidateSummary, JobInfo
 from batch.cache.reader import CacheReader, Predictions
 from batch.cache.schema import PredictionRecord, arrow_schema, columns
-from catalog.records import jsonable as to_json
+from schemas.jsonable import jsonable as to_json
 
 __all__ = [
     "MIN_PREFIX", "AmbiguousKeyError", "CacheReader", "CacheUnavailableError",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, Subquery, and_, func, or_, select, union_all
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from catalog.lookup import get_model
@@ -60,21 +60,6 @@ def measured_for_model(session: Session, model: Model) -> list[MeasuredEvalRecor
         .order_by(MeasuredEval.measured_at.desc(), MeasuredEval.task, MeasuredEval.metric)
     ).all()
     return [_record(row, ref) for row, ref in rows]
-
-
-def best_scores(task: str) -> Subquery:
-    """(model_id, score): each model's best measured score on `task` that is its own:
-    without an adapter, or for an adapter in the catalog, measured with it
-    (ix_measured_evals_task)."""
-    adapter = aliased(Model)
-    own = (select(MeasuredEval.model_id.label("model_id"), MeasuredEval.value.label("value"))
-           .where(MeasuredEval.task == task, MeasuredEval.adapter == ""))
-    adapted = (select(adapter.id.label("model_id"), MeasuredEval.value.label("value"))
-               .join(adapter, _names(adapter, MeasuredEval.adapter))
-               .where(MeasuredEval.task == task, MeasuredEval.adapter != ""))
-    scores = union_all(own, adapted).subquery()
-    return (select(scores.c.model_id, func.max(scores.c.value).label("score"))
-            .group_by(scores.c.model_id).subquery())
 
 
 def measured_for_task(session: Session, task: str, metric: str | None = None) -> list[MeasuredEvalRecord]:

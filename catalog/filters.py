@@ -52,7 +52,7 @@ class ModelFilter:
     sort: str = "name"
     limit: int | None = None
     offset: int = 0
-    # Only adapters of one base model: the names it goes by (catalog.training.adapter_bases).
+    # Only adapters of one base model: the names it goes by (catalog.plain.adapter_bases).
     adapters_of: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:

@@ -19,7 +19,8 @@ from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.orm import Session
 
 from catalog.lookup import find_model
-from catalog.records import RevisionRecord, RevisionStatus, jsonable
+from catalog.records import RevisionRecord, jsonable
+from catalog.revision_status import RevisionStatus
 from catalog.tables import ModelRevision
 
 

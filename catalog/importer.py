@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session
 
 from catalog import indexing
 from catalog.history import record_replaced
-from catalog.listing import records_for
+from catalog.listing import SCALARS, records_for
 from catalog.merge import as_entry, merge_hub, same_facts
-from catalog.models import _SCALARS, facts_of, validate_entry
+from catalog.models import facts_of, validate_entry
 from catalog.records import ModelEntry, ModelRecord
 from catalog.tables import Model
 
@@ -90,7 +90,7 @@ def _existing(session: Session, refs: list[str]) -> dict[str, ModelRecord]:
 
 
 def _row(entry: ModelEntry, now: datetime) -> dict[str, Any]:
-    row = {name: getattr(entry, name) for name in _SCALARS}
+    row = {name: getattr(entry, name) for name in SCALARS}
     row.update(description=entry.description or "", card=entry.card or "", refreshed_at=now,
                curated=json.dumps(entry.curated) if entry.curated else None)
     return row

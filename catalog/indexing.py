@@ -35,10 +35,14 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-
-from sqlalchemy import Connection
+from typing import TYPE_CHECKING
 
 from catalog import taxonomy
+
+if TYPE_CHECKING:  # the writers' connections; a listing reads without SQLAlchemy
+    import sqlite3
+
+    from sqlalchemy import Connection
 
 ANY = "*"
 GROUP = "group:"
@@ -300,7 +304,8 @@ def mark_fresh(conn: Connection) -> None:
                          "DO UPDATE SET value = excluded.value", (GROUPS_KEY, groups_signature()))
 
 
-def groups_fresh(conn: Connection) -> bool:
-    """Were the group keys built with the language groups this code knows?"""
-    value = conn.exec_driver_sql("SELECT value FROM catalog_meta WHERE key = ?", (GROUPS_KEY,)).scalar()
-    return value == groups_signature()
+def groups_fresh(conn: sqlite3.Connection) -> bool:
+    """Were the group keys built with the language groups this code knows? (A listing
+    asks, over its DB-API connection: catalog.search.)"""
+    row = conn.execute("SELECT value FROM catalog_meta WHERE key = ?", (GROUPS_KEY,)).fetchone()
+    return row is not None and row[0] == groups_signature()

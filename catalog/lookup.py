@@ -8,14 +8,8 @@ from __future__ import annotations
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from catalog.errors import UnknownModelError
 from catalog.tables import Model
-from schemas.errors import NotFoundError
-
-
-class UnknownModelError(NotFoundError, LookupError):
-    def __init__(self, ref: str) -> None:
-        super().__init__(f"no model {ref!r} in the catalog (see `almanac models list`)")
-        self.ref = ref
 
 
 def find_model(session: Session, ref: str) -> Model | None:

@@ -15,7 +15,8 @@ from copy import copy
 from dataclasses import fields
 from typing import Any
 
-from catalog.models import _SCALARS, facts_of
+from catalog.listing import SCALARS
+from catalog.models import facts_of
 from catalog.records import LIVE, ModelEntry, ModelRecord
 
 _KEPT = ("source", "local_path")
@@ -38,7 +39,7 @@ def merge_hub(have: ModelRecord | None, new: ModelEntry, *, was: ModelEntry | No
         return new
     out = copy(was) if was is not None else as_entry(have)
     curated = set(have.curated)
-    for name in _SCALARS:
+    for name in SCALARS:
         value = getattr(new, name)
         if name in _KEPT or (name == "revision" and have.source == "cache"):
             continue
@@ -66,7 +67,7 @@ def seeded(have: ModelRecord, seed: ModelEntry) -> ModelEntry:
     dropped from the seed because it could not be verified goes); the rest, filled by the
     Hub, stays. Live figures follow the seed only until the Hub has been asked."""
     out = as_entry(have)
-    for name in (*_SCALARS, "languages", "domains", "tags", "evals"):
+    for name in (*SCALARS, "languages", "domains", "tags", "evals"):
         stated = name in seed.curated or name in have.curated
         if name in LIVE:
             stated = have.refreshed_at is None

@@ -7,13 +7,14 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, union_all
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from catalog import indexing, taxonomy
 from catalog.history import record_replaced
+from catalog.listing import SCALARS, performances
 from catalog.lookup import UnknownModelError, find_model, get_model
-from catalog.records import CURATABLE, EvalRecord, ModelEntry, ModelRecord, PerformanceRecord
+from catalog.records import CURATABLE, EvalRecord, ModelEntry, ModelRecord
 from catalog.tables import (
     RELATIONS,
     SOURCES,
@@ -22,8 +23,6 @@ from catalog.tables import (
     ModelDomain,
     ModelLanguage,
     ModelTag,
-    Run,
-    RunCandidate,
     utcnow,
 )
 
@@ -32,13 +31,6 @@ from catalog.tables import (
 __all__ = ["UnknownModelError", "adapters_of", "facts_of", "fill_from_existing", "find_model",
            "get_model", "indexed_of", "performances", "remove_model", "to_record",
            "upsert_model", "validate_entry"]
-
-_SCALARS = (
-    "repo_id", "revision", "name", "description", "architecture", "parameters",
-    "context_length", "dtype", "license", "task", "base_model", "relation",
-    "adapter_rank", "source", "local_path", "gated", "downloads", "likes", "card",
-)
-
 
 def validate_entry(entry: ModelEntry) -> ModelEntry:
     """Normalize codes and slugs; raise ValueError naming the field that is wrong."""
@@ -81,7 +73,7 @@ def upsert_model(session: Session, entry: ModelEntry, *, refreshed_at: datetime 
             record_replaced(session, model.id, model.revision, facts_of(to_record(session, model)),
                             seen_at=model.refreshed_at or model.updated_at,
                             replaced_at=refreshed_at or utcnow(), replaced_by=entry.revision)
-    for name in _SCALARS:
+    for name in SCALARS:
         setattr(model, name, getattr(entry, name))
     model.description = model.description or ""
     model.card = model.card or ""
@@ -113,7 +105,7 @@ def indexed_of(model: Model) -> indexing.Indexed:
 
 
 # What a revision's entry in a model's history keeps: everything but the card's text.
-_FACTS = (*(f for f in _SCALARS if f != "card"), "languages", "domains", "evals")
+_FACTS = (*(f for f in SCALARS if f != "card"), "languages", "domains", "evals")
 
 
 def facts_of(record: ModelEntry) -> dict[str, Any]:
@@ -164,7 +156,7 @@ def to_record(session: Session, model: Model) -> ModelRecord:
         evals=[EvalRecord(e.benchmark, e.metric, e.value, e.source) for e in model.evals],
         curated=json.loads(model.curated) if model.curated else [],
         refreshed_at=model.refreshed_at,
-        **{name: getattr(model, name) for name in _SCALARS},
+        **{name: getattr(model, name) for name in SCALARS},
     )
 
 
@@ -179,37 +171,6 @@ def adapters_of(session: Session, model: Model) -> list[str]:
         .order_by(Model.ref)))
 
 
-def performances(session: Session, model_ids: list[int]) -> dict[int, PerformanceRecord]:
-    """Each model's latest generating run, which is what users compare, and how many
-    there were. A run of one model measures it whole (runs.tokens_per_s); a run of
-    several models has no such figure (a mix is no model's speed), so it measures each
-    of its models by their candidates' rows: their output tokens over their share of
-    engine time. SQLite fills the bare columns from the row that holds max()."""
-    whole = (
-        select(Run.model_id.label("model_id"), Run.tokens_per_s.label("tps"),
-               Run.engine_start_s.label("start"), Run.hardware.label("hw"),
-               Run.started_at.label("at"))
-        .where(Run.model_id.in_(model_ids), Run.generated > 0, Run.tokens_per_s.is_not(None))
-    )
-    shared = (
-        select(RunCandidate.model_id,
-               (func.sum(RunCandidate.output_tokens) / func.sum(RunCandidate.generation_s)),
-               func.max(RunCandidate.engine_start_s), Run.hardware, Run.started_at)
-        .join(Run, Run.id == RunCandidate.run_id)
-        .where(RunCandidate.model_id.in_(model_ids), Run.tokens_per_s.is_(None),
-               RunCandidate.generated > 0, RunCandidate.generation_s > 0)
-        .group_by(Run.id, RunCandidate.model_id)
-    )
-    runs = union_all(whole, shared).subquery()
-    latest = select(runs.c.model_id, runs.c.tps, runs.c.start, runs.c.hw,
-                    func.max(runs.c.at), func.count()).group_by(runs.c.model_id)
-    return {
-        model_id: PerformanceRecord(runs=n, tokens_per_s=tps, engine_start_s=start,
-                                    hardware=hw, last_run_at=at)
-        for model_id, tps, start, hw, at, n in session.execute(latest)
-    }
-
-
 def fill_from_existing(session: Session, entry: ModelEntry) -> ModelEntry:
     """What an import does not know, keep from the catalog: a model card that says
     nothing about domain must not erase the curated `medicine/biomedical`. What the seed
@@ -222,7 +183,7 @@ def fill_from_existing(session: Session, entry: ModelEntry) -> ModelEntry:
     for name in set(have.curated) - set(entry.curated):
         setattr(entry, name, getattr(have, name))
     entry.curated = sorted({*have.curated, *entry.curated})
-    for name in _SCALARS:
+    for name in SCALARS:
         if getattr(entry, name) in (None, "") and getattr(have, name) not in (None, ""):
             setattr(entry, name, getattr(have, name))
     if entry.domains in ([], ["general"]) and have.domains:

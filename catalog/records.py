@@ -1,11 +1,13 @@
-"""Plain records that leave the catalog: the CLI, TUI and HTTP layers see only these."""
+"""Plain records that leave the catalog: the CLI, TUI and HTTP layers see only these.
+(`RevisionStatus` and `jsonable` live in lighter modules a cache lookup imports alone.)"""
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
+
+from schemas.jsonable import jsonable
 
 # Figures the Hub owns and an import always takes from it (catalog.merge).
 LIVE = ("revision", "gated", "downloads", "likes")
@@ -64,23 +66,6 @@ class RevisionRecord:
     replaced_by: str | None = None
     seen_at: datetime | None = None
     facts: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return jsonable(asdict(self))
-
-
-@dataclass
-class RevisionStatus:
-    """Whether predictions made on (model, revision) were made on the catalog's current
-    revision of that model. `is_current` is None when the catalog cannot tell: the model
-    is not in it, or either revision is unknown."""
-
-    ref: str
-    revision: str | None
-    model_ref: str | None = None
-    current_revision: str | None = None
-    is_current: bool | None = None
-    replaced_at: datetime | None = None  # when the catalog saw `revision` replaced
 
     def to_json(self) -> dict[str, Any]:
         return jsonable(asdict(self))
@@ -255,17 +240,3 @@ class CandidateRun:
 
     def to_json(self) -> dict[str, Any]:
         return jsonable(asdict(self))
-
-
-def jsonable(value: Any) -> Any:
-    """`value` as JSON takes it: datetimes as ISO text, and a float that is not finite as
-    null (JSON has no NaN nor Infinity; a reader would choke on the bare words)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [jsonable(v) for v in value]
-    return value

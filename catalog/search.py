@@ -14,56 +14,41 @@ Anything else (several domains or languages at once, size/license/source conditi
 with a search, other sorts with filters, or language groups the tables were built
 without) takes the general plan: the filtered id set, then sorted. Every plan answers
 the same question; tests compare them.
+
+The plans are SQL over a DB-API connection, given a sqlite3 connection or an ORM session
+(catalog.plain.reads): `almanac models list` reads the file with sqlite3 alone, the TUI
+and the server through their sessions, by the same code.
 """
 
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from sqlalchemy import (
-    ColumnElement,
-    FromClause,
-    Select,
-    case,
-    distinct,
-    func,
-    literal,
-    literal_column,
-    select,
-    text,
-    true,
-    union_all,
-)
-from sqlalchemy.orm import QueryableAttribute, Session
+from typing import Any
 
 from catalog import indexing, sizes, taxonomy
-from catalog.evals import best_scores
 from catalog.filters import ModelFilter
 from catalog.listing import records_for
+from catalog.plain import reads
 from catalog.records import ModelRecord
-from catalog.tables import (
-    FacetCount,
-    Model,
-    ModelDomain,
-    ModelFacet,
-    ModelLanguage,
-    SearchTerm,
-)
+
+__all__ = ["ModelFilter", "count_models", "domain_counts", "fts_query", "language_counts",
+           "list_models"]
 
 # How the general plan orders rows; ties go by id, as the indexes order them.
 ORDER = {
-    "name": (Model.name.collate("NOCASE"), Model.id),
-    "params": (Model.parameters.is_(None), Model.parameters, Model.id),
-    "-params": (Model.parameters.is_(None), Model.parameters.desc(), Model.id),
-    "downloads": (Model.downloads.desc(), Model.id.desc()),
-    "likes": (Model.likes.desc().nulls_last(), Model.id),
-    "updated": (Model.updated_at.desc(), Model.id),
-    "license": (Model.license, Model.name, Model.id),
+    "name": "models.name COLLATE NOCASE, models.id",
+    "params": "models.parameters IS NULL, models.parameters, models.id",
+    "-params": "models.parameters IS NULL, models.parameters DESC, models.id",
+    "downloads": "models.downloads DESC, models.id DESC",
+    "likes": "models.likes DESC NULLS LAST, models.id",
+    "updated": "models.updated_at DESC, models.id",
+    "license": "models.license, models.name, models.id",
 }
 _TEXT = "{" + " ".join(indexing.TEXT_COLUMNS) + "}"
-_MODEL_ID = literal_column(f"models_fts.rowid & {indexing.ID_MASK}")
+_MODEL_ID = f"(models_fts.rowid & {indexing.ID_MASK})"
 
 
 # A typed word is a prefix. When it begins at most this many words of the index
@@ -92,27 +77,45 @@ def _prefix(word: str, expand: Expand | None) -> str:
     return terms[0] if len(terms) == 1 else "(" + " OR ".join(terms) + ")"
 
 
-def terms_of(session: Session) -> Expand:
-    """The index's words a prefix begins, each quoted for FTS5; None past PREFIX_TERMS.
-    Kept for the session: a listing asks for the same words more than once."""
-    known: dict[str, list[str] | None] = session.info.setdefault("search_terms", {})
+class _Query:
+    """One listing's reads: the connection, the bound values of the statement being
+    built (`bind` names each one), and the index's words each typed prefix begins, kept
+    for the listing (it asks for the same words more than once)."""
 
-    def expand(prefix: str) -> list[str] | None:
-        if prefix not in known:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.params: dict[str, Any] = {}
+        self._terms: dict[str, list[str] | None] = {}
+
+    def bind(self, value: Any) -> str:
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        return ":" + name
+
+    def binds(self, values: list[Any]) -> str:
+        return "(" + ", ".join(self.bind(v) for v in values) + ")"
+
+    def rows(self, sql: str) -> list[Any]:
+        params, self.params = self.params, {}
+        return self.conn.execute(sql, params).fetchall()
+
+    def column(self, sql: str) -> list[Any]:
+        return [row[0] for row in self.rows(sql)]
+
+    def terms_of(self, prefix: str) -> list[str] | None:
+        """The index's words `prefix` begins, each quoted for FTS5; None past PREFIX_TERMS."""
+        if prefix not in self._terms:
             after = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # the first key past the prefix
-            found = list(session.scalars(
-                select(SearchTerm.term).where(SearchTerm.term >= prefix, SearchTerm.term < after)
-                .order_by(SearchTerm.term).limit(PREFIX_TERMS + 1)))
-            known[prefix] = [f'"{t}"' for t in found] if len(found) <= PREFIX_TERMS else None
-        return known[prefix]
+            found = [t for (t,) in self.conn.execute(
+                "SELECT term FROM search_terms WHERE term >= ? AND term < ? ORDER BY term LIMIT ?",
+                (prefix, after, PREFIX_TERMS + 1))]
+            self._terms[prefix] = [f'"{t}"' for t in found] if len(found) <= PREFIX_TERMS else None
+        return self._terms[prefix]
 
-    return expand
-
-
-def _search(session: Session, f: ModelFilter, *, columns: str = _TEXT) -> str:
-    """The words of a search, looked up in the text columns only (never the facet tokens)."""
-    q = fts_query(f.search or "", terms_of(session))
-    return f"{columns} : ({q})" if q else ""
+    def search(self, f: ModelFilter) -> str:
+        """The words of a search, looked up in the text columns only (never the facet tokens)."""
+        q = fts_query(f.search or "", self.terms_of)
+        return f"{_TEXT} : ({q})" if q else ""
 
 
 @dataclass(frozen=True)
@@ -129,242 +132,261 @@ class _Facets:
         return indexing.facet_token(self.domain, self.language)
 
 
-def _facets(session: Session, f: ModelFilter, skip: str | None = None) -> _Facets | None:
+def _facets(q: _Query, f: ModelFilter, skip: str | None = None) -> _Facets | None:
     domains = [] if skip == "domain" else f.domains
     languages = [] if skip == "language" else f.languages
     if len(domains) > 1 or len(languages) > 1:
         return None
     domain = taxonomy.normalize_domain(domains[0]) if domains else indexing.ANY
     language = indexing.language_key(languages[0]) if languages else indexing.ANY
-    if language.startswith(indexing.GROUP) and not indexing.groups_fresh(session.connection()):
+    if language.startswith(indexing.GROUP) and not indexing.groups_fresh(q.conn):
         return None  # built with other language groups: `almanac init` rebuilds them
     return _Facets(domain, language)
 
 
-def _conditions(f: ModelFilter) -> list[ColumnElement[bool]]:
+def _conditions(q: _Query, f: ModelFilter) -> list[str]:
     """The filters on the models row itself."""
     out = []
     if f.min_params is not None:
-        out.append(Model.parameters >= f.min_params)
+        out.append(f"models.parameters >= {q.bind(f.min_params)}")
     if f.max_params is not None:
-        out.append(Model.parameters <= f.max_params)
+        out.append(f"models.parameters <= {q.bind(f.max_params)}")
     if f.licenses:
-        out.append(func.lower(Model.license).in_([x.lower() for x in f.licenses]))
+        out.append(f"lower(models.license) IN {q.binds([x.lower() for x in f.licenses])}")
     if f.source:
-        out.append(Model.source == f.source)
+        out.append(f"models.source = {q.bind(f.source)}")
     if f.adapters_of:
-        out += [Model.relation == "adapter", Model.base_model.in_(f.adapters_of)]
+        out += ["models.relation = 'adapter'", f"models.base_model IN {q.binds(f.adapters_of)}"]
     if f.fits_bytes is not None:
-        out.append(Model.parameters * _bytes_per_param(f.quant) * sizes.OVERHEAD <= f.fits_bytes)
+        out.append(f"models.parameters * {_bytes_per_param(q, f.quant)} * "
+                   f"{q.bind(sizes.OVERHEAD)} <= {q.bind(f.fits_bytes)}")
     return out
 
 
-def _bytes_per_param(quant: str | None) -> ColumnElement[float]:
+def _conditioned(q: _Query, f: ModelFilter) -> bool:
+    """Whether the filter has conditions on the models row (bound nowhere)."""
+    return bool(_conditions(_Query(q.conn), f))
+
+
+def _bytes_per_param(q: _Query, quant: str | None) -> str:
     if quant:
-        return literal(sizes.BYTES_PER_PARAM[quant])
-    return case(dict(sizes.BYTES_PER_PARAM), value=func.lower(Model.dtype), else_=2.0)
+        return q.bind(sizes.BYTES_PER_PARAM[quant])
+    cases = " ".join(f"WHEN {q.bind(k)} THEN {q.bind(v)}" for k, v in sizes.BYTES_PER_PARAM.items())
+    return f"(CASE lower(models.dtype) {cases} ELSE 2.0 END)"
 
 
-def _fts_match() -> Select:
-    """Ids of the models matching `:q`."""
-    return select(_MODEL_ID.label("id")).select_from(text("models_fts")).where(text("models_fts MATCH :q"))
+def _where(conditions: list[str]) -> str:
+    return f" WHERE {' AND '.join(conditions)}" if conditions else ""
 
 
-def _filtered(session: Session, f: ModelFilter, *, skip: str | None = None) -> Select:
-    """The general plan's filtered id set; `skip` leaves one facet (or the search) out so
-    its own counts stay useful. Ids may repeat (a model in two of the wanted languages):
-    use it with IN. The link tables' and the full-text index's id sets are nested inside
-    one another, so SQLite reads their covering indexes and touches `models` only for
-    conditions on its own columns."""
-    sets: list[Select] = []
+def _filtered(q: _Query, f: ModelFilter, *, skip: str | None = None) -> str | None:
+    """The general plan's filtered id set (None: every model); `skip` leaves one facet
+    (or the search) out so its own counts stay useful. Ids may repeat (a model in two of
+    the wanted languages): use it with IN. The link tables' and the full-text index's id
+    sets are nested inside one another, so SQLite reads their covering indexes and
+    touches `models` only for conditions on its own columns."""
+    sets: list[tuple[str, str]] = []  # (a select of ids with its WHERE, its id column)
     if f.domains and skip != "domain":
         slugs = sorted({c for d in f.domains for c in taxonomy.domain_children(d)})
-        sets.append(select(ModelDomain.model_id).where(ModelDomain.domain.in_(slugs)))
+        sets.append((f"SELECT model_id FROM model_domains WHERE domain IN {q.binds(slugs)}",
+                     "model_id"))
     if f.languages and skip != "language":
         codes = taxonomy.expand_languages(f.languages)
-        sets.append(select(ModelLanguage.model_id).where(ModelLanguage.language.in_(codes)))
-    q = _search(session, f) if f.search and skip != "search" else ""
-    if q:
-        sets.append(_fts_match())
-    ids: Select | None = None
-    for ids_set in reversed(sets):
-        ids = ids_set if ids is None else ids_set.where(ids_set.selected_columns[0].in_(ids))
-    conditions = _conditions(f)
-    if ids is not None and not conditions:
-        stmt = ids
-    else:
-        stmt = select(Model.id).where(*conditions)
-        if ids is not None:
-            stmt = stmt.where(Model.id.in_(ids))
-    return stmt.params(q=q) if q else stmt
+        sets.append((f"SELECT model_id FROM model_languages WHERE language IN {q.binds(codes)}",
+                     "model_id"))
+    search = q.search(f) if f.search and skip != "search" else ""
+    if search:
+        sets.append((f"SELECT {_MODEL_ID} AS id FROM models_fts WHERE models_fts MATCH "
+                     f"{q.bind(search)}", _MODEL_ID))
+    ids: str | None = None
+    for ids_set, column in reversed(sets):
+        ids = ids_set if ids is None else f"{ids_set} AND {column} IN ({ids})"
+    conditions = _conditions(q, f)
+    if not conditions:
+        return ids
+    if ids is not None:
+        conditions.append(f"models.id IN ({ids})")
+    return "SELECT models.id FROM models" + _where(conditions)
 
 
-def _within(column: QueryableAttribute[int] | ColumnElement[int], ids: Select) -> ColumnElement[bool]:
+def _within(column: str, ids: str | None) -> str:
     """`column IN (ids)`, or no condition at all when nothing is filtered: SQLite would
     otherwise build a temporary index of every model id for each query."""
-    return column.in_(ids) if ids.whereclause is not None else true()
+    return f"{column} IN ({ids})" if ids is not None else "1"
+
+
+def _page(q: _Query, f: ModelFilter) -> str:
+    if f.limit is None and not f.offset:
+        return ""
+    limit = q.bind(f.limit if f.limit is not None else -1)
+    return f" LIMIT {limit} OFFSET {q.bind(f.offset)}" if f.offset else f" LIMIT {limit}"
 
 
 # -- listings ------------------------------------------------------------------------------
 
 
-def list_models(session: Session, f: ModelFilter) -> list[ModelRecord]:
+@reads
+def list_models(conn: sqlite3.Connection, f: ModelFilter) -> list[ModelRecord]:
+    q = _Query(conn)
     if f.sort.startswith("score:"):
-        ids, scores = _by_score(session, f, f.sort.removeprefix("score:"))
-        return records_for(session, ids, scores=scores)
-    return records_for(session, _page_ids(session, f))
+        ids, scores = _by_score(q, f, f.sort.removeprefix("score:"))
+        return records_for(conn, ids, scores=scores)
+    return records_for(conn, _page_ids(q, f))
 
 
-def _page(stmt: Select, f: ModelFilter) -> Select:
-    if f.limit is not None:
-        stmt = stmt.limit(f.limit)
-    if f.offset:
-        stmt = stmt.offset(f.offset)
-    return stmt
-
-
-def _page_ids(session: Session, f: ModelFilter) -> list[int]:
-    search = _search(session, f)
+def _page_ids(q: _Query, f: ModelFilter) -> list[int]:
+    search = q.search(f)
     if search and f.sort == "relevance":
-        return _by_relevance(session, f)
+        return _by_relevance(q, f)
     sort = f.sort if f.sort in ORDER else "name"
-    facets = None if search else _facets(session, f)
+    facets = None if search else _facets(q, f)
     if facets is not None and sort == "name":
         if facets.token is None:  # no facet: the models' own name index
-            stmt = select(Model.id).where(*_conditions(f)).order_by(*ORDER["name"])
+            sql = f"SELECT models.id FROM models{_where(_conditions(q, f))} ORDER BY {ORDER['name']}"
         else:
-            stmt = (select(ModelFacet.model_id)
-                    .where(ModelFacet.domain == facets.domain, ModelFacet.language == facets.language)
-                    .order_by(ModelFacet.name, ModelFacet.model_id))
-            if conditions := _conditions(f):
-                stmt = stmt.join(Model, Model.id == ModelFacet.model_id).where(*conditions)
-        return list(session.scalars(_page(stmt, f)))
-    stmt = select(Model.id).where(_within(Model.id, _filtered(session, f))).order_by(*ORDER[sort])
-    return list(session.scalars(_page(stmt, f)))
+            where = [f"model_facets.domain = {q.bind(facets.domain)}",
+                     f"model_facets.language = {q.bind(facets.language)}"]
+            join = ""
+            if conditions := _conditions(q, f):
+                join = " JOIN models ON models.id = model_facets.model_id"
+                where += conditions
+            sql = (f"SELECT model_facets.model_id FROM model_facets{join}{_where(where)} "
+                   "ORDER BY model_facets.name, model_facets.model_id")
+        return q.column(sql + _page(q, f))
+    within = _within("models.id", _filtered(q, f))
+    return q.column(f"SELECT models.id FROM models WHERE {within} ORDER BY {ORDER[sort]}"
+                    + _page(q, f))
 
 
-def _by_relevance(session: Session, f: ModelFilter) -> list[int]:
+def _by_relevance(q: _Query, f: ModelFilter) -> list[int]:
     """The words in the name or id first, then anywhere else; within each, most downloaded
     first (the full-text rowid order). Each tier is read in order up to the page's end."""
-    words = fts_query(f.search or "", terms_of(session))
-    facets = _facets(session, f)
+    words = fts_query(f.search or "", q.terms_of)
+    facets = _facets(q, f)
     narrow = f" AND (facets : {facets.token})" if facets is not None and facets.token else ""
-    if facets is not None:
-        conditions = _conditions(f)
-        ids = select(Model.id).where(*conditions) if conditions else None
-    else:
-        ids = _filtered(session, f, skip="search")
     tiers = [f"({{ref name}} : ({words})){narrow}",
              f"(({_TEXT} : ({words})) NOT ({{ref name}} : ({words}))){narrow}"]
     need = None if f.limit is None else f.offset + f.limit
     found: list[int] = []
-    for q in tiers:
-        stmt = select(_MODEL_ID).select_from(text("models_fts")).where(text("models_fts MATCH :q"))
-        if ids is not None and ids.whereclause is not None:
-            stmt = stmt.where(_MODEL_ID.in_(ids))
-        stmt = stmt.order_by(literal_column("models_fts.rowid")).params(q=q)
+    for match in tiers:
+        if facets is not None:
+            conditions = _conditions(q, f)
+            ids = "SELECT models.id FROM models" + _where(conditions) if conditions else None
+        else:
+            ids = _filtered(q, f, skip="search")
+        sql = f"SELECT {_MODEL_ID} FROM models_fts WHERE models_fts MATCH {q.bind(match)}"
+        if ids is not None:
+            sql += f" AND {_MODEL_ID} IN ({ids})"
+        sql += " ORDER BY models_fts.rowid"
         if need is not None:
-            stmt = stmt.limit(need - len(found))
-        found += session.scalars(stmt)
+            sql += f" LIMIT {q.bind(need - len(found))}"
+        found += q.column(sql)
         if need is not None and len(found) >= need:
             break
     return found[f.offset:need]
 
 
-def _by_score(session: Session, f: ModelFilter, job: str) -> tuple[list[int], dict[int, float]]:
-    """Best measured score on `job` first (any metric; a model's own, an adapter's its
-    own: catalog.evals.best_scores); models never measured on it after, by name."""
-    scores = best_scores(job)
-    stmt = (select(Model.id, scores.c.score).outerjoin(scores, scores.c.model_id == Model.id)
-            .where(_within(Model.id, _filtered(session, f)))
-            .order_by(scores.c.score.is_(None), scores.c.score.desc(), *ORDER["name"]))
-    rows = session.execute(_page(stmt, f)).all()
+def _by_score(q: _Query, f: ModelFilter, job: str) -> tuple[list[int], dict[int, float]]:
+    """Best measured score on `job` first (any metric), models never measured on it after,
+    by name. A score is a model's own when measured without an adapter; one measured with
+    an adapter the catalog holds (by reference, repo id or directory) is that adapter's
+    (catalog.evals; ix_measured_evals_task)."""
+    task = q.bind(job)
+    scores = f"""(SELECT model_id, max(value) AS score FROM (
+        SELECT model_id, value FROM measured_evals WHERE task = {task} AND adapter = ''
+        UNION ALL
+        SELECT adapter.id, measured_evals.value FROM measured_evals
+        JOIN models AS adapter ON adapter.ref = measured_evals.adapter
+          OR adapter.repo_id = measured_evals.adapter OR adapter.local_path = measured_evals.adapter
+        WHERE measured_evals.task = {task} AND measured_evals.adapter != ''
+    ) GROUP BY model_id) AS scores"""
+    within = _within("models.id", _filtered(q, f))
+    rows = q.rows(f"SELECT models.id, scores.score FROM models LEFT OUTER JOIN {scores} "
+                  f"ON scores.model_id = models.id WHERE {within} "
+                  f"ORDER BY scores.score IS NULL, scores.score DESC, {ORDER['name']}" + _page(q, f))
     return [r[0] for r in rows], {r[0]: r[1] for r in rows if r[1] is not None}
 
 
 # -- counts -------------------------------------------------------------------------------
 
 
-def _counted(session: Session, facets: _Facets) -> int:
-    return session.scalar(select(FacetCount.n).where(
-        FacetCount.domain == facets.domain, FacetCount.language == facets.language)) or 0
-
-
-def count_models(session: Session, f: ModelFilter) -> int:
-    search = _search(session, f)
-    facets = _facets(session, f)
-    if facets is not None and not _conditions(f):
+@reads
+def count_models(conn: sqlite3.Connection, f: ModelFilter) -> int:
+    q = _Query(conn)
+    search = q.search(f)
+    facets = _facets(q, f)
+    if facets is not None and not _conditioned(q, f):
         if not search:
-            return _counted(session, facets)
+            found = q.column(f"SELECT n FROM facet_counts WHERE domain = {q.bind(facets.domain)} "
+                             f"AND language = {q.bind(facets.language)}")
+            return found[0] if found else 0
         narrow = f" AND (facets : {facets.token})" if facets.token else ""
-        return session.scalar(text("SELECT count(*) FROM models_fts WHERE models_fts MATCH :q"),
-                              {"q": f"({search}){narrow}"}) or 0
+        return q.column("SELECT count(*) FROM models_fts WHERE models_fts MATCH "
+                        f"{q.bind(f'({search}){narrow}')}")[0]
     # Through `models`: the filtered ids may repeat.
-    return session.scalar(
-        select(func.count()).select_from(Model).where(_within(Model.id, _filtered(session, f)))
-    ) or 0
+    return q.column(f"SELECT count(*) FROM models WHERE {_within('models.id', _filtered(q, f))}")[0]
 
 
-def domain_counts(session: Session, f: ModelFilter | None = None) -> dict[str, int]:
+@reads
+def domain_counts(conn: sqlite3.Connection, f: ModelFilter | None = None) -> dict[str, int]:
     """Models per domain, a parent counting its children's models once each."""
     f = f or ModelFilter()
+    q = _Query(conn)
     counts = {slug: 0 for slug in taxonomy.DOMAINS}
-    facets = _facets(session, f, skip="domain")
-    if facets is not None and not f.search and not _conditions(f):
-        counts.update(session.execute(select(FacetCount.domain, FacetCount.n).where(
-            FacetCount.language == facets.language, FacetCount.domain != indexing.ANY)).all())
+    facets = _facets(q, f, skip="domain")
+    if facets is not None and not f.search and not _conditioned(q, f):
+        counts.update(q.rows(f"SELECT domain, n FROM facet_counts WHERE language = "
+                             f"{q.bind(facets.language)} AND domain != {q.bind(indexing.ANY)}"))
         return counts
-    return _domain_counts_general(session, f, counts)
+    return _domain_counts_general(q, f, counts)
 
 
-def _domain_counts_general(session: Session, f: ModelFilter, counts: dict[str, int]) -> dict[str, int]:
+def _domain_counts_general(q: _Query, f: ModelFilter, counts: dict[str, int]) -> dict[str, int]:
     """Counted in SQL in one statement: a GROUP BY for exact slugs, and a COUNT(DISTINCT)
     per parent over its subtree. The filtered (domain, model) pairs are a CTE, which SQLite
     materializes once for all the parts."""
-    ids = _filtered(session, f, skip="domain")
-    if ids.whereclause is None:
-        pairs: FromClause = ModelDomain.__table__
-    else:
-        pairs = select(ModelDomain.domain, ModelDomain.model_id).where(
-            ModelDomain.model_id.in_(ids)).cte("pairs")
+    def pairs() -> tuple[str, str]:  # (a WITH clause, the pairs' table), bound anew
+        ids = _filtered(q, f, skip="domain")
+        if ids is None:
+            return "", "model_domains"
+        return (f"WITH pairs AS (SELECT domain, model_id FROM model_domains "
+                f"WHERE model_id IN ({ids})) ", "pairs")
+
     known = set(counts)
-    rows = session.execute(union_all(
-        select(pairs.c.domain, func.count()).group_by(pairs.c.domain),
-        *_parent_counts(pairs, known),
-    )).all()
-    counts.update(rows)
+    with_, table = pairs()
+    counts.update(q.rows(with_ + " UNION ALL ".join([
+        f"SELECT domain, count(*) FROM {table} GROUP BY domain",
+        *_parent_counts(q, table, known)])))
     # A slug the taxonomy does not know still counts towards its ancestors.
     if set(counts) - known:
-        counts.update(session.execute(union_all(*_parent_counts(pairs, set(counts)))).all())
+        with_, table = pairs()
+        if parts := _parent_counts(q, table, set(counts)):
+            counts.update(q.rows(with_ + " UNION ALL ".join(parts)))
     return counts
 
 
-def _parent_counts(pairs: FromClause, slugs: set[str]) -> list[Select]:
+def _parent_counts(q: _Query, pairs: str, slugs: set[str]) -> list[str]:
     parents = {"/".join(s.split("/")[:i]) for s in slugs for i in range(1, s.count("/") + 1)}
     return [
-        select(literal(parent), func.count(distinct(pairs.c.model_id))).where(
-            pairs.c.domain.in_(sorted(s for s in slugs | {parent}
-                                      if s == parent or s.startswith(parent + "/"))))
+        f"SELECT {q.bind(parent)}, count(DISTINCT model_id) FROM {pairs} WHERE domain IN "
+        + q.binds(sorted(s for s in slugs | {parent} if s == parent or s.startswith(parent + "/")))
         for parent in sorted(parents)
     ]
 
 
-def language_counts(session: Session, f: ModelFilter | None = None) -> dict[str, int]:
+@reads
+def language_counts(conn: sqlite3.Connection, f: ModelFilter | None = None) -> dict[str, int]:
     """Models per language code, most first."""
     f = f or ModelFilter()
-    facets = _facets(session, f, skip="language")
-    if facets is not None and not f.search and not _conditions(f):
-        rows = session.execute(
-            select(FacetCount.language, FacetCount.n)
-            .where(FacetCount.domain == facets.domain, FacetCount.language != indexing.ANY,
-                   FacetCount.language.not_like(indexing.GROUP + "%"))
-            .order_by(FacetCount.n.desc(), FacetCount.language)).all()
+    q = _Query(conn)
+    facets = _facets(q, f, skip="language")
+    if facets is not None and not f.search and not _conditioned(q, f):
+        rows = q.rows(f"SELECT language, n FROM facet_counts WHERE domain = {q.bind(facets.domain)} "
+                      f"AND language != {q.bind(indexing.ANY)} "
+                      f"AND language NOT LIKE {q.bind(indexing.GROUP + '%')} "
+                      "ORDER BY n DESC, language")
         return {code: n for code, n in rows}
-    ids = _filtered(session, f, skip="language")
-    rows = session.execute(
-        select(ModelLanguage.language, func.count())
-        .where(_within(ModelLanguage.model_id, ids))
-        .group_by(ModelLanguage.language)
-        .order_by(func.count().desc(), ModelLanguage.language)
-    ).all()
+    within = _within("model_languages.model_id", _filtered(q, f, skip="language"))
+    rows = q.rows(f"SELECT language, count(*) FROM model_languages WHERE {within} "
+                  "GROUP BY language ORDER BY count(*) DESC, language")
     return {code: n for code, n in rows}

@@ -9,7 +9,6 @@ from dataclasses import asdict
 
 from sqlalchemy.orm import Session
 
-from catalog.models import get_model
 from catalog.records import TrainingRecord, TrainingSource
 from catalog.tables import Training
 
@@ -45,12 +44,3 @@ def training_of(session: Session, model_id: int) -> TrainingRecord | None:
         steps=row.steps, epochs=row.epochs, seconds=row.seconds, device=row.device,
         dtype=row.dtype, hardware=row.hardware, versions=json.loads(row.versions),
         trained_at=row.trained_at)
-
-
-def adapter_bases(session: Session, ref: str) -> list[str]:
-    """The names an adapter's `base_model` may give model `ref` by: its reference, repo id
-    and local path (an adapter added from a directory names its base by the path it was
-    trained on). Raises UnknownModelError."""
-    model = get_model(session, ref)
-    return [b for b in (model.ref, model.repo_id, model.local_path) if b]
-

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # jsonschema loads its metaschemas on import: only when validating
@@ -15,7 +15,9 @@ if TYPE_CHECKING:  # jsonschema loads its metaschemas on import: only when valid
 @cache
 def load(name: str) -> dict[str, Any]:
     """`load("job")` reads `schemas/job.schema.json`."""
-    text = resources.files(__name__).joinpath(f"{name}.schema.json").read_text("utf-8")
+    # Beside this file in a checkout and in an installed wheel alike (importlib.resources
+    # would find them there too, after importing zipfile for packages that never are).
+    text = (Path(__file__).parent / f"{name}.schema.json").read_text("utf-8")
     return json.loads(text)
 
 

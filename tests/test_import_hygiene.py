@@ -85,6 +85,24 @@ def test_catalog_commands_import_no_engine_tui_or_torch(tmp_path: Path, home: Pa
     assert modules & HEAVY == set()
 
 
+def test_a_command_imports_its_own_module_and_no_other_commands(tmp_path: Path, home: Path) -> None:
+    from almanac.cli import COMMANDS
+    from tests.cache_support import record, write
+
+    command_modules = {where.partition(":")[0] for where in COMMANDS.values()}
+    codes, modules = _probe(tmp_path, ["--version"], full=True)
+    assert codes == [0] and "almanac.cli" in modules
+    assert modules & command_modules == set()
+    assert modules & {"catalog", "batch.cache", "platformdirs"} == set()  # ALMANAC_HOME is set
+    write(home / "predictions", [record("in-1")])
+    codes, modules = _probe(tmp_path, ["query", "fruits", "--input-id", "in-1"], full=True)
+    assert codes == [0] and "pyarrow.parquet" in modules  # it read the shard
+    assert modules & command_modules == {"almanac.cli.query_cmds"}
+    codes, modules = _probe(tmp_path, ["models", "list"], full=True)
+    assert codes == [0] and modules & command_modules == {"almanac.cli.models"}
+    assert modules & {"almanac.cli.models_hub", "almanac.cli.models_import"} == set()
+
+
 TRAINING = {"torch", "transformers", "trl", "peft", "accelerate", "datasets"}
 
 
@@ -98,7 +116,8 @@ def test_train_and_distill_help_import_no_training_library(tmp_path: Path) -> No
 # What a command reading one thing must not load: Alembic (a catalog at the newest
 # schema is recognised by one read), pandas (pyarrow loads it to turn Python objects into
 # arrays or timestamps into datetimes, which the read path does without), and Arrow's
-# compute kernels (searches only).
+# compute kernels (searches only). Nor SQLAlchemy: a lookup and a listing read the catalog
+# with sqlite3 alone.
 NOT_FOR_READS = {"alembic", "pandas", "pyarrow.compute"}
 
 
@@ -114,9 +133,20 @@ def test_a_lookup_and_a_listing_load_only_what_they_read(tmp_path: Path, home: P
     assert {"pyarrow.parquet", "sqlite3"} <= modules  # it read a shard through the index
     # The catalog, asked whether the model moved on since, is read with sqlite3 alone.
     assert modules & (NOT_FOR_READS | HEAVY | {"sqlalchemy"}) == set()
-    codes, modules = _probe(tmp_path, ["models", "list", "--json"], full=True)
-    assert codes == [0] and "sqlalchemy" in modules  # it read the catalog
-    assert modules & (NOT_FOR_READS | HEAVY | {"pyarrow", "numpy"}) == set()
+    # A listing of a catalog at the newest schema reads it with sqlite3 alone.
+    codes, modules = _probe(tmp_path, ["models", "list", "--json"],
+                            ["models", "list", "--search", "polish", "--adapters-of", "eryk-mazus/polka-1.1b"],
+                            ["domains"], ["languages", "--json"], full=True)
+    assert codes == [0, 0, 0, 0] and {"catalog.search", "sqlite3"} <= modules  # it read the catalog
+    assert modules & (NOT_FOR_READS | HEAVY | {"sqlalchemy", "pyarrow", "numpy"}) == set()
+
+
+def test_a_listing_with_no_catalog_yet_creates_it_through_the_migrations(
+        tmp_path: Path, home: Path) -> None:
+    codes, modules = _probe(tmp_path, ["models", "list", "--json"])
+    assert codes == [0] and "alembic" in modules
+    with sqlite3.connect(home / "catalog.db") as conn:
+        assert conn.execute("SELECT count(*) FROM models").fetchone() == (0,)
 
 
 def test_an_old_catalog_is_still_migrated_when_a_command_opens_it(tmp_path: Path, home: Path) -> None:

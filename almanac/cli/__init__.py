@@ -8,26 +8,34 @@ import os
 import click
 
 from almanac import __version__
-from almanac.cli import (
-    batch_cmds,
-    cache_cmds,
-    catalog_cmds,
-    data_cmds,
-    misses_cmds,
-    models,
-    models_hub,
-    models_import,
-    query_cmds,
-    score_cmds,
-    serve_cmd,
-    train_cmds,
-    tui_cmd,
-)
 from almanac.cli.base import VERBOSE_HELP, AlmanacGroup, Env
 from almanac.paths import Home, resolve_home
 
+# Each command by the module that holds it, imported only when that command runs (or
+# `--help` lists them all): `almanac --version` and `almanac query` pay for nothing else.
+COMMANDS = {
+    "init": "almanac.cli.catalog_cmds:init",
+    "domains": "almanac.cli.catalog_cmds:domains",
+    "languages": "almanac.cli.catalog_cmds:languages",
+    "models": "almanac.cli.models:models",
+    "tui": "almanac.cli.tui_cmd:tui",
+    "run": "almanac.cli.batch_cmds:run",
+    "runs": "almanac.cli.batch_cmds:runs",
+    "demo": "almanac.cli.batch_cmds:demo",
+    "query": "almanac.cli.query_cmds:query",
+    "export": "almanac.cli.query_cmds:export",
+    "cache": "almanac.cli.cache_cmds:cache",
+    "score": "almanac.cli.score_cmds:score",
+    "compare": "almanac.cli.score_cmds:compare",
+    "curate": "almanac.cli.data_cmds:curate",
+    "train": "almanac.cli.train_cmds:train",
+    "distill": "almanac.cli.train_cmds:distill",
+    "serve": "almanac.cli.serve_cmd:serve",
+    "misses": "almanac.cli.misses_cmds:misses",
+}
 
-@click.group(cls=AlmanacGroup)
+
+@click.group(cls=AlmanacGroup, lazy=COMMANDS)
 @click.option(
     "--home",
     type=click.Path(file_okay=False),
@@ -54,25 +62,6 @@ def cli(ctx: click.Context, home: str | None, verbose: bool) -> None:
         logging.getLogger("huggingface_hub.repocard").setLevel(logging.ERROR)
     ctx.call_on_close(ctx.obj.close)
     ctx.call_on_close(lambda: console.configure(None))
-
-
-cli.add_command(catalog_cmds.init)
-cli.add_command(catalog_cmds.domains)
-cli.add_command(catalog_cmds.languages)
-cli.add_command(models.models)
-models.models.add_command(models_import.add)
-models.models.add_command(models_import.scan_cache)
-models.models.add_command(models_hub.discover)
-models.models.add_command(models_hub.refresh)
-cli.add_command(tui_cmd.tui)
-batch_cmds.register(cli)
-query_cmds.register(cli)
-cache_cmds.register(cli)
-score_cmds.register(cli)
-data_cmds.register(cli)
-train_cmds.register(cli)
-cli.add_command(serve_cmd.serve)
-cli.add_command(misses_cmds.misses)
 
 
 def main() -> None:

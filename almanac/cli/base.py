@@ -16,6 +16,10 @@ from schemas.errors import AlmanacError, ExitCode
 from schemas.output_path import ReaderGone
 
 if TYPE_CHECKING:  # catalog.db imports SQLAlchemy and Alembic: not for --help
+    import sqlite3
+
+    from sqlalchemy.orm import Session
+
     from catalog.db import Catalog
 
 
@@ -48,6 +52,24 @@ class Env:
 
             self._catalog = open_catalog(self.home.catalog_db, readonly=True)
         return self._catalog
+
+    @contextlib.contextmanager
+    def catalog_reads(self) -> Iterator[sqlite3.Connection | Session]:
+        """The home's catalog for a command that only reads (catalog.search's listings
+        take either kind): the file over sqlite3 alone when it is at the newest schema,
+        so SQLAlchemy never loads; otherwise a session of the catalog as `catalog()`
+        opens it, created or upgraded as for any command."""
+        from catalog.plain import connect
+
+        conn = connect(self.home.catalog_db)
+        if conn is None:
+            with self.catalog().sessions() as session:
+                yield session
+            return
+        try:
+            yield conn
+        finally:
+            conn.close()
 
     def close(self) -> None:
         if self._catalog is not None:
@@ -106,7 +128,28 @@ class CommandError(click.ClickException):
         self.exit_code = int(code)
 
 
-class AlmanacGroup(click.Group):
+class LazyGroup(click.Group):
+    """A group whose subcommands are named with the module that holds them
+    (`{"list": "almanac.cli.models:list_"}`), imported only when run or listed in help:
+    a command pays for its own imports, never for every other command's."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            import importlib
+
+            module, _, name = self.lazy[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), name), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+class AlmanacGroup(LazyGroup):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)

@@ -245,9 +245,3 @@ def demo(env: Env, job_path: str | None, json_: bool) -> None:
         warn(f"predictions: {env.home.predictions / done.result.job} (a Parquet dataset)")
     if done.result.exit_code:
         sys.exit(done.result.exit_code)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(run)
-    cli.add_command(runs)
-    cli.add_command(demo)

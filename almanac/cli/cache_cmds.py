@@ -117,7 +117,3 @@ def repair(env: Env, job: str | None, dry_run: bool, json_: bool) -> None:
     if not report.changed:
         parts.append("nothing to repair")
     warn("; ".join(parts))
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(cache)

@@ -36,8 +36,8 @@ def domains(env: Env, json_: bool) -> None:
     from catalog.search import domain_counts
     from catalog.taxonomy import DOMAINS
 
-    with env.catalog().sessions() as s:
-        counts = domain_counts(s)
+    with env.catalog_reads() as db:
+        counts = domain_counts(db)
     rows = [{"domain": slug, "title": title, "models": counts.get(slug, 0)} for slug, title in DOMAINS.items()]
     if json_:
         emit_json(rows)
@@ -56,8 +56,8 @@ def languages(env: Env, json_: bool) -> None:
     from catalog.search import language_counts
     from catalog.taxonomy import LANGUAGE_GROUPS, language_name
 
-    with env.catalog().sessions() as s:
-        counts = language_counts(s)
+    with env.catalog_reads() as db:
+        counts = language_counts(db)
     rows = [{"language": c, "name": language_name(c), "models": n} for c, n in counts.items()]
     if json_:
         emit_json({"languages": rows, "groups": {k: list(v) for k, v in LANGUAGE_GROUPS.items()}})

@@ -59,7 +59,3 @@ def curate(env: Env, job: str, output: str, where: str | None, dedupe: str | Non
                + [[f"{s} split", f"{report.split_rows.get(s, 0):,}"]
                   for s in ("train", "validation")], ["STEP", "ROWS"])
     warn(f"dataset: {report.output} ({', '.join(report.files)})")
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(curate)

@@ -7,7 +7,16 @@ import json
 
 import click
 
-from almanac.cli.base import MAX_INT, Env, echo_table, emit_json, json_option, pass_env, warn
+from almanac.cli.base import (
+    MAX_INT,
+    Env,
+    LazyGroup,
+    echo_table,
+    emit_json,
+    json_option,
+    pass_env,
+    warn,
+)
 
 # The filters' parser holds no SQLAlchemy: --help stays quick.
 from catalog.filters import QUANTS, SORTS, SOURCES, FilterError, model_filter
@@ -21,7 +30,12 @@ EXPORT_COLUMNS = [
 ]
 
 
-@click.group()
+@click.group(cls=LazyGroup, lazy={
+    "add": "almanac.cli.models_import:add",
+    "scan-cache": "almanac.cli.models_import:scan_cache",
+    "discover": "almanac.cli.models_hub:discover",
+    "refresh": "almanac.cli.models_hub:refresh",
+})
 def models() -> None:
     """Browse and maintain the model catalog."""
 
@@ -62,12 +76,12 @@ def list_(env: Env, domains: tuple[str, ...], languages: tuple[str, ...],
     except FilterError as exc:  # named as the option the user typed
         option = "--" + exc.field.replace("_", "-")
         raise click.BadParameter(exc.problem, param_hint=f"'{option}'") from None
-    with env.catalog().sessions() as s:
+    with env.catalog_reads() as db:  # sqlite3 alone: SQLAlchemy's import costs more than the page
         if adapters_of:
-            from catalog.training import adapter_bases
+            from catalog.plain import adapter_bases
 
-            f.adapters_of = adapter_bases(s, adapters_of)  # an unknown base: exit 1, named
-        records = list_models(s, f)
+            f.adapters_of = adapter_bases(db, adapters_of)  # an unknown base: exit 1, named
+        records = list_models(db, f)
     if json_:
         emit_json([r.to_json() for r in records])
         return
@@ -185,8 +199,8 @@ def export(env: Env, format_: str, output: str) -> None:
     cannot take it (a directory, a socket)."""
     from catalog.search import ModelFilter, list_models
 
-    with env.catalog().sessions() as s:
-        records = list_models(s, ModelFilter(sort="name"))
+    with env.catalog_reads() as db:
+        records = list_models(db, ModelFilter(sort="name"))
     with open_output(output) as out:
         if format_ == "json":
             json.dump([r.to_json() for r in records], out, indent=2, ensure_ascii=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,14 @@ if TYPE_CHECKING:  # pyarrow loads in hundreds of milliseconds: not for `almanac
 # A content key as the table shows it: its first 12 characters, which `--key` takes (it
 # takes any 8 or more that begin one key only, as git takes an abbreviated hash).
 SHORT_KEY = 12
+
+
+def one_blas_thread() -> None:
+    """Called before the cache's modules load. pyarrow loads numpy, whose OpenBLAS starts
+    a thread per core as it loads: on a busy two-core machine that costs a lookup about
+    100 ms, more than the lookup, and reading the cache multiplies no matrices. A setting
+    the user made stands."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def _short(value: object, width: int = 60) -> str:
@@ -171,6 +180,7 @@ def query(env: Env, job: str, input_ids: tuple[str, ...], key: str | None, conta
     current revision of the record's model (null when the catalog does not know one).
     A record whose `revision` differs was made on a revision the model has moved on
     from."""
+    one_blas_thread()
     from batch.query import Predictions
 
     fmt = _format(json_, jsonl, csv_)
@@ -239,6 +249,7 @@ def export(env: Env, job: str, fmt: str, output: str, all_versions: bool,
     1 error (an unknown job; the output could not be written: permissions, a full disk),
     2 a bad option (openai-batch of several candidates, none chosen), or an output path
     that cannot take it (a directory, a socket, Parquet to a terminal)."""
+    one_blas_thread()
     from batch.cache.export import export as run_export
 
     done = run_export(env.home.predictions, job, fmt, output, all_versions=all_versions,
@@ -247,8 +258,3 @@ def export(env: Env, job: str, fmt: str, output: str, all_versions: bool,
     warn(f"exported {done.written} predictions of {job} to {'stdout' if output == '-' else output}"
          + (f" and {done.failed} failed lines to {'stdout' if errors == '-' else errors}"
             if errors is not None else ""))
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(query)
-    cli.add_command(export)

@@ -208,8 +208,3 @@ def compare(env: Env, job: str, usd_per_hour: float | None, plot: bool, json_: b
         echo_comparison(entries)
     if plot:
         _plot(entries, err=json_)  # stdout stays JSON with --json
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(score)
-    cli.add_command(compare)

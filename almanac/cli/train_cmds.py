@@ -200,8 +200,3 @@ def distill(ctx: click.Context, env: Env, teacher_job: str, student: str, name: 
         return
     echo_comparison(steps.entries)
     click.echo(report.summary)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(train)
-    cli.add_command(distill)

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from catalog.records import jsonable
+from schemas.jsonable import jsonable
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
