@@ -119,6 +119,25 @@ def test_shards_rotate_at_shard_rows_and_leave_no_temporaries(store: PredictionS
         assert pq.read_schema(directory / shard).remove_metadata() == arrow_schema()
 
 
+def test_columns_whose_values_all_differ_are_written_without_a_dictionary(
+        store: PredictionStore) -> None:
+    """Keys, input ids and prompts differ row by row: a dictionary would hold each value
+    once more. Outputs that repeat, and the job, keep theirs."""
+    records = [record(f"k{i:02d}", f"in{i:02d}", output="drupe" if i % 2 else "pome")
+               for i in range(10)]
+    (shard,) = write(store, records)
+    meta = pq.read_metadata(store.job_dir("fruits") / shard)
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        chunks = {c.path_in_schema: c for c in map(group.column, range(group.num_columns))}
+        for name in ("key", "input_id", "prompt"):
+            assert not chunks[name].has_dictionary_page, name
+        for name in ("output", "job", "model", "params"):
+            assert chunks[name].has_dictionary_page, name
+    with Predictions.at(store.root, "fruits") as p:
+        assert p.get_many([r["input_id"] for r in records]) == {r["input_id"]: r for r in records}
+
+
 def test_job_directory_is_one_dataset_for_pyarrow(store: PredictionStore) -> None:
     records = [record(f"k{i:02d}", f"in{i:02d}") for i in range(25)]
     write(store, records, shard_rows=10)

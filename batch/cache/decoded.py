@@ -17,6 +17,7 @@ from batch.cache.rowcheck import check_records
 from batch.cache.schema import PredictionRecord, arrow_schema
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_UTC_MICROS = (pa.timestamp("us", tz="UTC"), pa.timestamp("us", tz="+00:00"))
 
 
 def int64_array(values: Sequence[int]) -> pa.Array:
@@ -25,21 +26,19 @@ def int64_array(values: Sequence[int]) -> pa.Array:
                                  [None, pa.py_buffer(array.array("q", values))])
 
 
-def pylist(table: pa.Table) -> list[dict[str, Any]]:
-    """`table.to_pylist()`, UTC microsecond timestamps made datetimes here."""
-    stamps = [f.name for f in table.schema
-              if f.type == pa.timestamp("us", tz="UTC") or f.type == pa.timestamp("us", tz="+00:00")]
-    for name in stamps:  # their int64 microseconds, viewed in place (a cast loads compute)
-        i = table.schema.get_field_index(name)
-        micros = [chunk.view(pa.int64()) for chunk in table.column(i).chunks]
-        table = table.set_column(i, name, pa.chunked_array(micros, pa.int64()))
-    rows = table.to_pylist()
-    for row in rows:
-        for name in stamps:
-            if (us := row[name]) is not None:
-                row[name] = _EPOCH + timedelta(microseconds=us)
-    return rows
-
+def pycolumns(table: pa.Table) -> dict[str, list[Any]]:
+    """{column: its values as Python objects}, UTC microsecond timestamps made datetimes
+    here. Column by column: one conversion per column, not a dict per row."""
+    out: dict[str, list[Any]] = {}
+    for field, column in zip(table.schema, table.columns, strict=True):
+        if field.type in _UTC_MICROS:
+            # Their int64 microseconds, viewed in place (a cast loads compute).
+            micros = pa.chunked_array([c.view(pa.int64()) for c in column.chunks], pa.int64())
+            out[field.name] = [None if us is None else _EPOCH + timedelta(microseconds=us)
+                               for us in micros.to_pylist()]
+        else:
+            out[field.name] = column.to_pylist()
+    return out
 
 
 @dataclass(frozen=True)
@@ -54,12 +53,14 @@ class Fetched:
     def records(self, locs: list[Located]) -> list[PredictionRecord]:
         """The rows as records in the schema's column order, each checked to be its
         `loc`'s record (batch.cache.rowcheck)."""
+        n = self.table.num_rows
+        columns = pycolumns(self.table)
+        for name, value in self.constants.items():
+            columns[name] = [value] * n
+        for name in self.missing:
+            columns[name] = columns["model"] if name == "candidate" else [None] * n
         names = arrow_schema().names
-        out = []
-        for rec in pylist(self.table):
-            rec.update(self.constants)
-            for name in self.missing:
-                rec[name] = rec["model"] if name == "candidate" else None
-            out.append(cast(PredictionRecord, {c: rec[c] for c in names}))
+        out = [cast(PredictionRecord, dict(zip(names, values, strict=True)))
+               for values in zip(*(columns[c] for c in names), strict=True)]
         check_records(locs, out)
         return out

