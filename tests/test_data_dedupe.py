@@ -1,5 +1,5 @@
-"""`curate --dedupe near`: near duplicates found by datasketch's MinHash and LSH, each
-proposed pair measured exactly, judged here against an exact Jaccard computed apart."""
+"""`curate --dedupe near`: near duplicates found by MinHash and LSH (rensa), each
+candidate pair measured exactly, judged here against an exact Jaccard computed apart."""
 
 from __future__ import annotations
 
@@ -49,6 +49,38 @@ def test_near_duplicates_go_by_exact_jaccard_well_above_and_stay_well_below() ->
     assert [j for second, j in below if second not in kept] == []
     # At the threshold itself: every pair dropped is at 0.8 or more, measured exactly.
     assert all(j >= dedupe.NEAR for _, second, j in pairs if second not in kept)
+
+
+def test_the_kept_rows_are_the_rule_s_applied_to_every_pair_in_order() -> None:
+    rng = random.Random(11)
+    vocabulary = [f"w{i}" for i in range(5000)]
+    texts = []
+    for _ in range(60):  # families: a text and copies of its members with 1-5 words changed
+        family = [[rng.choice(vocabulary) for _ in range(100)]]
+        for _ in range(rng.randint(0, 6)):
+            child = list(rng.choice(family))
+            for at in rng.sample(range(100), rng.randint(1, 5)):
+                child[at] = rng.choice(vocabulary)
+            family.append(child)
+        texts += [" ".join(words) for words in family]
+    rng.shuffle(texts)
+    sets = [grams(t) for t in texts]
+
+    def similar(i: int, j: int) -> float:
+        return len(sets[i] & sets[j]) / len(sets[i] | sets[j])
+
+    kept: list[int] = []  # the rule itself: each row against every earlier kept row
+    for i in range(len(texts)):
+        if all(similar(i, j) < dedupe.NEAR for j in kept):
+            kept.append(i)
+
+    assert dedupe.near_unique(pa.array(texts)).tolist() == kept
+    dropped = sorted(set(range(len(texts))) - set(kept))
+    assert len(texts) > 200 and len(dropped) > 40
+    # The cases that make it a rule in order: a kept row near only a dropped one, and
+    # kept pairs just under the threshold.
+    assert any(similar(i, j) >= dedupe.NEAR for i in kept for j in dropped if j < i)
+    assert any(0.75 <= similar(i, j) < dedupe.NEAR for i in kept for j in kept if j < i)
 
 
 def test_the_demo_s_58_distinct_fruits_are_all_kept() -> None:
