@@ -37,17 +37,24 @@ FROM = "records r JOIN shards s ON s.id = r.shard JOIN labels l ON l.id = r.labe
 LATEST = 2  # `state` bit: the latest of its (job, input, candidate); bit 0: failed
 
 
-_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
-
-
 def hex_keys(raw: bytes, n: int) -> pa.Array:
     """`n` SHA-256 keys of 32 bytes each, end to end, as the hex strings shards hold."""
-    digits = np.frombuffer(raw, np.uint8).reshape(n, 32)
-    text = np.empty((n, 64), np.uint8)
-    text[:, 0::2], text[:, 1::2] = _HEX[digits >> 4], _HEX[digits & 15]
     offsets = np.arange(0, 64 * (n + 1), 64, dtype=np.int32)
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets.tobytes()),
-                                       pa.py_buffer(text.tobytes()))
+                                       pa.py_buffer(raw.hex().encode("ascii")))
+
+
+def _split(joined: str | bytes, separator: str, kind: pa.DataType) -> pa.Array:
+    """The pieces of one long text, split in Arrow (a Python string per piece costs
+    more than the query that made the text)."""
+    import pyarrow.compute as pc  # whole-job reads only: a lookup does without it
+
+    return pc.split_pattern(pa.array([joined], kind), separator).flatten()
+
+
+def _integers(joined: str) -> np.ndarray:
+    """Comma-separated integers (a group_concat) as int64."""
+    return _split(joined, ",", pa.large_string()).cast(pa.int64()).to_numpy()
 
 
 def chunks(items: list[_T], size: int = CHUNK) -> Iterator[list[_T]]:
@@ -327,7 +334,7 @@ class IndexReads(SideStore):
             return Claims(shard_names, label_names, np.empty(0, np.int64),
                           np.empty(0, np.int64), pa.array([], pa.string()),
                           pa.array([], pa.string()))
-        split = ids.decode("utf-8").split("\0")
+        split = _split(ids, "\0", pa.large_binary()).cast(pa.string())
         if plain != n or len(split) != n:  # a hand-made key, an input id holding NUL
             rows = self._all(f"SELECT (r.shard << 34) | (r.row << 2) | (r.state & 1), r.label, "
                              f"r.input_id, r.key {selected}", params)
@@ -336,8 +343,7 @@ class IndexReads(SideStore):
                           np.array([r[1] for r in rows], np.int64),
                           pa.array([r[2] for r in rows], pa.string()),
                           pa.array([key_out(r[3]) for r in rows], pa.string()))
-        return Claims(shard_names, label_names, np.fromstring(packed, dtype=np.int64, sep=","),
-                      np.fromstring(label, dtype=np.int64, sep=","), pa.array(split, pa.string()),
+        return Claims(shard_names, label_names, _integers(packed), _integers(label), split,
                       hex_keys(keys, n))
 
     def records_by_shard(self, job: str) -> Iterator[tuple[str, int, str, str, bool, str]]:

@@ -11,6 +11,7 @@ and the read makes the scan start again once, from the index as it is then.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import pyarrow.parquet as pq
 
 from batch.cache.errors import ShardDamagedError, ShardUnavailableError, UnknownJobError
 from batch.cache.reader import CacheReader
-from batch.cache.rowcheck import IDENTITY, check_table
+from batch.cache.rowcheck import IDENTITY, ShardClaims, check_table
 from batch.cache.schema import arrow_schema, conform
 from batch.cache.shards import CHECKED, ShardDamaged, damage, job_directory
 
@@ -55,9 +56,9 @@ def _read(reader: CacheReader, job: str, labels: list[str], columns: list[str],
     # index (batch.cache.rowcheck); a shard written before candidates names its rows'
     # candidate by their model.
     reading = list(dict.fromkeys([*columns, *IDENTITY, "model"]))
-    tables = []
     directory = job_directory(reader.root, job)
-    for shard, said in claims.by_shard() if claims is not None else ():
+
+    def one(shard: str, said: ShardClaims) -> pa.Table:
         path = directory / shard
         why = damage(path, listed.get(shard))
         if why == "its file is gone":
@@ -79,7 +80,17 @@ def _read(reader: CacheReader, job: str, labels: list[str], columns: list[str],
             if name not in table.column_names:
                 table = table.append_column(wanted.field(name).with_nullable(True),
                                             pa.nulls(table.num_rows, wanted.field(name).type))
-        tables.append(table.select(columns).cast(wanted))
+        return table.select(columns).cast(wanted)
+
+    # Two shards at once: hashing, decoding and checking run mostly outside the GIL. The
+    # results come back in shard order, and so does the first error (the shards not yet
+    # begun are then not read).
+    shards = list(claims.by_shard()) if claims is not None else []
+    pool = ThreadPoolExecutor(2, thread_name_prefix="scan")
+    try:
+        tables = list(pool.map(lambda item: one(*item), shards))
+    finally:
+        pool.shutdown(cancel_futures=True)
     if not tables:
         return wanted.empty_table()
     return pa.concat_tables(tables)

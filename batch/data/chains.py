@@ -240,8 +240,7 @@ class UpstreamReader:
         ids, positions, text, at = (a.filter(have) for a in (ids, positions, text, at))
         key, output = answers["key"].take(at), answers["output"].take(at)
         score_ids, score_values = value_columns(self.root, up, label)
-        score = pa.array(score_values, pa.float64()).take(
-            pc.index_in(ids, pa.array(score_ids, pa.string())))
+        score = score_values.take(pc.index_in(ids, score_ids))
         basis = chain_rows.line_basis(text, output, key, score, ids)
         def refs() -> dict[str, tuple[str | None, str, str, int | None]]:
             id_list = ids.to_pylist()
