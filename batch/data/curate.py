@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -150,10 +148,6 @@ def curate(predictions_root: Path, job: str, output: Path, *, command: str,
 
 def _write_splits(new_set: curated_set.NewSet, train: np.ndarray, table: pa.Table,
                   text: pa.Array, job: str, report: CurateReport) -> None:
-    """Each split's twins; the validation split's are written on a thread of their own
-    beside the train split's (whose JSON Lines leave a core idle once its Parquet is
-    done), and named in the report in split order as before."""
-    writes: list[tuple[str, Callable[[], str]]] = []
     for name, mask in (("train", train), ("validation", ~train)):
         rows = int(mask.sum())
         report.split_rows[name] = rows
@@ -162,14 +156,8 @@ def _write_splits(new_set: curated_set.NewSet, train: np.ndarray, table: pa.Tabl
         part = table if rows == table.num_rows else table.filter(mask)
         part_text = text if rows == table.num_rows else text.filter(mask)
         columns = _provenance(part)
-        writes.append((name, partial(
-            new_set.split, name, partial(_write_jsonl, text=part_text, job=job, columns=columns),
-            partial(_write_parquet, table=part, job=job, columns=columns))))
-    with ThreadPoolExecutor(1, thread_name_prefix="curate-split") as pool:
-        later = [pool.submit(write) for _, write in writes[1:]]
-        stems = [writes[0][1]()] if writes else []
-        stems += [f.result() for f in later]
-    for (name, _), stem in zip(writes, stems, strict=True):
+        stem = new_set.split(name, partial(_write_jsonl, text=part_text, job=job, columns=columns),
+                             partial(_write_parquet, table=part, job=job, columns=columns))
         report.split_files[name] = stem
         report.files += [f"{stem}.parquet", f"{stem}.jsonl"]
 

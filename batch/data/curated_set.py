@@ -23,7 +23,6 @@ import fcntl
 import hashlib
 import os
 import re
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -99,7 +98,6 @@ class NewSet:
         self.pending: list[tuple[Path, Path]] = []  # (temporary, final)
         self.placed: list[Path] = []  # data files put in place that were not there before
         self.card_text: str | None = None
-        self._lock = threading.Lock()
 
     def split(self, name: str, write_jsonl: Callable[[Writable], None],
               write_parquet: Callable[[Path], None]) -> str:
@@ -117,9 +115,8 @@ class NewSet:
                 os.fsync(fh.fileno())
             parquet_written.result()
         stem = f"{name}-{digest.hexdigest()[:DIGEST_HEX]}"
-        with self._lock:  # splits may be written on threads of their own
-            self.pending += [(parquet, self.directory / f"{stem}.parquet"),
-                             (jsonl, self.directory / f"{stem}.jsonl")]
+        self.pending += [(parquet, self.directory / f"{stem}.parquet"),
+                         (jsonl, self.directory / f"{stem}.jsonl")]
         return stem
 
     def card(self, text: str) -> None:
