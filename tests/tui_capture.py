@@ -63,12 +63,17 @@ async def settle(pilot: Pilot) -> None:
     """Wait until no screen is loading anything and the display has caught up."""
     app = pilot.app
     deadline = time.monotonic() + 120  # a search typed waits for a pause: a timer, not a worker
-    while time.monotonic() < deadline:
+    quiet_passes = 0
+    while time.monotonic() < deadline and quiet_passes < 2:
         await app.workers.wait_for_complete()
         await pilot.pause()
-        if not any(getattr(s, "loading_now", False) for s in app.screen_stack) \
-                and not any(w.is_running for w in app.workers):
-            break
+        # A keystroke's edit reaches the screen in hops (Input, then the filter bar, then
+        # the screen), each posted while the one before is handled: one pause can return
+        # with the last hop still queued, so idle means every queue empty, twice running.
+        queued = any(node.message_queue_size for node in (app, *app.screen.walk_children(with_self=True)))
+        idle = not queued and not any(getattr(s, "loading_now", False) for s in app.screen_stack) \
+            and not any(w.is_running for w in app.workers)
+        quiet_passes = quiet_passes + 1 if idle else 0
     await pilot.wait_for_scheduled_animations()
     await pilot.pause()
 
