@@ -3,7 +3,6 @@ Correctness only; timings are never asserted."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,16 +10,14 @@ from pathlib import Path
 import pytest
 
 from bench import catalog as bench_catalog
+from tests.bench_support import bench_main
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_catalog_benchmark_smoke_run_checks_answers_and_reports_every_query(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "catalog.json"
-    assert bench_catalog.main(["--smoke", "--output", str(out)]) == 0
-    r = json.loads(out.read_text())
-    assert json.loads(capsys.readouterr().out) == r
+    r = bench_main(bench_catalog.main, ["--smoke"], tmp_path / "catalog.json", capsys)
     assert r["smoke"] and r["models"] == 2000
     assert set(r["queries"]) == set(bench_catalog.queries())
     for q in r["queries"].values():

@@ -3,20 +3,17 @@ planning end to end at small sizes, their counts checked (timings are never asse
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from bench import data as bench_data
+from tests.bench_support import bench_main
 
 
 def test_data_benchmark_smoke_run_curates_and_plans_only_the_new_rows(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "data.json"
-    assert bench_data.main(["--smoke", "--output", str(out)]) == 0
-    r = json.loads(out.read_text())
-    assert json.loads(capsys.readouterr().out) == r
+    r = bench_main(bench_data.main, ["--smoke"], tmp_path / "data.json", capsys)
     run = r["curate"]["runs"][0]
     counts = dict(run["counts"])
     assert counts["latest predictions"] == 3000 and counts["succeeded"] == 2970  # 1% failed

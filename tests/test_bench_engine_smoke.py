@@ -14,9 +14,8 @@ from batch.run.executors.engine import EnginePool
 from batch.run.executors.target import EngineTarget
 from bench import engine as bench_engine
 from bench.engine_figures import breakdown, pair_figures
+from tests.bench_support import ROOT, bench_process
 from tests.engine_support import ENGINE_OPTIONS, LORA_RANK, MAX_LORAS
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_prompts_are_distinct_and_job_renders_them_verbatim(tmp_path: Path) -> None:
@@ -64,12 +63,7 @@ def test_raw_side_builds_llm_exactly_as_the_engine_does(engine_pool: EnginePool,
 @pytest.mark.engine
 def test_engine_benchmark_smoke_run_reports_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "engine.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.engine", "--smoke", "--prompts", "40",
-                           "--max-tokens", "8", "--output", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads(out.read_text())
-    assert json.loads(proc.stdout) == r
+    r, _ = bench_process("bench.engine", ["--smoke", "--prompts", "40", "--max-tokens", "8"], out)
     assert not (tmp_path / "engine.partial.json").exists()  # removed once complete
     n = r["overhead"]["prompts"]
     assert r["smoke"] and n <= 200

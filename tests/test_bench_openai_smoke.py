@@ -5,31 +5,22 @@ and eight at once. Correctness only; timings on a shared test machine prove noth
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 from bench.openai import ratios
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.bench_support import bench_process
 
 
 def test_openai_benchmark_smoke_run_checks_its_answers(tmp_path: Path) -> None:
     out = tmp_path / "openai.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.openai", "--smoke", "--no-generate",
-                           "--output", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    figures = json.loads(proc.stdout)
-    assert figures == json.loads(out.read_text())
+    figures, table = bench_process("bench.openai", ["--smoke", "--no-generate"], out)
     assert figures["smoke"] is True and figures["rows"] == 2000
     assert figures["identity"].startswith("local:sha256:")
     cached = figures["cached"]
     assert cached["single"]["n"] == 50
     assert cached["concurrent"]["clients"] == 8 and cached["concurrent"]["requests"] == 160
     assert cached["load_before"] and "generated" not in figures
-    assert "cached, 8 clients at once" in proc.stderr  # the table on stderr, figures on stdout
+    assert "cached, 8 clients at once" in table  # the table on stderr, figures on stdout
 
 
 def test_ratios_compare_like_with_like() -> None:

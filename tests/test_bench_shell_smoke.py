@@ -3,21 +3,14 @@ answered (no timing assertions: the figures depend on the machine)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.bench_support import bench_process
 
 
 def test_shell_benchmark_smoke_run_checks_its_answers(tmp_path: Path) -> None:
     out = tmp_path / "shell.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.shell", "--smoke", "--output", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    figures = json.loads(proc.stdout)
-    assert figures == json.loads(out.read_text())
+    figures, table = bench_process("bench.shell", ["--smoke"], out)
     assert set(figures["commands"]) == {"query --input-id", "models list", "almanac --version",
                                         "python -c pass", "click + pyarrow.parquet"}
     assert all(c["n"] == 2 and c["min_ms"] <= c["median_ms"] <= c["max_ms"]
@@ -27,4 +20,4 @@ def test_shell_benchmark_smoke_run_checks_its_answers(tmp_path: Path) -> None:
     assert "pyarrow" in figures["imports"]["query --input-id"]
     assert "models list" in figures["imports"]
     assert not {"alembic", "pandas", "sqlalchemy"} & {m for i in figures["imports"].values() for m in i}
-    assert figures["load_average"]["start"] and "models list" in proc.stderr
+    assert figures["load_average"]["start"] and "models list" in table

@@ -3,23 +3,16 @@ times is right. A correctness check only: timings on a shared test machine prove
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.bench_support import bench_process
 
 
 def test_lookup_benchmark_smoke_run_checks_its_answers(tmp_path: Path) -> None:
     out = tmp_path / "lookups.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.lookups", "--smoke", "--output", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    figures = json.loads(proc.stdout)
-    assert figures == json.loads(out.read_text())
+    figures, table = bench_process("bench.lookups", ["--smoke"], out)
     assert figures["checked"] is True and figures["rows"] == 2000
     assert figures["api"]["single"]["n"] > 0 and figures["api"]["get_many"]["ids"] == 2000
     assert figures["http"]["single"]["n"] > 0 and figures["pyarrow_filter"]["n"] > 0
     assert figures["machine"]["cores"] and figures["machine"]["versions"]["pyarrow"]
-    assert "python get(id)" in proc.stderr  # the table goes to stderr, the figures to stdout
+    assert "python get(id)" in table  # the table goes to stderr, the figures to stdout

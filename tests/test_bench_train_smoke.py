@@ -3,20 +3,17 @@ report every figure (correctness only; timings are never asserted)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from bench import train as bench_train
+from tests.bench_support import bench_main
 
 
 def test_train_benchmark_smoke_run_trains_both_sides_on_the_same_rows(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "train.json"
-    assert bench_train.main(["--smoke", "--output", str(out)]) == 0
-    r = json.loads(out.read_text())
-    assert json.loads(capsys.readouterr().out) == r
+    r = bench_main(bench_train.main, ["--smoke"], tmp_path / "train.json", capsys)
     t = r["train"]
     assert (t["rows"], t["steps"], t["reps"]) == (40, 2, 1)
     for side in ("direct", "almanac"):
