@@ -115,13 +115,19 @@ def direct_side(base: Path, data: Path, steps: int, out: Path) -> dict[str, Any]
 
     examples = to_examples(filtered(read_curated(data), None), "text")  # not timed
     s = settings(steps)
+    import datasets
     import torch
+    import transformers
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
+    # The bars Almanac's trainer turns off: the same work on both sides, and a table
+    # a reader can find among the lines.
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
     cuda = torch.cuda.is_available()
     bf16 = cuda and torch.cuda.is_bf16_supported()
     began = time.perf_counter()
