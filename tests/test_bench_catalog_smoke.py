@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench import catalog as bench_catalog
-from tests.bench_support import bench_main
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.bench_support import ROOT, bench_main
 
 
 def test_catalog_benchmark_smoke_run_checks_answers_and_reports_every_query(
