@@ -49,8 +49,8 @@ from bench.engine_figures import (
 )
 from bench.engine_sides import almanac_side, check_outputs, new_home, raw_side
 from bench.engine_workload import (
-    REAL_MODEL_ENGINE,
     TINY_ENGINE,
+    engine_options,
     llm_kwargs,
     prepare_model,
     prompt,
@@ -250,13 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         model, what = prepare_model(args.model, work)
-        engine = dict(TINY_ENGINE if args.model is None else REAL_MODEL_ENGINE)
-        for item in args.engine:
-            key, _, value = item.partition("=")
-            try:
-                engine[key] = json.loads(value)
-            except json.JSONDecodeError:
-                engine[key] = value
+        engine = engine_options(args.model, args.engine)
         header: dict[str, Any] = {
             "benchmark": "engine", "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "smoke": args.smoke, "model": {"what": what, "path": str(model)},

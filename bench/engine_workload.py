@@ -68,6 +68,22 @@ def sharpen(model_dir: Path, factor: float = 40.0) -> None:
     save_file(tensors, str(path), metadata={"format": "pt"})
 
 
+def engine_options(model: str | None, given: list[str]) -> dict[str, Any]:
+    """The engine options for `model` (TINY_ENGINE for the tiny one, else
+    REAL_MODEL_ENGINE) with each `KEY=JSON` given on the command line over them (a
+    value that is not JSON is taken as a string)."""
+    import json
+
+    engine = dict(TINY_ENGINE if model is None else REAL_MODEL_ENGINE)
+    for item in given:
+        key, _, value = item.partition("=")
+        try:
+            engine[key] = json.loads(value)
+        except json.JSONDecodeError:
+            engine[key] = value
+    return engine
+
+
 def prepare_model(ref: str | None, work: Path) -> tuple[Path, str]:
     """The directory both sides load, and what it is: the tiny generated model, a
     directory, a model of the user's catalog with a local path, or a Hub repo id."""
