@@ -29,3 +29,20 @@ def test_ratios_compare_like_with_like() -> None:
                  "batch": {"requests_per_s": 400.0}}
     assert ratios(cached, generated) == {"latency_p50": 75.0, "throughput_8": 50.0,
                                          "throughput_vs_batch": 2.5}
+
+
+def test_shaped_models_have_the_size_of_the_models_they_stand_for() -> None:
+    """Counted on the meta device, no weights made: Qwen2.5-0.5B has 494M parameters,
+    TinyLlama-1.1B 1,100M (the sizes their model cards give)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from bench.shaped_model import SHAPES
+
+    def millions(shape: str) -> int:
+        with torch.device("meta"):
+            model = LlamaForCausalLM(LlamaConfig(**SHAPES[shape]))
+        return round(sum(p.numel() for p in model.parameters()) / 1e6)
+
+    assert millions("qwen2.5-0.5b") == 494
+    assert millions("tinyllama-1.1b") == 1100
