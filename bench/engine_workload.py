@@ -72,8 +72,6 @@ def engine_options(model: str | None, given: list[str]) -> dict[str, Any]:
     """The engine options for `model` (TINY_ENGINE for the tiny one, else
     REAL_MODEL_ENGINE) with each `KEY=JSON` given on the command line over them (a
     value that is not JSON is taken as a string)."""
-    import json
-
     engine = dict(TINY_ENGINE if model is None else REAL_MODEL_ENGINE)
     for item in given:
         key, _, value = item.partition("=")

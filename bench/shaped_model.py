@@ -19,7 +19,7 @@ from typing import Any
 
 # Dimensions from each model's published config.json (the Hub's Qwen/Qwen2.5-0.5B and
 # TinyLlama/TinyLlama-1.1B-Chat-v1.0); Llama's architecture stands in for Qwen2's,
-# whose q/k/v biases add a few thousand parameters a layer.
+# whose q/k/v biases add about a thousand parameters a layer (0.006% of the 0.5B).
 SHAPES: dict[str, dict[str, Any]] = {
     "qwen2.5-0.5b": {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
                      "num_attention_heads": 14, "num_key_value_heads": 2, "head_dim": 64,

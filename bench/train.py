@@ -109,25 +109,38 @@ def almanac_side(home: Path, base_ref: str, data: Path, steps: int) -> dict[str,
 
 
 def direct_side(base: Path, data: Path, steps: int, out: Path) -> dict[str, Any]:
-    """TRL as its documentation shows it, on the very rows Almanac trains on."""
+    """TRL as its documentation shows it, on the very rows Almanac trains on, without
+    the progress bars Almanac's trainer turns off (the same work on both sides, and a
+    table not lost among bar lines); they are on again after, as before."""
+    import datasets
+    import transformers
+
+    bars = (datasets.utils.logging.is_progress_bar_enabled(),
+            transformers.utils.logging.is_progress_bar_enabled())
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        return _direct_side(base, data, steps, out)
+    finally:
+        if bars[0]:
+            datasets.enable_progress_bars()
+        if bars[1]:
+            transformers.utils.logging.enable_progress_bar()
+
+
+def _direct_side(base: Path, data: Path, steps: int, out: Path) -> dict[str, Any]:
     from batch.train.dataset import read_curated
     from batch.train.examples import filtered, to_examples
 
     examples = to_examples(filtered(read_curated(data), None), "text")  # not timed
     s = settings(steps)
-    import datasets
     import torch
-    import transformers
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
-    # The bars Almanac's trainer turns off: the same work on both sides, and a table
-    # a reader can find among the lines.
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
     cuda = torch.cuda.is_available()
     bf16 = cuda and torch.cuda.is_bf16_supported()
     began = time.perf_counter()

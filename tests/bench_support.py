@@ -1,5 +1,6 @@
-"""Running a benchmark at smoke size the way its users do, and reading what it reported:
-the figures it prints on stdout are the ones it writes to --output."""
+"""Running a benchmark at smoke size, in this process or as `python -m bench.X`, and
+reading what it reported: the figures it prints on stdout are the ones it writes to
+--output."""
 
 from __future__ import annotations
 

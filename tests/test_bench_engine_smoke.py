@@ -4,8 +4,6 @@ prompts, and report every figure. Correctness only; timings are never asserted."
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ from batch.run.executors.engine import EnginePool
 from batch.run.executors.target import EngineTarget
 from bench import engine as bench_engine
 from bench.engine_figures import breakdown, pair_figures
-from tests.bench_support import ROOT, bench_process
+from tests.bench_support import bench_process
 from tests.engine_support import ENGINE_OPTIONS, LORA_RANK, MAX_LORAS
 
 
@@ -98,12 +96,8 @@ def test_engine_benchmark_smoke_run_reports_every_figure(tmp_path: Path) -> None
 def test_a_benchmark_stopped_before_any_pair_still_reports(tmp_path: Path) -> None:
     """No runs at all (`--reps 0 --breakdown-reps 0`): every figure that needs runs is
     left out, and nothing fails for want of them. No engine starts."""
-    out = tmp_path / "engine.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.engine", "--reps", "0", "--breakdown-reps",
-                           "0", "--scaling", "", "--no-multiprocessing", "--output", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads(out.read_text())
+    r, _ = bench_process("bench.engine", ["--reps", "0", "--breakdown-reps", "0", "--scaling", "",
+                                          "--no-multiprocessing"], tmp_path / "engine.json")
     assert r["overhead"]["runs"] == [] and "ratio" not in r["overhead"]
     assert r["cached_rerun"] is None and r["incremental"] is None and r["breakdown"] == {}
     assert r["machine"]["cores"]

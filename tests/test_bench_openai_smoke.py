@@ -23,11 +23,14 @@ def test_openai_benchmark_smoke_run_checks_its_answers(tmp_path: Path) -> None:
     assert "cached, 8 clients at once" in table  # the table on stderr, figures on stdout
 
 
-def test_ratios_compare_like_with_like() -> None:
-    cached = {"single": {"p50_ms": 2.0}, "concurrent": {"requests_per_s": 1000.0}}
-    generated = {"single": {"p50_ms": 150.0}, "concurrent": {"requests_per_s": 20.0},
-                 "batch": {"requests_per_s": 400.0}}
-    assert ratios(cached, generated) == {"latency_p50": 75.0, "throughput_8": 50.0,
+def test_ratios_compare_like_with_like_from_counts_not_rounded_rates() -> None:
+    cached = {"single": {"p50_ms": 2.0},
+              "concurrent": {"requests": 8000, "wall_s": 8.0, "requests_per_s": 1000.0}}
+    # 32 requests in 24.742 s is 1.2933/s, shown as 1.3: the ratio is 773.2, not 769.2.
+    generated = {"single": {"p50_ms": 150.0},
+                 "concurrent": {"requests": 32, "wall_s": 24.742, "requests_per_s": 1.3},
+                 "batch": {"prompts": 256, "wall_s": 0.64, "requests_per_s": 400.0}}
+    assert ratios(cached, generated) == {"latency_p50": 75.0, "throughput_8": 773.2,
                                          "throughput_vs_batch": 2.5}
 
 

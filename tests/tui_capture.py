@@ -60,7 +60,9 @@ def painted(app: App) -> bool:
 
 
 async def settle(pilot: Pilot) -> None:
-    """Wait until no screen is loading anything and the display has caught up."""
+    """Wait until no screen is loading anything, every message queue of the app and its
+    current screen is empty (twice running), and the display has caught up; raise
+    TimeoutError after two minutes rather than let a test read a screen mid-change."""
     app = pilot.app
     deadline = time.monotonic() + 120  # a search typed waits for a pause: a timer, not a worker
     quiet_passes = 0
@@ -74,6 +76,9 @@ async def settle(pilot: Pilot) -> None:
         idle = not queued and not any(getattr(s, "loading_now", False) for s in app.screen_stack) \
             and not any(w.is_running for w in app.workers)
         quiet_passes = quiet_passes + 1 if idle else 0
+    if quiet_passes < 2:
+        loading = [type(s).__name__ for s in app.screen_stack if getattr(s, "loading_now", False)]
+        raise TimeoutError(f"the TUI did not settle in 120 s (loading: {loading or 'none'})")
     await pilot.wait_for_scheduled_animations()
     await pilot.pause()
 
